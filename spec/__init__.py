@@ -1,0 +1,63 @@
+"""fusion-spec: the binding definition of nine multimodal fusion rules.
+
+Each rule is a frozen pydantic model (discriminated by ``kind``) that pins every
+hyperparameter and numeric constant and declares its canonical parameters,
+noise inputs, auxiliary outputs and cost. This package depends only on NumPy,
+pydantic and safetensors.
+"""
+
+from ._base import (
+    LAYER_NORM_EPS,
+    AuxSpec,
+    CallOption,
+    FusionSpecBase,
+    Init,
+    NoiseSpec,
+    ParamSpec,
+)
+from ._legacy import from_legacy
+from ._params import WeightsError, as_numpy, check_params, init_params
+from ._union import RULES, SCHEMA_PATH, FusionSpec, json_schema, parse, render_schema, write_schema
+from ._weights import load_weights, save_weights
+from .concat_mlp import ConcatMlpSpec
+from .cross_attention import CrossAttentionSpec
+from .energy_aware_adaptive import EnergyAwareAdaptiveSpec
+from .film import FilmSpec
+from .gated import GatedSpec
+from .modality_dropout import ModalityDropoutSpec
+from .shomr import ShomrSpec
+from .simple import SimpleSpec
+from .transformer_concat import TransformerConcatSpec
+
+__all__ = [
+    "LAYER_NORM_EPS",
+    "RULES",
+    "SCHEMA_PATH",
+    "AuxSpec",
+    "CallOption",
+    "ConcatMlpSpec",
+    "CrossAttentionSpec",
+    "EnergyAwareAdaptiveSpec",
+    "FilmSpec",
+    "FusionSpec",
+    "FusionSpecBase",
+    "GatedSpec",
+    "Init",
+    "ModalityDropoutSpec",
+    "NoiseSpec",
+    "ParamSpec",
+    "ShomrSpec",
+    "SimpleSpec",
+    "TransformerConcatSpec",
+    "WeightsError",
+    "as_numpy",
+    "check_params",
+    "from_legacy",
+    "init_params",
+    "json_schema",
+    "load_weights",
+    "parse",
+    "render_schema",
+    "save_weights",
+    "write_schema",
+]

@@ -1,0 +1,284 @@
+"""Shared machinery of the rule specs: the base model and the declarations.
+
+A rule spec is a frozen pydantic model. Besides its fields it *declares*:
+
+* ``params()``: the canonical parameters (dotted name, shape, initial
+  distribution), dense weights stored ``(out, in)``;
+* ``noise(batch, training=..., **options)``: the named uniform ``[0, 1)`` noise
+  arrays that drive every stochastic decision in that call;
+* ``aux(batch, training=..., **options)``: the auxiliary outputs;
+* ``macs()``: multiply-accumulates per sample for each route.
+
+These declarations are plain dataclasses so that code outside Python (a C++
+backend, the docs generator) can read them from ``spec.describe``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Every numeric constant a backend needs is pinned here and exposed as a spec
+# field, never inherited from a framework default (Keras LayerNormalization:
+# eps 1e-3; keras.ops.gelu: tanh approximation).
+LAYER_NORM_EPS = 1e-5
+FFN_MULT = 4
+
+
+@dataclass(frozen=True)
+class Init:
+    """Initial distribution of one canonical parameter.
+
+    ``kind`` is ``"uniform"`` (on ``(-bound, bound)``), ``"normal"``
+    (mean 0, standard deviation ``std``), ``"constant"`` (every entry ``value``).
+    ``tied_to`` names another parameter whose initial value this one copies
+    (the original deep-copies one encoder layer ``layers`` times).
+    ``origin`` says which PyTorch initialiser of the original it reproduces.
+    """
+
+    kind: Literal["uniform", "normal", "constant"]
+    bound: float = 0.0
+    std: float = 0.0
+    value: float = 0.0
+    tied_to: str | None = None
+    origin: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "uniform":
+            text = f"U(-{self.bound:.6g}, {self.bound:.6g})"
+        elif self.kind == "normal":
+            text = f"N(0, {self.std:.6g}^2)"
+        else:
+            text = f"constant {self.value:.6g}"
+        if self.tied_to:
+            text += f", copy of {self.tied_to}"
+        return text
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One canonical parameter: dotted name, shape, dtype and initialisation."""
+
+    name: str
+    shape: tuple[int, ...]
+    init: Init
+    trained: bool = True
+    doc: str = ""
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """One named noise input: uniform on ``[0, 1)``, float, of ``shape``."""
+
+    name: str
+    shape: tuple[int, ...]
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class AuxSpec:
+    """One auxiliary output.
+
+    ``role`` tells the conformance suite how to compare it:
+
+    * ``"value"``: a continuous tensor, compared with the float tolerance;
+    * ``"decision"``: a discrete outcome (route index, 0/1 mask), compared
+      exactly except where the matching ``margin`` is within the rounding bound;
+    * ``"margin"``: distance of a decision's deciding quantity from its
+      threshold or runner-up, produced by the reference only (backends may omit).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    role: Literal["value", "decision", "margin"]
+    doc: str = ""
+    margin: str | None = None
+    dtype: str = "float"
+
+
+@dataclass(frozen=True)
+class CallOption:
+    """A keyword argument the rule takes at call time (``progress``, ...)."""
+
+    name: str
+    type: str
+    default: Any
+    doc: str
+
+
+class FusionSpecBase(BaseModel):
+    """Fields and declarations common to every rule."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    kind: str
+    dim: int = Field(gt=0, description="Embedding size D of v, t and the output.")
+
+    #: Keyword arguments this rule accepts at call time.
+    call_options: ClassVar[tuple[CallOption, ...]] = ()
+    #: One-line summary for tables and reprs.
+    summary: ClassVar[str] = ""
+
+    # --- declarations -----------------------------------------------------
+    def params(self) -> list[ParamSpec]:
+        raise NotImplementedError
+
+    def noise(self, batch: int, *, training: bool, **options: Any) -> list[NoiseSpec]:
+        """Noise arrays consumed by one call; empty for deterministic calls."""
+        return []
+
+    def aux(self, batch: int, *, training: bool = False, **options: Any) -> list[AuxSpec]:
+        """Auxiliary outputs returned by one call with ``return_aux=True``."""
+        return []
+
+    def macs(self) -> dict[str, int]:
+        """Multiply-accumulates per sample, per route (weights and attention)."""
+        raise NotImplementedError
+
+    def no_output_gradient(self) -> set[str]:
+        """Parameters that legitimately receive no gradient from the fused output."""
+        return set()
+
+    def has_elementwise_dropout(self) -> bool:
+        """True when training applies element-wise dropout the noise contract omits."""
+        return float(getattr(self, "dropout", 0.0)) > 0.0
+
+    # --- convenience ------------------------------------------------------
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {p.name: p.shape for p in self.params()}
+
+    def check_call_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Validate call-time keyword arguments; returns them with defaults filled."""
+        known = {o.name: o for o in self.call_options}
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            expected = ", ".join(known) or "none"
+            raise TypeError(
+                f"{self.kind}: unexpected call option(s) {unknown}; "
+                f"this rule accepts: {expected}"
+            )
+        return {name: options.get(name, o.default) for name, o in known.items()}
+
+
+# --- declaration helpers shared by the rules ---------------------------------
+
+
+def linear(name: str, fan_in: int, fan_out: int, doc: str = "") -> list[ParamSpec]:
+    """``torch.nn.Linear(fan_in, fan_out)``: weight ``(out, in)``, bias ``(out,)``.
+
+    PyTorch's default (Kaiming-uniform with ``a=sqrt(5)``) gives both weight
+    and bias the bound ``1/sqrt(fan_in)``.
+    """
+    bound = 1.0 / math.sqrt(fan_in)
+    origin = "torch.nn.Linear default (kaiming_uniform_, a=sqrt(5))"
+    init = Init("uniform", bound=bound, origin=origin)
+    return [
+        ParamSpec(f"{name}.weight", (fan_out, fan_in), init, doc=doc),
+        ParamSpec(f"{name}.bias", (fan_out,), init, doc=doc),
+    ]
+
+
+def layer_norm(name: str, dim: int, doc: str = "") -> list[ParamSpec]:
+    """Affine LayerNorm: ``weight`` ones, ``bias`` zeros."""
+    origin = "torch.nn.LayerNorm default"
+    return [
+        ParamSpec(f"{name}.weight", (dim,), Init("constant", value=1.0, origin=origin), doc=doc),
+        ParamSpec(f"{name}.bias", (dim,), Init("constant", value=0.0, origin=origin), doc=doc),
+    ]
+
+
+def attention(name: str, dim: int, doc: str = "") -> list[ParamSpec]:
+    """Multi-head attention with separate query/key/value/output projections.
+
+    The original packs query, key and value into one ``in_proj_weight (3D, D)``
+    initialised Xavier-uniform over the packed matrix, bound
+    ``sqrt(6 / (D + 3D))``; each of our three blocks keeps that bound. The
+    projection biases start at zero; the output weight is a ``Linear(D, D)``.
+    """
+    xavier = Init(
+        "uniform",
+        bound=math.sqrt(6.0 / (dim + 3 * dim)),
+        origin="torch.nn.MultiheadAttention: xavier_uniform_ over the packed (3D, D) in_proj_weight",
+    )
+    zero = Init("constant", value=0.0, origin="torch.nn.MultiheadAttention: constant_(0)")
+    out = Init(
+        "uniform",
+        bound=1.0 / math.sqrt(dim),
+        origin="torch.nn.MultiheadAttention.out_proj: torch.nn.Linear default",
+    )
+    specs = []
+    for proj in ("query", "key", "value"):
+        specs.append(ParamSpec(f"{name}.{proj}.weight", (dim, dim), xavier, doc=doc))
+        specs.append(ParamSpec(f"{name}.{proj}.bias", (dim,), zero, doc=doc))
+    specs.append(ParamSpec(f"{name}.output.weight", (dim, dim), out, doc=doc))
+    specs.append(ParamSpec(f"{name}.output.bias", (dim,), zero, doc=doc))
+    return specs
+
+
+def feed_forward(name: str, dim: int, hidden: int, doc: str = "") -> list[ParamSpec]:
+    """Two linears ``up: D -> hidden`` and ``down: hidden -> D``."""
+    return linear(f"{name}.up", dim, hidden, doc) + linear(f"{name}.down", hidden, dim, doc)
+
+
+def tie(specs: list[ParamSpec], source_prefix: str, prefix: str) -> list[ParamSpec]:
+    """Declare ``specs`` (named under ``prefix``) as initial copies of ``source_prefix``."""
+    tied = []
+    for p in specs:
+        source = source_prefix + p.name[len(prefix) :]
+        init = Init(
+            p.init.kind,
+            bound=p.init.bound,
+            std=p.init.std,
+            value=p.init.value,
+            tied_to=source,
+            origin="torch.nn.TransformerEncoder deep-copies its first layer",
+        )
+        tied.append(ParamSpec(p.name, p.shape, init, p.trained, p.doc, p.dtype))
+    return tied
+
+
+# --- cost helpers (multiply-accumulates per sample) ---------------------------
+
+
+def linear_macs(fan_in: int, fan_out: int, tokens: int = 1) -> int:
+    return tokens * fan_in * fan_out
+
+
+def attention_macs(dim: int, queries: int, keys: int) -> int:
+    """Projections, scores ``Q K^T`` and the weighted sum ``A V``."""
+    projections = queries * dim * dim + 2 * keys * dim * dim + queries * dim * dim
+    return projections + 2 * queries * keys * dim
+
+
+def encoder_layer_macs(dim: int, tokens: int, ffn_mult: int) -> int:
+    ffn = linear_macs(dim, ffn_mult * dim, tokens) + linear_macs(ffn_mult * dim, dim, tokens)
+    return attention_macs(dim, tokens, tokens) + ffn
+
+
+# --- field types shared by the rules -----------------------------------------
+
+Heads = Field(8, gt=0, description="Attention heads h; must divide dim. Scale 1/sqrt(dim/h).")
+Dropout = Field(
+    0.1,
+    ge=0.0,
+    lt=1.0,
+    description=(
+        "Element-wise dropout rate in training (attention weights, FFN, MLP). "
+        "Not part of the noise contract: the reference requires 0 in training."
+    ),
+)
+LayerNormEps = Literal[1e-05]
+GeluForm = Literal["erf"]
+FfnMult = Literal[4]
+
+
+def check_heads(kind: str, dim: int, heads: int) -> None:
+    if dim % heads:
+        raise ValueError(
+            f"{kind}: heads must divide dim; received heads={heads} with dim={dim} "
+            f"(dim % heads = {dim % heads})"
+        )

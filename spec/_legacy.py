@@ -1,0 +1,199 @@
+"""Import of checkpoints of the original research code (``models/fusion/``).
+
+The key table is in ``ORIGINAL_IMPLEMENTATION.md``. Renames are explicit, and
+the packed attention projection ``in_proj_weight (3D, D)`` is split, in the
+order query, key, value, into three canonical ``(D, D)`` matrices. PyTorch
+stores ``Linear`` weights ``(out, in)``, as we do, so nothing is transposed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ._params import WeightsError, as_numpy, check_params
+from ._union import RULES, parse
+
+ATTENTION = {
+    "in_proj_weight": ("query.weight", "key.weight", "value.weight"),
+    "in_proj_bias": ("query.bias", "key.bias", "value.bias"),
+    "out_proj.weight": ("output.weight",),
+    "out_proj.bias": ("output.bias",),
+}
+ENCODER_LAYER = {
+    **{f"self_attn.{k}": tuple(f"attn.{n}" for n in v) for k, v in ATTENTION.items()},
+    "linear1.weight": ("ffn.up.weight",),
+    "linear1.bias": ("ffn.up.bias",),
+    "linear2.weight": ("ffn.down.weight",),
+    "linear2.bias": ("ffn.down.bias",),
+    "norm1.weight": ("norm1.weight",),
+    "norm1.bias": ("norm1.bias",),
+    "norm2.weight": ("norm2.weight",),
+    "norm2.bias": ("norm2.bias",),
+}
+
+
+def _modules(pairs: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """Expand ``{legacy module: canonical module}`` to weight and bias keys."""
+    table = {}
+    for old, new in pairs.items():
+        for leaf in ("weight", "bias"):
+            table[f"{old}.{leaf}"] = (f"{new}.{leaf}",)
+    return table
+
+
+def _attention(old: str, new: str) -> dict[str, tuple[str, ...]]:
+    return {f"{old}.{k}": tuple(f"{new}.{n}" for n in v) for k, v in ATTENTION.items()}
+
+
+def _encoder(old: str, new: str, layers: int) -> dict[str, tuple[str, ...]]:
+    table = {}
+    for i in range(layers):
+        for k, v in ENCODER_LAYER.items():
+            table[f"{old}.layers.{i}.{k}"] = tuple(f"{new}.{i}.{n}" for n in v)
+    return table
+
+
+def _table(s) -> dict[str, tuple[str, ...]]:
+    """legacy key -> canonical names (several: split evenly along axis 0)."""
+    kind = s.kind
+    if kind == "simple":
+        return _encoder("fusion", "encoder", s.layers)
+    if kind == "transformer_concat":
+        table = _encoder("transformer", "encoder", s.layers)
+        table["modality_token"] = ("modality_embedding",) if s.modality_embeddings else ()
+        return table
+    if kind == "concat_mlp":
+        return _modules({f"mlp.{3 * i}": f"mlp.{i}" for i in range(s.layers)})
+    if kind == "gated":
+        return _modules({"gate.0": "gate"})
+    if kind == "film":
+        return _modules({"mlp_gamma": "gamma", "mlp_beta": "beta"})
+    if kind == "modality_dropout":
+        return _modules({"gated.0": "mlp.0", "gated.2": "mlp.1"})
+    if kind == "cross_attention":
+        return {
+            **_modules({"norm1": "norm1", "norm2": "norm2", "ffn.0": "ffn.up", "ffn.2": "ffn.down"}),
+            **_attention("cross_attn", "attn"),
+        }
+    if kind == "shomr":
+        return {
+            **_modules(
+                {
+                    "conf_net.0": "confidence.hidden",
+                    "conf_net.3": "confidence.out",
+                    "router.0": "router.hidden",
+                    "router.3": "router.out",
+                    "gate.0": "gate",
+                    "norm1": "norm1",
+                    "norm2": "norm2",
+                    "ffn.0": "ffn.up",
+                    "ffn.3": "ffn.down",
+                    "proj_single.0": "single",
+                }
+            ),
+            **_attention("cross_attn", "attn"),
+        }
+    if kind == "energy_aware_adaptive":
+        table = {
+            **_modules(
+                {
+                    "router.0": "router.hidden",
+                    "router.2": "router.out",
+                    "gate.0": "gate",
+                    "norm": "norm",
+                    "ffn.0": "ffn.up",
+                    "ffn.2": "ffn.down",
+                }
+            ),
+            **_attention("cross_attn", "attn"),
+        }
+        table["lambda_energy"] = ("energy_weight",) if s.energy_weight_trainable else ()
+        return table
+    raise AssertionError(kind)
+
+
+# key whose shape[-1] (or shape[0] for concat_mlp's hidden) gives dim
+_DIM_KEY = {
+    "simple": ("fusion.layers.0.norm1.weight", 0),
+    "transformer_concat": ("transformer.layers.0.norm1.weight", 0),
+    "concat_mlp": ("mlp.0.weight", None),
+    "gated": ("gate.0.bias", 0),
+    "film": ("mlp_gamma.bias", 0),
+    "modality_dropout": ("gated.0.bias", 0),
+    "cross_attention": ("norm1.weight", 0),
+    "shomr": ("norm1.weight", 0),
+    "energy_aware_adaptive": ("norm.weight", 0),
+}
+
+
+def _infer(kind: str, arrays: dict[str, np.ndarray], given: dict[str, Any]) -> dict[str, Any]:
+    """Sizes the checkpoint determines (dim, layers, hidden_mult), unless given."""
+    inferred: dict[str, Any] = {}
+    key, axis = _DIM_KEY[kind]
+    if kind in ("simple", "transformer_concat"):
+        prefix = "fusion" if kind == "simple" else "transformer"
+        indices = {int(m.group(1)) for k in arrays if (m := re.match(rf"{prefix}\.layers\.(\d+)\.", k))}
+        if indices:
+            inferred["layers"] = max(indices) + 1
+    if kind == "concat_mlp":
+        indices = sorted(int(m.group(1)) for k in arrays if (m := re.match(r"mlp\.(\d+)\.weight$", k)))
+        if indices:
+            inferred["layers"] = indices[-1] // 3 + 1
+            last = arrays[f"mlp.{indices[-1]}.weight"]
+            inferred["dim"] = last.shape[0]
+            if len(indices) > 1:
+                inferred["hidden_mult"] = arrays["mlp.0.weight"].shape[0] // last.shape[0]
+    elif key in arrays and arrays[key].ndim > axis:
+        inferred["dim"] = arrays[key].shape[axis]
+    if kind == "energy_aware_adaptive" and "lambda_energy" in arrays:
+        if not given.get("energy_weight_trainable", False):
+            inferred["energy_weight"] = float(arrays["lambda_energy"].reshape(-1)[0])
+    return {k: v for k, v in inferred.items() if k not in given}
+
+
+def from_legacy(kind: str, state_dict: Mapping[str, Any], **init_kwargs: Any):
+    """Turn a ``state_dict`` of the original module plus its constructor arguments
+    into ``(spec, canonical params)``.
+
+    ``state_dict`` is the fusion module's own (keys as in the key table, without
+    the model's ``fusion.`` prefix); values are NumPy arrays or tensors. Sizes the
+    checkpoint determines (``dim``, ``layers``, ``hidden_mult``) are inferred;
+    ``heads`` cannot be and defaults to the original's 8. For
+    ``energy_aware_adaptive`` the trained ``lambda_energy`` becomes the spec's
+    ``energy_weight`` (or the parameter, with ``energy_weight_trainable=True``).
+    Raises ``WeightsError`` naming missing, unexpected and mis-shaped keys.
+    """
+    if kind not in RULES:
+        raise ValueError(f"from_legacy: unknown kind {kind!r}; expected one of {list(RULES)}")
+    arrays = {k: as_numpy(v) for k, v in state_dict.items()}
+    s = parse({"kind": kind, **_infer(kind, arrays, init_kwargs), **init_kwargs})
+    table = _table(s)
+    shapes = s.param_shapes()
+    missing = [k for k in table if k not in arrays]
+    unexpected = sorted(k for k in arrays if k not in table)
+    problems = []
+    if missing:
+        problems.append(f"missing legacy keys {missing}")
+    if unexpected:
+        problems.append(f"unexpected legacy keys {unexpected}")
+    params: dict[str, np.ndarray] = {}
+    for key, names in table.items():
+        if key not in arrays or not names:
+            continue
+        value = arrays[key]
+        if key == "modality_token":
+            value = value.reshape(value.shape[-2:]) if value.ndim == 3 and value.shape[0] == 1 else value
+        expected = (len(names) * shapes[names[0]][0], *shapes[names[0]][1:]) if len(names) > 1 else shapes[names[0]]
+        if tuple(value.shape) != expected:
+            problems.append(f"{key!r}: expected shape {expected}, received {tuple(value.shape)}")
+            continue
+        for name, part in zip(names, np.split(value, len(names), axis=0) if len(names) > 1 else [value]):
+            params[name] = np.ascontiguousarray(part, dtype=np.float32)
+    if problems:
+        raise WeightsError(f"{kind}: legacy state_dict does not match {s!r}: " + "; ".join(problems))
+    check_params(s, params, what="converted legacy params")
+    return s, params

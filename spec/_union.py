@@ -1,0 +1,67 @@
+"""The discriminated union of the nine rule specs, parsing and the JSON Schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+from pydantic import Field, TypeAdapter
+
+from .concat_mlp import ConcatMlpSpec
+from .cross_attention import CrossAttentionSpec
+from .energy_aware_adaptive import EnergyAwareAdaptiveSpec
+from .film import FilmSpec
+from .gated import GatedSpec
+from .modality_dropout import ModalityDropoutSpec
+from .shomr import ShomrSpec
+from .simple import SimpleSpec
+from .transformer_concat import TransformerConcatSpec
+
+SPEC_CLASSES = (
+    SimpleSpec,
+    ConcatMlpSpec,
+    GatedSpec,
+    FilmSpec,
+    ModalityDropoutSpec,
+    TransformerConcatSpec,
+    CrossAttentionSpec,
+    ShomrSpec,
+    EnergyAwareAdaptiveSpec,
+)
+#: kind -> spec class, in the order of the mission statement.
+RULES: dict[str, type] = {cls.model_fields["kind"].default: cls for cls in SPEC_CLASSES}
+
+FusionSpec = Annotated[Union[SPEC_CLASSES], Field(discriminator="kind")]  # noqa: UP007
+_ADAPTER: TypeAdapter = TypeAdapter(FusionSpec)
+
+SCHEMA_PATH = Path(__file__).with_name("schema.json")
+
+
+def parse(obj: Any):
+    """Build a rule spec from a dict, a JSON string or an existing spec.
+
+    Raises ``pydantic.ValidationError`` naming the field and the received value.
+    """
+    if isinstance(obj, SPEC_CLASSES):
+        return obj
+    if isinstance(obj, (str, bytes)):
+        return _ADAPTER.validate_json(obj)
+    return _ADAPTER.validate_python(obj)
+
+
+def json_schema() -> dict:
+    """JSON Schema of the union of all rule specs."""
+    schema = _ADAPTER.json_schema()
+    schema["title"] = "FusionSpec"
+    schema["description"] = "A fusion rule of fusion-spec, discriminated by 'kind'."
+    return schema
+
+
+def render_schema() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def write_schema(path: Path = SCHEMA_PATH) -> Path:
+    path.write_text(render_schema())
+    return path

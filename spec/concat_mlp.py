@@ -1,0 +1,39 @@
+"""``concat_mlp``: an MLP on the concatenation ``[v; t]``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ._base import Dropout, FusionSpecBase, GeluForm, linear, linear_macs
+
+
+class ConcatMlpSpec(FusionSpecBase):
+    r"""$h_0 = [v; t]$, $h_i = \mathrm{GELU}(W_i h_{i-1} + b_i)$, $f = W_L h_{L-1} + b_L$."""
+
+    summary = "MLP on [v; t]: layers-1 GELU blocks of width hidden_mult * dim, then a linear."
+
+    kind: Literal["concat_mlp"] = "concat_mlp"
+    hidden_mult: int = Field(2, gt=0, description="Hidden width is hidden_mult * dim.")
+    layers: int = Field(2, gt=0, description="Number of linear layers (1 = a single linear).")
+    dropout: float = Dropout
+    gelu: GeluForm = Field("erf", description="GELU form: exact, x * Phi(x) with erf.")
+
+    def _widths(self) -> list[int]:
+        hidden = self.hidden_mult * self.dim
+        return [2 * self.dim] + [hidden] * (self.layers - 1) + [self.dim]
+
+    def params(self):
+        w = self._widths()
+        specs = []
+        for i in range(self.layers):
+            specs += linear(f"mlp.{i}", w[i], w[i + 1])
+        return specs
+
+    def macs(self):
+        w = self._widths()
+        return {"all": sum(linear_macs(w[i], w[i + 1]) for i in range(self.layers))}
+
+    def has_elementwise_dropout(self) -> bool:
+        return self.layers > 1 and self.dropout > 0.0

@@ -1,0 +1,181 @@
+"""``energy_aware_adaptive``: route each sample to image, text or both under an energy budget."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ._base import (
+    AuxSpec,
+    CallOption,
+    Dropout,
+    FfnMult,
+    FusionSpecBase,
+    GeluForm,
+    Heads,
+    Init,
+    LayerNormEps,
+    NoiseSpec,
+    ParamSpec,
+    attention,
+    attention_macs,
+    check_heads,
+    feed_forward,
+    layer_norm,
+    linear,
+    linear_macs,
+)
+
+
+class EnergyAwareAdaptiveSpec(FusionSpecBase):
+    r"""Route $k$ from $r = \mathrm{softmax}(\mathrm{MLP}_r([v;t]))$: $v$, $t$, or
+    $\mathrm{FFN}(\mathrm{LN}(g v + (1-g) t + a))$; energy loss
+    $\lambda \max(0, \overline{c^\top r} - E_{budget})$.
+    """
+
+    summary = "Router picks image, text or both (gated + attention + FFN); reports an energy loss."
+    call_options = (
+        CallOption(
+            "progress",
+            "float | None",
+            None,
+            "Training progress in [0, 1] (the original's current_epoch / total_epochs); "
+            "when given in training, enables the progressive output dropout.",
+        ),
+    )
+
+    kind: Literal["energy_aware_adaptive"] = "energy_aware_adaptive"
+    dim: int = Field(512, gt=0, description="Embedding size D of v, t and the output.")
+    heads: int = Heads
+    dropout: float = Dropout
+    energy_budget_mJ: float = Field(8.0, ge=0.0, description="Energy budget E_budget in mJ.")
+    energy_costs_mJ: tuple[float, float, float] = Field(
+        (3.2, 4.1, 9.8), description="Energy of the image, text and both routes in mJ."
+    )
+    energy_weight: float = Field(
+        0.01,
+        ge=0.0,
+        description=(
+            "lambda in the energy loss. A fixed hyperparameter by default; the original's "
+            "learnable lambda_energy could be driven negative by the optimiser."
+        ),
+    )
+    energy_weight_trainable: bool = Field(
+        False,
+        description=(
+            "Fidelity option: make lambda a parameter 'energy_weight' initialised to "
+            "energy_weight, as the original's lambda_energy."
+        ),
+    )
+    eval_routing: Literal["argmax", "sample"] = Field(
+        "argmax",
+        description="Eval route: argmax of r (deterministic), or 'sample' as the original did.",
+    )
+    straight_through: bool = Field(
+        False,
+        description=(
+            "Multiply the routed output by 1 + r_k - stop_gradient(r_k) so the router "
+            "receives a straight-through gradient. False (the original): none."
+        ),
+    )
+    output_drop_start: float = Field(
+        0.1, ge=0.0, le=1.0, description="Progressive output dropout: p at progress 0."
+    )
+    output_drop_ramp: float = Field(
+        0.3, ge=0.0, description="Progressive output dropout: p grows by this over progress."
+    )
+    output_drop_max: float = Field(0.4, ge=0.0, le=1.0, description="Cap on p.")
+    output_drop_flag_p: float = Field(
+        0.5, ge=0.0, le=1.0, description="Each of a sample's two flags is set with this prob."
+    )
+    layer_norm_eps: LayerNormEps = Field(1e-05, description="LayerNorm epsilon.")
+    gelu: GeluForm = Field("erf", description="GELU form: exact, x * Phi(x) with erf.")
+    ffn_mult: FfnMult = Field(4, description="Feed-forward width is ffn_mult * dim.")
+
+    @field_validator("energy_costs_mJ")
+    @classmethod
+    def _costs_non_negative(cls, costs):
+        if any(c < 0 for c in costs):
+            raise ValueError(f"energy_costs_mJ must be >= 0; received {costs}")
+        return costs
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self):
+        check_heads(self.kind, self.dim, self.heads)
+        return self
+
+    def output_drop_probability(self, progress: float) -> float:
+        """p = min(output_drop_max, output_drop_start + output_drop_ramp * progress)."""
+        return min(self.output_drop_max, self.output_drop_start + self.output_drop_ramp * progress)
+
+    def samples_route(self, training: bool) -> bool:
+        return training or self.eval_routing == "sample"
+
+    def params(self):
+        d = self.dim
+        specs = (
+            linear("router.hidden", 2 * d, d, "Router MLP, GELU after.")
+            + linear("router.out", d, 3, "Route logits for (image, text, both).")
+            + linear("gate", 2 * d, d, "Gate of the 'both' path.")
+            + attention("attn", d)
+            + layer_norm("norm", d)
+            + feed_forward("ffn", d, self.ffn_mult * d)
+        )
+        if self.energy_weight_trainable:
+            init = Init("constant", value=self.energy_weight, origin="the original's lambda_energy")
+            specs.append(ParamSpec("energy_weight", (), init, doc="lambda of the energy loss."))
+        return specs
+
+    def check_call_options(self, options):
+        options = super().check_call_options(options)
+        progress = options["progress"]
+        if progress is not None:
+            try:
+                ok = 0.0 <= float(progress) <= 1.0
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(
+                    f"energy_aware_adaptive: progress expected None or a float in [0, 1]; "
+                    f"received {progress!r}"
+                )
+            options["progress"] = float(progress)
+        return options
+
+    def no_output_gradient(self) -> set[str]:
+        names = {"energy_weight"} if self.energy_weight_trainable else set()
+        if not self.straight_through:
+            names |= {p.name for p in self.params() if p.name.startswith("router.")}
+        return names
+
+    def noise(self, batch, *, training, progress=None, **options):
+        specs = []
+        if self.samples_route(training):
+            specs.append(NoiseSpec("route", (batch,), "Categorical draw of the route from route_probs."))
+        if training and progress is not None:
+            specs.append(NoiseSpec("output_drop_gate", (1,), "Batch-level: active where < p(progress)."))
+            specs.append(
+                NoiseSpec("output_drop_flags", (batch, 2), "Per sample: flag set where < output_drop_flag_p.")
+            )
+        return specs
+
+    def aux(self, batch, *, training=False, **options):
+        b = (batch,)
+        return [
+            AuxSpec("route_probs", (batch, 3), "value", "Router probabilities r."),
+            AuxSpec("route", b, "decision", "Route index k (0 image, 1 text, 2 both).",
+                    margin="route_margin", dtype="int"),
+            AuxSpec("expected_energy", b, "value", "Per-sample expected energy c . r in mJ."),
+            AuxSpec("energy_loss", (), "value", "lambda * max(0, mean(expected_energy) - budget)."),
+            AuxSpec("output_kept", b, "decision", "0 where the progressive output dropout zeroed the sample.",
+                    margin="output_kept_margin"),
+            AuxSpec("route_margin", b, "margin", "Distance of the route decision from a flip."),
+            AuxSpec("output_kept_margin", b, "margin", "Distance of the output-drop decision from a flip."),
+        ]
+
+    def macs(self):
+        d, h = self.dim, self.ffn_mult * self.dim
+        routing = linear_macs(2 * d, d) + linear_macs(d, 3)
+        both = linear_macs(2 * d, d) + attention_macs(d, 2, 2) + linear_macs(d, h) + linear_macs(h, d)
+        return {"image": routing, "text": routing, "both": routing + both}

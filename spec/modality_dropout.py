@@ -1,0 +1,54 @@
+"""``modality_dropout``: drop whole modalities in training, then an MLP on ``[v; t]``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ._base import AuxSpec, FusionSpecBase, NoiseSpec, linear, linear_macs
+
+
+class ModalityDropoutSpec(FusionSpecBase):
+    r"""$\tilde v = k_v v$, $\tilde t = k_t t$, $f = W_2\,\mathrm{ReLU}(W_1 [\tilde v; \tilde t] + b_1) + b_2$."""
+
+    summary = "Training drops v (prob p_img) and/or t (prob p_txt), then Linear-ReLU-Linear."
+
+    kind: Literal["modality_dropout"] = "modality_dropout"
+    p_img: float = Field(0.3, ge=0.0, le=1.0, description="Probability of dropping v.")
+    p_txt: float = Field(0.3, ge=0.0, le=1.0, description="Probability of dropping t.")
+    drop_granularity: Literal["batch", "sample"] = Field(
+        "batch",
+        description=(
+            "'batch': one draw per modality for the whole batch (the original's "
+            "torch.rand(1)); 'sample': one draw per sample and modality."
+        ),
+    )
+
+    def _noise_shape(self, batch: int) -> tuple[int, ...]:
+        return (1,) if self.drop_granularity == "batch" else (batch,)
+
+    def params(self):
+        return linear("mlp.0", 2 * self.dim, self.dim) + linear("mlp.1", self.dim, self.dim)
+
+    def noise(self, batch, *, training, **options):
+        if not training:
+            return []
+        shape = self._noise_shape(batch)
+        return [
+            NoiseSpec("drop_image", shape, "v is dropped where drop_image < p_img."),
+            NoiseSpec("drop_text", shape, "t is dropped where drop_text < p_txt."),
+        ]
+
+    def aux(self, batch, *, training=False, **options):
+        return [
+            AuxSpec("keep_image", (batch,), "decision", "1 where v is kept, 0 where dropped.",
+                    margin="keep_image_margin"),
+            AuxSpec("keep_text", (batch,), "decision", "1 where t is kept, 0 where dropped.",
+                    margin="keep_text_margin"),
+            AuxSpec("keep_image_margin", (batch,), "margin", "|drop_image - p_img| (inf in eval)."),
+            AuxSpec("keep_text_margin", (batch,), "margin", "|drop_text - p_txt| (inf in eval)."),
+        ]
+
+    def macs(self):
+        return {"all": linear_macs(2 * self.dim, self.dim) + linear_macs(self.dim, self.dim)}

@@ -1,0 +1,147 @@
+"""``shomr``: soft-hard modality routing."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ._base import (
+    AuxSpec,
+    CallOption,
+    Dropout,
+    FfnMult,
+    FusionSpecBase,
+    GeluForm,
+    Heads,
+    LayerNormEps,
+    NoiseSpec,
+    attention,
+    attention_macs,
+    check_heads,
+    feed_forward,
+    layer_norm,
+    linear,
+    linear_macs,
+)
+
+ROUTES = ("image", "text", "both")
+
+
+class ShomrSpec(FusionSpecBase):
+    r"""Confidence $c = \mathrm{softmax}(\mathrm{MLP}_c([v;t]))$ picks soft or hard routing per sample.
+
+    Soft samples: $s = \mathrm{LN}_1(c_v v + c_t t + a)$, $f = s + \mathrm{FFN}(s)$ with
+    $a$ the token mean of self-attention over $[v, t]$. Hard samples follow the route
+    $k$ drawn from $r = \mathrm{softmax}(\mathrm{MLP}_r([v;t]) / T)$ (argmax in eval):
+    $P(v)$, $P(t)$ with $P = \mathrm{GELU}(W_p \cdot + b_p)$, or the gated "both" path
+    $b = \mathrm{LN}_2(g v + (1-g) t + a)$, $f = b + \mathrm{FFN}(b)$.
+    """
+
+    summary = "Confidence picks soft (weighted sum + attention) or hard routing (image/text/both)."
+    call_options = (
+        CallOption(
+            "use_hard_routing",
+            "bool | None",
+            None,
+            "None: per sample, hard where max confidence > confidence_threshold; "
+            "True: every sample hard; False: every sample soft.",
+        ),
+    )
+
+    kind: Literal["shomr"] = "shomr"
+    heads: int = Heads
+    dropout: float = Dropout
+    confidence_threshold: float = Field(
+        0.6, ge=0.0, le=1.0, description="A sample is hard where max confidence > this (strict)."
+    )
+    routing_temperature: float = Field(
+        1.0, gt=0.0, description="Router logits are divided by this before the softmax."
+    )
+    fallback: bool = Field(
+        True,
+        description=(
+            "Keep the original's low-confidence fallback: soft samples with max "
+            "confidence < fallback_threshold output (v + t) / 2. With two modalities "
+            "max confidence >= 1/2, so it never fires at the default threshold 0.3."
+        ),
+    )
+    fallback_threshold: float = Field(0.3, ge=0.0, le=1.0, description="See fallback.")
+    straight_through: bool = Field(
+        False,
+        description=(
+            "Multiply a hard sample's routed output by 1 + r_k - stop_gradient(r_k): "
+            "forward value unchanged, the router receives a straight-through gradient. "
+            "False (the original): the router gets no gradient."
+        ),
+    )
+    layer_norm_eps: LayerNormEps = Field(1e-05, description="LayerNorm epsilon.")
+    gelu: GeluForm = Field("erf", description="GELU form: exact, x * Phi(x) with erf.")
+    ffn_mult: FfnMult = Field(4, description="Feed-forward width is ffn_mult * dim.")
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self):
+        check_heads(self.kind, self.dim, self.heads)
+        return self
+
+    def params(self):
+        d = self.dim
+        return (
+            linear("confidence.hidden", 2 * d, d, "Confidence MLP, GELU after.")
+            + linear("confidence.out", d, 2, "Confidence logits for (v, t).")
+            + linear("router.hidden", 2 * d, d, "Router MLP, GELU after.")
+            + linear("router.out", d, 3, "Route logits for (image, text, both).")
+            + attention("attn", d)
+            + linear("gate", 2 * d, d, "Gate of the hard 'both' path.")
+            + layer_norm("norm1", d, "Soft path.")
+            + layer_norm("norm2", d, "Hard 'both' path.")
+            + feed_forward("ffn", d, self.ffn_mult * d)
+            + linear("single", d, d, "Shared projection of the hard image/text paths.")
+        )
+
+    def check_call_options(self, options):
+        options = super().check_call_options(options)
+        if options["use_hard_routing"] not in (None, True, False):
+            raise TypeError(
+                f"shomr: use_hard_routing expected None, True or False; "
+                f"received {options['use_hard_routing']!r}"
+            )
+        return options
+
+    def no_output_gradient(self) -> set[str]:
+        if self.straight_through:
+            return set()
+        return {p.name for p in self.params() if p.name.startswith("router.")}
+
+    def noise(self, batch, *, training, **options):
+        if not training:
+            return []
+        return [NoiseSpec("route", (batch,), "Categorical draw of the route from route_probs.")]
+
+    def aux(self, batch, *, training=False, **options):
+        b = (batch,)
+        return [
+            AuxSpec("confidence", (batch, 2), "value", "Confidence weights (c_v, c_t)."),
+            AuxSpec("route_probs", (batch, 3), "value", "Router probabilities r."),
+            AuxSpec("hard", b, "decision", "1 for hard samples, 0 for soft.", margin="hard_margin"),
+            AuxSpec("route", b, "decision", "Route index k (0 image, 1 text, 2 both).",
+                    margin="route_margin", dtype="int"),
+            AuxSpec("fallback", b, "decision", "1 where the fallback replaced the output.",
+                    margin="fallback_margin"),
+            AuxSpec("hard_margin", b, "margin", "|max(c) - confidence_threshold| (inf if forced)."),
+            AuxSpec("route_margin", b, "margin", "Distance of the route decision from a flip."),
+            AuxSpec("fallback_margin", b, "margin", "|max(c) - fallback_threshold| (inf if off)."),
+        ]
+
+    def macs(self):
+        d, h = self.dim, self.ffn_mult * self.dim
+        routing = linear_macs(2 * d, d) * 2 + linear_macs(d, 2) + linear_macs(d, 3)
+        ffn = linear_macs(d, h) + linear_macs(h, d)
+        attn = attention_macs(d, 2, 2)
+        single = linear_macs(d, d)
+        return {
+            "soft": routing + attn + ffn,
+            "hard_image": routing + single,
+            "hard_text": routing + single,
+            "hard_both": routing + linear_macs(2 * d, d) + attn + ffn,
+        }
