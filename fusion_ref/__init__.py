@@ -1,0 +1,69 @@
+"""The NumPy float64 reference of the nine fusion rules: the oracle for every backend.
+
+``forward(s, params, v, t, *, training=False, noise=None, return_aux=False, **options)``
+is a pure function: training-mode randomness comes only from the named uniform
+``noise`` arrays the spec declares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ._base import prepare
+from ._layers import erf, gelu
+from .concat_mlp import concat_mlp
+from .cross_attention import cross_attention
+from .energy_aware_adaptive import energy_aware_adaptive
+from .film import film
+from .gated import gated
+from .modality_dropout import modality_dropout
+from .shomr import shomr
+from .simple import simple
+from .transformer_concat import transformer_concat
+
+RULES: dict[str, Callable] = {
+    "simple": simple,
+    "concat_mlp": concat_mlp,
+    "gated": gated,
+    "film": film,
+    "modality_dropout": modality_dropout,
+    "transformer_concat": transformer_concat,
+    "cross_attention": cross_attention,
+    "shomr": shomr,
+    "energy_aware_adaptive": energy_aware_adaptive,
+}
+
+
+def forward(
+    s,
+    params: Mapping[str, Any],
+    v,
+    t,
+    *,
+    training: bool = False,
+    noise: Mapping[str, Any] | None = None,
+    return_aux: bool = False,
+    **options: Any,
+):
+    """Fuse ``v`` and ``t`` (both ``(B, dim)``) with rule ``s`` and canonical ``params``.
+
+    Computes in float64 whatever the input dtype. In training mode every
+    stochastic decision reads the spec's named ``noise`` arrays (uniform on
+    ``[0, 1)``); element-wise dropout must be 0. ``options`` are the rule's call
+    options (``use_hard_routing`` for ``shomr``, ``progress`` for
+    ``energy_aware_adaptive``).
+
+    Returns the fused ``(B, dim)`` float64 array, or ``(fused, aux)`` with
+    ``return_aux=True``: ``aux`` holds the spec's auxiliary outputs, including the
+    margins of discrete decisions.
+    """
+    s, p, v64, t64, u, options = prepare(s, params, v, t, training, noise, options)
+    with np.errstate(over="ignore", under="ignore"):
+        out, aux = RULES[s.kind](s, p, v64, t64, training=bool(training), noise=u, **options)
+    return (out, aux) if return_aux else out
+
+
+__all__ = ["RULES", "erf", "forward", "gelu"]

@@ -1,0 +1,143 @@
+"""Building blocks of the reference, written once, in float64 NumPy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+_INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
+_SERIES_TERMS = 80  # enough for |x| < 3: the terms fall below 1e-17 of the sum
+_FRACTION_TERMS = 60  # continued fraction of erfc, converged for x >= 3
+_SPLIT = 3.0
+
+
+def _erf_series(x: np.ndarray) -> np.ndarray:
+    """erf(x) = 2/sqrt(pi) exp(-x^2) sum_n 2^n x^(2n+1) / (1*3*...*(2n+1)).
+
+    Every term is positive for x > 0, so the sum has no cancellation.
+    """
+    x2 = x * x
+    term = x.copy()
+    total = x.copy()
+    for n in range(1, _SERIES_TERMS):
+        term = term * (2.0 * x2) / (2 * n + 1)
+        total = total + term
+    return _TWO_OVER_SQRT_PI * np.exp(-x2) * total
+
+
+def _erfc_fraction(x: np.ndarray) -> np.ndarray:
+    """erfc(x) = exp(-x^2)/sqrt(pi) / (x + (1/2)/(x + 1/(x + (3/2)/(x + ...)))), x > 0."""
+    k = x.copy()
+    for n in range(_FRACTION_TERMS, 0, -1):
+        k = x + (n / 2.0) / k
+    return _INV_SQRT_PI * np.exp(-x * x) / k
+
+
+def erf(x) -> np.ndarray:
+    """The error function in float64, accurate to a few ulp (NumPy has none)."""
+    x = np.asarray(x, dtype=np.float64)
+    a = np.abs(x)
+    small = a < _SPLIT
+    out = np.empty_like(a)
+    out[small] = _erf_series(a[small])
+    out[~small] = 1.0 - _erfc_fraction(a[~small])
+    return np.copysign(out, x)
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """Exact GELU: x * Phi(x) = x/2 (1 + erf(x / sqrt(2)))."""
+    return 0.5 * x * (1.0 + erf(x * (1.0 / math.sqrt(2.0))))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function, without overflow for large |x|."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Softmax with the maximum subtracted first (finite for any finite input)."""
+    z = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return z / np.sum(z, axis=axis, keepdims=True)
+
+
+def linear(p: dict, name: str, x: np.ndarray) -> np.ndarray:
+    """``x W^T + b`` with ``W = p[name.weight]`` stored ``(out, in)``."""
+    return x @ p[f"{name}.weight"].T + p[f"{name}.bias"]
+
+
+def layer_norm(p: dict, name: str, x: np.ndarray, eps: float) -> np.ndarray:
+    """LayerNorm over the last axis with the biased variance, then the affine map."""
+    mu = np.mean(x, axis=-1, keepdims=True)
+    centred = x - mu
+    var = np.mean(centred * centred, axis=-1, keepdims=True)
+    return centred / np.sqrt(var + eps) * p[f"{name}.weight"] + p[f"{name}.bias"]
+
+
+def feed_forward(p: dict, name: str, x: np.ndarray) -> np.ndarray:
+    """``down(GELU(up(x)))``."""
+    return linear(p, f"{name}.down", gelu(linear(p, f"{name}.up", x)))
+
+
+def attention(p: dict, name: str, query: np.ndarray, keys: np.ndarray, heads: int):
+    """Multi-head attention, scale ``1/sqrt(D/heads)``.
+
+    ``query`` is ``(B, Tq, D)``, ``keys`` (also the values) ``(B, Tk, D)``.
+    Returns the output ``(B, Tq, D)`` and the weights ``(B, heads, Tq, Tk)``.
+    """
+    B, Tq, D = query.shape
+    Tk = keys.shape[1]
+    dh = D // heads
+    q = linear(p, f"{name}.query", query).reshape(B, Tq, heads, dh).transpose(0, 2, 1, 3)  # (B, h, Tq, dh)
+    k = linear(p, f"{name}.key", keys).reshape(B, Tk, heads, dh).transpose(0, 2, 1, 3)  # (B, h, Tk, dh)
+    v = linear(p, f"{name}.value", keys).reshape(B, Tk, heads, dh).transpose(0, 2, 1, 3)  # (B, h, Tk, dh)
+    scores = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(dh))  # (B, h, Tq, Tk)
+    weights = softmax(scores, axis=-1)
+    mixed = (weights @ v).transpose(0, 2, 1, 3).reshape(B, Tq, D)  # (B, Tq, D)
+    return linear(p, f"{name}.output", mixed), weights
+
+
+def encoder_layer(p: dict, name: str, x: np.ndarray, heads: int, eps: float) -> np.ndarray:
+    """Post-norm encoder layer: ``x = LN1(x + MHA(x)); x = LN2(x + FFN(x))``."""
+    x = layer_norm(p, f"{name}.norm1", x + attention(p, f"{name}.attn", x, x, heads)[0], eps)
+    return layer_norm(p, f"{name}.norm2", x + feed_forward(p, f"{name}.ffn", x), eps)
+
+
+def tokens(v: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The two-token sequence ``[v, t]``: ``(B, 2, D)``."""
+    return np.stack([v, t], axis=1)
+
+
+def categorical(probs: np.ndarray, u: np.ndarray):
+    """Route = first ``k`` with ``u < p_0 + ... + p_k`` (the last if rounding leaves none).
+
+    ``probs`` is ``(B, K)``, ``u`` ``(B,)``. The margin is the distance of ``u``
+    from the nearest cumulative boundary that would change the route.
+    """
+    B, K = probs.shape
+    cdf = np.cumsum(probs, axis=-1)  # (B, K)
+    below = u[:, None] < cdf
+    route = np.where(below.any(axis=-1), np.argmax(below, axis=-1), K - 1)
+    inner = cdf[:, :-1]  # the K-1 boundaries between routes
+    margin = np.min(np.abs(u[:, None] - inner), axis=-1, initial=np.inf) if K > 1 else np.full(B, np.inf)
+    return route.astype(np.int64), margin
+
+
+def argmax(probs: np.ndarray):
+    """Route = first index of the maximum; margin = top-1 minus top-2 probability."""
+    route = np.argmax(probs, axis=-1)
+    top = np.sort(probs, axis=-1)
+    margin = top[:, -1] - top[:, -2] if probs.shape[-1] > 1 else np.full(probs.shape[0], np.inf)
+    return route.astype(np.int64), margin
+
+
+def select(route: np.ndarray, *branches: np.ndarray) -> np.ndarray:
+    """Per sample, the branch ``route[b]`` of ``branches`` (each ``(B, D)``)."""
+    stacked = np.stack(branches, axis=1)  # (B, K, D)
+    return np.take_along_axis(stacked, route[:, None, None], axis=1)[:, 0]

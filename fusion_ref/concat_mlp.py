@@ -1,0 +1,12 @@
+"""``concat_mlp``: ``f = W_L GELU(... GELU(W_1 [v; t] + b_1) ...) + b_L``."""
+
+import numpy as np
+
+from ._layers import gelu, linear
+
+
+def concat_mlp(s, p, v, t, *, training, noise):
+    h = np.concatenate([v, t], axis=-1)  # (B, 2D)
+    for i in range(s.layers - 1):
+        h = gelu(linear(p, f"mlp.{i}", h))  # (B, hidden_mult * D)
+    return linear(p, f"mlp.{s.layers - 1}", h), {}
