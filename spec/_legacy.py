@@ -192,7 +192,7 @@ def from_legacy(kind: str, state_dict: Mapping[str, Any], **init_kwargs: Any):
             problems.append(f"{key!r}: expected shape {expected}, received {tuple(value.shape)}")
             continue
         for name, part in zip(names, np.split(value, len(names), axis=0) if len(names) > 1 else [value]):
-            params[name] = np.ascontiguousarray(part, dtype=np.float32)
+            params[name] = np.array(part, dtype=np.float32, order="C")
     if problems:
         raise WeightsError(f"{kind}: legacy state_dict does not match {s!r}: " + "; ".join(problems))
     check_params(s, params, what="converted legacy params")

@@ -30,7 +30,7 @@ def init_params(s, seed: int = 0) -> dict[str, np.ndarray]:
             value = rng.normal(0.0, init.std, size=p.shape)
         else:
             value = np.full(p.shape, init.value)
-        params[p.name] = np.ascontiguousarray(value, dtype=np.float32)
+        params[p.name] = np.array(value, dtype=np.float32, order="C")
     return params
 
 

@@ -21,13 +21,14 @@ SPEC_KEY = "fusion_spec"
 def save_weights(path: str | os.PathLike, s, params: Mapping[str, Any]) -> None:
     """Write ``params`` (canonical names) and the spec JSON to one safetensors file.
 
-    Arrays are cast to float32 and made C-contiguous first: safetensors 0.8.0
+    Arrays are cast to float32 and copied C-contiguous first (``np.array(order="C")``;
+    ``np.ascontiguousarray`` would turn a 0-d array into 1-d): safetensors 0.8.0
     writes wrong bytes for transposed or strided arrays.
     """
     s = parse(s)
     arrays = {name: as_numpy(value) for name, value in params.items()}
     check_params(s, arrays)
-    tensors = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in arrays.items()}
+    tensors = {name: np.array(a, dtype=np.float32, order="C") for name, a in arrays.items()}
     metadata = {"format": FORMAT, SPEC_KEY: s.model_dump_json()}
     save_file(tensors, os.fspath(path), metadata=metadata)
 

@@ -1,0 +1,43 @@
+"""Shared helpers of the test suite."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import spec
+
+SIZES = {"dim": 12, "heads": 3}
+
+
+def make_spec(kind: str, **overrides):
+    """A small spec of ``kind``: dim 12 (not a power of two), 3 heads, dropout 0."""
+    fields = spec.RULES[kind].model_fields
+    kw = {"kind": kind, "dim": SIZES["dim"]}
+    if "heads" in fields:
+        kw["heads"] = SIZES["heads"]
+    if "dropout" in fields:
+        kw["dropout"] = 0.0
+    kw.update(overrides)
+    return spec.parse(kw)
+
+
+def perturbed_params(s, seed: int = 0, scale: float = 0.1) -> dict[str, np.ndarray]:
+    """``init_params`` plus float32 noise, so zero biases and unit LayerNorm weights
+    no longer hide a backend that ignores them."""
+    rng = np.random.default_rng(seed + 1000)
+    params = spec.init_params(s, seed=seed)
+    return {
+        name: (value + scale * rng.standard_normal(value.shape)).astype(np.float32)
+        for name, value in params.items()
+    }
+
+
+def uniform_noise(s, batch: int, seed: int = 0, *, training: bool = True, **options):
+    rng = np.random.default_rng(seed)
+    return {n.name: rng.uniform(size=n.shape) for n in s.noise(batch, training=training, **options)}
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
