@@ -94,9 +94,15 @@ def attention(p: dict, name: str, query: np.ndarray, keys: np.ndarray, heads: in
     B, Tq, D = query.shape
     Tk = keys.shape[1]
     dh = D // heads
-    q = linear(p, f"{name}.query", query).reshape(B, Tq, heads, dh).transpose(0, 2, 1, 3)  # (B, h, Tq, dh)
-    k = linear(p, f"{name}.key", keys).reshape(B, Tk, heads, dh).transpose(0, 2, 1, 3)  # (B, h, Tk, dh)
-    v = linear(p, f"{name}.value", keys).reshape(B, Tk, heads, dh).transpose(0, 2, 1, 3)  # (B, h, Tk, dh)
+    q = (
+        linear(p, f"{name}.query", query).reshape(B, Tq, heads, dh).transpose(0, 2, 1, 3)
+    )  # (B, h, Tq, dh)
+    k = (
+        linear(p, f"{name}.key", keys).reshape(B, Tk, heads, dh).transpose(0, 2, 1, 3)
+    )  # (B, h, Tk, dh)
+    v = (
+        linear(p, f"{name}.value", keys).reshape(B, Tk, heads, dh).transpose(0, 2, 1, 3)
+    )  # (B, h, Tk, dh)
     scores = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(dh))  # (B, h, Tq, Tk)
     weights = softmax(scores, axis=-1)
     mixed = (weights @ v).transpose(0, 2, 1, 3).reshape(B, Tq, D)  # (B, Tq, D)
@@ -125,7 +131,9 @@ def categorical(probs: np.ndarray, u: np.ndarray):
     below = u[:, None] < cdf
     route = np.where(below.any(axis=-1), np.argmax(below, axis=-1), K - 1)
     inner = cdf[:, :-1]  # the K-1 boundaries between routes
-    margin = np.min(np.abs(u[:, None] - inner), axis=-1, initial=np.inf) if K > 1 else np.full(B, np.inf)
+    margin = (
+        np.min(np.abs(u[:, None] - inner), axis=-1, initial=np.inf) if K > 1 else np.full(B, np.inf)
+    )
     return route.astype(np.int64), margin
 
 

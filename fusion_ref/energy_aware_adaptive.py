@@ -31,7 +31,9 @@ def energy_aware_adaptive(s, p, v, t, *, training, noise, progress=None):
     x = tokens(v, t)  # (B, 2, D)
     a = attention(p, "attn", x, x, s.heads)[0].mean(axis=1)  # (B, D)
     g = sigmoid(linear(p, "gate", h))
-    both = feed_forward(p, "ffn", layer_norm(p, "norm", g * v + (1.0 - g) * t + a, s.layer_norm_eps))
+    both = feed_forward(
+        p, "ffn", layer_norm(p, "norm", g * v + (1.0 - g) * t + a, s.layer_norm_eps)
+    )
     out = select(route, v, t, both)
 
     expected = r @ np.asarray(s.energy_costs_mJ, dtype=np.float64)  # (B,)

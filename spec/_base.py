@@ -158,8 +158,7 @@ class FusionSpecBase(BaseModel):
         if unknown:
             expected = ", ".join(known) or "none"
             raise TypeError(
-                f"{self.kind}: unexpected call option(s) {unknown}; "
-                f"this rule accepts: {expected}"
+                f"{self.kind}: unexpected call option(s) {unknown}; this rule accepts: {expected}"
             )
         return {name: options.get(name, o.default) for name, o in known.items()}
 

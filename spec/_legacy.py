@@ -76,7 +76,9 @@ def _table(s) -> dict[str, tuple[str, ...]]:
         return _modules({"gated.0": "mlp.0", "gated.2": "mlp.1"})
     if kind == "cross_attention":
         return {
-            **_modules({"norm1": "norm1", "norm2": "norm2", "ffn.0": "ffn.up", "ffn.2": "ffn.down"}),
+            **_modules(
+                {"norm1": "norm1", "norm2": "norm2", "ffn.0": "ffn.up", "ffn.2": "ffn.down"}
+            ),
             **_attention("cross_attn", "attn"),
         }
     if kind == "shomr":
@@ -116,43 +118,55 @@ def _table(s) -> dict[str, tuple[str, ...]]:
     raise AssertionError(kind)
 
 
-# key whose shape[-1] (or shape[0] for concat_mlp's hidden) gives dim
-_DIM_KEY = {
-    "simple": ("fusion.layers.0.norm1.weight", 0),
-    "transformer_concat": ("transformer.layers.0.norm1.weight", 0),
-    "concat_mlp": ("mlp.0.weight", None),
-    "gated": ("gate.0.bias", 0),
-    "film": ("mlp_gamma.bias", 0),
-    "modality_dropout": ("gated.0.bias", 0),
-    "cross_attention": ("norm1.weight", 0),
-    "shomr": ("norm1.weight", 0),
-    "energy_aware_adaptive": ("norm.weight", 0),
+# legacy keys whose shape gives dim, in order of preference: (key, axis)
+_DIM_KEYS = {
+    "simple": [("fusion.layers.0.norm1.weight", 0), ("fusion.layers.0.linear2.bias", 0)],
+    "transformer_concat": [("transformer.layers.0.norm1.weight", 0), ("modality_token", -1)],
+    "gated": [("gate.0.bias", 0), ("gate.0.weight", 0)],
+    "film": [("mlp_gamma.bias", 0), ("mlp_gamma.weight", 0), ("mlp_beta.weight", 1)],
+    "modality_dropout": [("gated.0.bias", 0), ("gated.0.weight", 0), ("gated.2.weight", 0)],
+    "cross_attention": [("norm1.weight", 0), ("norm2.weight", 0), ("ffn.0.weight", 1)],
+    "shomr": [("norm1.weight", 0), ("norm2.weight", 0), ("proj_single.0.weight", 0)],
+    "energy_aware_adaptive": [("norm.weight", 0), ("gate.0.bias", 0), ("ffn.0.weight", 1)],
 }
 
 
 def _infer(kind: str, arrays: dict[str, np.ndarray], given: dict[str, Any]) -> dict[str, Any]:
     """Sizes the checkpoint determines (dim, layers, hidden_mult), unless given."""
     inferred: dict[str, Any] = {}
-    key, axis = _DIM_KEY[kind]
     if kind in ("simple", "transformer_concat"):
         prefix = "fusion" if kind == "simple" else "transformer"
-        indices = {int(m.group(1)) for k in arrays if (m := re.match(rf"{prefix}\.layers\.(\d+)\.", k))}
+        indices = {
+            int(m.group(1)) for k in arrays if (m := re.match(rf"{prefix}\.layers\.(\d+)\.", k))
+        }
         if indices:
             inferred["layers"] = max(indices) + 1
     if kind == "concat_mlp":
-        indices = sorted(int(m.group(1)) for k in arrays if (m := re.match(r"mlp\.(\d+)\.weight$", k)))
+        indices = sorted(
+            int(m.group(1)) for k in arrays if (m := re.match(r"mlp\.(\d+)\.weight$", k))
+        )
         if indices:
             inferred["layers"] = indices[-1] // 3 + 1
             last = arrays[f"mlp.{indices[-1]}.weight"]
             inferred["dim"] = last.shape[0]
             if len(indices) > 1:
                 inferred["hidden_mult"] = arrays["mlp.0.weight"].shape[0] // last.shape[0]
-    elif key in arrays and arrays[key].ndim > axis:
-        inferred["dim"] = arrays[key].shape[axis]
+    else:
+        for key, axis in _DIM_KEYS[kind]:
+            if key in arrays and arrays[key].ndim:
+                inferred["dim"] = arrays[key].shape[axis]
+                break
     if kind == "energy_aware_adaptive" and "lambda_energy" in arrays:
         if not given.get("energy_weight_trainable", False):
             inferred["energy_weight"] = float(arrays["lambda_energy"].reshape(-1)[0])
-    return {k: v for k, v in inferred.items() if k not in given}
+    inferred = {k: v for k, v in inferred.items() if k not in given}
+    if "dim" not in inferred and "dim" not in given and kind != "energy_aware_adaptive":
+        raise WeightsError(
+            f"{kind}: cannot infer dim from the legacy state_dict (none of "
+            f"{[k for k, _ in _DIM_KEYS.get(kind, [('mlp.0.weight', 0)])]} present; "
+            f"received keys {sorted(arrays)}); pass dim=..."
+        )
+    return inferred
 
 
 def from_legacy(kind: str, state_dict: Mapping[str, Any], **init_kwargs: Any):
@@ -186,14 +200,24 @@ def from_legacy(kind: str, state_dict: Mapping[str, Any], **init_kwargs: Any):
             continue
         value = arrays[key]
         if key == "modality_token":
-            value = value.reshape(value.shape[-2:]) if value.ndim == 3 and value.shape[0] == 1 else value
-        expected = (len(names) * shapes[names[0]][0], *shapes[names[0]][1:]) if len(names) > 1 else shapes[names[0]]
+            value = (
+                value.reshape(value.shape[-2:])
+                if value.ndim == 3 and value.shape[0] == 1
+                else value
+            )
+        expected = (
+            (len(names) * shapes[names[0]][0], *shapes[names[0]][1:])
+            if len(names) > 1
+            else shapes[names[0]]
+        )
         if tuple(value.shape) != expected:
             problems.append(f"{key!r}: expected shape {expected}, received {tuple(value.shape)}")
             continue
-        for name, part in zip(names, np.split(value, len(names), axis=0) if len(names) > 1 else [value]):
+        for name, part in zip(names, np.split(value, len(names), axis=0), strict=True):
             params[name] = np.array(part, dtype=np.float32, order="C")
     if problems:
-        raise WeightsError(f"{kind}: legacy state_dict does not match {s!r}: " + "; ".join(problems))
+        raise WeightsError(
+            f"{kind}: legacy state_dict does not match {s!r}: " + "; ".join(problems)
+        )
     check_params(s, params, what="converted legacy params")
     return s, params

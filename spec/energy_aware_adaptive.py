@@ -152,11 +152,19 @@ class EnergyAwareAdaptiveSpec(FusionSpecBase):
     def noise(self, batch, *, training, progress=None, **options):
         specs = []
         if self.samples_route(training):
-            specs.append(NoiseSpec("route", (batch,), "Categorical draw of the route from route_probs."))
-        if training and progress is not None:
-            specs.append(NoiseSpec("output_drop_gate", (1,), "Batch-level: active where < p(progress)."))
             specs.append(
-                NoiseSpec("output_drop_flags", (batch, 2), "Per sample: flag set where < output_drop_flag_p.")
+                NoiseSpec("route", (batch,), "Categorical draw of the route from route_probs.")
+            )
+        if training and progress is not None:
+            specs.append(
+                NoiseSpec("output_drop_gate", (1,), "Batch-level: active where < p(progress).")
+            )
+            specs.append(
+                NoiseSpec(
+                    "output_drop_flags",
+                    (batch, 2),
+                    "Per sample: flag set where < output_drop_flag_p.",
+                )
             )
         return specs
 
@@ -164,18 +172,36 @@ class EnergyAwareAdaptiveSpec(FusionSpecBase):
         b = (batch,)
         return [
             AuxSpec("route_probs", (batch, 3), "value", "Router probabilities r."),
-            AuxSpec("route", b, "decision", "Route index k (0 image, 1 text, 2 both).",
-                    margin="route_margin", dtype="int"),
+            AuxSpec(
+                "route",
+                b,
+                "decision",
+                "Route index k (0 image, 1 text, 2 both).",
+                margin="route_margin",
+                dtype="int",
+            ),
             AuxSpec("expected_energy", b, "value", "Per-sample expected energy c . r in mJ."),
             AuxSpec("energy_loss", (), "value", "lambda * max(0, mean(expected_energy) - budget)."),
-            AuxSpec("output_kept", b, "decision", "0 where the progressive output dropout zeroed the sample.",
-                    margin="output_kept_margin"),
+            AuxSpec(
+                "output_kept",
+                b,
+                "decision",
+                "0 where the progressive output dropout zeroed the sample.",
+                margin="output_kept_margin",
+            ),
             AuxSpec("route_margin", b, "margin", "Distance of the route decision from a flip."),
-            AuxSpec("output_kept_margin", b, "margin", "Distance of the output-drop decision from a flip."),
+            AuxSpec(
+                "output_kept_margin",
+                b,
+                "margin",
+                "Distance of the output-drop decision from a flip.",
+            ),
         ]
 
     def macs(self):
         d, h = self.dim, self.ffn_mult * self.dim
         routing = linear_macs(2 * d, d) + linear_macs(d, 3)
-        both = linear_macs(2 * d, d) + attention_macs(d, 2, 2) + linear_macs(d, h) + linear_macs(h, d)
+        both = (
+            linear_macs(2 * d, d) + attention_macs(d, 2, 2) + linear_macs(d, h) + linear_macs(h, d)
+        )
         return {"image": routing, "text": routing, "both": routing + both}

@@ -42,10 +42,20 @@ class ModalityDropoutSpec(FusionSpecBase):
 
     def aux(self, batch, *, training=False, **options):
         return [
-            AuxSpec("keep_image", (batch,), "decision", "1 where v is kept, 0 where dropped.",
-                    margin="keep_image_margin"),
-            AuxSpec("keep_text", (batch,), "decision", "1 where t is kept, 0 where dropped.",
-                    margin="keep_text_margin"),
+            AuxSpec(
+                "keep_image",
+                (batch,),
+                "decision",
+                "1 where v is kept, 0 where dropped.",
+                margin="keep_image_margin",
+            ),
+            AuxSpec(
+                "keep_text",
+                (batch,),
+                "decision",
+                "1 where t is kept, 0 where dropped.",
+                margin="keep_text_margin",
+            ),
             AuxSpec("keep_image_margin", (batch,), "margin", "|drop_image - p_img| (inf in eval)."),
             AuxSpec("keep_text_margin", (batch,), "margin", "|drop_text - p_txt| (inf in eval)."),
         ]

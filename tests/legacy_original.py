@@ -113,7 +113,9 @@ class CrossAttentionFusion(nn.Module):
 
 
 class SHoMRFusion(nn.Module):
-    def __init__(self, dim, heads=8, dropout=0.1, confidence_threshold=0.6, routing_temperature=1.0):
+    def __init__(
+        self, dim, heads=8, dropout=0.1, confidence_threshold=0.6, routing_temperature=1.0
+    ):
         super().__init__()
         self.confidence_threshold = confidence_threshold
         self.routing_temperature = routing_temperature

@@ -53,12 +53,19 @@ def test_encoder_layers_start_identical_like_the_original():
     p = spec.init_params(s)
     for name in p:
         if name.startswith("encoder.2."):
-            np.testing.assert_array_equal(p[name], p["encoder.0." + name[len("encoder.2."):]])
+            np.testing.assert_array_equal(p[name], p["encoder.0." + name[len("encoder.2.") :]])
 
 
 def test_trainable_energy_weight_is_a_scalar_param():
-    s = spec.parse({"kind": "energy_aware_adaptive", "dim": 8, "heads": 2,
-                    "energy_weight_trainable": True, "energy_weight": 0.25})
+    s = spec.parse(
+        {
+            "kind": "energy_aware_adaptive",
+            "dim": 8,
+            "heads": 2,
+            "energy_weight_trainable": True,
+            "energy_weight": 0.25,
+        }
+    )
     p = spec.init_params(s)
     assert p["energy_weight"].shape == () and p["energy_weight"] == np.float32(0.25)
 
@@ -75,4 +82,6 @@ def test_check_params_names_every_problem():
     assert "unexpected ['extra']" in text
     assert "'gate.weight': expected shape (12, 24), received (24, 12)" in text
     with pytest.raises(spec.WeightsError, match="expected a floating dtype, received int64"):
-        spec.check_params(s, {"gate.weight": np.zeros((12, 24), dtype=np.int64), "gate.bias": p["gate.bias"]})
+        spec.check_params(
+            s, {"gate.weight": np.zeros((12, 24), dtype=np.int64), "gate.bias": p["gate.bias"]}
+        )

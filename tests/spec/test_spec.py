@@ -35,8 +35,13 @@ def test_json_round_trip(kind):
 def test_options_round_trip():
     for s in [
         make_spec("modality_dropout", drop_granularity="sample", p_img=0.0, p_txt=1.0),
-        make_spec("energy_aware_adaptive", eval_routing="sample", straight_through=True,
-                  energy_weight_trainable=True, energy_costs_mJ=(1.0, 2.0, 3.0)),
+        make_spec(
+            "energy_aware_adaptive",
+            eval_routing="sample",
+            straight_through=True,
+            energy_weight_trainable=True,
+            energy_costs_mJ=(1.0, 2.0, 3.0),
+        ),
         make_spec("shomr", fallback=False, routing_temperature=0.5, straight_through=True),
         make_spec("transformer_concat", modality_embeddings=False, layers=1),
         make_spec("concat_mlp", layers=3, hidden_mult=3),
@@ -46,8 +51,14 @@ def test_options_round_trip():
 
 def test_defaults_follow_the_original_constructors():
     assert spec.parse({"kind": "simple", "dim": 8}).model_dump() == {
-        "kind": "simple", "dim": 8, "heads": 8, "layers": 2, "dropout": 0.1,
-        "layer_norm_eps": 1e-05, "gelu": "erf", "ffn_mult": 4,
+        "kind": "simple",
+        "dim": 8,
+        "heads": 8,
+        "layers": 2,
+        "dropout": 0.1,
+        "layer_norm_eps": 1e-05,
+        "gelu": "erf",
+        "ffn_mult": 4,
     }
     assert spec.parse({"kind": "transformer_concat", "dim": 8}).layers == 4
     c = spec.parse({"kind": "concat_mlp", "dim": 8})
@@ -75,12 +86,21 @@ def test_frozen_and_extra_forbidden():
         ({"kind": "simple", "dim": 10, "heads": 4}, ["heads", "heads=4", "dim=10"]),
         ({"kind": "gated", "dim": 0}, ["dim", "greater than 0", "input_value=0"]),
         ({"kind": "modality_dropout", "dim": 4, "p_img": 1.5}, ["p_img", "1.5"]),
-        ({"kind": "shomr", "dim": 4, "heads": 2, "routing_temperature": 0}, ["routing_temperature"]),
+        (
+            {"kind": "shomr", "dim": 4, "heads": 2, "routing_temperature": 0},
+            ["routing_temperature"],
+        ),
         ({"kind": "concat_mlp", "dim": 4, "layers": 0}, ["layers", "input_value=0"]),
         ({"kind": "cross_attention", "dim": 4, "heads": 2, "dropout": 1.0}, ["dropout", "1.0"]),
-        ({"kind": "simple", "dim": 4, "heads": 2, "layer_norm_eps": 1e-3}, ["layer_norm_eps", "0.001"]),
+        (
+            {"kind": "simple", "dim": 4, "heads": 2, "layer_norm_eps": 1e-3},
+            ["layer_norm_eps", "0.001"],
+        ),
         ({"kind": "simple", "dim": 4, "heads": 2, "gelu": "tanh"}, ["gelu", "tanh"]),
-        ({"kind": "energy_aware_adaptive", "energy_costs_mJ": [1, -2, 3]}, ["energy_costs_mJ", "-2"]),
+        (
+            {"kind": "energy_aware_adaptive", "energy_costs_mJ": [1, -2, 3]},
+            ["energy_costs_mJ", "-2"],
+        ),
         ({"kind": "fancy", "dim": 4}, ["fancy", "simple"]),
     ],
 )
@@ -117,7 +137,9 @@ def test_declarations(kind):
         assert a.role in ("value", "decision", "margin")
         if a.margin is not None:
             assert a.margin in {x.name for x in s.aux(5, training=True)}
-    for n in s.noise(5, training=True, **({"progress": 0.5} if kind == "energy_aware_adaptive" else {})):
+    for n in s.noise(
+        5, training=True, **({"progress": 0.5} if kind == "energy_aware_adaptive" else {})
+    ):
         assert n.shape and all(d >= 1 for d in n.shape)
     assert s.no_output_gradient() <= set(names)
 
@@ -129,15 +151,19 @@ def test_weights_are_stored_out_in():
     assert shapes["mlp.1.weight"] == (4, 12)
     e = spec.parse({"kind": "cross_attention", "dim": 6, "heads": 2})
     assert e.param_shapes()["ffn.up.weight"] == (24, 6)
-    assert {"attn.query.weight", "attn.key.weight", "attn.value.weight", "attn.output.weight"} <= set(
-        e.param_shapes()
-    )
+    assert {
+        "attn.query.weight",
+        "attn.key.weight",
+        "attn.value.weight",
+        "attn.output.weight",
+    } <= set(e.param_shapes())
 
 
 def test_noise_declarations_follow_options():
     m = make_spec("modality_dropout")
     assert [(n.name, n.shape) for n in m.noise(7, training=True)] == [
-        ("drop_image", (1,)), ("drop_text", (1,))
+        ("drop_image", (1,)),
+        ("drop_text", (1,)),
     ]
     assert m.noise(7, training=False) == []
     ms = make_spec("modality_dropout", drop_granularity="sample")
@@ -146,7 +172,9 @@ def test_noise_declarations_follow_options():
     assert e.noise(7, training=False) == []
     assert [n.name for n in e.noise(7, training=True)] == ["route"]
     assert [n.name for n in e.noise(7, training=True, progress=0.2)] == [
-        "route", "output_drop_gate", "output_drop_flags"
+        "route",
+        "output_drop_gate",
+        "output_drop_flags",
     ]
     es = make_spec("energy_aware_adaptive", eval_routing="sample")
     assert [n.name for n in es.noise(7, training=False)] == ["route"]
@@ -159,7 +187,9 @@ def test_macs_literal():
     d = 4
     attn = 1 * d * d + 2 * 2 * d * d + 1 * d * d + 2 * 1 * 2 * d
     ffn = 2 * d * 4 * d
-    assert spec.parse({"kind": "cross_attention", "dim": d, "heads": 2}).macs() == {"all": attn + ffn}
+    assert spec.parse({"kind": "cross_attention", "dim": d, "heads": 2}).macs() == {
+        "all": attn + ffn
+    }
 
 
 def test_call_options_are_checked():
@@ -167,10 +197,14 @@ def test_call_options_are_checked():
     assert h.check_call_options({}) == {"use_hard_routing": None}
     with pytest.raises(TypeError, match="shomr: unexpected call option.*progress"):
         h.check_call_options({"progress": 0.1})
-    with pytest.raises(TypeError, match="use_hard_routing expected None, True or False; received 'yes'"):
+    with pytest.raises(
+        TypeError, match="use_hard_routing expected None, True or False; received 'yes'"
+    ):
         h.check_call_options({"use_hard_routing": "yes"})
     e = make_spec("energy_aware_adaptive")
-    with pytest.raises(ValueError, match=r"progress expected None or a float in \[0, 1\]; received 1.5"):
+    with pytest.raises(
+        ValueError, match=r"progress expected None or a float in \[0, 1\]; received 1.5"
+    ):
         e.check_call_options({"progress": 1.5})
     with pytest.raises(TypeError, match="gated: unexpected call option.*accepts: none"):
         make_spec("gated").check_call_options({"progress": 0.1})
@@ -181,5 +215,9 @@ def test_output_drop_probability():
     assert e.output_drop_probability(0.0) == pytest.approx(0.1)
     assert e.output_drop_probability(0.5) == pytest.approx(0.25)
     assert e.output_drop_probability(1.0) == pytest.approx(0.4)
-    assert np.isclose(spec.parse({"kind": "energy_aware_adaptive", "output_drop_max": 0.2})
-                      .output_drop_probability(1.0), 0.2)
+    assert np.isclose(
+        spec.parse(
+            {"kind": "energy_aware_adaptive", "output_drop_max": 0.2}
+        ).output_drop_probability(1.0),
+        0.2,
+    )

@@ -68,24 +68,34 @@ def test_load_names_missing_unexpected_misshaped_and_dtype(tmp_path):
     s = make_spec("gated")
     p = spec.init_params(s)
     path = tmp_path / "bad.safetensors"
-    _write(path, {"gate.weight": np.zeros((24, 12), np.float32), "gate.other": np.zeros(3, np.float32)},
-           s.model_dump_json())
+    _write(
+        path,
+        {"gate.weight": np.zeros((24, 12), np.float32), "gate.other": np.zeros(3, np.float32)},
+        s.model_dump_json(),
+    )
     with pytest.raises(spec.WeightsError) as info:
         spec.load_weights(path)
     text = str(info.value)
     assert str(path) in text
     assert "missing ['gate.bias']" in text and "unexpected ['gate.other']" in text
     assert "'gate.weight': expected shape (12, 24), received (24, 12)" in text
-    _write(path, {"gate.weight": p["gate.weight"].astype(np.float64), "gate.bias": p["gate.bias"]},
-           s.model_dump_json())
-    with pytest.raises(spec.WeightsError, match="'gate.weight': expected dtype float32, received float64"):
+    _write(
+        path,
+        {"gate.weight": p["gate.weight"].astype(np.float64), "gate.bias": p["gate.bias"]},
+        s.model_dump_json(),
+    )
+    with pytest.raises(
+        spec.WeightsError, match="'gate.weight': expected dtype float32, received float64"
+    ):
         spec.load_weights(path)
 
 
 def test_load_rejects_foreign_files(tmp_path):
     plain = tmp_path / "plain.safetensors"
     save_file({"x": np.zeros(2, np.float32)}, str(plain))
-    with pytest.raises(spec.WeightsError, match="not a fusion-spec weight file: metadata key 'fusion_spec' missing"):
+    with pytest.raises(
+        spec.WeightsError, match="not a fusion-spec weight file: metadata key 'fusion_spec' missing"
+    ):
         spec.load_weights(plain)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00\x01 not safetensors")
@@ -93,7 +103,9 @@ def test_load_rejects_foreign_files(tmp_path):
         spec.load_weights(garbage)
     wrong = tmp_path / "wrong.safetensors"
     _write(wrong, {"x": np.zeros(2, np.float32)}, json.dumps({"kind": "gated"}), fmt="other/9")
-    with pytest.raises(spec.WeightsError, match="expected format 'fusion-spec/1', received 'other/9'"):
+    with pytest.raises(
+        spec.WeightsError, match="expected format 'fusion-spec/1', received 'other/9'"
+    ):
         spec.load_weights(wrong)
     with pytest.raises(spec.WeightsError, match="not a readable"):
         spec.load_weights(tmp_path / "absent.safetensors")
