@@ -213,7 +213,8 @@ def from_legacy(kind: str, state_dict: Mapping[str, Any], **init_kwargs: Any):
         if tuple(value.shape) != expected:
             problems.append(f"{key!r}: expected shape {expected}, received {tuple(value.shape)}")
             continue
-        for name, part in zip(names, np.split(value, len(names), axis=0), strict=True):
+        parts = np.split(value, len(names), axis=0) if len(names) > 1 else [value]
+        for name, part in zip(names, parts, strict=True):
             params[name] = np.array(part, dtype=np.float32, order="C")
     if problems:
         raise WeightsError(
