@@ -1,0 +1,366 @@
+"""Shared blocks of the Keras 3 backend: the layer base and the math, written once.
+
+The math functions mirror ``fusion_ref/_layers.py`` name for name, with
+``keras.ops`` in place of NumPy, so that every Keras backend (JAX, PyTorch,
+NumPy) computes the same function. Nothing here branches in Python on a tensor
+value: discrete decisions are computed for every sample and applied with
+``keras.ops.where``, so the layers trace under ``jit_compile=True``.
+
+``p`` is the layer's parameter dict: canonical name -> Keras variable, where a
+dense weight canonically stored ``(out, in)`` is held as a Keras kernel
+``(in, out)`` under the same canonical name (see ``FusionLayer``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+from keras import ops
+
+from spec import Init, ParamSpec, WeightsError, as_numpy, check_params, parse
+
+Drop = Callable[[Any], Any]
+
+
+def identity(x):
+    return x
+
+
+def dropout(rate: float, training: bool, seed: keras.random.SeedGenerator) -> Drop:
+    """Element-wise dropout ``x * m / (1 - rate)``, ``m ~ Bernoulli(1 - rate)``, in training only.
+
+    The same function as ``keras.layers.Dropout``: ``keras.random.dropout``
+    drawing from the layer's ``SeedGenerator``.
+    """
+    if not training or rate == 0.0:
+        return identity
+    return lambda x: keras.random.dropout(x, rate, seed=seed)
+
+
+# --- math ---------------------------------------------------------------------
+
+
+def gelu(x):
+    """Exact GELU ``x Phi(x)`` (erf form; ``keras.ops.gelu`` defaults to the tanh one)."""
+    return ops.gelu(x, approximate=False)
+
+
+def linear(p: Mapping, name: str, x):
+    """``x W^T + b``: ``x`` ``(..., in)``, kernel ``W^T`` held ``(in, out)``, returns ``(..., out)``."""
+    return ops.matmul(x, p[f"{name}.weight"]) + p[f"{name}.bias"]
+
+
+def layer_norm(p: Mapping, name: str, x, eps: float):
+    r"""$\mathrm{LN}(x) = (x - \mu) / \sqrt{\sigma^2 + \epsilon} \odot w + b$ over the last axis.
+
+    $\sigma^2$ is the biased variance; $\epsilon$ comes from the spec
+    (``layer_norm_eps``), never from Keras's ``LayerNormalization`` default.
+    """
+    mu = ops.mean(x, axis=-1, keepdims=True)
+    centred = x - mu
+    var = ops.mean(centred * centred, axis=-1, keepdims=True)
+    return centred / ops.sqrt(var + eps) * p[f"{name}.weight"] + p[f"{name}.bias"]
+
+
+def feed_forward(
+    p: Mapping, name: str, x, *, drop_hidden: Drop = identity, drop_out: Drop = identity
+):
+    """``drop_out(down(drop_hidden(GELU(up(x)))))``: ``(..., D) -> (..., D)``."""
+    return drop_out(linear(p, f"{name}.down", drop_hidden(gelu(linear(p, f"{name}.up", x)))))
+
+
+def attention(p: Mapping, name: str, query, keys, heads: int, *, drop: Drop = identity):
+    r"""Multi-head attention with separate query/key/value/output projections.
+
+    $A = \mathrm{softmax}(Q K^\top / \sqrt{D/h})$ per head, output $W_o\,[A V] + b_o$.
+    ``query`` is ``(B, Tq, D)``, ``keys`` (also the values) ``(B, Tk, D)``;
+    ``drop`` acts on the attention weights (as ``torch.nn.MultiheadAttention``'s
+    dropout). Returns the output ``(B, Tq, D)`` and the weights ``(B, h, Tq, Tk)``
+    before dropout.
+    """
+    Tq, D = query.shape[1], query.shape[2]
+    Tk = keys.shape[1]
+    dh = D // heads
+    q = ops.transpose(
+        ops.reshape(linear(p, f"{name}.query", query), (-1, Tq, heads, dh)), (0, 2, 1, 3)
+    )  # (B, h, Tq, dh)
+    k = ops.transpose(
+        ops.reshape(linear(p, f"{name}.key", keys), (-1, Tk, heads, dh)), (0, 2, 1, 3)
+    )  # (B, h, Tk, dh)
+    v = ops.transpose(
+        ops.reshape(linear(p, f"{name}.value", keys), (-1, Tk, heads, dh)), (0, 2, 1, 3)
+    )  # (B, h, Tk, dh)
+    scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * (1.0 / math.sqrt(dh))  # (B, h, Tq, Tk)
+    weights = ops.softmax(scores, axis=-1)
+    mixed = ops.matmul(drop(weights), v)  # (B, h, Tq, dh)
+    mixed = ops.reshape(ops.transpose(mixed, (0, 2, 1, 3)), (-1, Tq, D))  # (B, Tq, D)
+    return linear(p, f"{name}.output", mixed), weights
+
+
+def encoder_layer(p: Mapping, name: str, x, heads: int, eps: float, drop: Drop = identity):
+    """Post-norm layer ``x = LN1(x + drop(MHA(x))); x = LN2(x + drop(FFN(x)))``, ``(B, T, D)``.
+
+    Dropout where ``torch.nn.TransformerEncoderLayer`` has it: attention
+    weights, after the FFN activation, and on both residual branches.
+    """
+    a = attention(p, f"{name}.attn", x, x, heads, drop=drop)[0]
+    x = layer_norm(p, f"{name}.norm1", x + drop(a), eps)
+    return layer_norm(
+        p,
+        f"{name}.norm2",
+        x + feed_forward(p, f"{name}.ffn", x, drop_hidden=drop, drop_out=drop),
+        eps,
+    )
+
+
+def tokens(v, t):
+    """The two-token sequence ``[v, t]``: ``(B, 2, D)``."""
+    return ops.stack([v, t], axis=1)
+
+
+def categorical(probs, u):
+    """Route = first ``k`` with ``u < p_0 + ... + p_k``, the last index if none: ``(B,)`` int32.
+
+    The cumulative sum of non-negative terms is non-decreasing, so the first such
+    ``k`` is the number of inner boundaries ``cdf_k <= u`` (``k < K - 1``).
+    """
+    cdf = ops.cumsum(probs, axis=-1)[:, :-1]  # (B, K-1), the inner boundaries
+    return ops.sum(ops.cast(cdf <= u[:, None], "int32"), axis=-1)
+
+
+def argmax(probs):
+    """Route = first index of the maximum: ``(B,)`` int32."""
+    return ops.cast(ops.argmax(probs, axis=-1), "int32")
+
+
+def select(route, *branches):
+    """Per sample, branch ``route[b]`` of ``branches`` (each ``(B, D)``)."""
+    out = branches[-1]
+    for k in range(len(branches) - 2, -1, -1):
+        out = ops.where((route == k)[:, None], branches[k], out)
+    return out
+
+
+def straight_through(out, probs, route):
+    """``out * (1 + r_k - stop_gradient(r_k))`` without rounding the forward value.
+
+    ``r_k - stop_gradient(r_k)`` is exactly 0 forward, so ``out`` is returned
+    unchanged, while ``r_k`` receives the gradient ``<out, dL/dout>``.
+    """
+    r_k = ops.take_along_axis(probs, route[:, None], axis=1)  # (B, 1)
+    return out + out * (r_k - ops.stop_gradient(r_k))
+
+
+# --- the layer base ---------------------------------------------------------------
+
+
+def _is_dense(p: ParamSpec) -> bool:
+    """A linear/attention weight, canonically ``(out, in)``, held by Keras as ``(in, out)``."""
+    return p.name.endswith(".weight") and len(p.shape) == 2
+
+
+def _keras_name(p: ParamSpec) -> str:
+    """Keras variable name: ``attn.query.weight`` -> ``attn_query_kernel`` (held transposed).
+
+    Dots become underscores: the PyTorch backend of Keras registers each variable
+    as a ``torch.nn.Parameter``, whose names cannot contain ``.``.
+    """
+    name = p.name[: -len("weight")] + "kernel" if _is_dense(p) else p.name
+    return name.replace(".", "_")
+
+
+def _initializer(init: Init, seed: int | None):
+    """The spec's initial distribution as a Keras initializer (tied copies are assigned after)."""
+    if init.kind == "uniform":
+        return keras.initializers.RandomUniform(-init.bound, init.bound, seed=seed)
+    if init.kind == "normal":
+        return keras.initializers.RandomNormal(0.0, init.std, seed=seed)
+    return keras.initializers.Constant(init.value)
+
+
+class FusionLayer(keras.layers.Layer):
+    """Keras layer computing one fusion rule ``f(v, t)``: ``(B, D), (B, D) -> (B, D)``.
+
+    Subclasses set ``kind`` and ``fuse``, the rule's math as a plain function
+    ``fuse(s, p, v, t, *, training, noise, drop, **options) -> (fused, aux)``.
+
+    Args:
+        spec: the rule spec: a spec object or anything ``spec.parse`` accepts.
+        seed: seeds the initializers and the ``SeedGenerator`` behind element-wise
+            dropout and the stochastic decisions when no ``noise`` is injected.
+
+    Weights: one Keras variable per canonical parameter, named after it; dense
+    weights canonically ``(out, in)`` are held transposed as kernels ``(in, out)``
+    (the ``transposed`` list): ``attn.query.weight`` is the variable
+    ``attn_query_kernel``, ``norm1.bias`` is ``norm1_bias``. Load and export canonical
+    params with ``load_canonical`` and ``canonical_params``.
+    """
+
+    kind: ClassVar[str]
+    fuse: ClassVar[Callable]
+
+    def __init__(self, spec: Any, seed: int | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        s = parse(spec)
+        if s.kind != self.kind:
+            raise ValueError(
+                f"{type(self).__name__}: argument 'spec' expected kind {self.kind!r}; "
+                f"received kind {s.kind!r}"
+            )
+        self.spec = s
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.param_specs = tuple(s.params())
+        self.transposed = tuple(p.name for p in self.param_specs if _is_dense(p))
+        self._canonical: dict[str, keras.Variable] = {}
+
+    # --- Keras lifecycle ----------------------------------------------------------
+    def build(self, v_shape=None, t_shape=None):
+        for name, shape in (("v", v_shape), ("t", t_shape)):
+            if shape is not None and (len(shape) != 2 or shape[-1] not in (None, self.spec.dim)):
+                raise ValueError(
+                    f"{self.kind}: input {name!r} expected shape (B, {self.spec.dim}); "
+                    f"received shape {tuple(shape)}"
+                )
+        for i, p in enumerate(self.param_specs):
+            shape = p.shape[::-1] if p.name in self.transposed else p.shape
+            self._canonical[p.name] = self.add_weight(
+                name=_keras_name(p),
+                shape=shape,
+                initializer=_initializer(p.init, None if self.seed is None else self.seed + i),
+                trainable=p.trained,
+            )
+        for p in self.param_specs:
+            if p.init.tied_to is not None:
+                self._canonical[p.name].assign(self._canonical[p.init.tied_to])
+
+    def call(self, v, t, training=None, noise=None, return_aux=False, **call_options):
+        """Fuse ``v`` and ``t``.
+
+        Args:
+            v, t: ``(B, D)`` embeddings.
+            training: Keras training flag; in training, stochastic decisions read
+                ``noise`` or draw from the layer's ``SeedGenerator``, and
+                element-wise dropout (rate ``spec.dropout``) is applied.
+            noise: optional ``{name: uniform [0, 1) array}``, exactly the spec's
+                ``s.noise(B, training=..., **call_options)``.
+            return_aux: also return the spec's aux outputs (margins omitted):
+                values as floats, decisions as float 0/1, ``route`` as int32.
+            **call_options: the rule's call options (``use_hard_routing`` for
+                ``shomr``, ``progress`` as a Python float for ``energy_aware_adaptive``).
+
+        Returns:
+            ``fused`` ``(B, D)``, or ``(fused, aux)`` with ``return_aux=True``.
+        """
+        s = self.spec
+        options = s.check_call_options(call_options)
+        training = bool(training)
+        self._check_inputs(v, t)
+        u = self._noise(v, training, noise, options)
+        drop = dropout(float(getattr(s, "dropout", 0.0)), training, self.seed_generator)
+        out, aux = type(self).fuse(
+            s, self._canonical, v, t, training=training, noise=u, drop=drop, **options
+        )
+        return (out, aux) if return_aux else out
+
+    def compute_output_shape(self, v_shape, t_shape):
+        return (v_shape[0], self.spec.dim)
+
+    def compute_output_spec(
+        self, v, t, training=None, noise=None, return_aux=False, **call_options
+    ):
+        s = self.spec
+        options = s.check_call_options(call_options)
+        batch = v.shape[0]
+        out = keras.KerasTensor((batch, s.dim), dtype=self.compute_dtype)
+        if not return_aux:
+            return out
+        aux = {
+            a.name: keras.KerasTensor(
+                a.shape, dtype="int32" if a.dtype == "int" else self.compute_dtype
+            )
+            for a in s.aux(batch, training=bool(training), **options)
+            if a.role != "margin"
+        }
+        return out, aux
+
+    def get_config(self):
+        base_config = super().get_config()
+        return {**base_config, "spec": self.spec.model_dump(mode="json"), "seed": self.seed}
+
+    # --- canonical parameters -------------------------------------------------
+    def load_canonical(self, params: Mapping[str, Any]) -> None:
+        """Assign canonical params (names and ``(out, in)`` shapes of ``spec.params()``).
+
+        Raises ``spec.WeightsError`` naming missing, unexpected or mis-shaped entries.
+        """
+        check_params(self.spec, params, what="canonical params")
+        if not self.built:
+            self.build()
+        for p in self.param_specs:
+            value = np.asarray(as_numpy(params[p.name]), dtype=np.float32)
+            if p.name in self.transposed:
+                assert value.shape == p.shape and value.shape[::-1] == tuple(
+                    self._canonical[p.name].shape
+                )
+                value = value.T
+            variable = self._canonical[p.name]
+            if value.shape != tuple(variable.shape):
+                raise WeightsError(
+                    f"{self.kind}: param {p.name!r} expected Keras shape {tuple(variable.shape)}; "
+                    f"received {value.shape}"
+                )
+            variable.assign(np.ascontiguousarray(value))
+
+    def canonical_params(self) -> dict[str, np.ndarray]:
+        """The weights under their canonical names: C-contiguous float32, dense ``(out, in)``."""
+        params = {}
+        for p in self.param_specs:
+            value = ops.convert_to_numpy(self._canonical[p.name])
+            if p.name in self.transposed:
+                value = value.T
+            assert value.shape == p.shape, (p.name, value.shape, p.shape)
+            params[p.name] = np.ascontiguousarray(value, dtype=np.float32)
+        return params
+
+    # --- plumbing ---------------------------------------------------------------
+    def _check_inputs(self, v, t) -> None:
+        for name, x in (("v", v), ("t", t)):
+            if len(x.shape) != 2 or x.shape[1] != self.spec.dim:
+                raise ValueError(
+                    f"{self.kind}: argument {name!r} expected shape (B, {self.spec.dim}); "
+                    f"received shape {tuple(x.shape)}"
+                )
+        if v.shape[0] != t.shape[0]:
+            raise ValueError(
+                f"{self.kind}: arguments 'v' and 't' expected equal batch sizes; "
+                f"received v {tuple(v.shape)} and t {tuple(t.shape)}"
+            )
+
+    def _noise(self, v, training: bool, noise: Mapping[str, Any] | None, options: dict) -> dict:
+        """The declared noise arrays: injected (names and shapes checked) or drawn uniform [0, 1)."""
+        declared = self.spec.noise(v.shape[0], training=training, **options)
+        if noise is None:
+            return {
+                n.name: keras.random.uniform(n.shape, dtype=v.dtype, seed=self.seed_generator)
+                for n in declared
+            }
+        names = {n.name for n in declared}
+        if set(noise) != names:
+            raise ValueError(
+                f"{self.kind}: argument 'noise' expected names {sorted(names)} for this call; "
+                f"received {sorted(noise)}"
+            )
+        out = {}
+        for n in declared:
+            u = ops.cast(noise[n.name], v.dtype)
+            if tuple(u.shape) != n.shape:
+                raise ValueError(
+                    f"{self.kind}: noise {n.name!r} expected shape {n.shape}; received {tuple(u.shape)}"
+                )
+            out[n.name] = u
+        return out

@@ -1,0 +1,27 @@
+"""``simple``: a post-norm Transformer encoder over ``[v, t]``, then the mean of the two tokens."""
+
+import keras
+from keras import ops
+
+from ._layers import FusionLayer, encoder_layer, tokens
+
+
+def simple(s, p, v, t, *, training, noise, drop):
+    r"""$f(v, t) = \tfrac12 (X_1 + X_2)$ with $X = \mathcal{T}([v, t]) \in \mathbb{R}^{B \times 2 \times D}$."""
+    x = tokens(v, t)  # (B, 2, D)
+    for i in range(s.layers):
+        x = encoder_layer(p, f"encoder.{i}", x, s.heads, s.layer_norm_eps, drop)
+    return ops.mean(x, axis=1), {}
+
+
+@keras.saving.register_keras_serializable(package="fusion_spec")
+class SimpleFusion(FusionLayer):
+    r"""``simple`` as a Keras layer: $f(v, t) = \tfrac12 (X_1 + X_2)$, $X = \mathcal{T}([v, t])$.
+
+    $\mathcal{T}$ is ``layers`` post-norm encoder layers (``heads`` heads, FFN
+    width ``4 D``, exact GELU, LayerNorm eps from the spec). Shape: ``v``, ``t``
+    ``(B, D)`` -> ``(B, D)``. No aux outputs.
+    """
+
+    kind = "simple"
+    fuse = staticmethod(simple)
