@@ -314,7 +314,7 @@ class FusionLayer(keras.layers.Layer):
                     f"{self.kind}: param {p.name!r} expected Keras shape {tuple(variable.shape)}; "
                     f"received {value.shape}"
                 )
-            variable.assign(np.ascontiguousarray(value))
+            variable.assign(np.array(value, order="C"))  # 0-d stays 0-d
 
     def canonical_params(self) -> dict[str, np.ndarray]:
         """The weights under their canonical names: C-contiguous float32, dense ``(out, in)``."""
@@ -324,7 +324,7 @@ class FusionLayer(keras.layers.Layer):
             if p.name in self.transposed:
                 value = value.T
             assert value.shape == p.shape, (p.name, value.shape, p.shape)
-            params[p.name] = np.ascontiguousarray(value, dtype=np.float32)
+            params[p.name] = np.array(value, dtype=np.float32, order="C")
         return params
 
     # --- plumbing ---------------------------------------------------------------
