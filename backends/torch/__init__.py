@@ -1,0 +1,174 @@
+"""The PyTorch backend: the nine fusion rules as ``torch.nn.Module``s.
+
+``build(s, params)`` returns the module of rule ``s``; its ``state_dict()`` keys
+are the canonical parameter names, ``canonical_params()`` gives them back as
+NumPy arrays. ``load_legacy_checkpoint`` imports a checkpoint of the original
+research code through ``spec.from_legacy``. Forward passes never synchronise
+with the host, and every rule compiles with ``torch.compile(fullgraph=True)``
+and exports with ``torch.export`` and the dynamo ONNX exporter.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from spec import RULES, WeightsError, from_legacy, parse
+
+from ._layers import FusionModule
+from .concat_mlp import ConcatMlpFusion
+from .cross_attention import CrossAttentionFusion
+from .energy_aware_adaptive import EnergyAwareAdaptiveFusion
+from .film import FilmFusion
+from .gated import GatedFusion
+from .modality_dropout import ModalityDropoutFusion
+from .shomr import ShomrFusion
+from .simple import SimpleFusion
+from .transformer_concat import TransformerConcatFusion
+
+#: kind -> module class.
+MODULES: dict[str, type[FusionModule]] = {
+    cls.kind: cls
+    for cls in (
+        SimpleFusion,
+        ConcatMlpFusion,
+        GatedFusion,
+        FilmFusion,
+        ModalityDropoutFusion,
+        TransformerConcatFusion,
+        CrossAttentionFusion,
+        ShomrFusion,
+        EnergyAwareAdaptiveFusion,
+    )
+}
+
+
+def build(
+    s: Any,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> FusionModule:
+    """The module of rule ``s`` (a spec or anything ``spec.parse`` accepts), in float32.
+
+    With ``params`` (canonical names and shapes, NumPy arrays or tensors, e.g.
+    from ``spec.init_params``, ``spec.load_weights`` or ``spec.from_legacy``) the
+    weights are loaded from them (``spec.WeightsError`` on a mismatch);
+    otherwise ``reset_parameters()`` draws them from the spec's distributions with
+    ``generator``. ``generator`` also drives the stochastic decisions of calls
+    without injected ``noise``.
+    """
+    s = parse(s)
+    module = MODULES[s.kind](s, generator=generator)
+    if params is not None:
+        module.load_canonical(params)
+    return module
+
+
+#: Top-level attributes of each original module: a bare fusion state_dict has only these.
+_LEGACY_ROOTS: dict[str, tuple[str, ...]] = {
+    "simple": ("fusion.layers.",),
+    "concat_mlp": ("mlp.",),
+    "gated": ("gate.",),
+    "film": ("mlp_gamma.", "mlp_beta."),
+    "modality_dropout": ("gated.",),
+    "transformer_concat": ("transformer.", "modality_token"),
+    "cross_attention": ("norm1.", "norm2.", "cross_attn.", "ffn."),
+    "shomr": (
+        "conf_net.",
+        "router.",
+        "cross_attn.",
+        "gate.",
+        "norm1.",
+        "norm2.",
+        "ffn.",
+        "proj_single.",
+    ),
+    "energy_aware_adaptive": (
+        "lambda_energy",
+        "router.",
+        "gate.",
+        "cross_attn.",
+        "norm.",
+        "ffn.",
+    ),
+}
+
+
+def _fusion_state_dict(kind: str, state: Mapping[str, Any]) -> dict[str, Any]:
+    """The original fusion module's own keys, from a bare or a full-model state_dict.
+
+    Bare: every key lies under one of the module's attributes. Otherwise the keys
+    under the model's ``fusion.`` attribute, prefix removed (``simple``'s own keys
+    start with ``fusion.layers.``, so a full model holding it has
+    ``fusion.fusion.layers.``: bare means *every* key is the module's own).
+    """
+    roots = _LEGACY_ROOTS[kind]
+    if state and all(key.startswith(roots) for key in state):
+        return dict(state)
+    inner = {k[len("fusion.") :]: v for k, v in state.items() if k.startswith("fusion.")}
+    if inner and all(key.startswith(roots) for key in inner):
+        return inner
+    raise WeightsError(
+        f"load_legacy_checkpoint: expected the state_dict of an original {kind!r} module "
+        f"(keys under {list(roots)}) or of a model holding one as 'fusion.'; "
+        f"received keys {sorted(state)[:20]}{' ...' if len(state) > 20 else ''}"
+    )
+
+
+def load_legacy_checkpoint(
+    path_or_state_dict: str | os.PathLike | Mapping[str, Any],
+    kind: str,
+    *,
+    generator: torch.Generator | None = None,
+    **init_kwargs: Any,
+) -> FusionModule:
+    """The module of ``kind`` holding the weights of an original-code checkpoint.
+
+    ``path_or_state_dict``: a file written by ``torch.save`` (read with
+    ``torch.load(..., map_location="cpu", weights_only=True)``: no pickled code
+    runs) or the loaded mapping: the fusion module's bare ``state_dict``, a full
+    model's (fusion keys under ``fusion.``), or a dict holding either under
+    ``"state_dict"`` or ``"model"``. ``init_kwargs`` are the original
+    constructor's arguments the weights cannot tell (``heads``, ``dropout``, ...)
+    and any spec field; ``dim``, ``layers`` and ``hidden_mult`` are inferred.
+    Conversion is ``spec.from_legacy``; raises ``spec.WeightsError`` on a mismatch.
+    """
+    if kind not in RULES:
+        raise ValueError(
+            f"load_legacy_checkpoint: argument 'kind' expected one of {list(RULES)}; "
+            f"received {kind!r}"
+        )
+    state = path_or_state_dict
+    if isinstance(state, (str, os.PathLike)):
+        state = torch.load(state, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise WeightsError(
+            f"load_legacy_checkpoint: expected a state_dict mapping; received {type(state).__name__}"
+        )
+    for entry in ("state_dict", "model"):
+        if isinstance(state.get(entry), Mapping):
+            state = state[entry]
+            break
+    s, params = from_legacy(kind, _fusion_state_dict(kind, state), **init_kwargs)
+    return build(s, params, generator=generator)
+
+
+__all__ = [
+    "MODULES",
+    "ConcatMlpFusion",
+    "CrossAttentionFusion",
+    "EnergyAwareAdaptiveFusion",
+    "FilmFusion",
+    "FusionModule",
+    "GatedFusion",
+    "ModalityDropoutFusion",
+    "ShomrFusion",
+    "SimpleFusion",
+    "TransformerConcatFusion",
+    "build",
+    "load_legacy_checkpoint",
+]

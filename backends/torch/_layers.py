@@ -1,0 +1,377 @@
+"""Shared blocks of the PyTorch backend: the module base and the layers, written once.
+
+The blocks mirror ``fusion_ref/_layers.py`` name for name. Each parameterised
+block is an ``nn.Module`` whose attribute names follow the canonical parameter
+names, so ``state_dict()`` keys *are* the canonical names
+(``encoder.0.attn.query.weight``, ``confidence.hidden.bias``, ...). Dense
+weights are ``nn.Linear`` weights, stored ``(out, in)`` as canonically: nothing
+is transposed.
+
+Nothing here reads a tensor value on the host (no ``.item()``, no boolean-mask
+indexing, no Python branch on a tensor): discrete decisions are computed for
+every sample and applied with ``torch.where``/``gather``, so shapes never
+depend on data and every rule compiles with ``torch.compile(fullgraph=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spec import WeightsError, as_numpy, check_params, parse
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """``torch.nn.functional.dropout`` in training when ``p > 0``; the identity otherwise."""
+    return F.dropout(x, p, training=True) if training and p > 0.0 else x
+
+
+def gelu(x: Tensor) -> Tensor:
+    """Exact GELU ``x Phi(x)`` (the erf form, ``approximate="none"``)."""
+    return F.gelu(x, approximate="none")
+
+
+def layer_norm(dim: int, eps: float) -> nn.LayerNorm:
+    r"""Affine $\mathrm{LN}(x) = (x - \mu) / \sqrt{\sigma^2 + \epsilon} \odot w + b$, biased variance.
+
+    ``eps`` comes from the spec (``layer_norm_eps``), never from a framework default.
+    """
+    return nn.LayerNorm(dim, eps=eps)
+
+
+class FeedForward(nn.Module):
+    r"""$\mathrm{FFN}(x) = \mathrm{drop}_o(W_d\,\mathrm{drop}_h(\mathrm{GELU}(W_u x + b_u)) + b_d)$.
+
+    Canonical params ``up.weight (H, D)``, ``up.bias (H,)``, ``down.weight (D, H)``,
+    ``down.bias (D,)``. ``hidden_dropout`` and ``output_dropout`` sit where the
+    original's ``nn.Sequential`` had its ``nn.Dropout`` layers (0 where it had none).
+
+    Shape: ``(..., D) -> (..., D)``.
+    """
+
+    def __init__(
+        self, dim: int, hidden: int, *, hidden_dropout: float = 0.0, output_dropout: float = 0.0
+    ):
+        super().__init__()
+        self.up = nn.Linear(dim, hidden)
+        self.down = nn.Linear(hidden, dim)
+        self.hidden_dropout = hidden_dropout
+        self.output_dropout = output_dropout
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = dropout(gelu(self.up(x)), self.hidden_dropout, self.training)  # (..., H)
+        return dropout(self.down(h), self.output_dropout, self.training)  # (..., D)
+
+
+class RouterMlp(nn.Module):
+    r"""Logits $W_o\,\mathrm{drop}(\mathrm{GELU}(W_h x + b_h)) + b_o$ of a confidence or route head.
+
+    Canonical params ``hidden.weight (D, 2D)``, ``hidden.bias``, ``out.weight (K, D)``,
+    ``out.bias (K,)``. Shape: ``(B, 2D) -> (B, K)``.
+    """
+
+    def __init__(self, fan_in: int, hidden: int, classes: int, *, dropout: float = 0.0):
+        super().__init__()
+        self.hidden = nn.Linear(fan_in, hidden)
+        self.out = nn.Linear(hidden, classes)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(dropout(gelu(self.hidden(x)), self.dropout, self.training))
+
+
+class Attention(nn.Module):
+    r"""Multi-head attention with separate query/key/value/output projections.
+
+    Per head $A = \mathrm{softmax}(Q K^\top / \sqrt{D/h})$, output
+    $W_o [\mathrm{drop}(A) V] + b_o$; dropout acts on the attention weights in
+    training, as in ``torch.nn.MultiheadAttention``. Canonical params
+    ``{query,key,value,output}.{weight (D, D), bias (D,)}`` (the original's packed
+    ``in_proj_weight`` split in that order).
+    """
+
+    def __init__(self, dim: int, heads: int, *, dropout: float = 0.0):
+        super().__init__()
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim)
+        self.output = nn.Linear(dim, dim)
+        self.heads = heads
+        self.scale = 1.0 / math.sqrt(dim // heads)
+        self.dropout = dropout
+
+    def mix(self, query: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+        """Heads' weighted values before the output projection.
+
+        ``query`` ``(B, Tq, D)``, ``keys`` (also the values) ``(B, Tk, D)``.
+        Returns ``mixed`` ``(B, Tq, D)`` and the weights ``(B, h, Tq, Tk)`` before dropout.
+        """
+        h, dh = self.heads, query.shape[-1] // self.heads
+        q = self.query(query).unflatten(-1, (h, dh)).transpose(1, 2)  # (B, h, Tq, dh)
+        k = self.key(keys).unflatten(-1, (h, dh)).transpose(1, 2)  # (B, h, Tk, dh)
+        v = self.value(keys).unflatten(-1, (h, dh)).transpose(1, 2)  # (B, h, Tk, dh)
+        weights = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)  # (B, h, Tq, Tk)
+        mixed = dropout(weights, self.dropout, self.training) @ v  # (B, h, Tq, dh)
+        return mixed.transpose(1, 2).flatten(-2), weights  # (B, Tq, D)
+
+    def forward(self, query: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, Tq, D)``, ``(B, Tk, D)`` -> output ``(B, Tq, D)``, weights ``(B, h, Tq, Tk)``."""
+        mixed, weights = self.mix(query, keys)
+        return self.output(mixed), weights
+
+    def pooled(self, x: Tensor) -> Tensor:
+        r"""Token mean of self-attention over ``x`` ``(B, T, D)``: ``(B, D)``.
+
+        $\tfrac1T \sum_i (W_o m_i + b_o) = W_o (\tfrac1T \sum_i m_i) + b_o$, so the
+        output projection runs once per sample instead of once per token.
+        """
+        return self.output(self.mix(x, x)[0].mean(dim=1))
+
+
+class EncoderLayer(nn.Module):
+    r"""Post-norm layer $x = \mathrm{LN}_1(x + \mathrm{drop}(\mathrm{MHA}(x)))$,
+    $x = \mathrm{LN}_2(x + \mathrm{FFN}(x))$, as ``torch.nn.TransformerEncoderLayer``.
+
+    Dropout where the original has it: attention weights, after the FFN
+    activation, and on both residual branches. Shape: ``(B, T, D) -> (B, T, D)``.
+    """
+
+    def __init__(self, dim: int, heads: int, ffn_mult: int, dropout: float, eps: float):
+        super().__init__()
+        self.attn = Attention(dim, heads, dropout=dropout)
+        self.norm1 = layer_norm(dim, eps)
+        self.ffn = FeedForward(
+            dim, ffn_mult * dim, hidden_dropout=dropout, output_dropout=dropout
+        )
+        self.norm2 = layer_norm(dim, eps)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.norm1(x + dropout(self.attn(x, x)[0], self.dropout, self.training))
+        return self.norm2(x + self.ffn(x))
+
+
+def tokens(v: Tensor, t: Tensor) -> Tensor:
+    """The two-token sequence ``[v, t]``: ``(B, 2, D)``."""
+    return torch.stack([v, t], dim=1)
+
+
+def categorical(probs: Tensor, u: Tensor) -> Tensor:
+    """Route = first ``k`` with ``u < p_0 + ... + p_k``, the last index if none: ``(B,)`` int64.
+
+    The cumulative sum of non-negative terms is non-decreasing, so the first such
+    ``k`` is the number of inner boundaries ``cdf_k <= u`` (``k < K - 1``).
+    """
+    cdf = torch.cumsum(probs, dim=-1)[:, :-1]  # (B, K-1), the inner boundaries
+    return (cdf <= u[:, None]).sum(dim=-1)
+
+
+def argmax(probs: Tensor) -> Tensor:
+    """Route = first index of the maximum: ``(B,)`` int64."""
+    return torch.argmax(probs, dim=-1)
+
+
+def select(route: Tensor, *branches: Tensor) -> Tensor:
+    """Per sample, branch ``route[b]`` of ``branches`` (each ``(B, D)``)."""
+    out = branches[-1]
+    for k in range(len(branches) - 2, -1, -1):
+        out = torch.where((route == k)[:, None], branches[k], out)
+    return out
+
+
+def straight_through(out: Tensor, probs: Tensor, route: Tensor) -> Tensor:
+    """``out * (1 + r_k - stop_gradient(r_k))`` without rounding the forward value.
+
+    ``r_k - r_k.detach()`` is exactly 0 forward, so ``out`` is returned
+    unchanged, while ``r_k`` receives the gradient ``<out, dL/dout>``.
+    """
+    r_k = probs.gather(1, route[:, None]).to(out.dtype)  # (B, 1)
+    return out + out * (r_k - r_k.detach())
+
+
+# --- the module base ------------------------------------------------------------------
+
+
+class FusionModule(nn.Module):
+    """Base of the nine fusion modules: ``(B, D), (B, D) -> (B, D)``.
+
+    Subclasses set ``kind``, register their submodules in ``__init__`` under the
+    canonical names, call ``reset_parameters()``, and implement the rule's math
+    in ``fuse(v, t, *, noise, **options) -> (fused, aux)``. The base owns what
+    every rule shares: spec parsing, initialisation from the spec's
+    distributions, canonical params in and out, input/option/noise checks and
+    error wording.
+
+    Args:
+        spec: the rule spec: a spec object or anything ``spec.parse`` accepts.
+        generator: a ``torch.Generator`` for ``reset_parameters()`` and for the
+            uniforms of stochastic decisions when no ``noise`` is injected (on the
+            device of the inputs); the global generator when ``None``.
+            Element-wise dropout always uses PyTorch's global generator.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, spec: Any, *, generator: torch.Generator | None = None):
+        super().__init__()
+        s = parse(spec)
+        if s.kind != self.kind:
+            raise ValueError(
+                f"{type(self).__name__}: argument 'spec' expected kind {self.kind!r}; "
+                f"received kind {s.kind!r}"
+            )
+        self.spec = s
+        self.generator = generator
+        self.dropout_rate = float(getattr(s, "dropout", 0.0))
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.spec.model_dump().items())
+
+    # --- parameters -------------------------------------------------------------------
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Draw every parameter from the spec's initial distribution.
+
+        Not ``nn.Linear``'s own ``reset_parameters``: the spec fixes each
+        distribution (Xavier bound of the original's packed attention projection,
+        zero attention biases, ...) and which encoder layers start as copies
+        (``tied_to``) of layer 0, as the original's ``deepcopy`` made them.
+        """
+        params = dict(self.named_parameters())
+        for p in self.spec.params():
+            target, init = params[p.name], p.init
+            if init.tied_to is not None:
+                target.copy_(params[init.tied_to])
+            elif init.kind == "uniform":
+                target.uniform_(-init.bound, init.bound, generator=self.generator)
+            elif init.kind == "normal":
+                target.normal_(0.0, init.std, generator=self.generator)
+            else:
+                target.fill_(init.value)
+
+    @torch.no_grad()
+    def load_canonical(self, params: Mapping[str, Any]) -> None:
+        """Copy canonical params (NumPy arrays or tensors) into the module's parameters.
+
+        Raises ``spec.WeightsError`` naming missing, unexpected or mis-shaped entries.
+        """
+        check_params(self.spec, params, what="canonical params")
+        own = dict(self.named_parameters())
+        for name, value in params.items():
+            array = np.asarray(as_numpy(value))
+            if tuple(array.shape) != tuple(own[name].shape):
+                raise WeightsError(
+                    f"{self.kind}: param {name!r} expected shape {tuple(own[name].shape)}; "
+                    f"received {array.shape}"
+                )
+            own[name].copy_(torch.from_numpy(np.array(array, order="C")))
+
+    def canonical_params(self) -> dict[str, np.ndarray]:
+        """The parameters under their canonical names: C-contiguous float32 NumPy arrays."""
+        return {
+            name: np.ascontiguousarray(p.detach().to("cpu", torch.float32).numpy())
+            for name, p in self.named_parameters()
+        }
+
+    # --- the call -------------------------------------------------------------------
+    def forward(
+        self,
+        v: Tensor,
+        t: Tensor,
+        *,
+        noise: Mapping[str, Any] | None = None,
+        return_aux: bool = False,
+        **call_options: Any,
+    ):
+        """Fuse ``v`` and ``t``.
+
+        Args:
+            v, t: ``(B, D)`` embeddings; cast to the parameters' dtype (convert the
+                module with ``.to(dtype)`` to compute in another precision).
+            noise: optional ``{name: uniform [0, 1) tensor}``, exactly the spec's
+                ``s.noise(B, training=self.training, **call_options)``; when
+                ``None``, stochastic decisions draw ``torch.rand`` from
+                ``self.generator`` on the inputs' device. Values are not
+                range-checked (that would read them on the host).
+            return_aux: also return the spec's aux outputs (margins omitted):
+                values in the output dtype, decisions as 0/1 in the output dtype,
+                ``route`` as int64.
+            **call_options: the rule's call options (``use_hard_routing`` for
+                ``shomr``, ``progress`` as a Python float for ``energy_aware_adaptive``).
+
+        Returns:
+            ``fused`` ``(B, D)``, or ``(fused, aux)`` with ``return_aux=True``.
+        """
+        options = self.spec.check_call_options(call_options)
+        v, t = self._inputs(v, t)
+        u = self._noise(v, noise, options)
+        out, aux = self.fuse(v, t, noise=u, **options)
+        return (out, aux) if return_aux else out
+
+    def fuse(self, v: Tensor, t: Tensor, *, noise: dict[str, Tensor], **options: Any):
+        raise NotImplementedError
+
+    # --- plumbing -------------------------------------------------------------------
+    def _inputs(self, v: Any, t: Any) -> tuple[Tensor, Tensor]:
+        """Shape and dtype checks on static shapes (no host sync); cast to the params' dtype."""
+        dim = self.spec.dim
+        checked = []
+        for name, x in (("v", v), ("t", t)):
+            x = x if isinstance(x, Tensor) else torch.as_tensor(x)
+            if x.dim() != 2 or x.shape[1] != dim:
+                raise ValueError(
+                    f"{self.kind}: argument {name!r} expected shape (B, {dim}); "
+                    f"received shape {tuple(x.shape)}"
+                )
+            if not x.is_floating_point():
+                raise ValueError(
+                    f"{self.kind}: argument {name!r} expected a floating dtype; received {x.dtype}"
+                )
+            checked.append(x)
+        v, t = checked
+        if v.shape[0] != t.shape[0]:
+            raise ValueError(
+                f"{self.kind}: arguments 'v' and 't' expected equal batch sizes; "
+                f"received v {tuple(v.shape)} and t {tuple(t.shape)}"
+            )
+        dtype = self._param_dtype()
+        return v.to(dtype), t.to(dtype)
+
+    def _param_dtype(self) -> torch.dtype:
+        return next(iter(self.parameters())).dtype
+
+    def _noise(self, v: Tensor, noise: Mapping[str, Any] | None, options: dict) -> dict:
+        """The declared noise arrays: injected (names and shapes checked) or drawn uniform [0, 1).
+
+        Noise is float64 for float64 inputs and float32 otherwise (a bfloat16
+        uniform is too coarse to draw a categorical route).
+        """
+        declared = self.spec.noise(v.shape[0], training=self.training, **options)
+        dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
+        if noise is None:
+            return {
+                n.name: torch.rand(n.shape, generator=self.generator, device=v.device, dtype=dtype)
+                for n in declared
+            }
+        names = sorted(n.name for n in declared)
+        if sorted(noise) != names:
+            raise ValueError(
+                f"{self.kind}: argument 'noise' expected names {names} for this call; "
+                f"received {sorted(noise)}"
+            )
+        out = {}
+        for n in declared:
+            u = torch.as_tensor(noise[n.name], device=v.device).to(dtype)
+            if tuple(u.shape) != tuple(n.shape):
+                raise ValueError(
+                    f"{self.kind}: noise {n.name!r} expected shape {tuple(n.shape)}; "
+                    f"received {tuple(u.shape)}"
+                )
+            out[n.name] = u
+        return out

@@ -1,0 +1,34 @@
+"""``cross_attention``: ``q = LN1((v+t)/2)``, ``z = MHA(q, [v, t])``, ``f = z + FFN(LN2(z))``."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ._layers import Attention, FeedForward, FusionModule, layer_norm, tokens
+
+
+class CrossAttentionFusion(FusionModule):
+    r"""$q = \mathrm{LN}_1(\tfrac12(v+t))$, $z = \mathrm{MHA}(q, X, X)$, $f = z + \mathrm{FFN}(\mathrm{LN}_2(z))$.
+
+    $X = [v, t] \in \mathbb{R}^{B \times 2 \times D}$, one query token per sample.
+    Dropout as the original: attention weights and the FFN output.
+    Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``attention_weights``
+    ``(B, h, 2)``, per head the weight of $v$ and of $t$ (before dropout).
+    """
+
+    kind = "cross_attention"
+
+    def __init__(self, spec, *, generator=None):
+        super().__init__(spec, generator=generator)
+        s = self.spec
+        self.norm1 = layer_norm(s.dim, s.layer_norm_eps)
+        self.attn = Attention(s.dim, s.heads, dropout=s.dropout)
+        self.norm2 = layer_norm(s.dim, s.layer_norm_eps)
+        self.ffn = FeedForward(s.dim, s.ffn_mult * s.dim, output_dropout=s.dropout)
+        self.reset_parameters()
+
+    def fuse(self, v: Tensor, t: Tensor, *, noise):
+        q = self.norm1(0.5 * (v + t))[:, None]  # (B, 1, D)
+        z, weights = self.attn(q, tokens(v, t))  # (B, 1, D), (B, h, 1, 2)
+        z = z[:, 0]  # (B, D)
+        return z + self.ffn(self.norm2(z)), {"attention_weights": weights[:, :, 0]}

@@ -1,0 +1,91 @@
+"""``energy_aware_adaptive``: route to ``v``, ``t`` or ``FFN(LN(g v + (1-g) t + a))``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._layers import (
+    Attention,
+    FeedForward,
+    FusionModule,
+    RouterMlp,
+    argmax,
+    categorical,
+    layer_norm,
+    select,
+    straight_through,
+    tokens,
+)
+
+
+class EnergyAwareAdaptiveFusion(FusionModule):
+    r"""Route $k$ from $r = \mathrm{softmax}(\mathrm{MLP}_r([v;t])) \in \mathbb{R}^{B \times 3}$:
+    $v$, $t$ or $\mathrm{FFN}(\mathrm{LN}(g v + (1-g) t + a))$, every path computed.
+
+    The route is a categorical draw with ``noise["route"]`` ``(B,)`` in training (and
+    in eval with ``eval_routing="sample"``), else the argmax. $g = \sigma(W_g [v;t] + b_g)$,
+    $a$ the token mean of self-attention over $[v, t]$; dropout as the original
+    (attention weights, FFN output). Energy $e = c^\top r \in \mathbb{R}^B$, loss
+    $\lambda \max(0, \bar e - E_{budget})$ ($\lambda$ the parameter ``energy_weight``
+    with ``energy_weight_trainable``), reported in the aux, not added anywhere.
+    Training with call option ``progress``: a sample's output is zeroed where the
+    batch gate $u_g < p(\mathrm{progress})$ and either of its two flags $< p_{flag}$.
+
+    Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``route_probs`` ``(B, 3)``,
+    ``route`` ``(B,)`` int64, ``expected_energy`` ``(B,)``, ``energy_loss`` ``()``,
+    ``output_kept`` ``(B,)`` 0/1.
+    """
+
+    kind = "energy_aware_adaptive"
+
+    def __init__(self, spec, *, generator=None):
+        super().__init__(spec, generator=generator)
+        s = self.spec
+        d = s.dim
+        self.router = RouterMlp(2 * d, d, 3)
+        self.gate = nn.Linear(2 * d, d)
+        self.attn = Attention(d, s.heads, dropout=s.dropout)
+        self.norm = layer_norm(d, s.layer_norm_eps)
+        self.ffn = FeedForward(d, s.ffn_mult * d, output_dropout=s.dropout)
+        if s.energy_weight_trainable:
+            self.energy_weight = nn.Parameter(torch.empty(()))
+        self.reset_parameters()
+
+    def fuse(self, v: Tensor, t: Tensor, *, noise, progress=None):
+        s = self.spec
+        h = torch.cat([v, t], dim=-1)  # (B, 2D)
+
+        r = torch.softmax(self.router(h), dim=-1)  # (B, 3)
+        if s.samples_route(self.training):
+            route = categorical(r, noise["route"])  # (B,)
+        else:
+            route = argmax(r)
+
+        a = self.attn.pooled(tokens(v, t))  # (B, D)
+        g = torch.sigmoid(self.gate(h))  # (B, D)
+        both = self.ffn(self.norm(g * v + (1.0 - g) * t + a))
+        out = select(route, v, t, both)
+        if s.straight_through:
+            out = straight_through(out, r, route)
+
+        c_v, c_t, c_b = s.energy_costs_mJ
+        expected = c_v * r[:, 0] + c_t * r[:, 1] + c_b * r[:, 2]  # (B,)
+        weight = self.energy_weight if s.energy_weight_trainable else s.energy_weight
+        energy_loss = weight * torch.relu(expected.mean() - s.energy_budget_mJ)
+
+        kept = torch.ones_like(expected)  # (B,)
+        if self.training and progress is not None:
+            gate = noise["output_drop_gate"] < s.output_drop_probability(progress)  # (1,)
+            flagged = noise["output_drop_flags"].amin(dim=-1) < s.output_drop_flag_p  # (B,)
+            kept = 1.0 - (gate & flagged).to(expected.dtype)
+            out = out * kept[:, None].to(out.dtype)
+
+        aux = {
+            "route_probs": r,
+            "route": route,
+            "expected_energy": expected,
+            "energy_loss": energy_loss,
+            "output_kept": kept,
+        }
+        return out, aux

@@ -1,0 +1,27 @@
+"""``gated``: ``g = sigmoid(W_g [v; t] + b_g)``, ``f = g v + (1 - g) t``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._layers import FusionModule
+
+
+class GatedFusion(FusionModule):
+    r"""$g = \sigma(W_g [v; t] + b_g) \in (0, 1)^{B \times D}$, $f = g \odot v + (1 - g) \odot t$.
+
+    ``gate`` is a linear $2D \to D$. Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``.
+    Aux: ``gate`` $g$ ``(B, D)``.
+    """
+
+    kind = "gated"
+
+    def __init__(self, spec, *, generator=None):
+        super().__init__(spec, generator=generator)
+        self.gate = nn.Linear(2 * self.spec.dim, self.spec.dim)
+        self.reset_parameters()
+
+    def fuse(self, v: Tensor, t: Tensor, *, noise):
+        g = torch.sigmoid(self.gate(torch.cat([v, t], dim=-1)))  # (B, D)
+        return g * v + (1.0 - g) * t, {"gate": g}

@@ -1,0 +1,34 @@
+"""``simple``: ``f = mean_tokens(T([v, t]))``, ``T`` a post-norm Transformer encoder."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ._layers import EncoderLayer, FusionModule, tokens
+
+
+class SimpleFusion(FusionModule):
+    r"""Encoder fusion: $f(v, t) = \tfrac12 (X_1 + X_2)$ with $X = \mathcal{T}([v, t])$.
+
+    $\mathcal{T}$ is ``layers`` post-norm encoder layers (``encoder.{i}``) over the
+    two tokens $[v, t] \in \mathbb{R}^{B \times 2 \times D}$; dropout as in
+    ``torch.nn.TransformerEncoderLayer``. Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``.
+    No aux outputs.
+    """
+
+    kind = "simple"
+
+    def __init__(self, spec, *, generator=None):
+        super().__init__(spec, generator=generator)
+        s = self.spec
+        self.encoder = nn.ModuleList(
+            EncoderLayer(s.dim, s.heads, s.ffn_mult, s.dropout, s.layer_norm_eps)
+            for _ in range(s.layers)
+        )
+        self.reset_parameters()
+
+    def fuse(self, v: Tensor, t: Tensor, *, noise):
+        x = tokens(v, t)  # (B, 2, D)
+        for layer in self.encoder:
+            x = layer(x)
+        return x.mean(dim=1), {}

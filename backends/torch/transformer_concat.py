@@ -1,0 +1,39 @@
+"""``transformer_concat``: ``f = mean_tokens(T([v + e_v, t + e_t]))``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._layers import EncoderLayer, FusionModule, tokens
+
+
+class TransformerConcatFusion(FusionModule):
+    r"""$f(v, t) = \tfrac12 (X_1 + X_2)$ with $X = \mathcal{T}([v + e_v, t + e_t])$.
+
+    ``modality_embedding`` $E \in \mathbb{R}^{2 \times D}$ (row 0 $e_v$, row 1 $e_t$) is
+    present only with ``modality_embeddings=True``; without it the rule equals
+    ``simple``. $\mathcal{T}$: ``layers`` post-norm encoder layers (``encoder.{i}``).
+    Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. No aux outputs.
+    """
+
+    kind = "transformer_concat"
+
+    def __init__(self, spec, *, generator=None):
+        super().__init__(spec, generator=generator)
+        s = self.spec
+        if s.modality_embeddings:
+            self.modality_embedding = nn.Parameter(torch.empty(2, s.dim))
+        self.encoder = nn.ModuleList(
+            EncoderLayer(s.dim, s.heads, s.ffn_mult, s.dropout, s.layer_norm_eps)
+            for _ in range(s.layers)
+        )
+        self.reset_parameters()
+
+    def fuse(self, v: Tensor, t: Tensor, *, noise):
+        x = tokens(v, t)  # (B, 2, D)
+        if self.spec.modality_embeddings:
+            x = x + self.modality_embedding.to(x.dtype)  # (2, D) broadcast over B
+        for layer in self.encoder:
+            x = layer(x)
+        return x.mean(dim=1), {}
