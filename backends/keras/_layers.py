@@ -320,7 +320,7 @@ class FusionLayer(keras.layers.Layer):
         """The weights under their canonical names: C-contiguous float32, dense ``(out, in)``."""
         params = {}
         for p in self.param_specs:
-            value = ops.convert_to_numpy(self._canonical[p.name])
+            value = ops.convert_to_numpy(self._canonical[p.name].value)
             if p.name in self.transposed:
                 value = value.T
             assert value.shape == p.shape, (p.name, value.shape, p.shape)
