@@ -146,9 +146,7 @@ class EncoderLayer(nn.Module):
         super().__init__()
         self.attn = Attention(dim, heads, dropout=dropout)
         self.norm1 = layer_norm(dim, eps)
-        self.ffn = FeedForward(
-            dim, ffn_mult * dim, hidden_dropout=dropout, output_dropout=dropout
-        )
+        self.ffn = FeedForward(dim, ffn_mult * dim, hidden_dropout=dropout, output_dropout=dropout)
         self.norm2 = layer_norm(dim, eps)
         self.dropout = dropout
 
@@ -355,9 +353,11 @@ class FusionModule(nn.Module):
         declared = self.spec.noise(v.shape[0], training=self.training, **options)
         dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
         if noise is None:
+            # torch.compile cannot trace a Generator argument: without one, draws from
+            # the global generator trace into the graph (fullgraph=True).
+            extra = {} if self.generator is None else {"generator": self.generator}
             return {
-                n.name: torch.rand(n.shape, generator=self.generator, device=v.device, dtype=dtype)
-                for n in declared
+                n.name: torch.rand(n.shape, device=v.device, dtype=dtype, **extra) for n in declared
             }
         names = sorted(n.name for n in declared)
         if sorted(noise) != names:
