@@ -335,6 +335,11 @@ class FusionLayer(keras.layers.Layer):
                     f"{self.kind}: argument {name!r} expected shape (B, {self.spec.dim}); "
                     f"received shape {tuple(x.shape)}"
                 )
+            dtype = keras.backend.standardize_dtype(x.dtype)
+            if "float" not in dtype:
+                raise ValueError(
+                    f"{self.kind}: argument {name!r} expected a floating dtype; received {dtype}"
+                )
         if v.shape[0] != t.shape[0]:
             raise ValueError(
                 f"{self.kind}: arguments 'v' and 't' expected equal batch sizes; "

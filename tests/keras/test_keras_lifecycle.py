@@ -114,6 +114,10 @@ def test_call_errors_name_rule_argument_and_received():
         ValueError, match=r"shomr: argument 't' expected shape \(B, 16\); received shape \(8, 12\)"
     ):
         layer(v, t[:, :12])
+    with pytest.raises(
+        ValueError, match=r"shomr: argument 'v' expected a floating dtype; received int32"
+    ):
+        layer(np.ones((BATCH, 16), np.int32), t)
     with pytest.raises(ValueError, match=r"expected equal batch sizes"):
         layer(v, t[:4])
     with pytest.raises(
