@@ -82,7 +82,7 @@ def _shape(shapes: tuple[tuple[int, ...], tuple[int, ...]], points, symbol: str)
     first, second = shapes
     if len(first) != len(second):
         raise ValueError(f"rank changes with {symbol}: {first} vs {second}")
-    dims = [_affine((a, b), points, symbol) for a, b in zip(first, second)]
+    dims = [_affine((a, b), points, symbol) for a, b in zip(first, second, strict=True)]
     if not dims:
         return "`()` (scalar)"
     return "`(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")`"
@@ -109,7 +109,9 @@ def _constraints(field) -> str:
             if getattr(meta, attr, None) is not None:
                 parts.append(f"{symbol} {getattr(meta, attr)}")
     if typing.get_origin(field.annotation) is typing.Literal:
-        parts.append("pinned" if len(typing.get_args(field.annotation)) == 1 else "one of the values")
+        parts.append(
+            "pinned" if len(typing.get_args(field.annotation)) == 1 else "one of the values"
+        )
     return ", ".join(parts) or "-"
 
 
@@ -126,8 +128,13 @@ def fields_block(kind: str) -> str:
     for name, field in cls.model_fields.items():
         default = "required" if field.is_required() else f"`{field.default!r}`"
         rows.append(
-            [f"`{name}`", f"`{_type_name(field.annotation)}`", default, _constraints(field),
-             field.description or ("Selects the rule." if name == "kind" else "")]
+            [
+                f"`{name}`",
+                f"`{_type_name(field.annotation)}`",
+                default,
+                _constraints(field),
+                field.description or ("Selects the rule." if name == "kind" else ""),
+            ]
         )
     text = _table(["field", "type", "default", "constraints", "meaning"], rows)
     decorators = cls.__pydantic_decorators__
@@ -135,7 +142,7 @@ def fields_block(kind: str) -> str:
     for name, dec in decorators.field_validators.items():
         fields = ", ".join(f"`{f}`" for f in dec.info.fields)
         checks.append(f"`{name}` on {fields}: {name.strip('_').replace('_', ' ')}")
-    for name, dec in decorators.model_validators.items():
+    for name in decorators.model_validators:
         checks.append(f"`{name}` (model validator): {name.strip('_').replace('_', ' ')}")
     if checks:
         text += "\nValidators: " + "; ".join(checks) + ".\n"
@@ -150,8 +157,13 @@ def params_block(kind: str) -> str:
         init = r.init.describe()
         origin = f" ({r.init.origin})" if r.init.origin else ""
         rows.append(
-            [f"`{p.name}`", _shape((p.shape, q.shape), _DIMS, "D"), f"{init}{origin}",
-             "yes" if p.trained else "no", p.doc]
+            [
+                f"`{p.name}`",
+                _shape((p.shape, q.shape), _DIMS, "D"),
+                f"{init}{origin}",
+                "yes" if p.trained else "no",
+                p.doc,
+            ]
         )
     s = _spec(kind, DIM)
     total = sum(math.prod(p.shape) for p in at)
@@ -206,8 +218,9 @@ def _noise_rows(kind: str, fields: dict) -> dict[tuple, list[list[str]]]:
             calls += [(training, {option.name: v}) for v in _option_samples(option)]
     out = {}
     for training, options in calls:
-        lo, hi = (_spec(kind, _DIMS[0], **fields).noise(b, training=training, **options)
-                  for b in _BATCHES)
+        lo, hi = (
+            _spec(kind, _DIMS[0], **fields).noise(b, training=training, **options) for b in _BATCHES
+        )
         out[(training, tuple(options.items()))] = [
             [f"`{n.name}`", _shape((n.shape, m.shape), _BATCHES, "B"), n.doc]
             for n, m in zip(lo, hi, strict=True)
@@ -244,7 +257,9 @@ def noise_block(kind: str) -> str:
         variant = _noise_rows(kind, {name: value})
         setting = f"spec `{name}={value!r}`"
         rows += [
-            [_when(*call, setting), *row] for call, noise in _new_rows(variant, base) for row in noise
+            [_when(*call, setting), *row]
+            for call, noise in _new_rows(variant, base)
+            for row in noise
         ]
     if not rows:
         return "None: the rule is deterministic in training and in eval.\n"
@@ -290,20 +305,33 @@ def overview_block() -> str:
         macs = s.macs()
         cost = ", ".join(f"{route} {n:,}" for route, n in macs.items())
         stochastic = [
-            mode for mode, training in (("training", True), ("eval", False))
+            mode
+            for mode, training in (("training", True), ("eval", False))
             if s.noise(4, training=training)
         ]
         rows.append(
-            [f"[`{kind}`]({kind}.md)", cls.summary, f"{count:,}", cost,
-             ", ".join(stochastic) or "never"]
+            [
+                f"[`{kind}`]({kind}.md)",
+                cls.summary,
+                f"{count:,}",
+                cost,
+                ", ".join(stochastic) or "never",
+            ]
         )
-    header = ["rule", "what it computes", f"params at D = {DIM}", f"MACs / sample at D = {DIM}",
-              "draws noise in"]
+    header = [
+        "rule",
+        "what it computes",
+        f"params at D = {DIM}",
+        f"MACs / sample at D = {DIM}",
+        "draws noise in",
+    ]
     return _table(header, rows)
 
 
 def tolerances_block() -> str:
-    rows = [[f"`{dtype}`", f"{tol['rtol']:g}", f"{tol['atol']:g}"] for dtype, tol in TOLERANCES.items()]
+    rows = [
+        [f"`{dtype}`", f"{tol['rtol']:g}", f"{tol['atol']:g}"] for dtype, tol in TOLERANCES.items()
+    ]
     return _table(["computation dtype", "rtol", "atol"], rows)
 
 
@@ -349,7 +377,9 @@ def run(docs: Path, check: bool) -> list[str]:
         problems += found
         if new != text:
             if check:
-                problems.append(f"{page}: generated tables out of date (run python tools/gen_docs.py)")
+                problems.append(
+                    f"{page}: generated tables out of date (run python tools/gen_docs.py)"
+                )
             else:
                 path.write_text(new)
     return problems

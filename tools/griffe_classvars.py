@@ -24,6 +24,10 @@ class UnannotatedAreClassVars(griffe.Extension):
                 continue
             if member.is_class or member.is_module:
                 self._visit(member)
-            elif member.is_attribute and "pydantic-field" in member.labels and member.annotation is None:
+            elif (
+                member.is_attribute
+                and "pydantic-field" in member.labels
+                and member.annotation is None
+            ):
                 member.labels.discard("pydantic-field")
                 member.labels.add("class-attribute")

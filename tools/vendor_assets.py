@@ -57,7 +57,9 @@ def _rewrite(package: str, name: str, data: bytes) -> bytes:
         css = _NON_WOFF2.sub("", data.decode("utf-8"))
         leftover = re.findall(r"url\((?![^)]*\.woff2\))[^)]*\)", css)
         if leftover:
-            raise RuntimeError(f"katex.min.css: expected only woff2 font URLs; received {leftover[:3]}")
+            raise RuntimeError(
+                f"katex.min.css: expected only woff2 font URLs; received {leftover[:3]}"
+            )
         return css.encode("utf-8")
     return data
 

@@ -1,0 +1,107 @@
+"""The built site: strict build, every page present, nothing loaded from off the site."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+from check_site import external_urls
+from conftest import DOCS, ROOT, nav_pages, page_url
+
+import spec
+
+
+def _nav_files(nav) -> list[str]:
+    files = []
+    for entry in nav:
+        value = next(iter(entry.values())) if isinstance(entry, dict) else entry
+        files += _nav_files(value) if isinstance(value, list) else [value]
+    return files
+
+
+def _config() -> dict:
+    # mkdocs.yml names a Python object (the fence formatter); the test reads only plain keys.
+    text = re.sub(r"!!python/name:\S+", "null", (ROOT / "mkdocs.yml").read_text())
+    return yaml.safe_load(text)
+
+
+def test_every_page_is_in_the_nav_and_built(site):
+    nav = _nav_files(_config()["nav"])
+    assert sorted(nav) == nav_pages()
+    for page in nav:
+        assert (site / page_url(page) / "index.html").is_file(), page
+
+
+def test_nav_has_one_page_per_rule():
+    nav = _nav_files(_config()["nav"])
+    assert [p for p in nav if p.startswith("rules/") and p != "rules/index.md"] == [
+        f"rules/{kind}.md" for kind in spec.RULES
+    ]
+
+
+def test_no_google_fonts_and_no_generator_link():
+    config = _config()
+    assert config["theme"]["font"] is False
+    assert config["extra"]["generator"] is False
+
+
+def test_no_external_url_in_the_built_site(site):
+    assert external_urls(site) == []
+
+
+def test_external_url_scan_finds_planted_links(tmp_path):
+    (tmp_path / "index.html").write_text(
+        '<link href="https://fonts.googleapis.com/css?family=Roboto" rel="stylesheet">'
+        '<script src="//unpkg.com/mermaid"></script><img srcset="a.png 1x, http://x.org/b.png 2x">'
+        '<a href="../local/">ok</a>'
+    )
+    (tmp_path / "a.css").write_text("@font-face{src:url('https://cdn.example/f.woff2')}")
+    found = sorted(u for _, u in external_urls(tmp_path))
+    assert found == [
+        "//unpkg.com/mermaid",
+        "http://x.org/b.png",
+        "https://cdn.example/f.woff2",
+        "https://fonts.googleapis.com/css?family=Roboto",
+    ]
+
+
+def test_math_and_diagrams_come_from_the_vendored_copies(site):
+    html = (site / "rules" / "gated" / "index.html").read_text()
+    for asset in (
+        "vendor/katex/katex.min.js",
+        "vendor/katex/katex.min.css",
+        "vendor/mermaid/mermaid.min.js",
+    ):
+        assert asset in html, asset
+    # Material's own Mermaid integration (which loads from a CDN) picks up <pre class="mermaid">
+    assert '<pre class="mermaid">' not in html
+    assert '<div class="mermaid">' in html
+
+
+def test_rule_pages_have_every_section():
+    required = [
+        "## What it computes",
+        "## Why",
+        "## Data flow",
+        "```mermaid",
+        "## Spec",
+        "## Parameters",
+        "## Noise inputs",
+        "## Aux outputs",
+        "## Cost",
+        "## Differences from the original code",
+        "## Library conventions",
+        "```python",
+        "| symbol | shape | meaning |",
+        "faq-weight-layout.md",
+    ]
+    for kind in spec.RULES:
+        text = (DOCS / "rules" / f"{kind}.md").read_text()
+        missing = [r for r in required if r not in text]
+        assert not missing, f"rules/{kind}.md lacks {missing}"
+
+
+def test_no_broken_seed_escapes_in_the_docs():
+    # the seed's LaTeX lost "\t" of \tilde and \text to a tab character
+    for page in nav_pages():
+        assert "\t" not in (DOCS / page).read_text(), page
