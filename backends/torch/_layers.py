@@ -7,8 +7,8 @@ names, so ``state_dict()`` keys *are* the canonical names
 weights are ``nn.Linear`` weights, stored ``(out, in)`` as canonically: nothing
 is transposed.
 
-Nothing here reads a tensor value on the host (no ``.item()``, no boolean-mask
-indexing, no Python branch on a tensor): discrete decisions are computed for
+Nothing here reads a tensor value on the host (no ``item``, ``any`` or ``nonzero``
+calls, no boolean-mask indexing, no Python branch on a tensor): discrete decisions are computed for
 every sample and applied with ``torch.where``/``gather``, so shapes never
 depend on data and every rule compiles with ``torch.compile(fullgraph=True)``.
 """
@@ -272,9 +272,11 @@ class FusionModule(nn.Module):
 
     def canonical_params(self) -> dict[str, np.ndarray]:
         """The parameters under their canonical names: C-contiguous float32 NumPy arrays."""
+        own = dict(self.named_parameters())
+        # np.array(order="C"), not np.ascontiguousarray, which turns a 0-d array into 1-d
         return {
-            name: np.ascontiguousarray(p.detach().to("cpu", torch.float32).numpy())
-            for name, p in self.named_parameters()
+            p.name: np.array(own[p.name].detach().to("cpu", torch.float32).numpy(), order="C")
+            for p in self.spec.params()
         }
 
     # --- the call -------------------------------------------------------------------
