@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import DOCS, ROOT
+from docs_support import DOCS, ROOT
 
 
 def test_vendored_files_match_the_manifest():

@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import DOCS, ROOT, nav_pages
+from docs_support import DOCS, ROOT, nav_pages
 
 FENCE = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
 

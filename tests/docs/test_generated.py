@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import gen_docs
-from conftest import DOCS, ROOT
+from docs_support import DOCS, ROOT
 
 
 def test_generated_tables_are_up_to_date():

@@ -13,7 +13,7 @@ import re
 
 import pytest
 from check_site import chromium, dom_problems, render_page, serve
-from conftest import DOCS, nav_pages, page_url
+from docs_support import DOCS, nav_pages, page_url
 
 needs_chromium = pytest.mark.skipif(
     chromium() is None, reason="Debian's chromium is not installed (apt-get install -y chromium)"

@@ -6,7 +6,7 @@ import re
 
 import yaml
 from check_site import external_urls
-from conftest import DOCS, ROOT, nav_pages, page_url
+from docs_support import DOCS, ROOT, nav_pages, page_url
 
 import spec
 
@@ -27,7 +27,10 @@ def _config() -> dict:
 
 def test_every_page_is_in_the_nav_and_built(site):
     nav = _nav_files(_config()["nav"])
-    assert sorted(nav) == nav_pages()
+    missing = sorted(set(nav) - set(nav_pages()))
+    assert not missing, f"pages in the nav but not in docs/: {missing}"
+    unlisted = sorted(set(nav_pages()) - set(nav))
+    assert not unlisted, f"pages in docs/ but not in the nav: {unlisted}"
     for page in nav:
         assert (site / page_url(page) / "index.html").is_file(), page
 
