@@ -50,7 +50,7 @@ def gelu(x):
 
 
 def linear(p: Mapping, name: str, x):
-    """``x W^T + b``: ``x`` ``(..., in)``, kernel ``W^T`` held ``(in, out)``, returns ``(..., out)``."""
+    """``x W^T + b``: ``x`` ``(..., in)``, kernel ``W^T`` held ``(in, out)``; ``(..., out)``."""
     return ops.matmul(x, p[f"{name}.weight"]) + p[f"{name}.bias"]
 
 
@@ -347,7 +347,7 @@ class FusionLayer(keras.layers.Layer):
             )
 
     def _noise(self, v, training: bool, noise: Mapping[str, Any] | None, options: dict) -> dict:
-        """The declared noise arrays: injected (names and shapes checked) or drawn uniform [0, 1)."""
+        """The declared noise: injected (names and shapes checked) or drawn uniform [0, 1)."""
         declared = self.spec.noise(v.shape[0], training=training, **options)
         if noise is None:
             return {
@@ -365,7 +365,8 @@ class FusionLayer(keras.layers.Layer):
             u = ops.cast(noise[n.name], v.dtype)
             if tuple(u.shape) != n.shape:
                 raise ValueError(
-                    f"{self.kind}: noise {n.name!r} expected shape {n.shape}; received {tuple(u.shape)}"
+                    f"{self.kind}: noise {n.name!r} expected shape {n.shape}; "
+                    f"received {tuple(u.shape)}"
                 )
             out[n.name] = u
         return out

@@ -6,7 +6,8 @@ from ._layers import FusionLayer, attention, feed_forward, layer_norm, tokens
 
 
 def cross_attention(s, p, v, t, *, training, noise, drop):
-    r"""$q = \mathrm{LN}_1(\tfrac12(v+t)) \in \mathbb{R}^{B \times 1 \times D}$, $z = \mathrm{MHA}(q, X, X)$,
+    r"""$q = \mathrm{LN}_1(\tfrac12(v+t)) \in \mathbb{R}^{B \times 1 \times D}$,
+    $z = \mathrm{MHA}(q, X, X)$,
     $f = z + \mathrm{FFN}(\mathrm{LN}_2(z))$ with $X = [v, t] \in \mathbb{R}^{B \times 2 \times D}$.
     """
     eps = s.layer_norm_eps

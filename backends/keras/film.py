@@ -6,7 +6,9 @@ from ._layers import FusionLayer, linear
 
 
 def film(s, p, v, t, *, training, noise, drop):
-    r"""$\gamma = W_\gamma t + b_\gamma$, $\beta = W_\beta t + b_\beta$ (both $B \times D$), $f = \gamma \odot v + \beta$."""
+    r"""$\gamma = W_\gamma t + b_\gamma$, $\beta = W_\beta t + b_\beta$ (both $B \times D$),
+    $f = \gamma \odot v + \beta$.
+    """
     gamma = linear(p, "gamma", t)  # (B, D)
     beta = linear(p, "beta", t)  # (B, D)
     return gamma * v + beta, {"gamma": gamma, "beta": beta}

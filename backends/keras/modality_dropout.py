@@ -1,4 +1,4 @@
-"""``modality_dropout``: keep masks from noise, then ``W_2 ReLU(W_1 [k_v v; k_t t] + b_1) + b_2``."""
+"""``modality_dropout``: keep masks, then ``f = W_2 ReLU(W_1 [k_v v; k_t t] + b_1) + b_2``."""
 
 import keras
 from keras import ops
@@ -7,12 +7,13 @@ from ._layers import FusionLayer, linear
 
 
 def _keep(u, p, like):
-    """1 where ``u >= p`` (drop where ``u < p``); ``u`` is ``(1,)`` or ``(B,)``, returns ``(B,)``."""
+    """1 where ``u >= p`` (drop where ``u < p``); ``u`` ``(1,)`` or ``(B,)``; returns ``(B,)``."""
     return ops.broadcast_to(ops.cast(u >= p, like.dtype), (like.shape[0],))
 
 
 def modality_dropout(s, p, v, t, *, training, noise, drop):
-    r"""$\tilde v = k_v v$, $\tilde t = k_t t$, $f = W_2\,\mathrm{ReLU}(W_1 [\tilde v; \tilde t] + b_1) + b_2$.
+    r"""$\tilde v = k_v v$, $\tilde t = k_t t$,
+    $f = W_2\,\mathrm{ReLU}(W_1 [\tilde v; \tilde t] + b_1) + b_2$.
 
     In training $k_v = [u_v \ge p_{img}]$, $k_t = [u_t \ge p_{txt}]$ per batch
     (noise ``(1,)``) or per sample (``(B,)``); in eval both are 1.
@@ -29,7 +30,9 @@ def modality_dropout(s, p, v, t, *, training, noise, drop):
 
 @keras.saving.register_keras_serializable(package="fusion_spec")
 class ModalityDropoutFusion(FusionLayer):
-    r"""``modality_dropout`` as a Keras layer: $f = W_2\,\mathrm{ReLU}(W_1 [k_v v; k_t t] + b_1) + b_2$.
+    r"""``modality_dropout`` as a Keras layer.
+
+    $f = W_2\,\mathrm{ReLU}(W_1 [k_v v; k_t t] + b_1) + b_2$.
 
     Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``keep_image``,
     ``keep_text`` ``(B,)`` as float 0/1.

@@ -7,7 +7,9 @@ from ._layers import FusionLayer, encoder_layer, tokens
 
 
 def simple(s, p, v, t, *, training, noise, drop):
-    r"""$f(v, t) = \tfrac12 (X_1 + X_2)$ with $X = \mathcal{T}([v, t]) \in \mathbb{R}^{B \times 2 \times D}$."""
+    r"""$f(v, t) = \tfrac12 (X_1 + X_2)$,
+    $X = \mathcal{T}([v, t]) \in \mathbb{R}^{B \times 2 \times D}$.
+    """
     x = tokens(v, t)  # (B, 2, D)
     for i in range(s.layers):
         x = encoder_layer(p, f"encoder.{i}", x, s.heads, s.layer_norm_eps, drop)

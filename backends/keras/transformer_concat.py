@@ -7,7 +7,9 @@ from ._layers import FusionLayer, encoder_layer, tokens
 
 
 def transformer_concat(s, p, v, t, *, training, noise, drop):
-    r"""$f(v, t) = \tfrac12 (X_1 + X_2)$ with $X = \mathcal{T}([v + e_v, t + e_t])$, $e \in \mathbb{R}^{2 \times D}$."""
+    r"""$f(v, t) = \tfrac12 (X_1 + X_2)$ with $X = \mathcal{T}([v + e_v, t + e_t])$,
+    $e \in \mathbb{R}^{2 \times D}$.
+    """
     x = tokens(v, t)  # (B, 2, D)
     if s.modality_embeddings:
         x = x + p["modality_embedding"]  # (2, D) broadcast over B
@@ -18,7 +20,9 @@ def transformer_concat(s, p, v, t, *, training, noise, drop):
 
 @keras.saving.register_keras_serializable(package="fusion_spec")
 class TransformerConcatFusion(FusionLayer):
-    r"""``transformer_concat`` as a Keras layer: $\tfrac12 (X_1 + X_2)$, $X = \mathcal{T}([v + e_v, t + e_t])$.
+    r"""``transformer_concat`` as a Keras layer: $\tfrac12 (X_1 + X_2)$.
+
+    $X = \mathcal{T}([v + e_v, t + e_t])$.
 
     With ``modality_embeddings=False`` the embeddings are absent and the rule
     equals ``simple``. Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. No aux outputs.

@@ -122,7 +122,7 @@ def test_call_errors_name_rule_argument_and_received():
         layer(v, t[:4])
     with pytest.raises(
         ValueError,
-        match=r"shomr: argument 'noise' expected names \['route'\] for this call; received \['routes'\]",
+        match=r"argument 'noise' expected names \['route'\] for this call; received \['routes'\]",
     ):
         layer(v, t, training=True, noise={"routes": np.zeros(BATCH)})
     with pytest.raises(

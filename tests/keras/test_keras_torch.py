@@ -32,20 +32,7 @@ def assert_same_bits(a: dict, b: dict) -> None:
         np.testing.assert_array_equal(a[name].view(np.uint32), b[name].view(np.uint32), name)
 
 
-TORCH_0D_BUG = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "backends.torch canonical_params() returns the 0-d 'energy_weight' with shape (1,): "
-        "np.ascontiguousarray promotes 0-d arrays to 1-d; np.array(..., order='C') keeps them"
-    ),
-)
-ROUND_TRIP_CASES = [
-    pytest.param(case, marks=TORCH_0D_BUG) if CASES[case].get("energy_weight_trainable") else case
-    for case in CASES
-]
-
-
-@pytest.mark.parametrize("case", ROUND_TRIP_CASES)
+@pytest.mark.parametrize("case", list(CASES))
 def test_canonical_params_round_trip_torch_keras_torch(case):
     s = make_spec(case)
     module = bt.build(s, generator=torch.Generator().manual_seed(0))
