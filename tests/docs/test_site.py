@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import yaml
 from check_site import external_urls
@@ -108,3 +111,27 @@ def test_no_broken_seed_escapes_in_the_docs():
     # the seed's LaTeX lost "\t" of \tilde and \text to a tab character
     for page in nav_pages():
         assert "\t" not in (DOCS / page).read_text(), page
+
+
+def test_build_imports_neither_torch_nor_keras(tmp_path):
+    """The API reference is read statically: the site builds where the frameworks cannot load."""
+    poison = tmp_path / "poison"
+    for name in ("torch", "keras", "jax"):
+        (poison / name).mkdir(parents=True)
+        (poison / name / "__init__.py").write_text(
+            f"raise ImportError('{name} imported by the build')\n"
+        )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(poison), os.environ.get("PYTHONPATH", "")]),
+        "NO_MKDOCS_2_WARNING": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert "imported by the build" not in result.stderr
+    assert result.returncode == 0, result.stderr[-3000:]
