@@ -198,6 +198,14 @@ class FusionLayer(keras.layers.Layer):
     (the ``transposed`` list): ``attn.query.weight`` is the variable
     ``attn_query_kernel``, ``norm1.bias`` is ``norm1_bias``. Load and export canonical
     params with ``load_canonical`` and ``canonical_params``.
+
+    Notes:
+        ``get_config()`` carries the spec (as a dict) and the seed; ``.keras`` files
+        hold the weights but not the ``SeedGenerator``'s position, so a loaded
+        layer restarts the random stream of its config seed. Keras 3.15's
+        functional API assumes every call of one layer instance returns the
+        structure of its first call: use separate instances for calls with and
+        without ``return_aux`` in one model.
     """
 
     kind: ClassVar[str]
