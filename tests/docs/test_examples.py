@@ -17,6 +17,8 @@ import sys
 import pytest
 from docs_support import DOCS, ROOT, nav_pages
 
+import spec
+
 FENCE = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
 
 
@@ -47,7 +49,7 @@ def _missing_framework(code: str) -> str | None:
 def test_the_docs_have_examples():
     pages = {page for page, _, _ in BLOCKS}
     assert {"quickstart.md", "guide/torch.md", "guide/keras.md", "guide/legacy.md"} <= pages
-    assert all(f"rules/{kind}.md" in pages for kind in __import__("spec").RULES)
+    assert all(f"rules/{kind}.md" in pages for kind in spec.RULES)
 
 
 @pytest.mark.parametrize(
