@@ -6,6 +6,13 @@ NumPy arrays. ``load_legacy_checkpoint`` imports a checkpoint of the original
 research code through ``spec.from_legacy``. Forward passes never synchronise
 with the host, and every rule compiles with ``torch.compile(fullgraph=True)``
 and exports with ``torch.export`` and the dynamo ONNX exporter.
+
+Compiling: every rule shares ``FusionModule.forward``, so dynamo counts each
+compiled rule x train/eval x call-option combination against that one code
+object's ``torch._dynamo.config.recompile_limit`` (8 by default); raise it when a
+process compiles more. A ``generator`` given at build time cannot be traced: a
+compiled training call without injected ``noise`` needs ``generator=None`` (the
+global generator).
 """
 
 from __future__ import annotations
