@@ -324,6 +324,11 @@ class FusionLayer(keras.layers.Layer):
                 )
             variable.assign(np.array(value, order="C"))  # 0-d stays 0-d
 
+    @property
+    def canonical_variables(self) -> dict[str, keras.Variable]:
+        """Canonical name -> Keras variable; those in ``transposed`` hold ``W^T`` ``(in, out)``."""
+        return dict(self._canonical)
+
     def canonical_params(self) -> dict[str, np.ndarray]:
         """The weights under their canonical names: C-contiguous float32, dense ``(out, in)``."""
         params = {}

@@ -55,6 +55,13 @@ def test_dense_weights_are_held_as_transposed_kernels(case):
     layer = bk.build(s, params)
     variables = {w.name: to_numpy(w.value) for w in layer.weights}
     assert len(variables) == len(params)  # one named variable per canonical param
+    assert list(layer.canonical_variables) == list(params)
+    assert set(layer.transposed) == {n for n, a in params.items() if a.ndim == 2 and "weight" in n}
+    for name, variable in layer.canonical_variables.items():
+        transposed = name in layer.transposed
+        np.testing.assert_array_equal(
+            to_numpy(variable.value), params[name].T if transposed else params[name]
+        )
     for p in s.params():
         if p.name.endswith(".weight") and len(p.shape) == 2:
             kernel = variables[p.name[: -len("weight")].replace(".", "_") + "kernel"]
