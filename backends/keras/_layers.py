@@ -251,9 +251,11 @@ class FusionLayer(keras.layers.Layer):
 
         Args:
             v, t: ``(B, D)`` embeddings.
-            training: Keras training flag; in training, stochastic decisions read
-                ``noise`` or draw from the layer's ``SeedGenerator``, and
-                element-wise dropout (rate ``spec.dropout``) is applied.
+            training: Keras training flag (``None`` is eval). Stochastic decisions
+                (in training, and in eval where the spec samples, e.g.
+                ``eval_routing="sample"``) read ``noise`` or draw from the layer's
+                ``SeedGenerator``; in training element-wise dropout (rate
+                ``spec.dropout``) is applied.
             noise: optional ``{name: uniform [0, 1) array}``, exactly the spec's
                 ``s.noise(B, training=..., **call_options)``.
             return_aux: also return the spec's aux outputs (margins omitted):
