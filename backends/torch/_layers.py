@@ -111,14 +111,20 @@ class Attention(nn.Module):
 
         ``query`` ``(B, Tq, D)``, ``keys`` (also the values) ``(B, Tk, D)``.
         Returns ``mixed`` ``(B, Tq, D)`` and the weights ``(B, h, Tq, Tk)`` before dropout.
+
+        The rules attend over at most two tokens, so scores and mixing are
+        broadcast products summed over one axis (``B Tq Tk D`` multiplies), not
+        ``B h`` tiny batched matmuls on transposed copies.
         """
         h, dh = self.heads, query.shape[-1] // self.heads
-        q = self.query(query).unflatten(-1, (h, dh)).transpose(1, 2)  # (B, h, Tq, dh)
-        k = self.key(keys).unflatten(-1, (h, dh)).transpose(1, 2)  # (B, h, Tk, dh)
-        v = self.value(keys).unflatten(-1, (h, dh)).transpose(1, 2)  # (B, h, Tk, dh)
-        weights = torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)  # (B, h, Tq, Tk)
-        mixed = dropout(weights, self.dropout, self.training) @ v  # (B, h, Tq, dh)
-        return mixed.transpose(1, 2).flatten(-2), weights  # (B, Tq, D)
+        q = self.query(query).unflatten(-1, (h, dh))  # (B, Tq, h, dh)
+        k = self.key(keys).unflatten(-1, (h, dh))  # (B, Tk, h, dh)
+        v = self.value(keys).unflatten(-1, (h, dh))  # (B, Tk, h, dh)
+        scores = ((q * self.scale)[:, :, None] * k[:, None]).sum(dim=-1)  # (B, Tq, Tk, h)
+        weights = torch.softmax(scores, dim=2)
+        dropped = dropout(weights, self.dropout, self.training)
+        mixed = (dropped[..., None] * v[:, None]).sum(dim=2)  # (B, Tq, h, dh)
+        return mixed.flatten(-2), weights.permute(0, 3, 1, 2)  # (B, Tq, D), (B, h, Tq, Tk)
 
     def forward(self, query: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, Tq, D)``, ``(B, Tk, D)`` -> output ``(B, Tq, D)``, weights ``(B, h, Tq, Tk)``."""
