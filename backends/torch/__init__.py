@@ -58,6 +58,7 @@ def build(
     params: Mapping[str, Any] | None = None,
     *,
     generator: torch.Generator | None = None,
+    skip_unrouted: bool = False,
 ) -> FusionModule:
     """The module of rule ``s`` (a spec or anything ``spec.parse`` accepts), in float32.
 
@@ -67,9 +68,25 @@ def build(
     otherwise ``reset_parameters()`` draws them from the spec's distributions with
     ``generator``. ``generator`` also drives the stochastic decisions of calls
     without injected ``noise``.
+
+    ``skip_unrouted=True`` (``shomr`` and ``energy_aware_adaptive`` only; the
+    module attribute of that name can be flipped later) computes each routed
+    path only for the samples that take it: one host synchronisation per path
+    and data-dependent shapes, so eager only (not for ``torch.compile(fullgraph=True)``
+    or export). ``benchmarks/torch_skip_bench.py`` measures where it pays off.
     """
     s = parse(s)
-    module = MODULES[s.kind](s, generator=generator)
+    cls = MODULES[s.kind]
+    if not skip_unrouted:
+        module = cls(s, generator=generator)
+    elif cls.routes:
+        module = cls(s, generator=generator, skip_unrouted=True)
+    else:
+        routed = [k for k, c in MODULES.items() if c.routes]
+        raise ValueError(
+            f"{s.kind}: argument 'skip_unrouted' expected False for a rule without routing "
+            f"(only {routed} route samples); received True"
+        )
     if params is not None:
         module.load_canonical(params)
     return module

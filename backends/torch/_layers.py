@@ -189,6 +189,18 @@ def select(route: Tensor, *branches: Tensor) -> Tensor:
     return out
 
 
+def computed_where(mask: Tensor, fn, *args: Tensor) -> Tensor:
+    """``fn(*args)`` on the rows where ``mask`` ``(B,)`` is true, zeros elsewhere: ``(B, ...)``.
+
+    The opt-in ``skip_unrouted`` path only: the number of rows depends on the data,
+    so this is the backend's one host synchronisation (``nonzero``). ``fn`` maps
+    ``(N, ...)`` row blocks of ``args`` to ``(N, ...)``; gradients flow to the rows taken.
+    """
+    index = torch.nonzero(mask).squeeze(1)  # (N,)
+    rows = fn(*(a.index_select(0, index) for a in args))  # (N, ...)
+    return rows.new_zeros((mask.shape[0], *rows.shape[1:])).index_copy(0, index, rows)
+
+
 def straight_through(out: Tensor, probs: Tensor, route: Tensor) -> Tensor:
     """``out * (1 + r_k - stop_gradient(r_k))`` without rounding the forward value.
 
@@ -221,6 +233,8 @@ class FusionModule(nn.Module):
     """
 
     kind: ClassVar[str]
+    #: True for the rules that route each sample to one of several paths.
+    routes: ClassVar[bool] = False
 
     def __init__(self, spec: Any, *, generator: torch.Generator | None = None):
         super().__init__()

@@ -12,6 +12,7 @@ from ._layers import (
     RouterMlp,
     argmax,
     categorical,
+    computed_where,
     layer_norm,
     select,
     straight_through,
@@ -21,7 +22,7 @@ from ._layers import (
 
 class EnergyAwareAdaptiveFusion(FusionModule):
     r"""Route $k$ from $r = \mathrm{softmax}(\mathrm{MLP}_r([v;t])) \in \mathbb{R}^{B \times 3}$:
-    $v$, $t$ or $\mathrm{FFN}(\mathrm{LN}(g v + (1-g) t + a))$, every path computed.
+    $v$, $t$ or $\mathrm{FFN}(\mathrm{LN}(g v + (1-g) t + a))$.
 
     The route is a categorical draw with ``noise["route"]`` ``(B,)`` in training (and
     in eval with ``eval_routing="sample"``), else the argmax. $g = \sigma(W_g [v;t] + b_g)$,
@@ -32,17 +33,25 @@ class EnergyAwareAdaptiveFusion(FusionModule):
     Training with call option ``progress``: a sample's output is zeroed where the
     batch gate $u_g < p(\mathrm{progress})$ and either of its two flags $< p_{flag}$.
 
+    The "both" path is computed for every sample and selected with ``torch.where``
+    (no host synchronisation; compiles and exports). ``skip_unrouted=True`` computes
+    it only for the samples routed to it: less work when few take it, at the price
+    of one host synchronisation per call and data-dependent shapes (eager only;
+    see ``benchmarks/torch_skip_bench.py`` for the crossover).
+
     Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``route_probs`` ``(B, 3)``,
     ``route`` ``(B,)`` int64, ``expected_energy`` ``(B,)``, ``energy_loss`` ``()``,
     ``output_kept`` ``(B,)`` 0/1.
     """
 
     kind = "energy_aware_adaptive"
+    routes = True
 
-    def __init__(self, spec, *, generator=None):
+    def __init__(self, spec, *, generator=None, skip_unrouted: bool = False):
         super().__init__(spec, generator=generator)
         s = self.spec
         d = s.dim
+        self.skip_unrouted = skip_unrouted
         self.router = RouterMlp(2 * d, d, 3)
         self.gate = nn.Linear(2 * d, d)
         self.attn = Attention(d, s.heads, dropout=s.dropout)
@@ -51,6 +60,12 @@ class EnergyAwareAdaptiveFusion(FusionModule):
         if s.energy_weight_trainable:
             self.energy_weight = nn.Parameter(torch.empty(()))
         self.reset_parameters()
+
+    def _both(self, v: Tensor, t: Tensor, h: Tensor) -> Tensor:
+        r"""$\mathrm{FFN}(\mathrm{LN}(g v + (1-g) t + a))$ for rows ``(N, D)``, ``h = [v; t]``."""
+        a = self.attn.pooled(tokens(v, t))  # (N, D)
+        g = torch.sigmoid(self.gate(h))  # (N, D)
+        return self.ffn(self.norm(g * v + (1.0 - g) * t + a))
 
     def fuse(self, v: Tensor, t: Tensor, *, noise, progress=None):
         s = self.spec
@@ -62,9 +77,10 @@ class EnergyAwareAdaptiveFusion(FusionModule):
         else:
             route = argmax(r)
 
-        a = self.attn.pooled(tokens(v, t))  # (B, D)
-        g = torch.sigmoid(self.gate(h))  # (B, D)
-        both = self.ffn(self.norm(g * v + (1.0 - g) * t + a))
+        if self.skip_unrouted:
+            both = computed_where(route == 2, self._both, v, t, h)
+        else:
+            both = self._both(v, t, h)
         out = select(route, v, t, both)
         if s.straight_through:
             out = straight_through(out, r, route)

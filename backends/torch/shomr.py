@@ -12,17 +12,17 @@ from ._layers import (
     RouterMlp,
     argmax,
     categorical,
+    computed_where,
     dropout,
     gelu,
     layer_norm,
-    select,
     straight_through,
     tokens,
 )
 
 
 class ShomrFusion(FusionModule):
-    r"""Soft-hard modality routing; every path is computed, each sample takes its own.
+    r"""Soft-hard modality routing: each sample takes the soft path or its hard route.
 
     $c = \mathrm{softmax}(\mathrm{MLP}_c([v;t])) \in \mathbb{R}^{B \times 2}$,
     $m = \max(c)$; hard where $m > \theta$ (or as ``use_hard_routing`` forces).
@@ -35,10 +35,13 @@ class ShomrFusion(FusionModule):
     * hard: $P(v)$, $P(t)$ with $P = \mathrm{GELU}(W_p \cdot + b_p)$, or
       $b = \mathrm{LN}_2(g v + (1-g) t + a)$, $f = b + \mathrm{FFN}(b)$, $g = \sigma(W_g [v;t] + b_g)$.
 
-    The soft and "both" inputs share one FFN call on ``(2, B, D)``. Dropout as the
-    original: after the confidence/router/projection GELUs, attention weights, FFN.
-    With ``straight_through`` a hard sample's output is multiplied by
-    $1 + r_k - \mathrm{sg}(r_k)$.
+    Every path is computed for every sample and selected with ``torch.where`` (no
+    host synchronisation; compiles and exports). ``skip_unrouted=True`` computes
+    each path only for the samples that take it: less work, at the price of host
+    synchronisations and data-dependent shapes (eager only; see
+    ``benchmarks/torch_skip_bench.py`` for the crossover). Dropout as the original:
+    after the confidence/router/projection GELUs, attention weights, FFN. With
+    ``straight_through`` a hard sample's output is multiplied by $1 + r_k - \mathrm{sg}(r_k)$.
 
     Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``confidence`` ``(B, 2)``,
     ``route_probs`` ``(B, 3)``, ``hard`` and ``fallback`` ``(B,)`` 0/1, ``route``
@@ -46,11 +49,13 @@ class ShomrFusion(FusionModule):
     """
 
     kind = "shomr"
+    routes = True
 
-    def __init__(self, spec, *, generator=None):
+    def __init__(self, spec, *, generator=None, skip_unrouted: bool = False):
         super().__init__(spec, generator=generator)
         s = self.spec
         d, p = s.dim, s.dropout
+        self.skip_unrouted = skip_unrouted
         self.confidence = RouterMlp(2 * d, d, 2, dropout=p)
         self.router = RouterMlp(2 * d, d, 3, dropout=p)
         self.attn = Attention(d, s.heads, dropout=p)
@@ -60,6 +65,24 @@ class ShomrFusion(FusionModule):
         self.ffn = FeedForward(d, s.ffn_mult * d, hidden_dropout=p, output_dropout=p)
         self.single = nn.Linear(d, d)
         self.reset_parameters()
+
+    def _soft(self, v: Tensor, t: Tensor, c: Tensor, a: Tensor) -> Tensor:
+        r"""$s + \mathrm{FFN}(s)$, $s = \mathrm{LN}_1(c_v v + c_t t + a)$: rows ``(N, D)``."""
+        x = self.norm1(c[:, :1] * v + c[:, 1:] * t + a)
+        return x + self.ffn(x)
+
+    def _both(self, v: Tensor, t: Tensor, h: Tensor, a: Tensor) -> Tensor:
+        r"""$b + \mathrm{FFN}(b)$, $b = \mathrm{LN}_2(g v + (1-g) t + a)$: rows ``(N, D)``."""
+        g = torch.sigmoid(self.gate(h))  # (N, D)
+        x = self.norm2(g * v + (1.0 - g) * t + a)
+        return x + self.ffn(x)
+
+    def _single(self, x: Tensor) -> Tensor:
+        r"""The shared projection $P(x) = \mathrm{GELU}(W_p x + b_p)$ of the image/text routes."""
+        return dropout(gelu(self.single(x)), self.dropout_rate, self.training)
+
+    def _pooled(self, v: Tensor, t: Tensor) -> Tensor:
+        return self.attn.pooled(tokens(v, t))  # (N, D)
 
     def fuse(self, v: Tensor, t: Tensor, *, noise, use_hard_routing=None):
         s = self.spec
@@ -74,26 +97,32 @@ class ShomrFusion(FusionModule):
 
         r = torch.softmax(self.router(h) / s.routing_temperature, dim=-1)  # (B, 3)
         route = categorical(r, noise["route"]) if self.training else argmax(r)  # (B,)
+        single_input = torch.where((route == 0)[:, None], v, t)  # (B, D): v on route 0, else t
 
-        x = tokens(v, t)  # (B, 2, D)
-        a = self.attn.pooled(x)  # (B, D)
-        g = torch.sigmoid(self.gate(h))  # (B, D)
-        y = torch.stack(
-            [
-                self.norm1(c[:, :1] * v + c[:, 1:] * t + a),
-                self.norm2(g * v + (1.0 - g) * t + a),
-            ]
-        )  # (2, B, D): soft, both
-        y = y + self.ffn(y)
-        soft, both = y[0], y[1]
+        if self.skip_unrouted:
+            soft = computed_where(
+                ~hard, lambda v, t, c: self._soft(v, t, c, self._pooled(v, t)), v, t, c
+            )
+            both = computed_where(
+                hard & (route == 2),
+                lambda v, t, h: self._both(v, t, h, self._pooled(v, t)),
+                v,
+                t,
+                h,
+            )
+            single = computed_where(hard & (route < 2), self._single, single_input)
+        else:
+            a = self._pooled(v, t)
+            soft, both = self._soft(v, t, c, a), self._both(v, t, h, a)
+            single = self._single(single_input)
+
         if s.fallback:
             fallback = ~hard & (m < s.fallback_threshold)
             soft = torch.where(fallback[:, None], 0.5 * (v + t), soft)
         else:
             fallback = torch.zeros_like(hard)
 
-        single = dropout(gelu(self.single(x)), self.dropout_rate, self.training)  # (B, 2, D)
-        routed = select(route, single[:, 0], single[:, 1], both)
+        routed = torch.where((route == 2)[:, None], both, single)
         if s.straight_through:
             routed = straight_through(routed, r, route)
 

@@ -1,0 +1,68 @@
+"""The opt-in ``skip_unrouted`` path computes the same function as the default one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_cases import BATCH, inputs, make_spec, perturbed_params
+
+from backends import torch as bt
+
+ROUTED = ["shomr", "shomr_variant", "energy_aware_adaptive", "energy_aware_adaptive_variant"]
+OPTIONS = {
+    "shomr": [{}, {"use_hard_routing": True}, {"use_hard_routing": False}],
+    "energy_aware_adaptive": [{}, {"progress": 0.5}],
+}
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("case", ROUTED)
+def test_skip_unrouted_matches_dense(case, training):
+    s = make_spec(case)
+    params = perturbed_params(s)
+    dense = bt.build(s, params).train(training)
+    skipping = bt.build(s, params, skip_unrouted=True).train(training)
+    gen = torch.Generator().manual_seed(0)
+    v, t = (torch.from_numpy(x).double() for x in inputs(s))
+    dense.double()
+    skipping.double()
+    for options in OPTIONS[s.kind]:
+        noise = {
+            n.name: torch.rand(n.shape, generator=gen, dtype=torch.float64)
+            for n in s.noise(BATCH, training=training, **options)
+        }
+        vd, td = v.clone().requires_grad_(), t.clone().requires_grad_()
+        vs, ts = v.clone().requires_grad_(), t.clone().requires_grad_()
+        expected, expected_aux = dense(vd, td, noise=noise or None, return_aux=True, **options)
+        actual, aux = skipping(vs, ts, noise=noise or None, return_aux=True, **options)
+        torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+        for name, value in expected_aux.items():
+            torch.testing.assert_close(aux[name], value, rtol=1e-12, atol=1e-12)
+        weights = torch.linspace(-1, 1, s.dim, dtype=torch.float64)
+        (expected * weights).sum().backward()
+        (actual * weights).sum().backward()
+        torch.testing.assert_close(vs.grad, vd.grad, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(ts.grad, td.grad, rtol=1e-12, atol=1e-12)
+    for (name, a), (_, b) in zip(
+        dense.named_parameters(), skipping.named_parameters(), strict=True
+    ):
+        if a.grad is None:
+            assert b.grad is None or not torch.any(b.grad != 0), name
+        else:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_skip_unrouted_with_no_sample_on_a_path():
+    """Empty row blocks: every sample soft, so no hard path runs."""
+    s = make_spec("shomr")
+    module = bt.build(s, perturbed_params(s), skip_unrouted=True).eval()
+    dense = bt.build(s, perturbed_params(s)).eval()
+    v, t = (torch.from_numpy(x) for x in inputs(s))
+    torch.testing.assert_close(
+        module(v, t, use_hard_routing=False), dense(v, t, use_hard_routing=False)
+    )
+
+
+def test_skip_unrouted_only_for_routing_rules():
+    with pytest.raises(ValueError, match="gated: argument 'skip_unrouted' expected False"):
+        bt.build(make_spec("gated"), skip_unrouted=True)
