@@ -1,0 +1,955 @@
+"""The named case catalogue: one seeded ``export_<case>()`` function per case.
+
+Every case fixes a spec, canonical float32 params, float32 inputs ``v`` and
+``t``, the mode, the injected noise (float32 values, so a float32 backend reads
+exactly what the reference reads) and the call options. Params are the spec's
+initial draw plus ``N(0, 0.1^2)`` (``perturbed``): at initialisation attention
+biases are 0, LayerNorm is the identity affine and encoder layers are copies of
+layer 0, so a backend ignoring any of those would pass a case built from
+``spec.init_params`` alone.
+
+Cases are designed so that each known bug is visible:
+
+* non-square dims (``hidden_mult=3``, ``dim=12``) and random, non-symmetric
+  square weights catch transposes; ``heads=1`` and ``heads=dim`` catch a wrong
+  attention scale or head split;
+* ``temperature`` in ``{0.5, 2}`` catches an ignored temperature;
+* ``*_categorical_exact_boundary`` uses router probabilities ``(1/2, 1/2, 0)``
+  (exact in every IEEE format: logits ``(0, 0, -200)``, ``exp(-200)``
+  vanishes next to 2) and noise ``u = 1/2 = cdf_0``, so ``u < cdf`` versus
+  ``u <= cdf`` gives different routes with no rounding to blame;
+* the energy loss case straddles the budget, so ``relu`` of the batch mean and the
+  mean of per-sample ``relu`` differ.
+
+Name = function name without ``export_``; names are unique (a test checks).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import spec
+
+#: Batch size of most cases.
+BATCH = 6
+
+
+@dataclass(frozen=True)
+class Case:
+    """One named conformance case.
+
+    ``exact_decisions``: the case's probabilities and noise are exactly
+    representable, so decisions are compared exactly even at zero margin.
+    ``gradient``: the case is also a gradient case (its decisions sit away from
+    every boundary, checked when the finite differences are taken).
+    """
+
+    name: str
+    spec: Any
+    params: dict[str, np.ndarray]
+    v: np.ndarray
+    t: np.ndarray
+    training: bool = False
+    noise: dict[str, np.ndarray] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    exact_decisions: bool = False
+    gradient: bool = False
+    doc: str = ""
+
+    @property
+    def rule(self) -> str:
+        return self.spec.kind
+
+    def describe(self) -> str:
+        mode = "training" if self.training else "eval"
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return (
+            f"{self.name}: {self.rule} B={self.v.shape[0]} D={self.spec.dim} {mode} {opts}".strip()
+        )
+
+
+# --- building blocks ------------------------------------------------------------------
+
+
+def make_spec(kind: str, **fields: Any):
+    """``kind`` with ``fields``; everything else the spec's defaults."""
+    return spec.parse({"kind": kind, **fields})
+
+
+def perturbed(s, seed: int, scale: float = 0.1) -> dict[str, np.ndarray]:
+    """``spec.init_params(s, seed)`` plus float32 ``N(0, scale^2)`` on every entry."""
+    rng = np.random.default_rng(seed + 7919)
+    return {
+        name: (value + scale * rng.standard_normal(value.shape)).astype(np.float32)
+        for name, value in spec.init_params(s, seed=seed).items()
+    }
+
+
+def inputs(dim: int, batch: int, seed: int, kind: str = "normal") -> tuple[np.ndarray, ...]:
+    """``v``, ``t`` ``(batch, dim)`` float32: ``normal``, ``l2`` (unit rows), ``zeros``,
+    ``large`` (normal times 1e3) or ``opposite`` (``t = -v``, magnitude 1e3)."""
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((batch, dim))
+    t = rng.standard_normal((batch, dim))
+    if kind == "l2":
+        v = v / np.linalg.norm(v, axis=1, keepdims=True)
+        t = t / np.linalg.norm(t, axis=1, keepdims=True)
+    elif kind == "zeros":
+        v, t = np.zeros_like(v), np.zeros_like(t)
+    elif kind == "large":
+        v, t = 1e3 * v, 1e3 * t
+    elif kind == "opposite":
+        v = 1e3 * v
+        t = -v
+    elif kind != "normal":
+        raise ValueError(f"inputs: kind expected normal/l2/zeros/large/opposite; received {kind!r}")
+    return v.astype(np.float32), t.astype(np.float32)
+
+
+def draw_noise(s, batch: int, seed: int, training: bool, **options) -> dict[str, np.ndarray]:
+    """The spec's declared noise for this call: float32 uniforms on ``[0, 1)``."""
+    rng = np.random.default_rng(seed + 104729)
+    out = {}
+    for n in s.noise(batch, training=training, **options):
+        out[n.name] = np.minimum(rng.uniform(size=n.shape), 0.9999).astype(np.float32)
+    return out
+
+
+def case(
+    name: str,
+    kind: str,
+    *,
+    seed: int,
+    batch: int = BATCH,
+    data: str = "normal",
+    training: bool = False,
+    options: dict | None = None,
+    noise: dict | None = None,
+    edit: Callable[[Any, dict], None] | None = None,
+    exact_decisions: bool = False,
+    gradient: bool = False,
+    doc: str = "",
+    **fields: Any,
+) -> Case:
+    """Assemble a case; ``edit(s, params)`` may overwrite params in place (route forcing)."""
+    if training and "dropout" in spec.RULES[kind].model_fields:
+        fields.setdefault("dropout", 0.0)
+    s = make_spec(kind, **fields)
+    params = perturbed(s, seed)
+    if edit is not None:
+        edit(s, params)
+    v, t = inputs(s.dim, batch, seed, data)
+    options = dict(options or {})
+    if noise is None:
+        noise = draw_noise(s, batch, seed, training, **options)
+    noise = {k: np.asarray(u, dtype=np.float32) for k, u in noise.items()}
+    return Case(
+        name, s, params, v, t, training, noise or None, options, exact_decisions, gradient, doc
+    )
+
+
+def route_logits(prefix: str, logits: tuple[float, ...]) -> Callable[[Any, dict], None]:
+    """An ``edit`` that makes ``{prefix}.out`` ignore its input: weight 0, bias ``logits``."""
+
+    def edit(s, params):
+        w = params[f"{prefix}.out.weight"]
+        params[f"{prefix}.out.weight"] = np.zeros_like(w)
+        params[f"{prefix}.out.bias"] = np.asarray(logits, dtype=np.float32)
+
+    return edit
+
+
+def favour(prefix: str, k: int) -> Callable[[Any, dict], None]:
+    """An ``edit`` that adds 8 to logit ``k`` of ``{prefix}.out``: route ``k`` by a wide margin."""
+
+    def edit(s, params):
+        params[f"{prefix}.out.bias"] = params[f"{prefix}.out.bias"].copy()
+        params[f"{prefix}.out.bias"][k] += 8.0
+
+    return edit
+
+
+#: Router probabilities (1/2, 1/2, 0), exact in every IEEE format.
+HALF_HALF_ZERO = (0.0, 0.0, -200.0)
+#: Noise on and around the boundary cdf_0 = 1/2 of HALF_HALF_ZERO, all exact in float32.
+BOUNDARY_NOISE = np.array([0.5, 0.0, 0.25, 0.75, 0.5, 0.9375], dtype=np.float32)
+
+
+# --- simple --------------------------------------------------------------------------
+
+
+def export_simple_default():
+    return case("simple_default", "simple", seed=1, dim=8)
+
+
+def export_simple_batch1():
+    return case("simple_batch1", "simple", seed=2, batch=1, dim=8)
+
+
+def export_simple_l2():
+    return case("simple_l2", "simple", seed=3, data="l2", dim=8)
+
+
+def export_simple_zeros():
+    return case("simple_zeros", "simple", seed=4, data="zeros", dim=8)
+
+
+def export_simple_large():
+    return case("simple_large", "simple", seed=5, data="large", dim=8)
+
+
+def export_simple_heads1():
+    return case("simple_heads1", "simple", seed=6, dim=8, heads=1, layers=1, gradient=True)
+
+
+def export_simple_heads_dim():
+    return case("simple_heads_dim", "simple", seed=7, dim=8, heads=8, layers=2)
+
+
+def export_simple_dim12_layers3():
+    return case("simple_dim12_layers3", "simple", seed=8, dim=12, heads=3, layers=3)
+
+
+def export_simple_training():
+    return case("simple_training", "simple", seed=9, training=True, dim=8, heads=2, gradient=True)
+
+
+# --- concat_mlp ----------------------------------------------------------------------
+
+
+def export_concat_mlp_default():
+    return case("concat_mlp_default", "concat_mlp", seed=11, dim=8)
+
+
+def export_concat_mlp_batch1():
+    return case("concat_mlp_batch1", "concat_mlp", seed=12, batch=1, dim=8)
+
+
+def export_concat_mlp_l2():
+    return case("concat_mlp_l2", "concat_mlp", seed=13, data="l2", dim=8)
+
+
+def export_concat_mlp_zeros():
+    return case("concat_mlp_zeros", "concat_mlp", seed=14, data="zeros", dim=8)
+
+
+def export_concat_mlp_large():
+    return case("concat_mlp_large", "concat_mlp", seed=15, data="large", dim=8)
+
+
+def export_concat_mlp_hidden3_dim12():
+    return case(
+        "concat_mlp_hidden3_dim12", "concat_mlp", seed=16, dim=12, hidden_mult=3, gradient=True
+    )
+
+
+def export_concat_mlp_layers1():
+    return case("concat_mlp_layers1", "concat_mlp", seed=17, dim=8, layers=1)
+
+
+def export_concat_mlp_layers3():
+    return case("concat_mlp_layers3", "concat_mlp", seed=18, dim=8, layers=3, hidden_mult=3)
+
+
+def export_concat_mlp_training():
+    return case("concat_mlp_training", "concat_mlp", seed=19, training=True, dim=8)
+
+
+# --- gated ---------------------------------------------------------------------------
+
+
+def export_gated_default():
+    return case("gated_default", "gated", seed=21, dim=16, gradient=True)
+
+
+def export_gated_batch1():
+    return case("gated_batch1", "gated", seed=22, batch=1, dim=8)
+
+
+def export_gated_l2():
+    return case("gated_l2", "gated", seed=23, data="l2", dim=8)
+
+
+def export_gated_zeros():
+    return case("gated_zeros", "gated", seed=24, data="zeros", dim=8)
+
+
+def export_gated_large():
+    return case("gated_large", "gated", seed=25, data="large", dim=8)
+
+
+def export_gated_opposite():
+    return case(
+        "gated_opposite",
+        "gated",
+        seed=26,
+        data="opposite",
+        dim=8,
+        doc="t = -v with |v| ~ 1e3: outputs near 0 from terms near 1e3 (cancellation).",
+    )
+
+
+def export_gated_dim12():
+    return case("gated_dim12", "gated", seed=27, dim=12)
+
+
+# --- film ----------------------------------------------------------------------------
+
+
+def export_film_default():
+    return case("film_default", "film", seed=31, dim=16, gradient=True)
+
+
+def export_film_batch1():
+    return case("film_batch1", "film", seed=32, batch=1, dim=8)
+
+
+def export_film_l2():
+    return case("film_l2", "film", seed=33, data="l2", dim=8)
+
+
+def export_film_zeros():
+    return case("film_zeros", "film", seed=34, data="zeros", dim=8)
+
+
+def export_film_large():
+    return case("film_large", "film", seed=35, data="large", dim=8)
+
+
+def export_film_dim12():
+    return case("film_dim12", "film", seed=36, dim=12)
+
+
+# --- modality_dropout ----------------------------------------------------------------
+
+
+def export_modality_dropout_default():
+    return case("modality_dropout_default", "modality_dropout", seed=41, dim=8)
+
+
+def export_modality_dropout_batch1():
+    return case("modality_dropout_batch1", "modality_dropout", seed=42, batch=1, dim=8)
+
+
+def export_modality_dropout_l2():
+    return case("modality_dropout_l2", "modality_dropout", seed=43, data="l2", dim=8)
+
+
+def export_modality_dropout_zeros():
+    return case("modality_dropout_zeros", "modality_dropout", seed=44, data="zeros", dim=8)
+
+
+def export_modality_dropout_large():
+    return case("modality_dropout_large", "modality_dropout", seed=45, data="large", dim=8)
+
+
+def export_modality_dropout_training_keep():
+    noise = {"drop_image": [0.8], "drop_text": [0.6]}
+    return case(
+        "modality_dropout_training_keep",
+        "modality_dropout",
+        seed=46,
+        training=True,
+        noise=noise,
+        dim=8,
+        gradient=True,
+    )
+
+
+def export_modality_dropout_training_drop_image():
+    noise = {"drop_image": [0.1], "drop_text": [0.9]}
+    return case(
+        "modality_dropout_training_drop_image",
+        "modality_dropout",
+        seed=47,
+        training=True,
+        noise=noise,
+        dim=8,
+        gradient=True,
+    )
+
+
+def export_modality_dropout_training_drop_both():
+    noise = {"drop_image": [0.05], "drop_text": [0.25]}
+    return case(
+        "modality_dropout_training_drop_both",
+        "modality_dropout",
+        seed=48,
+        training=True,
+        noise=noise,
+        dim=8,
+    )
+
+
+def export_modality_dropout_training_exact_threshold():
+    noise = {"drop_image": [0.5], "drop_text": [0.4375]}
+    return case(
+        "modality_dropout_training_exact_threshold",
+        "modality_dropout",
+        seed=49,
+        training=True,
+        noise=noise,
+        dim=8,
+        p_img=0.5,
+        p_txt=0.4375,
+        exact_decisions=True,
+        doc="u == p exactly (both float32): kept, since a modality drops only where u < p.",
+    )
+
+
+def export_modality_dropout_training_per_sample():
+    noise = {
+        "drop_image": [0.1, 0.5, 0.2, 0.9, 0.35, 0.75],
+        "drop_text": [0.6, 0.15, 0.05, 0.7, 0.95, 0.4],
+    }
+    return case(
+        "modality_dropout_training_per_sample",
+        "modality_dropout",
+        seed=50,
+        training=True,
+        noise=noise,
+        dim=8,
+        drop_granularity="sample",
+    )
+
+
+def export_modality_dropout_training_extremes():
+    noise = {"drop_image": [0.9999], "drop_text": [0.0]}
+    return case(
+        "modality_dropout_training_extremes",
+        "modality_dropout",
+        seed=51,
+        training=True,
+        noise=noise,
+        dim=8,
+        p_img=1.0,
+        p_txt=0.0,
+        doc="p_img = 1 drops v for every u < 1; p_txt = 0 keeps t even at u = 0.",
+    )
+
+
+# --- transformer_concat --------------------------------------------------------------
+
+
+def export_transformer_concat_default():
+    return case("transformer_concat_default", "transformer_concat", seed=61, dim=8)
+
+
+def export_transformer_concat_batch1():
+    return case("transformer_concat_batch1", "transformer_concat", seed=62, batch=1, dim=8)
+
+
+def export_transformer_concat_l2():
+    return case("transformer_concat_l2", "transformer_concat", seed=63, data="l2", dim=8)
+
+
+def export_transformer_concat_zeros():
+    return case("transformer_concat_zeros", "transformer_concat", seed=64, data="zeros", dim=8)
+
+
+def export_transformer_concat_large():
+    return case("transformer_concat_large", "transformer_concat", seed=65, data="large", dim=8)
+
+
+def export_transformer_concat_no_modality_embeddings():
+    return case(
+        "transformer_concat_no_modality_embeddings",
+        "transformer_concat",
+        seed=66,
+        dim=8,
+        heads=2,
+        layers=2,
+        modality_embeddings=False,
+    )
+
+
+def export_transformer_concat_heads1():
+    return case(
+        "transformer_concat_heads1",
+        "transformer_concat",
+        seed=67,
+        dim=8,
+        heads=1,
+        layers=1,
+        gradient=True,
+    )
+
+
+def export_transformer_concat_heads_dim():
+    return case(
+        "transformer_concat_heads_dim", "transformer_concat", seed=68, dim=8, heads=8, layers=2
+    )
+
+
+def export_transformer_concat_training():
+    return case(
+        "transformer_concat_training",
+        "transformer_concat",
+        seed=69,
+        training=True,
+        dim=12,
+        heads=3,
+        layers=2,
+    )
+
+
+# --- cross_attention -----------------------------------------------------------------
+
+
+def export_cross_attention_default():
+    return case("cross_attention_default", "cross_attention", seed=71, dim=8)
+
+
+def export_cross_attention_batch1():
+    return case("cross_attention_batch1", "cross_attention", seed=72, batch=1, dim=8)
+
+
+def export_cross_attention_l2():
+    return case("cross_attention_l2", "cross_attention", seed=73, data="l2", dim=8)
+
+
+def export_cross_attention_zeros():
+    return case("cross_attention_zeros", "cross_attention", seed=74, data="zeros", dim=8)
+
+
+def export_cross_attention_large():
+    return case("cross_attention_large", "cross_attention", seed=75, data="large", dim=8)
+
+
+def export_cross_attention_heads1():
+    return case("cross_attention_heads1", "cross_attention", seed=76, dim=8, heads=1, gradient=True)
+
+
+def export_cross_attention_heads_dim():
+    return case("cross_attention_heads_dim", "cross_attention", seed=77, dim=8, heads=8)
+
+
+def export_cross_attention_dim12():
+    return case("cross_attention_dim12", "cross_attention", seed=78, dim=12, heads=3)
+
+
+def export_cross_attention_training():
+    return case(
+        "cross_attention_training", "cross_attention", seed=79, training=True, dim=8, heads=2
+    )
+
+
+# --- shomr ---------------------------------------------------------------------------
+
+
+def export_shomr_default():
+    return case("shomr_default", "shomr", seed=81, dim=8)
+
+
+def export_shomr_batch1():
+    return case("shomr_batch1", "shomr", seed=82, batch=1, dim=8)
+
+
+def export_shomr_l2():
+    return case("shomr_l2", "shomr", seed=83, data="l2", dim=8)
+
+
+def export_shomr_zeros():
+    return case("shomr_zeros", "shomr", seed=84, data="zeros", dim=8)
+
+
+def export_shomr_large():
+    return case("shomr_large", "shomr", seed=85, data="large", dim=8)
+
+
+def export_shomr_forced_soft():
+    return case(
+        "shomr_forced_soft",
+        "shomr",
+        seed=86,
+        dim=8,
+        heads=2,
+        options={"use_hard_routing": False},
+        gradient=True,
+    )
+
+
+def export_shomr_forced_hard():
+    return case(
+        "shomr_forced_hard", "shomr", seed=87, dim=8, heads=2, options={"use_hard_routing": True}
+    )
+
+
+def _shomr_route(name: str, k: int, seed: int) -> Case:
+    return case(
+        name,
+        "shomr",
+        seed=seed,
+        dim=8,
+        heads=2,
+        options={"use_hard_routing": True},
+        edit=favour("router", k),
+        gradient=True,
+    )
+
+
+def export_shomr_route_image():
+    return _shomr_route("shomr_route_image", 0, 88)
+
+
+def export_shomr_route_text():
+    return _shomr_route("shomr_route_text", 1, 89)
+
+
+def export_shomr_route_both():
+    return _shomr_route("shomr_route_both", 2, 90)
+
+
+def export_shomr_automatic_mixed():
+    return case(
+        "shomr_automatic_mixed",
+        "shomr",
+        seed=91,
+        dim=8,
+        heads=2,
+        confidence_threshold=0.58,
+        doc="Automatic routing with the threshold inside the spread of max confidence.",
+    )
+
+
+def export_shomr_temperature_half():
+    return case(
+        "shomr_temperature_half",
+        "shomr",
+        seed=92,
+        dim=8,
+        heads=2,
+        routing_temperature=0.5,
+        options={"use_hard_routing": True},
+    )
+
+
+def export_shomr_temperature_2():
+    return case(
+        "shomr_temperature_2",
+        "shomr",
+        seed=93,
+        dim=8,
+        heads=2,
+        routing_temperature=2.0,
+        options={"use_hard_routing": True},
+    )
+
+
+def export_shomr_training():
+    return case(
+        "shomr_training",
+        "shomr",
+        seed=94,
+        training=True,
+        dim=8,
+        heads=2,
+        options={"use_hard_routing": True},
+        gradient=True,
+    )
+
+
+def export_shomr_training_temperature_2():
+    return case(
+        "shomr_training_temperature_2",
+        "shomr",
+        seed=95,
+        training=True,
+        dim=8,
+        heads=2,
+        routing_temperature=2.0,
+        options={"use_hard_routing": True},
+        edit=route_logits("router", (math.log(0.2), math.log(0.3), math.log(0.5))),
+        noise={"route": np.array([0.1, 0.24, 0.3, 0.55, 0.7, 0.95])},
+        doc="Probabilities (0.2, 0.3, 0.5) at T=1 become (0.26, 0.32, 0.42) at T=2.",
+    )
+
+
+def export_shomr_training_automatic():
+    return case(
+        "shomr_training_automatic",
+        "shomr",
+        seed=96,
+        training=True,
+        dim=8,
+        heads=2,
+        confidence_threshold=0.58,
+    )
+
+
+def export_shomr_straight_through():
+    return case(
+        "shomr_straight_through",
+        "shomr",
+        seed=97,
+        training=True,
+        dim=8,
+        heads=2,
+        straight_through=True,
+        options={"use_hard_routing": True},
+        gradient=True,
+    )
+
+
+def export_shomr_no_fallback():
+    return case(
+        "shomr_no_fallback",
+        "shomr",
+        seed=98,
+        dim=8,
+        heads=2,
+        fallback=False,
+        fallback_threshold=0.9,
+        options={"use_hard_routing": False},
+    )
+
+
+def export_shomr_fallback_fires():
+    return case(
+        "shomr_fallback_fires",
+        "shomr",
+        seed=99,
+        dim=8,
+        heads=2,
+        fallback_threshold=0.56,
+        options={"use_hard_routing": False},
+        doc="Soft samples with max confidence < 0.56 output (v + t) / 2.",
+    )
+
+
+def export_shomr_threshold_zero():
+    return case("shomr_threshold_zero", "shomr", seed=100, dim=8, heads=2, confidence_threshold=0.0)
+
+
+def export_shomr_categorical_exact_boundary():
+    return case(
+        "shomr_categorical_exact_boundary",
+        "shomr",
+        seed=101,
+        training=True,
+        dim=8,
+        heads=2,
+        options={"use_hard_routing": True},
+        edit=route_logits("router", HALF_HALF_ZERO),
+        noise={"route": BOUNDARY_NOISE},
+        exact_decisions=True,
+        doc="r = (1/2, 1/2, 0) exactly; u = 1/2 = cdf_0 takes route 1 (u < cdf_1), not 0.",
+    )
+
+
+def export_shomr_argmax_tie():
+    return case(
+        "shomr_argmax_tie",
+        "shomr",
+        seed=102,
+        dim=8,
+        heads=2,
+        options={"use_hard_routing": True},
+        edit=route_logits("router", HALF_HALF_ZERO),
+        exact_decisions=True,
+        doc="r = (1/2, 1/2, 0) exactly: argmax ties go to the first index, route 0.",
+    )
+
+
+def export_shomr_dim12():
+    return case("shomr_dim12", "shomr", seed=103, dim=12, heads=3)
+
+
+# --- energy_aware_adaptive -----------------------------------------------------------
+
+
+def export_energy_aware_adaptive_default():
+    return case("energy_aware_adaptive_default", "energy_aware_adaptive", seed=111, dim=8)
+
+
+def export_energy_aware_adaptive_batch1():
+    return case("energy_aware_adaptive_batch1", "energy_aware_adaptive", seed=112, batch=1, dim=8)
+
+
+def export_energy_aware_adaptive_l2():
+    return case("energy_aware_adaptive_l2", "energy_aware_adaptive", seed=113, data="l2", dim=8)
+
+
+def export_energy_aware_adaptive_zeros():
+    return case(
+        "energy_aware_adaptive_zeros", "energy_aware_adaptive", seed=114, data="zeros", dim=8
+    )
+
+
+def export_energy_aware_adaptive_large():
+    return case(
+        "energy_aware_adaptive_large", "energy_aware_adaptive", seed=115, data="large", dim=8
+    )
+
+
+def _eaa_route(name: str, k: int, seed: int) -> Case:
+    return case(
+        name,
+        "energy_aware_adaptive",
+        seed=seed,
+        dim=8,
+        heads=2,
+        edit=favour("router", k),
+        gradient=k == 2,
+    )
+
+
+def export_energy_aware_adaptive_route_image():
+    return _eaa_route("energy_aware_adaptive_route_image", 0, 116)
+
+
+def export_energy_aware_adaptive_route_text():
+    return _eaa_route("energy_aware_adaptive_route_text", 1, 117)
+
+
+def export_energy_aware_adaptive_route_both():
+    return _eaa_route("energy_aware_adaptive_route_both", 2, 118)
+
+
+def export_energy_aware_adaptive_eval_sample():
+    return case(
+        "energy_aware_adaptive_eval_sample",
+        "energy_aware_adaptive",
+        seed=119,
+        dim=8,
+        heads=2,
+        eval_routing="sample",
+        doc="The original's stochastic eval: the route is drawn from noise in eval too.",
+    )
+
+
+def export_energy_aware_adaptive_training():
+    return case(
+        "energy_aware_adaptive_training",
+        "energy_aware_adaptive",
+        seed=120,
+        training=True,
+        dim=8,
+        heads=2,
+        gradient=True,
+    )
+
+
+def export_energy_aware_adaptive_output_drop():
+    flags = np.array([[0.9, 0.7], [0.2, 0.8], [0.6, 0.45], [0.1, 0.3], [0.75, 0.55], [0.99, 0.0]])
+    return case(
+        "energy_aware_adaptive_output_drop",
+        "energy_aware_adaptive",
+        seed=121,
+        training=True,
+        dim=8,
+        heads=2,
+        options={"progress": 0.5},
+        noise={
+            "route": np.array([0.1, 0.3, 0.5, 0.7, 0.9, 0.2]),
+            "output_drop_gate": np.array([0.2]),
+            "output_drop_flags": flags,
+        },
+        doc="p(0.5) = min(0.4, 0.1 + 0.15) = 0.25 > gate 0.2: flagged samples are zeroed.",
+    )
+
+
+def export_energy_aware_adaptive_output_drop_inactive():
+    return case(
+        "energy_aware_adaptive_output_drop_inactive",
+        "energy_aware_adaptive",
+        seed=122,
+        training=True,
+        dim=8,
+        heads=2,
+        options={"progress": 1.0},
+        noise={
+            "route": np.array([0.1, 0.3, 0.5, 0.7, 0.9, 0.2]),
+            "output_drop_gate": np.array([0.45]),
+            "output_drop_flags": np.full((6, 2), 0.1),
+        },
+        doc="p(1.0) = 0.4 (capped) < gate 0.45: nothing dropped although every flag is set.",
+    )
+
+
+def export_energy_aware_adaptive_energy_budget_split():
+    return case(
+        "energy_aware_adaptive_energy_budget_split",
+        "energy_aware_adaptive",
+        seed=123,
+        dim=8,
+        heads=2,
+        energy_budget_mJ=6.0,
+        energy_weight=1.0,
+        energy_costs_mJ=(1.0, 5.0, 10.0),
+        doc="Per-sample expected energy on both sides of the budget: relu(mean) != mean(relu).",
+    )
+
+
+def export_energy_aware_adaptive_trainable_weight():
+    return case(
+        "energy_aware_adaptive_trainable_weight",
+        "energy_aware_adaptive",
+        seed=124,
+        dim=8,
+        heads=2,
+        energy_budget_mJ=4.0,
+        energy_weight_trainable=True,
+        energy_weight=0.5,
+    )
+
+
+def export_energy_aware_adaptive_straight_through():
+    return case(
+        "energy_aware_adaptive_straight_through",
+        "energy_aware_adaptive",
+        seed=125,
+        training=True,
+        dim=8,
+        heads=2,
+        straight_through=True,
+        gradient=True,
+    )
+
+
+def export_energy_aware_adaptive_categorical_exact_boundary():
+    return case(
+        "energy_aware_adaptive_categorical_exact_boundary",
+        "energy_aware_adaptive",
+        seed=126,
+        training=True,
+        dim=8,
+        heads=2,
+        edit=route_logits("router", HALF_HALF_ZERO),
+        noise={"route": BOUNDARY_NOISE},
+        exact_decisions=True,
+        doc="r = (1/2, 1/2, 0) exactly; u = 1/2 = cdf_0 takes route 1 (u < cdf_1), not 0.",
+    )
+
+
+def export_energy_aware_adaptive_dim12():
+    return case("energy_aware_adaptive_dim12", "energy_aware_adaptive", seed=127, dim=12, heads=3)
+
+
+# --- the catalogue ---------------------------------------------------------------------
+
+EXPORTS: dict[str, Callable[[], Case]] = {
+    name[len("export_") :]: fn for name, fn in list(globals().items()) if name.startswith("export_")
+}
+
+_CACHE: dict[str, Case] = {}
+
+
+def all_cases() -> list[Case]:
+    """Every case, in catalogue order (built once per process)."""
+    if not _CACHE:
+        for name, export in EXPORTS.items():
+            c = export()
+            if c.name != name:
+                raise ValueError(f"export_{name} builds a case named {c.name!r}; expected {name!r}")
+            _CACHE[name] = c
+    return list(_CACHE.values())
+
+
+def cases_of(rule: str) -> list[Case]:
+    return [c for c in all_cases() if c.rule == rule]

@@ -1,0 +1,244 @@
+r"""Gradient conformance: a backend's autodiff against central finite differences of the reference.
+
+The loss is a fixed random projection of the output, $L = \sum_{b,d} f_{bd}\,R_{bd}$
+with $R \sim N(0, 1)^{B \times D}$ seeded by the case name. The backend returns
+$\partial L / \partial x$ for $x \in \{v, t\}$ and every trainable parameter; the
+suite takes float64 central differences of the reference,
+$\partial_d L \approx (L(x + h d) - L(x - h d)) / 2h$:
+
+* ``v`` and ``t`` element-wise. Every rule's output row ``b`` depends only on
+  sample ``b`` (given the noise), so perturbing column ``j`` of all samples at once
+  and reading the per-sample losses $L_b$ gives $\partial L / \partial x_{bj}$ for
+  every ``b``: ``2 D`` reference calls per input instead of ``2 B D``.
+* each parameter tensor along two seeded random unit directions $d$: the
+  backend's $\langle g, d \rangle$ against the difference quotient. A wrong
+  gradient is off along almost every direction, so two directions catch it
+  without ``2 n`` calls per tensor.
+
+Step: $h = 10^{-6} \max(1, \max|x|)$. In float64 the truncation error is
+$O(h^2 |L'''|) \approx 10^{-12}$ and the rounding error
+$O(\epsilon_{64} |L| / h) \approx 10^{-9}$ relative, both far below the float32
+tolerance they are compared with. Discrete decisions must not move under the
+perturbation: every decision of the reference at $x \pm h d$ is compared with the
+unperturbed one, and a case whose decision flips is a broken case (an error of
+the suite, not a backend failure). Gradient cases are built away from every
+boundary (a test checks their margins exceed ``1e-3``).
+
+Excluded from the differences: ``s.no_output_gradient()``. With
+``straight_through=False`` a router decides the route by a discrete draw or
+argmax and its probabilities never enter the output, so the exact gradient is 0
+(the finite difference is 0 too, but comparing 0 with 0 tests nothing); a
+trainable ``energy_weight`` only scales the energy loss, not the output. For
+them the backend must return no gradient or zeros.
+
+Straight-through (``straight_through=True``): a hard sample's output is
+$y (1 + r_k - \mathrm{sg}(r_k))$, equal to $y$ forward, so finite differences of
+the output see no router gradient. The suite differentiates the surrogate with
+the same gradient instead,
+$L_{st}(\theta) = L(\theta) + \sum_b w_b \langle R_b, f_b(\theta_0) \rangle\, r_{b, k_b}(\theta)$,
+with $f(\theta_0)$ and the routes $k$ held at the unperturbed point and
+$w_b = 1$ for the routed samples (``hard`` for ``shomr``, all for
+``energy_aware_adaptive``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import fusion_ref
+from spec.tolerance import gradient_tolerance
+
+from .cases import Case
+
+STEP = 1e-6
+DIRECTIONS = 2
+
+
+class CaseError(RuntimeError):
+    """A gradient case is unusable: a decision flips under the finite-difference step."""
+
+
+def cotangent(case: Case) -> np.ndarray:
+    """The fixed random projection ``R`` ``(B, D)`` of the case (float32, seeded by its name)."""
+    rng = np.random.default_rng(zlib.crc32(case.name.encode()))
+    return rng.standard_normal(case.v.shape).astype(np.float32)
+
+
+def _decisions(s, aux: Mapping, batch: int, training: bool, options) -> dict[str, np.ndarray]:
+    return {
+        a.name: np.asarray(aux[a.name])
+        for a in s.aux(batch, training=training, **options)
+        if a.role == "decision"
+    }
+
+
+@dataclass
+class Expected:
+    """Finite-difference gradients of one case."""
+
+    inputs: dict[str, np.ndarray]  # "v", "t" -> (B, D)
+    directions: dict[str, list[np.ndarray]]  # param -> unit directions
+    derivatives: dict[str, list[float]]  # param -> directional derivatives
+    excluded: set[str] = field(default_factory=set)
+    scale: float = 1.0
+
+
+class _Loss:
+    """Per-sample loss ``L_b`` of the reference at perturbed points, with the decision guard."""
+
+    def __init__(self, case: Case):
+        self.case = case
+        self.s = case.spec
+        self.R = cotangent(case).astype(np.float64)
+        self.base = {"v": case.v.astype(np.float64), "t": case.t.astype(np.float64)}
+        self.params = {k: p.astype(np.float64) for k, p in case.params.items()}
+        out, aux = self._forward(self.base, self.params)
+        self.decisions = _decisions(self.s, aux, case.v.shape[0], case.training, case.options)
+        self.straight_through = bool(getattr(self.s, "straight_through", False))
+        if self.straight_through:
+            routed = aux["hard"] if self.s.kind == "shomr" else np.ones(case.v.shape[0])
+            self.route = aux["route"]
+            self.st_weight = routed * np.sum(self.R * out, axis=1)  # (B,)
+
+    def _forward(self, x, params):
+        c = self.case
+        return fusion_ref.forward(
+            self.s,
+            params,
+            x["v"],
+            x["t"],
+            training=c.training,
+            noise=c.noise,
+            return_aux=True,
+            **c.options,
+        )
+
+    def __call__(self, x, params, what: str) -> np.ndarray:
+        out, aux = self._forward(x, params)
+        now = _decisions(self.s, aux, out.shape[0], self.case.training, self.case.options)
+        for name, value in now.items():
+            if not np.array_equal(value, self.decisions[name]):
+                raise CaseError(
+                    f"{self.case.name}: decision {name!r} flips under the finite-difference "
+                    f"step along {what}; the case is too close to a boundary for gradients"
+                )
+        loss = np.sum(out * self.R, axis=1)  # (B,)
+        if self.straight_through:
+            r_k = np.take_along_axis(aux["route_probs"], self.route[:, None], axis=1)[:, 0]
+            loss = loss + self.st_weight * r_k
+        return loss
+
+
+def finite_differences(case: Case) -> Expected:
+    """Element-wise differences for ``v``, ``t``; directional ones for each parameter."""
+    loss = _Loss(case)
+    s = case.spec
+    excluded = set(s.no_output_gradient()) | {p.name for p in s.params() if not p.trained}
+    inputs = {}
+    for name in ("v", "t"):
+        x = loss.base[name]
+        h = STEP * max(1.0, float(np.max(np.abs(x))))
+        grad = np.zeros_like(x)
+        for j in range(x.shape[1]):
+            for sign in (1.0, -1.0):
+                shifted = dict(loss.base)
+                shifted[name] = x.copy()
+                shifted[name][:, j] += sign * h
+                grad[:, j] += sign * loss(shifted, loss.params, f"{name}[:, {j}]")
+        inputs[name] = grad / (2 * h)
+    rng = np.random.default_rng(zlib.crc32(("directions/" + case.name).encode()))
+    directions, derivatives = {}, {}
+    for p in s.params():
+        if p.name in excluded:
+            continue
+        x = loss.params[p.name]
+        h = STEP * max(1.0, float(np.max(np.abs(x))))
+        directions[p.name], derivatives[p.name] = [], []
+        for i in range(DIRECTIONS):
+            d = rng.standard_normal(x.shape)
+            d /= np.linalg.norm(d)
+            total = 0.0
+            for sign in (1.0, -1.0):
+                shifted = dict(loss.params)
+                shifted[p.name] = x + sign * h * d
+                total += sign * float(np.sum(loss(loss.base, shifted, f"{p.name} direction {i}")))
+            directions[p.name].append(d)
+            derivatives[p.name].append(total / (2 * h))
+    scale = max(float(np.max(np.abs(inputs["v"]))), float(np.max(np.abs(inputs["t"]))), 1e-6)
+    return Expected(inputs, directions, derivatives, excluded, scale)
+
+
+def compare_gradients(
+    s, expected: Expected, grads: Mapping[str, np.ndarray], dtype: str
+) -> tuple[bool, list[str], list[dict]]:
+    r"""Backend gradients against the differences. Returns ``(ok, problems, per-tensor figures)``.
+
+    ``v``, ``t``: $|g - \hat g| \le \mathrm{atol}\,S + \mathrm{rtol}\,|\hat g|$ element-wise,
+    $S$ the largest input-gradient magnitude of the case. A parameter along a unit
+    direction $d$: $|\langle g, d\rangle - \hat g_d| \le \mathrm{atol}\,(\|g\| + S) + \mathrm{rtol}\,|\hat g_d|$.
+    """
+    tol = gradient_tolerance(dtype)
+    S = expected.scale
+    problems, figures = [], []
+    trained = {p.name: p for p in s.params()}
+    unexpected = sorted(set(grads) - set(trained) - {"v", "t"})
+    if unexpected:
+        problems.append(f"gradients for names the spec does not declare: {unexpected}")
+    for name, fd in expected.inputs.items():
+        g = grads.get(name)
+        if g is None:
+            problems.append(f"no gradient returned for input {name!r}")
+            continue
+        g = np.asarray(g, dtype=np.float64)
+        if g.shape != fd.shape:
+            problems.append(f"d/d{name}: expected shape {fd.shape}; received {g.shape}")
+            continue
+        err = np.abs(g - fd)
+        bad = err > tol["atol"] * S + tol["rtol"] * np.abs(fd)
+        figures.append({"name": f"d/d{name}", "max_abs": float(err.max()), "ok": not bad.any()})
+        if bad.any():
+            i = np.unravel_index(int(np.argmax(err)), err.shape)
+            problems.append(
+                f"d/d{name}: {int(bad.sum())}/{err.size} elements differ from the finite "
+                f"differences (max abs {err.max():.3g}, scale {S:.3g}); worst at "
+                f"{tuple(int(k) for k in i)}: got {g[i]:.6g}, expected {fd[i]:.6g}"
+            )
+    for name, dirs in expected.directions.items():
+        g = grads.get(name)
+        if g is None:
+            problems.append(
+                f"no gradient for param {name!r}: not registered with the framework's "
+                "autodiff, or detached from the output"
+            )
+            continue
+        g = np.asarray(g, dtype=np.float64)
+        if g.shape != trained[name].shape:
+            problems.append(f"d/d{name}: expected shape {trained[name].shape}; received {g.shape}")
+            continue
+        norm = float(np.linalg.norm(g))
+        worst = 0.0
+        for d, fd in zip(dirs, expected.derivatives[name], strict=True):
+            got = float(np.sum(g * d))
+            err = abs(got - fd)
+            worst = max(worst, err)
+            if err > tol["atol"] * (norm + S) + tol["rtol"] * abs(fd):
+                problems.append(
+                    f"d/d{name}: along a random direction got {got:.6g}, finite differences "
+                    f"{fd:.6g} (|g| {norm:.3g}, scale {S:.3g})"
+                )
+                break
+        figures.append({"name": f"d/d{name}", "max_abs": worst, "ok": True})
+    for name in sorted(expected.excluded):
+        g = grads.get(name)
+        if g is not None and np.any(np.abs(np.asarray(g, dtype=np.float64)) > tol["atol"] * S):
+            problems.append(
+                f"d/d{name}: expected no gradient (the spec's no_output_gradient: the output "
+                f"does not depend on it); received max |g| {np.max(np.abs(g)):.3g}"
+            )
+    for f in figures:
+        f["ok"] = not any(p.startswith(f["name"] + ":") for p in problems)
+    return not problems, problems, figures

@@ -1,0 +1,171 @@
+"""Running adapters through the checks: in this process, or one subprocess per Keras backend.
+
+Keras picks its backend once per process from ``KERAS_BACKEND``, so the bundled
+run judges Keras by spawning ``python -m conformance --backend keras --rows-out F``
+once per Keras backend (at most ``jobs`` at a time) while this process runs
+the other backends, then merges every row into one matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TextIO
+
+from .adapter import Adapter, load_adapter
+from .adapters import BUNDLED
+from .suite import Check, run_check
+
+
+def row(adapter: Adapter, check: Check, outcome) -> dict:
+    return {
+        "backend": adapter.name,
+        "id": check.id,
+        "rule": check.rule,
+        "category": check.category,
+        "name": check.name,
+        "status": outcome.status,
+        "message": outcome.message,
+        "seconds": round(outcome.seconds, 4),
+        "tensors": outcome.tensors,
+        "stats": outcome.stats,
+    }
+
+
+def run_adapter(
+    adapter: Adapter, checks: list[Check], progress: TextIO | None = None
+) -> list[dict]:
+    """Every check on one adapter; one progress line per rule, and one per failing check."""
+    rows: list[dict] = []
+    rule, start = None, time.perf_counter()
+    for check in checks:
+        if check.rule != rule:
+            _rule_done(adapter, rule, rows, start, progress)
+            rule, start = check.rule, time.perf_counter()
+        outcome = run_check(adapter, check)
+        rows.append(row(adapter, check, outcome))
+        if progress and outcome.status in ("fail", "error"):
+            first = outcome.message.splitlines()[0] if outcome.message else ""
+            print(
+                f"[{adapter.name}]   {outcome.status.upper()} {check.id}: {first[:200]}",
+                file=progress,
+                flush=True,
+            )
+    _rule_done(adapter, rule, rows, start, progress)
+    return rows
+
+
+def _rule_done(adapter, rule, rows, start, progress) -> None:
+    if progress is None or rule is None:
+        return
+    mine = [r for r in rows if r["rule"] == rule]
+    counts = {
+        s: sum(r["status"] == s for r in mine) for s in ("pass", "fail", "error", "boundary", "n/a")
+    }
+    text = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    print(
+        f"[{adapter.name}] {rule}: {text} ({time.perf_counter() - start:.1f} s)",
+        file=progress,
+        flush=True,
+    )
+
+
+def spawn_keras(keras_backend: str, args: list[str], rows_out: Path) -> subprocess.Popen:
+    """``python -m conformance --backend keras`` under ``KERAS_BACKEND=keras_backend``."""
+    env = dict(os.environ, KERAS_BACKEND=keras_backend)
+    cmd = [
+        sys.executable,
+        "-m",
+        "conformance",
+        "--backend",
+        "keras",
+        "--rows-out",
+        str(rows_out),
+        *args,
+    ]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+
+
+def run_bundled(
+    names: list[str],
+    keras_backends: list[str],
+    checks: list[Check],
+    forward_args: list[str],
+    jobs: int,
+    progress: TextIO | None,
+) -> tuple[list[dict], dict[str, str], dict[str, float]]:
+    """The bundled backends ``names``; ``keras`` expands to one subprocess per Keras backend.
+
+    Returns rows, ``{backend: description}`` and wall seconds per backend.
+    """
+    rows: list[dict] = []
+    described: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    pending = list(keras_backends) if "keras" in names else []
+    running: list[tuple[str, subprocess.Popen, Path]] = []
+    with tempfile.TemporaryDirectory(prefix="conformance-") as tmp:
+
+        def launch():
+            while pending and len(running) < max(1, jobs):
+                kb = pending.pop(0)
+                out = Path(tmp) / f"keras-{kb}.json"
+                running.append((kb, spawn_keras(kb, forward_args, out), out))
+
+        def reap(block: bool):
+            for item in list(running):
+                kb, proc, out = item
+                if block:
+                    proc.wait()
+                if proc.poll() is None:
+                    continue
+                running.remove(item)
+                name = f"keras-{kb}"
+                if out.exists():
+                    payload = json.loads(out.read_text())
+                    rows.extend(payload["rows"])
+                    described.update(payload["backends"])
+                    seconds.update(payload["seconds"])
+                else:
+                    described[name] = f"did not run (subprocess exit {proc.returncode})"
+                    rows.extend(_crashed(name, checks, proc.returncode))
+                launch()
+
+        launch()
+        for name in names:
+            if name == "keras":
+                continue
+            began = time.perf_counter()
+            adapter = load_adapter(BUNDLED[name])
+            described[adapter.name] = adapter.describe()
+            rows.extend(run_adapter(adapter, checks, progress))
+            seconds[adapter.name] = time.perf_counter() - began
+            reap(block=False)
+        while running or pending:
+            reap(block=True)
+            launch()
+    order = {n: i for i, n in enumerate(described)}
+    rows.sort(key=lambda r: order.get(r["backend"], len(order)))
+    return rows, described, seconds
+
+
+def _crashed(name: str, checks: list[Check], code: int) -> list[dict]:
+    return [
+        {
+            "backend": name,
+            "id": c.id,
+            "rule": c.rule,
+            "category": c.category,
+            "name": c.name,
+            "status": "error",
+            "message": f"the {name} subprocess exited with {code}",
+            "seconds": 0.0,
+            "tensors": [],
+            "stats": {},
+        }
+        for c in checks
+    ]
