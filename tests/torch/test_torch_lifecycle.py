@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from torch_cases import (
     BATCH,
     CASES,
+    KIND_CASES,
     as_torch,
     inputs,
     make_spec,
@@ -253,6 +255,20 @@ def test_gradients_reach_every_trained_parameter(case):
         assert not any(n.startswith("router.") for n in silent)
     elif s.kind in ("shomr", "energy_aware_adaptive"):
         assert any(n.startswith("router.") for n in silent)
+
+
+@pytest.mark.parametrize("case", KIND_CASES)
+def test_input_gradients_match_finite_differences(case):
+    """``torch.autograd.gradcheck`` in float64, eval and training with injected noise
+    (straight-through variants excluded: their router gradient is by design not a derivative)."""
+    s = make_spec(case)
+    module = bt.build(s, perturbed_params(s)).double()
+    v, t = (torch.from_numpy(x).double().requires_grad_() for x in inputs(s, batch=3))
+    for training in (False, True):
+        noise = as_torch(uniform_noise(s, 3, training=training), torch.float64)
+        module.train(training)
+        fused = functools.partial(module, noise=noise)
+        assert torch.autograd.gradcheck(fused, (v, t), fast_mode=True)
 
 
 def test_energy_loss_reaches_router_and_trainable_weight():
