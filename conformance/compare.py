@@ -1,4 +1,4 @@
-"""Tensor comparison against the float64 reference: tolerances, ULPs, exact decisions, boundaries.
+r"""Tensor comparison against the float64 reference: tolerances, ULPs, exact decisions, boundaries.
 
 A continuous tensor passes when, element-wise,
 
@@ -87,7 +87,8 @@ def compare_values(
     err = np.abs(a - expected)
     scale = max(1.0, float(np.max(np.abs(expected))))
     bound = tol["atol"] * scale + tol["rtol"] * np.abs(expected)
-    rel = err / np.maximum(np.abs(expected), np.finfo(np.float64).tiny)
+    with np.errstate(over="ignore"):
+        rel = err / np.maximum(np.abs(expected), np.finfo(np.float64).tiny)
     ulp = ulp_distance(a, expected, dtype)
     report = TensorReport(
         name,
@@ -145,8 +146,11 @@ def compare_decision(
         differs = differs.reshape(batch, -1).any(axis=1)
     if not differs.any():
         return DecisionReport(name, True, none)
-    bound = 0.0 if exact else decision_margin(dtype)
-    near = np.zeros(batch, dtype=bool) if margin is None else np.asarray(margin) <= bound
+    bound = decision_margin(dtype)
+    if exact or margin is None:
+        near = np.zeros(batch, dtype=bool)
+    else:
+        near = np.asarray(margin) <= bound
     boundary = differs & near
     wrong = differs & ~near
     if not wrong.any():

@@ -35,6 +35,7 @@ from . import distribution, gradients
 from .adapter import Adapter, NotSupported
 from .cases import BATCH, Case, all_cases, cases_of, inputs
 from .compare import compare_decision, compare_values
+from .diagnose import diagnose
 
 CATEGORIES = ("forward", "gradient", "distribution", "property")
 FAILING = ("fail", "error")
@@ -130,6 +131,10 @@ def check_forward(adapter: Adapter, case: Case) -> Outcome:
             )
     problems += [r.message for r in reports if not r.ok]
     tensors = [r.as_dict() for r in reports]
+    if not reports[0].ok and not boundary.any():
+        hints = diagnose(case, out, adapter.dtype)
+        if hints:
+            problems.append("hint: the output matches the reference with " + " / ".join(hints))
     if problems:
         return Outcome("fail", "; ".join(problems), tensors)
     if boundary.any():

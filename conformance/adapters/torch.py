@@ -44,7 +44,8 @@ class TorchAdapter(Adapter):
         return _numpy(out), {k: _numpy(a) for k, a in aux.items()}
 
     def canonical_params(self, model):
-        return model.canonical_params()
+        """Read from ``named_parameters()``, torch's registry, so an unregistered param is missing."""
+        return {n: p.detach().cpu().numpy().copy() for n, p in model.named_parameters()}
 
     def gradients(self, model, v, t, cotangent, *, training, noise, options):
         model.zero_grad(set_to_none=True)

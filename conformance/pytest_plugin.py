@@ -1,0 +1,92 @@
+"""Pytest plugin: one test per rule and check for an adopter's adapter.
+
+Usage, from the adopter's repository::
+
+    pytest -p conformance.pytest_plugin --fusion-adapter=my_pkg.adapter:MyAdapter
+    pytest -p conformance.pytest_plugin --fusion-adapter=... \\
+        --fusion-include='shomr/*' --fusion-exclude='*/distribution/*' \\
+        --fusion-xfail=conformance-xfail.txt
+
+Each check becomes the item ``conformance[rule/category/name]``: it fails with
+the suite's message, is skipped with the adapter's reason when not applicable,
+and is marked ``xfail`` (with the reason) when the expected-failures file names
+it. Boundary cases fail unless expected (they must be looked at). Without
+``--fusion-adapter`` the plugin adds nothing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from . import xfail
+from .adapter import load_adapter
+from .suite import Check, all_checks, run_check, select
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("fusion-conformance", "fusion-spec conformance suite")
+    group.addoption("--fusion-adapter", metavar="module:Adapter", help="the adapter to judge")
+    group.addoption(
+        "--fusion-include",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="only checks whose id rule/category/name matches (repeatable)",
+    )
+    group.addoption(
+        "--fusion-exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="skip checks whose id matches (repeatable)",
+    )
+    group.addoption("--fusion-xfail", metavar="FILE", help="expected-failures file")
+
+
+class ConformanceItem(pytest.Item):
+    """One check of the suite on the configured adapter."""
+
+    def __init__(self, *, check: Check, adapter, **kwargs):
+        super().__init__(**kwargs)
+        self.check = check
+        self.adapter = adapter
+
+    def runtest(self) -> None:
+        outcome = run_check(self.adapter, self.check)
+        if outcome.status == "n/a":
+            pytest.skip(f"not applicable: {outcome.message}")
+        if outcome.status != "pass":
+            raise ConformanceFailure(f"{outcome.status}: {outcome.message}")
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, ConformanceFailure):
+            return f"{self.adapter.name} {self.check.id}\n{excinfo.value}"
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        return self.path, None, f"conformance[{self.check.id}]"
+
+
+class ConformanceFailure(AssertionError):
+    """A check that did not pass; its message is the suite's."""
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items) -> None:
+    target = config.getoption("--fusion-adapter")
+    if not target:
+        return
+    adapter = load_adapter(target)
+    expected = (
+        xfail.load(config.getoption("--fusion-xfail")) if config.getoption("--fusion-xfail") else []
+    )
+    checks = select(
+        all_checks(), config.getoption("--fusion-include"), config.getoption("--fusion-exclude")
+    )
+    for check in checks:
+        item = ConformanceItem.from_parent(
+            session, name=f"conformance[{check.id}]", check=check, adapter=adapter
+        )
+        entry = next((e for e in expected if e.matches(adapter.name, check.id)), None)
+        if entry is not None:
+            item.add_marker(pytest.mark.xfail(reason=entry.reason, strict=False))
+        items.append(item)
