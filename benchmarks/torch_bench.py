@@ -13,7 +13,7 @@ rules' default depths), in eval under ``torch.inference_mode`` on the CPU:
 
 Run: ``.venv/bin/python benchmarks/torch_bench.py [--batch 256] [--dim 512] [--train]``.
 ``--train`` times a training step (forward + backward, dropout 0.1) instead.
-Prints milliseconds per call (fastest of ``--repeats`` timed runs after warm-up).
+Prints milliseconds per call (fastest of ``--repeats`` interleaved runs after warm-up).
 """
 
 from __future__ import annotations
@@ -62,16 +62,21 @@ def original(s) -> nn.Module:
     return build_original(s.kind, dim=s.dim, **kwargs)
 
 
-def timed(fn, repeats: int, warmup: int = 3) -> float:
-    """Fastest milliseconds per call: on a shared machine the least disturbed run."""
+def timed(fns, repeats: int, warmup: int = 3) -> list[float]:
+    """Fastest milliseconds per call of each of ``fns``, run interleaved.
+
+    The minimum, not the median: on a shared machine it is the least disturbed run.
+    """
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns:
+            fn()
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+        for fn, record in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            record.append(time.perf_counter() - start)
+    return [1e3 * min(record) for record in times]
 
 
 def call(module, v, t, train: bool):
@@ -109,17 +114,17 @@ def main() -> None:
     )
     print(f"{'rule':24s} {'eager':>9s} {'compiled':>9s} {'original':>9s} {'linear':>9s}  compile s")
     linear = ConcatLinear(D).train(args.train)
-    linear_ms = timed(call(linear, v, t, args.train), args.repeats)
     for kind in args.rules:
         s = spec.parse({"kind": kind, "dim": D})
         module = bt.build(s).train(args.train)
-        eager_ms = timed(call(module, v, t, args.train), args.repeats)
         start = time.perf_counter()
         compiled = torch.compile(module, fullgraph=True, dynamic=False)
         call(compiled, v, t, args.train)()
         compile_s = time.perf_counter() - start
-        compiled_ms = timed(call(compiled, v, t, args.train), args.repeats)
-        original_ms = timed(call(original(s).train(args.train), v, t, args.train), args.repeats)
+        models = (module, compiled, original(s).train(args.train), linear)
+        eager_ms, compiled_ms, original_ms, linear_ms = timed(
+            [call(m, v, t, args.train) for m in models], args.repeats
+        )
         print(
             f"{kind:24s} {eager_ms:9.2f} {compiled_ms:9.2f} {original_ms:9.2f} {linear_ms:9.2f}"
             f"  {compile_s:6.1f}"

@@ -7,10 +7,12 @@ names, so ``state_dict()`` keys *are* the canonical names
 weights are ``nn.Linear`` weights, stored ``(out, in)`` as canonically: nothing
 is transposed.
 
-Nothing here reads a tensor value on the host (no ``item``, ``any`` or ``nonzero``
-calls, no boolean-mask indexing, no Python branch on a tensor): discrete decisions are computed for
-every sample and applied with ``torch.where``/``gather``, so shapes never
-depend on data and every rule compiles with ``torch.compile(fullgraph=True)``.
+Nothing here reads a tensor value on the host (no ``item``, ``any`` or
+``nonzero`` calls, no boolean-mask indexing, no Python branch on a tensor):
+discrete decisions are computed for every sample and applied with
+``torch.where``/``gather``, so shapes never depend on data and every rule
+compiles with ``torch.compile(fullgraph=True)``. The one exception is
+``computed_where``, taken only by the opt-in ``skip_unrouted`` path.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spec import WeightsError, as_numpy, check_params, parse
+from spec import as_numpy, check_params, parse
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -64,6 +66,9 @@ class FeedForward(nn.Module):
         self.hidden_dropout = hidden_dropout
         self.output_dropout = output_dropout
 
+    def extra_repr(self) -> str:
+        return f"hidden_dropout={self.hidden_dropout}, output_dropout={self.output_dropout}"
+
     def forward(self, x: Tensor) -> Tensor:
         h = dropout(gelu(self.up(x)), self.hidden_dropout, self.training)  # (..., H)
         return dropout(self.down(h), self.output_dropout, self.training)  # (..., D)
@@ -81,6 +86,9 @@ class RouterMlp(nn.Module):
         self.hidden = nn.Linear(fan_in, hidden)
         self.out = nn.Linear(hidden, classes)
         self.dropout = dropout
+
+    def extra_repr(self) -> str:
+        return f"dropout={self.dropout}"
 
     def forward(self, x: Tensor) -> Tensor:
         return self.out(dropout(gelu(self.hidden(x)), self.dropout, self.training))
@@ -105,6 +113,9 @@ class Attention(nn.Module):
         self.heads = heads
         self.scale = 1.0 / math.sqrt(dim // heads)
         self.dropout = dropout
+
+    def extra_repr(self) -> str:
+        return f"heads={self.heads}, scale={self.scale:.6g}, dropout={self.dropout}"
 
     def mix(self, query: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
         """Heads' weighted values before the output projection.
@@ -155,6 +166,9 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(dim, ffn_mult * dim, hidden_dropout=dropout, output_dropout=dropout)
         self.norm2 = layer_norm(dim, eps)
         self.dropout = dropout
+
+    def extra_repr(self) -> str:
+        return f"dropout={self.dropout}"
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.norm1(x + dropout(self.attn(x, x)[0], self.dropout, self.training))
@@ -282,13 +296,7 @@ class FusionModule(nn.Module):
         check_params(self.spec, params, what="canonical params")
         own = dict(self.named_parameters())
         for name, value in params.items():
-            array = np.asarray(as_numpy(value))
-            if tuple(array.shape) != tuple(own[name].shape):
-                raise WeightsError(
-                    f"{self.kind}: param {name!r} expected shape {tuple(own[name].shape)}; "
-                    f"received {array.shape}"
-                )
-            own[name].copy_(torch.from_numpy(np.array(array, order="C")))
+            own[name].copy_(torch.from_numpy(np.array(as_numpy(value), order="C")))
 
     def canonical_params(self) -> dict[str, np.ndarray]:
         """The parameters under their canonical names: C-contiguous float32 NumPy arrays."""
