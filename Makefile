@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: venv report test test-core test-keras lint clean
+.PHONY: venv report test test-core test-keras lint chromium clean
 
 venv: $(STAMP)
 
@@ -18,7 +18,11 @@ report: venv
 	$(PY) -m conformance
 
 # Keras reads KERAS_BACKEND once per process, so its tests run once per backend.
-test: venv lint test-core test-keras
+test: venv chromium lint test-core test-keras
+
+# Debian's chromium for the headless render test of the docs site (no-op when present).
+chromium:
+	bash tools/install-chromium.sh
 
 lint: venv
 	$(PY) -m ruff check .

@@ -197,6 +197,10 @@ def attention(name: str, dim: int, doc: str = "") -> list[ParamSpec]:
     initialised Xavier-uniform over the packed matrix, bound
     ``sqrt(6 / (D + 3D))``; each of our three blocks keeps that bound. The
     projection biases start at zero; the output weight is a ``Linear(D, D)``.
+
+    The key bias never changes the output: it adds ``q . b_key`` to every score
+    of a query, and softmax ignores a shift shared by all keys. Its gradient is
+    zero up to rounding; it is kept for checkpoint compatibility.
     """
     xavier = Init(
         "uniform",
