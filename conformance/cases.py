@@ -298,6 +298,10 @@ def export_gated_dim12():
     return case("gated_dim12", "gated", seed=27, dim=12)
 
 
+def export_gated_training():
+    return case("gated_training", "gated", seed=28, training=True, dim=8)
+
+
 # --- film ----------------------------------------------------------------------------
 
 
@@ -323,6 +327,10 @@ def export_film_large():
 
 def export_film_dim12():
     return case("film_dim12", "film", seed=36, dim=12)
+
+
+def export_film_training():
+    return case("film_training", "film", seed=37, training=True, dim=8)
 
 
 # --- modality_dropout ----------------------------------------------------------------

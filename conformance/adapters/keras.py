@@ -8,13 +8,18 @@ that backend's autodiff (``jax.grad`` over ``stateless_call``, or
 
 from __future__ import annotations
 
-import keras
-import numpy as np
-from keras import ops
+import os
 
-import backends.keras as keras_backend
+# Keras's own default backend, TensorFlow, is not a dependency of this project.
+os.environ.setdefault("KERAS_BACKEND", "jax")
 
-from ..adapter import Adapter, NotSupported
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+import backends.keras as keras_backend  # noqa: E402
+
+from ..adapter import Adapter, NotSupported  # noqa: E402
 
 
 class KerasAdapter(Adapter):

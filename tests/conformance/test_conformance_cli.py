@@ -1,0 +1,107 @@
+"""The CLI, the reports and the expected-failures file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conformance import __main__ as cli
+from conformance import xfail
+
+
+def run_cli(tmp_path, *args):
+    md, js = tmp_path / "r.md", tmp_path / "r.json"
+    code = cli.main([*args, "--markdown", str(md), "--json", str(js), "--quiet"])
+    return code, md.read_text(), json.loads(js.read_text())
+
+
+def test_reference_run_writes_matrix_and_reports(tmp_path, capsys):
+    code, md, js = run_cli(
+        tmp_path, "--backend", "reference", "-k", "gated/*", "--exclude", "*/distribution/*"
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "gated" in out and "reference" in out and "wall time:" in out
+    assert "| gated | ✓ 11/11 (1 n/a) |" in md
+    assert js["summary"] == {"pass": 11, "n/a": 1}
+    assert {r["id"].split("/")[0] for r in js["results"]} == {"gated"}
+    first = next(r for r in js["results"] if r["category"] == "forward")
+    assert {"max_abs", "max_rel", "max_ulp"} <= set(first["tensors"][0])
+
+
+def test_broken_backend_fails_with_exit_code_1(tmp_path, capsys):
+    code, md, _ = run_cli(
+        tmp_path, "--backend", "conformance.broken:SwappedInputs", "-k", "film/forward/film_default"
+    )
+    assert code == 1
+    assert "v and t swapped" in capsys.readouterr().out
+    assert "**fail**" in md
+
+
+def test_xfail_marks_failures_and_warns_about_stale_entries(tmp_path, capsys):
+    entries = tmp_path / "xfail.txt"
+    entries.write_text(
+        "# backend check reason\n"
+        "broken-swapped-v-t  film/forward/*  swap fix pending (#1)\n"
+        "*  simple/forward/simple_default  long fixed\n"
+    )
+    code, md, js = run_cli(
+        tmp_path,
+        "--backend",
+        "conformance.broken:SwappedInputs",
+        "-k",
+        "film/forward/film_d*",
+        "-k",
+        "simple/forward/simple_default",
+        "--xfail",
+        str(entries),
+    )
+    assert code == 0
+    statuses = {r["id"]: r["status"] for r in js["results"]}
+    assert statuses["film/forward/film_default"] == "xfail"
+    assert statuses["simple/forward/simple_default"] == "xpass"
+    assert any("line 3" in w and "stale" in w for w in js["warnings"])
+    assert "stale expected-failure entry at line 3" in capsys.readouterr().err
+
+
+def test_xfail_entry_without_reason_is_an_error():
+    with pytest.raises(ValueError, match=r"x.txt:2: expected 'BACKEND CHECK REASON'"):
+        xfail.parse("# ok\ntorch shomr/*\n", "x.txt")
+
+
+def test_list_and_bad_backend(capsys):
+    assert cli.main(["list", "-k", "shomr/gradient/*"]) == 0
+    assert "shomr/gradient/shomr_route_image" in capsys.readouterr().out.split()
+    with pytest.raises(ValueError, match="expected 'module:Adapter'"):
+        cli.main(["--backend", "nonsense", "--quiet"])
+
+
+def test_python_m_conformance_spawns_keras_and_merges(tmp_path):
+    md, js = tmp_path / "r.md", tmp_path / "r.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "conformance",
+            "-k",
+            "gated/forward/gated_default",
+            "--keras-backends",
+            "numpy",
+            "--markdown",
+            str(md),
+            "--json",
+            str(js),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    backends = [line.split()[0] for line in proc.stdout.splitlines()[:1]]
+    assert backends == ["rule"]
+    assert "keras-numpy" in proc.stdout.splitlines()[0]
+    assert "[keras-numpy] gated: 1 pass" in proc.stderr
+    assert set(json.loads(js.read_text())["backends"]) == {"reference", "torch", "keras-numpy"}
