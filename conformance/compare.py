@@ -36,6 +36,7 @@ class TensorReport:
     max_abs: float = 0.0
     max_rel: float = 0.0
     max_ulp: float = 0.0
+    scaled: float = 0.0  # max |a - e| / max(1, max|e|): the atol this tensor needs
     worst: str = ""
     message: str = ""
 
@@ -96,6 +97,7 @@ def compare_values(
         max_abs=float(err.max()),
         max_rel=float(rel.max()),
         max_ulp=float(ulp.max()),
+        scaled=float(err.max() / scale),
     )
     worst = np.unravel_index(int(np.argmax(err - bound)), err.shape)
     report.worst = (

@@ -75,9 +75,19 @@ def _rule_done(adapter, rule, rows, start, progress) -> None:
     )
 
 
+#: One compute thread per process: the checks' tensors are tiny (at most 6 x 48), and
+#: processes sharing the cores with multi-threaded BLAS/Eigen pools run several times
+#: slower than single-threaded ones.
+SINGLE_THREAD = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+}
+
+
 def spawn_keras(keras_backend: str, args: list[str], rows_out: Path) -> subprocess.Popen:
     """``python -m conformance --backend keras`` under ``KERAS_BACKEND=keras_backend``."""
-    env = dict(os.environ, KERAS_BACKEND=keras_backend)
+    env = dict(os.environ, KERAS_BACKEND=keras_backend, **SINGLE_THREAD)
     cmd = [
         sys.executable,
         "-m",
@@ -103,6 +113,10 @@ def run_bundled(
 
     Returns rows, ``{backend: description}`` and wall seconds per backend.
     """
+    if "torch" in names:
+        import torch
+
+        torch.set_num_threads(1)  # see SINGLE_THREAD
     rows: list[dict] = []
     described: dict[str, str] = {}
     seconds: dict[str, float] = {}

@@ -296,8 +296,18 @@ def all_checks() -> list[Check]:
             if tr.rule == rule:
                 checks.append(Check(rule, "distribution", tr.name, _bind(check_trial, tr), tr.doc))
         for name, fn in PROPERTIES.items():
-            checks.append(Check(rule, "property", name, _bind(fn, rule)))
+            checks.append(Check(rule, "property", name, _bind(_applicable(fn), rule)))
     return checks
+
+
+def _applicable(prop):
+    """``prop`` preceded by the adapter's ``not_applicable`` for the rule's default case."""
+
+    def run(adapter: Adapter, rule: str) -> Outcome:
+        reason = adapter.not_applicable(_default_case(rule).spec, training=False)
+        return Outcome("n/a", reason) if reason else prop(adapter, rule)
+
+    return run
 
 
 def _bind(fn, arg):
