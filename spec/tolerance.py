@@ -8,9 +8,36 @@ reference margin is at most ``decision_margin(dtype)``. Gradients of
 ``sum(output * R)`` are compared with central finite differences of the
 reference within ``gradient_tolerance(dtype)``.
 
-Measurements behind the float32 numbers (``python -m conformance.measure``,
-every conformance case, PyTorch 2.13 CPU and Keras 3.15 on jax/torch/numpy):
-MEASUREMENTS
+Measurements behind the float32 numbers (``python -m conformance`` then
+``python -m conformance.measure``: all 102 forward cases and 18 gradient cases,
+PyTorch 2.13 CPU and Keras 3.15.1 on jax 0.10.2 / torch / numpy, float32):
+
+=================  ===========================  ==============================
+backend            worst forward error,         worst gradient error,
+                   ``max|a-e| / max(1,max|e|)``  scaled (see ``conformance.gradients``)
+=================  ===========================  ==============================
+torch              9.0e-7                       2.6e-7
+keras-jax          9.0e-7                       2.3e-7
+keras-torch        1.8e-6                       2.7e-7
+keras-numpy        1.4e-6                       (no autodiff)
+=================  ===========================  ==============================
+
+The worst forward tensor is ``route_probs`` of ``energy_aware_adaptive_large``
+(inputs of magnitude 1e3, logits in the thousands). The subtlest planted bug,
+tanh GELU, deviates by at most 2.3e-4 scaled over the catalogue
+(``shomr_training_automatic``); LayerNorm eps 1e-3 by 4.0e-2, attention scale
+1/dim by 0.55, a transposed weight or swapped inputs by more than 1.
+``atol = 1e-5`` sits between: 5.5x above the worst correct backend and 23x
+below the subtlest bug.
+``rtol = 1e-4`` bounds the error of large elements relative to themselves
+(float32 epsilon 1.2e-7 times the depth of the deepest case, 3 encoder layers,
+with a wide margin); ``decision_margin = 1e-4`` is 50x the worst error of any
+probability, so a decision that differs with a larger reference margin cannot
+be rounding. Gradients: ``atol = 1e-5`` is 37x the worst measured error.
+
+Float64 numbers are for float64 backends (the reference meets them exactly);
+bfloat16 numbers are not measured (no bundled bfloat16 backend) and follow from
+its epsilon 7.8e-3.
 """
 
 from __future__ import annotations
@@ -27,7 +54,7 @@ DECISION_MARGINS: dict[str, float] = {"float64": 1e-9, "float32": 1e-4, "bfloat1
 #: Gradients: ``rtol`` on each finite difference, ``atol`` times the gradient's scale.
 GRADIENT_TOLERANCES: dict[str, dict[str, float]] = {
     "float64": {"rtol": 1e-6, "atol": 1e-7},
-    "float32": {"rtol": 1e-3, "atol": 1e-4},
+    "float32": {"rtol": 1e-4, "atol": 1e-5},
     "bfloat16": {"rtol": 1e-1, "atol": 5e-2},
 }
 
