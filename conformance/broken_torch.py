@@ -1,10 +1,12 @@
-"""A broken PyTorch backend: a parameter that is never registered with ``torch.nn``.
+"""Broken PyTorch backends: an unregistered parameter, and the tanh GELU judged in float32.
 
 Kept apart from ``conformance.broken`` so that the reference-based broken
 backends run without PyTorch installed.
 """
 
 from __future__ import annotations
+
+import sys
 
 from .adapters.torch import TorchAdapter
 
@@ -30,3 +32,30 @@ class TorchUnregisteredParam(TorchAdapter):
         del owner._parameters[attr]
         setattr(owner, attr, value)
         return module
+
+
+def _tanh_gelu(x):
+    import torch.nn.functional as F
+
+    return F.gelu(x, approximate="tanh")
+
+
+class TorchTanhGelu(TorchAdapter):
+    """The PyTorch backend computing GELU with the tanh approximation: judged in float32."""
+
+    bug = "tanh-gelu"
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self.name = "broken-torch-tanh-gelu"
+
+    def _call(self, module, v, t, training, noise, options):
+        modules = [m for name, m in sys.modules.items() if name.startswith("backends.torch")]
+        saved = [(m, m.gelu) for m in modules if hasattr(m, "gelu")]
+        try:
+            for m, _ in saved:
+                m.gelu = _tanh_gelu
+            return super()._call(module, v, t, training, noise, options)
+        finally:
+            for m, original in saved:
+                m.gelu = original

@@ -143,3 +143,14 @@ def test_every_planted_bug_has_a_test():
     aliases = {"swapped_v_t": "swapped_v_and_t"}
     missing = [n for n in names if aliases.get(n, n) not in tests]
     assert not missing
+
+
+def test_tanh_gelu_torch_float32():
+    pytest.importorskip("torch", reason="the PyTorch variant needs torch")
+    from conformance.broken_torch import TorchTanhGelu
+
+    bad = failing(outcomes(TorchTanhGelu(), "concat_mlp/*", "shomr/forward/*", "gated/*"))
+    assert "concat_mlp/forward/concat_mlp_default" in bad
+    assert "tanh GELU instead of the erf form" in bad["concat_mlp/forward/concat_mlp_default"]
+    assert "concat_mlp/gradient/concat_mlp_hidden3_dim12" in bad
+    assert not any(i.startswith("gated/") for i in bad)

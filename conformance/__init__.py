@@ -1,0 +1,31 @@
+"""The conformance suite: one judge for every fusion-spec backend, ours and strangers'.
+
+A backend author implements an ``Adapter`` (``conformance.adapter``) and runs
+``python -m conformance --backend module:Adapter`` or
+``pytest -p conformance.pytest_plugin --fusion-adapter=module:Adapter``.
+The suite compares the backend with the float64 reference ``fusion_ref`` on a
+named case catalogue (``conformance.cases``), checks gradients against finite
+differences (``conformance.gradients``), the distributions of the backend's
+own RNG (``conformance.distribution``) and properties every backend must hold
+(``conformance.suite``), and writes a rule-by-rule matrix (``conformance.report``).
+Guide: ``docs/writing-a-backend.md``.
+"""
+
+from .adapter import Adapter, NotSupported, load_adapter
+from .cases import Case, all_cases, cases_of
+from .suite import CATEGORIES, Check, Outcome, all_checks, run_check, select
+
+__all__ = [
+    "CATEGORIES",
+    "Adapter",
+    "Case",
+    "Check",
+    "NotSupported",
+    "Outcome",
+    "all_cases",
+    "all_checks",
+    "cases_of",
+    "load_adapter",
+    "run_check",
+    "select",
+]
