@@ -101,7 +101,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--train", action="store_true", help="time forward + backward")
     parser.add_argument("--rules", nargs="*", default=list(spec.RULES))
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     torch._dynamo.config.recompile_limit = 64

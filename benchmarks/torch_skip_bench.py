@@ -70,7 +70,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--batches", type=int, nargs="*", default=[8, 32, 128, 512, 2048])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     D = args.dim
     scenarios = [
