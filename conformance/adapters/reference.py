@@ -31,6 +31,9 @@ class ReferenceAdapter(Adapter):
     def __init__(self, seed: int = 0):
         self.seed = seed
 
+    def describe(self) -> str:
+        return f"fusion_ref, NumPy {np.__version__} (float64, the oracle judged by itself)"
+
     def build(self, s, params):
         return ReferenceModel(s, params, self.seed)
 

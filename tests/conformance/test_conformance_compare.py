@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from conformance.compare import compare_decision, compare_values, ulp_distance
 
@@ -59,3 +60,42 @@ def test_exact_cases_have_no_boundary():
         "route", np.array([0]), np.array([1]), np.array([0.0]), "float32", exact=True
     )
     assert not d.ok and not d.boundary.any()
+
+
+class _FlipsOneRoute:
+    """Returns the reference's outputs with sample 2's route and output row changed."""
+
+    name, dtype = "flips-one-route", "float32"
+
+    def __init__(self, out, aux):
+        self.out, self.aux = out, aux
+
+    def not_applicable(self, s, *, training):
+        return None
+
+    def build(self, s, params):
+        return None
+
+    def forward(self, model, v, t, **kw):
+        out, aux = self.out.copy(), {k: np.array(a) for k, a in self.aux.items()}
+        aux["route"][2] = (aux["route"][2] + 1) % 3
+        out[2] += 1.0
+        return out, aux
+
+
+@pytest.mark.parametrize(("margin", "status"), [(1e-6, "boundary"), (0.5, "fail")])
+def test_forward_check_reports_boundary_samples(monkeypatch, margin, status):
+    from conformance import suite
+
+    case = next(c for c in suite.all_cases() if c.name == "shomr_default")
+    out, aux = suite.reference(case.name)
+    assert aux["hard"][2] == 1.0, "sample 2 takes the hard path, so its route matters"
+    moved = dict(aux, route_margin=aux["route_margin"].copy())
+    moved["route_margin"][2] = margin
+    monkeypatch.setattr(suite, "reference", lambda name: (out, moved))
+    outcome = suite.check_forward(_FlipsOneRoute(out, aux), case)
+    assert outcome.status == status
+    if status == "boundary":
+        assert outcome.message.startswith("samples [2]: a decision differs")
+    else:
+        assert "route: 1/6 samples differ" in outcome.message
