@@ -21,6 +21,7 @@ stated at ``D = 512`` (the original teacher's ``fusion_dim``).
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import re
 import sys
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import spec  # noqa: E402
-from spec.tolerance import TOLERANCES  # noqa: E402
+from spec import tolerance  # noqa: E402
 
 DOCS = ROOT / "docs"
 #: dim at which initial distributions and costs are stated.
@@ -329,17 +330,40 @@ def overview_block() -> str:
 
 
 def tolerances_block() -> str:
-    rows = [
-        [f"`{dtype}`", f"{tol['rtol']:g}", f"{tol['atol']:g}"] for dtype, tol in TOLERANCES.items()
+    rows = []
+    for dtype, tol in tolerance.TOLERANCES.items():
+        grad = tolerance.GRADIENT_TOLERANCES[dtype]
+        rows.append(
+            [
+                f"`{dtype}`",
+                f"{tol['rtol']:g}",
+                f"{tol['atol']:g}",
+                f"{tolerance.DECISION_MARGINS[dtype]:g}",
+                f"{grad['rtol']:g}",
+                f"{grad['atol']:g}",
+            ]
+        )
+    header = [
+        "computation dtype",
+        "rtol",
+        "atol",
+        "decision margin",
+        "gradient rtol",
+        "gradient atol",
     ]
-    return _table(["computation dtype", "rtol", "atol"], rows)
+    return _table(header, rows)
+
+
+def measurements_block() -> str:
+    """The policy's own justification, verbatim from ``spec/tolerance.py``."""
+    return "```text\n" + inspect.cleandoc(tolerance.__doc__) + "\n```\n"
 
 
 def pages() -> dict[str, dict[str, Callable[[], str]]]:
     """docs-relative page -> {block name: generator}; every listed block must be present."""
     out: dict[str, dict[str, Callable[[], str]]] = {
         "rules/index.md": {"overview": overview_block},
-        "conventions.md": {"tolerances": tolerances_block},
+        "conventions.md": {"tolerances": tolerances_block, "measurements": measurements_block},
     }
     for kind in spec.RULES:
         out[f"rules/{kind}.md"] = {
