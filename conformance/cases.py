@@ -39,6 +39,20 @@ import spec
 BATCH = 6
 
 
+#: What the common variants are for, when a case has no ``doc`` of its own.
+VARIANT_DOCS = {
+    "default": "Every spec default but dim (8).",
+    "batch1": "B = 1.",
+    "l2": "L2-normalised v and t.",
+    "zeros": "v = t = 0: LayerNorm of a constant, zero logits.",
+    "large": "Inputs of magnitude 1e3: saturated softmax and gates.",
+    "dim12": "dim not a power of two.",
+    "heads1": "One head: scale 1/sqrt(dim).",
+    "heads_dim": "heads = dim: head size 1.",
+    "training": "Training mode, dropout 0, injected noise where declared.",
+}
+
+
 @dataclass(frozen=True)
 class Case:
     """One named conformance case.
@@ -64,6 +78,14 @@ class Case:
     @property
     def rule(self) -> str:
         return self.spec.kind
+
+    @property
+    def purpose(self) -> str:
+        """``doc``, or the description of the case's variant."""
+        if self.doc:
+            return self.doc
+        variant = self.name[len(self.rule) + 1 :]
+        return next((d for v, d in VARIANT_DOCS.items() if variant.startswith(v)), "")
 
     def describe(self) -> str:
         mode = "training" if self.training else "eval"
@@ -208,7 +230,7 @@ def export_simple_heads1():
 
 
 def export_simple_heads_dim():
-    return case("simple_heads_dim", "simple", seed=7, dim=8, heads=8, layers=2)
+    return case("simple_heads_dim", "simple", seed=7, dim=12, heads=12, layers=2)
 
 
 def export_simple_dim12_layers3():
@@ -490,7 +512,7 @@ def export_transformer_concat_heads1():
 
 def export_transformer_concat_heads_dim():
     return case(
-        "transformer_concat_heads_dim", "transformer_concat", seed=68, dim=8, heads=8, layers=2
+        "transformer_concat_heads_dim", "transformer_concat", seed=68, dim=12, heads=12, layers=2
     )
 
 
@@ -534,7 +556,7 @@ def export_cross_attention_heads1():
 
 
 def export_cross_attention_heads_dim():
-    return case("cross_attention_heads_dim", "cross_attention", seed=77, dim=8, heads=8)
+    return case("cross_attention_heads_dim", "cross_attention", seed=77, dim=12, heads=12)
 
 
 def export_cross_attention_dim12():

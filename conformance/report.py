@@ -15,6 +15,8 @@ from pathlib import Path
 import spec
 from spec.tolerance import DECISION_MARGINS, GRADIENT_TOLERANCES, TOLERANCES
 
+from . import distribution
+from .cases import all_cases
 from .distribution import ALPHA
 from .suite import CATEGORIES
 
@@ -146,7 +148,44 @@ def markdown(rows: list[dict], backends: dict[str, str], warnings: list[str]) ->
     if warnings:
         out += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     out += ["", "## Tolerance policy", "", _policy_table(), ""]
+    out += ["## The case catalogue", "", _catalogue_table(), ""]
     return "\n".join(out)
+
+
+def _catalogue_table() -> str:
+    """Every forward case (``conformance/cases.py``) and distribution trial, one line each."""
+    table = [["case", "B", "D", "mode", "options", "exact", "gradient", "what it is for"]]
+    for c in all_cases():
+        changed = {
+            k: v
+            for k, v in c.spec.model_dump().items()
+            if k not in ("kind", "dim") and v != type(c.spec).model_fields[k].default
+        }
+        opts = ", ".join(f"{k}={v}" for k, v in {**changed, **c.options}.items())
+        table.append(
+            [
+                f"`{c.name}`",
+                str(c.v.shape[0]),
+                str(c.spec.dim),
+                "training" if c.training else "eval",
+                opts,
+                "yes" if c.exact_decisions else "",
+                "yes" if c.gradient else "",
+                c.purpose,
+            ]
+        )
+    trials = [["distribution trial", "draws", "mode", "test", "what it is for"]]
+    for tr in distribution.trials():
+        trials.append(
+            [
+                f"`{tr.name}`",
+                f"{tr.calls} x {tr.batch}",
+                "training" if tr.training else "eval",
+                tr.kind,
+                tr.doc,
+            ]
+        )
+    return render_markdown_table(table) + "\n\n" + render_markdown_table(trials)
 
 
 def _one_line(text: str) -> str:
