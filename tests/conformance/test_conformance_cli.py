@@ -105,3 +105,17 @@ def test_python_m_conformance_spawns_keras_and_merges(tmp_path):
     assert "keras-numpy" in proc.stdout.splitlines()[0]
     assert "[keras-numpy] gated: 1 pass" in proc.stderr
     assert set(json.loads(js.read_text())["backends"]) == {"reference", "torch", "keras-numpy"}
+
+
+def test_docs_page_catalogue_and_policy_are_current():
+    from pathlib import Path
+
+    from conformance import report
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "conformance.md").read_text()
+    assert report._policy_table() in page, (
+        "rerun: python -m conformance --markdown docs/conformance.md"
+    )
+    assert report._catalogue_table() in page, (
+        "rerun: python -m conformance --markdown docs/conformance.md"
+    )
