@@ -100,8 +100,3 @@ def load_adapter(target: str) -> Adapter:
     if missing:
         raise TypeError(f"--backend {target!r}: the adapter lacks {missing}")
     return adapter
-
-
-def to_numpy_aux(aux: Mapping[str, Any], convert) -> dict[str, np.ndarray]:
-    """``{name: convert(value)}``: the backend's aux as NumPy arrays."""
-    return {name: np.asarray(convert(value)) for name, value in aux.items()}

@@ -11,6 +11,7 @@ output matches the reference with ``v`` and ``t`` swapped.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 from collections.abc import Iterator
 
@@ -21,12 +22,8 @@ from fusion_ref import _layers
 
 from .adapters.reference import ReferenceAdapter
 
-_FUSION_REF_MODULES = [
-    m
-    for m in (
-        _layers,
-        *(__import__(f"fusion_ref.{kind}", fromlist=["x"]) for kind in fusion_ref.RULES),
-    )
+_FUSION_REF_MODULES = [_layers] + [
+    importlib.import_module(f"fusion_ref.{kind}") for kind in fusion_ref.RULES
 ]
 
 

@@ -87,13 +87,6 @@ class Case:
         variant = self.name[len(self.rule) + 1 :]
         return next((d for v, d in VARIANT_DOCS.items() if variant.startswith(v)), "")
 
-    def describe(self) -> str:
-        mode = "training" if self.training else "eval"
-        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
-        return (
-            f"{self.name}: {self.rule} B={self.v.shape[0]} D={self.spec.dim} {mode} {opts}".strip()
-        )
-
 
 # --- building blocks ------------------------------------------------------------------
 

@@ -38,7 +38,6 @@ from .compare import compare_decision, compare_values
 from .diagnose import diagnose
 
 CATEGORIES = ("forward", "gradient", "distribution", "property")
-FAILING = ("fail", "error")
 
 
 @dataclass
