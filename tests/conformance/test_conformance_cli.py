@@ -119,3 +119,18 @@ def test_docs_page_catalogue_and_policy_are_current():
     assert report._catalogue_table() in page, (
         "rerun: python -m conformance --markdown docs/conformance.md"
     )
+
+
+def test_measure_prints_the_worst_scaled_errors(tmp_path, capsys):
+    from conformance import measure
+
+    code, _, _ = run_cli(
+        tmp_path, "--backend", "torch", "-k", "film/*", "--exclude", "*/distribution/*"
+    )
+    assert code == 0
+    capsys.readouterr()
+    assert measure.main(str(tmp_path / "r.json")) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("torch"))
+    forward, _ulp, gradient = (float(x) for x in line.split()[1:4])
+    assert 0 < forward < 1e-5 and 0 < gradient < 1e-5
+    assert "film/" in line
