@@ -26,7 +26,7 @@ def test_golden_files_are_small_and_list_every_case():
     assert tensors[first["tensors"]["expected/output"]].dtype == np.float64
 
 
-def test_drift_is_detected(monkeypatch):
+def test_drift_is_detected():
     tensors, manifest = golden.generate()
     key = next(k for k in tensors if k.endswith("/expected/output"))
     tensors[key] = tensors[key] + 1e-6
