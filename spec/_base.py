@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Every numeric constant a backend needs is pinned here and exposed as a spec
 # field, never inherited from a framework default (Keras LayerNormalization:
@@ -262,26 +262,46 @@ def encoder_layer_macs(dim: int, tokens: int, ffn_mult: int) -> int:
     return attention_macs(dim, tokens, tokens) + ffn
 
 
-# --- field types shared by the rules -----------------------------------------
-
-Heads = Field(8, gt=0, description="Attention heads h; must divide dim. Scale 1/sqrt(dim/h).")
-Dropout = Field(
-    0.1,
-    ge=0.0,
-    lt=1.0,
-    description=(
-        "Element-wise dropout rate in training (attention weights, FFN, MLP). "
-        "Not part of the noise contract: the reference requires 0 in training."
-    ),
-)
-LayerNormEps = Literal[1e-05]
-GeluForm = Literal["erf"]
-FfnMult = Literal[4]
+# --- fields shared by the rules ----------------------------------------------
 
 
-def check_heads(kind: str, dim: int, heads: int) -> None:
-    if dim % heads:
-        raise ValueError(
-            f"{kind}: heads must divide dim; received heads={heads} with dim={dim} "
-            f"(dim % heads = {dim % heads})"
-        )
+def dropout_field():
+    return Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Element-wise dropout rate in training (attention weights, FFN, MLP). "
+            "Not part of the noise contract: the reference requires 0 in training."
+        ),
+    )
+
+
+def gelu_field():
+    return Field("erf", description="GELU form: exact, x * Phi(x) with erf.")
+
+
+class AttentionSpecBase(FusionSpecBase):
+    """Fields of the rules built from attention, LayerNorm and a GELU feed-forward.
+
+    ``layer_norm_eps``, ``gelu`` and ``ffn_mult`` admit one value each: they pin
+    the constants a backend must not take from its framework's defaults.
+    """
+
+    heads: int = Field(
+        8, gt=0, description="Attention heads h; must divide dim. Scale 1/sqrt(dim/h)."
+    )
+    dropout: float = dropout_field()
+    layer_norm_eps: Literal[1e-05] = Field(1e-05, description="LayerNorm epsilon.")
+    gelu: Literal["erf"] = gelu_field()
+    ffn_mult: Literal[4] = Field(4, description="Feed-forward width is ffn_mult * dim.")
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self):
+        """heads must divide dim (each head attends over dim / heads features)."""
+        if self.dim % self.heads:
+            raise ValueError(
+                f"{self.kind}: heads must divide dim; received heads={self.heads} with "
+                f"dim={self.dim} (dim % heads = {self.dim % self.heads})"
+            )
+        return self

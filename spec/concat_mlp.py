@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ._base import Dropout, FusionSpecBase, GeluForm, linear, linear_macs
+from ._base import FusionSpecBase, dropout_field, gelu_field, linear, linear_macs
 
 
 class ConcatMlpSpec(FusionSpecBase):
@@ -17,8 +17,8 @@ class ConcatMlpSpec(FusionSpecBase):
     kind: Literal["concat_mlp"] = "concat_mlp"
     hidden_mult: int = Field(2, gt=0, description="Hidden width is hidden_mult * dim.")
     layers: int = Field(2, gt=0, description="Number of linear layers (1 = a single linear).")
-    dropout: float = Dropout
-    gelu: GeluForm = Field("erf", description="GELU form: exact, x * Phi(x) with erf.")
+    dropout: float = dropout_field()
+    gelu: Literal["erf"] = gelu_field()
 
     def _widths(self) -> list[int]:
         hidden = self.hidden_mult * self.dim

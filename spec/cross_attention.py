@@ -4,41 +4,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
-
 from ._base import (
+    AttentionSpecBase,
     AuxSpec,
-    Dropout,
-    FfnMult,
-    FusionSpecBase,
-    GeluForm,
-    Heads,
-    LayerNormEps,
     attention,
     attention_macs,
-    check_heads,
     feed_forward,
     layer_norm,
     linear_macs,
 )
 
 
-class CrossAttentionSpec(FusionSpecBase):
+class CrossAttentionSpec(AttentionSpecBase):
     r"""$q = \mathrm{LN}_1(\tfrac12(v+t))$, $z = \mathrm{MHA}(q, X, X)$, $f = z + \mathrm{FFN}(\mathrm{LN}_2(z))$."""
 
     summary = "Query = LN(mean(v, t)) attends over [v, t]; residual FFN on top."
 
     kind: Literal["cross_attention"] = "cross_attention"
-    heads: int = Heads
-    dropout: float = Dropout
-    layer_norm_eps: LayerNormEps = Field(1e-05, description="LayerNorm epsilon.")
-    gelu: GeluForm = Field("erf", description="GELU form: exact, x * Phi(x) with erf.")
-    ffn_mult: FfnMult = Field(4, description="Feed-forward width is ffn_mult * dim.")
-
-    @model_validator(mode="after")
-    def _heads_divide_dim(self):
-        check_heads(self.kind, self.dim, self.heads)
-        return self
 
     def params(self):
         d = self.dim

@@ -4,23 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from ._base import (
+    AttentionSpecBase,
     AuxSpec,
     CallOption,
-    Dropout,
-    FfnMult,
-    FusionSpecBase,
-    GeluForm,
-    Heads,
     Init,
-    LayerNormEps,
     NoiseSpec,
     ParamSpec,
     attention,
     attention_macs,
-    check_heads,
     feed_forward,
     layer_norm,
     linear,
@@ -28,7 +22,7 @@ from ._base import (
 )
 
 
-class EnergyAwareAdaptiveSpec(FusionSpecBase):
+class EnergyAwareAdaptiveSpec(AttentionSpecBase):
     r"""Route $k$ from $r = \mathrm{softmax}(\mathrm{MLP}_r([v;t]))$: $v$, $t$, or
     $\mathrm{FFN}(\mathrm{LN}(g v + (1-g) t + a))$; energy loss
     $\lambda \max(0, \overline{c^\top r} - E_{budget})$.
@@ -47,8 +41,6 @@ class EnergyAwareAdaptiveSpec(FusionSpecBase):
 
     kind: Literal["energy_aware_adaptive"] = "energy_aware_adaptive"
     dim: int = Field(512, gt=0, description="Embedding size D of v, t and the output.")
-    heads: int = Heads
-    dropout: float = Dropout
     energy_budget_mJ: float = Field(8.0, ge=0.0, description="Energy budget E_budget in mJ.")
     energy_costs_mJ: tuple[float, float, float] = Field(
         (3.2, 4.1, 9.8), description="Energy of the image, text and both routes in mJ."
@@ -89,21 +81,14 @@ class EnergyAwareAdaptiveSpec(FusionSpecBase):
     output_drop_flag_p: float = Field(
         0.5, ge=0.0, le=1.0, description="Each of a sample's two flags is set with this prob."
     )
-    layer_norm_eps: LayerNormEps = Field(1e-05, description="LayerNorm epsilon.")
-    gelu: GeluForm = Field("erf", description="GELU form: exact, x * Phi(x) with erf.")
-    ffn_mult: FfnMult = Field(4, description="Feed-forward width is ffn_mult * dim.")
 
     @field_validator("energy_costs_mJ")
     @classmethod
     def _costs_non_negative(cls, costs):
+        """Every route's energy cost is >= 0."""
         if any(c < 0 for c in costs):
             raise ValueError(f"energy_costs_mJ must be >= 0; received {costs}")
         return costs
-
-    @model_validator(mode="after")
-    def _heads_divide_dim(self):
-        check_heads(self.kind, self.dim, self.heads)
-        return self
 
     def output_drop_probability(self, progress: float) -> float:
         """p = min(output_drop_max, output_drop_start + output_drop_ramp * progress)."""

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from ._base import (
+    AttentionSpecBase,
     AuxSpec,
     CallOption,
-    Dropout,
-    FfnMult,
-    FusionSpecBase,
-    GeluForm,
-    Heads,
-    LayerNormEps,
     NoiseSpec,
     attention,
     attention_macs,
-    check_heads,
     feed_forward,
     layer_norm,
     linear,
@@ -28,7 +22,7 @@ from ._base import (
 ROUTES = ("image", "text", "both")
 
 
-class ShomrSpec(FusionSpecBase):
+class ShomrSpec(AttentionSpecBase):
     r"""Confidence $c = \mathrm{softmax}(\mathrm{MLP}_c([v;t]))$ picks soft or hard routing per sample.
 
     Soft samples: $s = \mathrm{LN}_1(c_v v + c_t t + a)$, $f = s + \mathrm{FFN}(s)$ with
@@ -50,8 +44,6 @@ class ShomrSpec(FusionSpecBase):
     )
 
     kind: Literal["shomr"] = "shomr"
-    heads: int = Heads
-    dropout: float = Dropout
     confidence_threshold: float = Field(
         0.6, ge=0.0, le=1.0, description="A sample is hard where max confidence > this (strict)."
     )
@@ -75,14 +67,6 @@ class ShomrSpec(FusionSpecBase):
             "False (the original): the router gets no gradient."
         ),
     )
-    layer_norm_eps: LayerNormEps = Field(1e-05, description="LayerNorm epsilon.")
-    gelu: GeluForm = Field("erf", description="GELU form: exact, x * Phi(x) with erf.")
-    ffn_mult: FfnMult = Field(4, description="Feed-forward width is ffn_mult * dim.")
-
-    @model_validator(mode="after")
-    def _heads_divide_dim(self):
-        check_heads(self.kind, self.dim, self.heads)
-        return self
 
     def params(self):
         d = self.dim
