@@ -1,0 +1,104 @@
+"""Cases shared by the PyTorch and Keras backend tests (framework-neutral).
+
+Small sizes with non-square dense weights (``2D -> D``, ``D -> 4D``,
+``D -> hidden_mult * D``), so that a forgotten transpose fails on shape, and
+parameters perturbed away from their initialisation (unit LayerNorm weights,
+zero attention biases), so that a backend ignoring them fails on values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import spec
+
+BATCH = 8
+#: Decisions whose reference margin is below this may flip under float32 rounding.
+MARGIN = {"float32": 1e-4, "float64": 1e-9, "bfloat16": 3e-2}
+
+CASES: dict[str, dict] = {
+    "simple": dict(kind="simple", dim=12, heads=3, layers=2, dropout=0.0),
+    "concat_mlp": dict(kind="concat_mlp", dim=12, hidden_mult=3, layers=3, dropout=0.0),
+    "gated": dict(kind="gated", dim=12),
+    "film": dict(kind="film", dim=12),
+    "modality_dropout": dict(kind="modality_dropout", dim=12, p_img=0.4, p_txt=0.6),
+    "modality_dropout_sample": dict(
+        kind="modality_dropout", dim=12, p_img=0.5, p_txt=0.5, drop_granularity="sample"
+    ),
+    "transformer_concat": dict(kind="transformer_concat", dim=12, heads=2, layers=2, dropout=0.0),
+    "cross_attention": dict(kind="cross_attention", dim=16, heads=4, dropout=0.0),
+    "shomr": dict(kind="shomr", dim=16, heads=4, dropout=0.0, confidence_threshold=0.6),
+    "shomr_variant": dict(
+        kind="shomr",
+        dim=16,
+        heads=2,
+        dropout=0.0,
+        confidence_threshold=0.7,
+        routing_temperature=0.7,
+        fallback_threshold=0.6,
+        straight_through=True,
+    ),
+    "energy_aware_adaptive": dict(
+        kind="energy_aware_adaptive", dim=16, heads=4, dropout=0.0, energy_budget_mJ=5.0
+    ),
+    "energy_aware_adaptive_variant": dict(
+        kind="energy_aware_adaptive",
+        dim=16,
+        heads=2,
+        dropout=0.0,
+        energy_budget_mJ=4.0,
+        eval_routing="sample",
+        energy_weight_trainable=True,
+        straight_through=True,
+    ),
+}
+
+#: One case per rule, for the slow checks (compile, export).
+KIND_CASES = [name for name, fields in CASES.items() if name == fields["kind"]]
+
+#: Call options exercised per rule (the first is the default call).
+OPTIONS: dict[str, list[dict]] = {
+    "shomr": [{}, {"use_hard_routing": True}, {"use_hard_routing": False}],
+    "energy_aware_adaptive": [{}, {"progress": 0.5}],
+}
+
+#: (case id, call options) for every case and each of its rule's options.
+CALLS = [
+    (case, options)
+    for case, fields in CASES.items()
+    for options in OPTIONS.get(fields["kind"], [{}])
+]
+CALL_IDS = [
+    f"{case}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'default'}" for case, o in CALLS
+]
+
+
+def make_spec(case: str):
+    return spec.parse(CASES[case])
+
+
+def perturbed_params(s, seed: int = 0, scale: float = 0.2) -> dict[str, np.ndarray]:
+    """``init_params`` plus noise: LayerNorm and attention biases away from 1 and 0."""
+    rng = np.random.default_rng(seed + 100)
+    return {
+        name: (value + scale * rng.standard_normal(value.shape)).astype(np.float32)
+        for name, value in spec.init_params(s, seed=seed).items()
+    }
+
+
+def inputs(s, seed: int = 0, batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed + 200)
+    v = rng.standard_normal((batch, s.dim)).astype(np.float32)
+    t = rng.standard_normal((batch, s.dim)).astype(np.float32)
+    return v, t
+
+
+def unsure_samples(
+    s, ref_aux: dict, batch: int, *, training: bool, margin: float, **options
+) -> np.ndarray:
+    """``(B,)`` True where some decision of the reference lies within ``margin`` of a flip."""
+    unsure = np.zeros(batch, dtype=bool)
+    for a in s.aux(batch, training=training, **options):
+        if a.role == "decision":
+            unsure |= np.broadcast_to(ref_aux[a.margin] < margin, (batch,))
+    return unsure
