@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,24 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import spec  # noqa: E402
 from backends import torch as bt  # noqa: E402
-
-
-def timed(fns, repeats: int, warmup: int = 2) -> list[float]:
-    """Fastest milliseconds per call of each of ``fns``, run interleaved.
-
-    The minimum, not the median: on a shared machine it is the least disturbed run.
-    """
-    times: list[list[float]] = [[] for _ in fns]
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for fn in fns:
-                fn()
-        for _ in range(repeats):
-            for fn, record in zip(fns, times, strict=True):
-                start = time.perf_counter()
-                fn()
-                record.append(time.perf_counter() - start)
-    return [1e3 * min(record) for record in times]
+from benchmarks.torch_bench import timed  # noqa: E402
 
 
 def pin_router(module, both: float) -> None:
@@ -98,13 +80,14 @@ def main() -> None:
                 else torch.rand(n.shape, generator=gen)
                 for n in dense.spec.noise(B, training=True, **options)
             }
-            dense_ms, skip_ms = timed(
-                [
-                    lambda: dense(v, t, noise=noise, **options),  # noqa: B023
-                    lambda: skipping(v, t, noise=noise, **options),  # noqa: B023
-                ],
-                args.repeats,
-            )
+            with torch.inference_mode():
+                dense_ms, skip_ms = timed(
+                    [
+                        lambda: dense(v, t, noise=noise, **options),  # noqa: B023
+                        lambda: skipping(v, t, noise=noise, **options),  # noqa: B023
+                    ],
+                    args.repeats,
+                )
             label = "init" if both is None else f"{both:.2f}"
             print(
                 f"{kind:22s} {label:>7s} {B:6d} {dense_ms:9.2f} {skip_ms:9.2f} "

@@ -102,3 +102,18 @@ def unsure_samples(
         if a.role == "decision":
             unsure |= np.broadcast_to(ref_aux[a.margin] < margin, (batch,))
     return unsure
+
+
+#: Constructor arguments of the original modules for the legacy-checkpoint tests:
+#: non-square sizes, dim not a power of two.
+LEGACY = {
+    "simple": dict(dim=12, heads=3, layers=2),
+    "concat_mlp": dict(dim=12, layers=3, hidden_mult=3),
+    "gated": dict(dim=12),
+    "film": dict(dim=12),
+    "modality_dropout": dict(dim=12),
+    "transformer_concat": dict(dim=12, heads=2, layers=3),
+    "cross_attention": dict(dim=16, heads=4),
+    "shomr": dict(dim=16, heads=4),
+    "energy_aware_adaptive": dict(dim=16, heads=4),
+}

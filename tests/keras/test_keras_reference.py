@@ -23,6 +23,7 @@ from keras_cases import (
 import fusion_ref
 import spec
 from backends import keras as bk
+from tests.backend_cases import LEGACY
 
 
 @pytest.mark.parametrize(("case", "options"), CALLS, ids=CALL_IDS)
@@ -50,19 +51,6 @@ def test_training_with_injected_noise_matches_reference(case, options):
         s, params, v, t, training=True, noise=noise, return_aux=True, **options
     )
     assert_matches_reference(s, out, aux, ref, ref_aux, training=True, **options)
-
-
-LEGACY = {
-    "simple": dict(dim=12, heads=3, layers=2),
-    "concat_mlp": dict(dim=12, layers=3, hidden_mult=3),
-    "gated": dict(dim=12),
-    "film": dict(dim=12),
-    "modality_dropout": dict(dim=12),
-    "transformer_concat": dict(dim=12, heads=2, layers=3),
-    "cross_attention": dict(dim=16, heads=4),
-    "shomr": dict(dim=16, heads=4),
-    "energy_aware_adaptive": dict(dim=16, heads=4),
-}
 
 
 @pytest.mark.parametrize("kind", list(LEGACY))

@@ -15,20 +15,9 @@ import fusion_ref
 import spec
 from backends import torch as bt
 from spec.tolerance import tolerance
+from tests.backend_cases import LEGACY
 from tests.legacy_original import build_original, perturb_
 
-#: Original constructor arguments: non-square sizes, dim not a power of two.
-LEGACY = {
-    "simple": dict(dim=12, heads=3, layers=2),
-    "concat_mlp": dict(dim=12, layers=3, hidden_mult=3),
-    "gated": dict(dim=12),
-    "film": dict(dim=12),
-    "modality_dropout": dict(dim=12),
-    "transformer_concat": dict(dim=12, heads=2, layers=2),
-    "cross_attention": dict(dim=16, heads=4),
-    "shomr": dict(dim=16, heads=4),
-    "energy_aware_adaptive": dict(dim=16, heads=4),
-}
 #: What the weights cannot tell: the original's heads.
 GIVEN = {kind: {k: v for k, v in kw.items() if k == "heads"} for kind, kw in LEGACY.items()}
 #: The original computes deterministically in eval (energy_aware_adaptive samples;
