@@ -15,7 +15,7 @@ $(STAMP): requirements/ci.txt pyproject.toml
 	touch $(STAMP)
 
 report: venv
-	$(PY) -m conformance
+	$(PY) -m fusion_spec.conformance
 
 # Keras reads KERAS_BACKEND once per process, so its tests run once per backend.
 test: venv chromium lint test-core test-keras
@@ -33,6 +33,7 @@ test-core: venv
 test-keras: venv
 	KERAS_BACKEND=jax $(PY) -m pytest -q tests/keras
 	KERAS_BACKEND=torch $(PY) -m pytest -q tests/keras
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q tests/keras
 	KERAS_BACKEND=numpy $(PY) -m pytest -q tests/keras
 
 clean:

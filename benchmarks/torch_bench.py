@@ -3,7 +3,7 @@
 For each rule at ``B=256, D=512`` (the teacher's ``fusion_dim``, 8 heads, the
 rules' default depths), in eval under ``torch.inference_mode`` on the CPU:
 
-* ``eager``: ``backends.torch.build(s)``;
+* ``eager``: ``fusion_spec.backends.torch.build(s)``;
 * ``compiled``: ``torch.compile(module, fullgraph=True, dynamic=False)``;
 * ``original``: the original research module (the transcription in
   ``tests/legacy_original.py``; ``transformer_concat``'s crashes, so its row
@@ -28,8 +28,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import spec  # noqa: E402
-from backends import torch as bt  # noqa: E402
+from fusion_spec import spec  # noqa: E402
+from fusion_spec.backends import torch as bt  # noqa: E402
 from tests.legacy_original import build_original  # noqa: E402
 
 #: Constructor arguments of the original modules at the benchmark size.

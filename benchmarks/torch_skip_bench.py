@@ -24,9 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import spec  # noqa: E402
-from backends import torch as bt  # noqa: E402
 from benchmarks.torch_bench import timed  # noqa: E402
+from fusion_spec import spec  # noqa: E402
+from fusion_spec.backends import torch as bt  # noqa: E402
 
 
 def pin_router(module, both: float) -> None:

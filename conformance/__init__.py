@@ -1,13 +1,13 @@
 """The conformance suite: one judge for every fusion-spec backend, ours and strangers'.
 
 A backend author implements an ``Adapter`` (``conformance.adapter``) and runs
-``python -m conformance --backend module:Adapter`` or
-``pytest -p conformance.pytest_plugin --fusion-adapter=module:Adapter``.
+``python -m fusion_spec.conformance --backend module:Adapter`` or
+``pytest -p fusion_spec.conformance.pytest_plugin --fusion-adapter=module:Adapter``.
 The suite compares the backend with the float64 reference ``fusion_ref`` on a
-named case catalogue (``conformance.cases``), checks gradients against finite
-differences (``conformance.gradients``), the distributions of the backend's
+named case catalogue (``fusion_spec.conformance.cases``), checks gradients against finite
+differences (``fusion_spec.conformance.gradients``), the distributions of the backend's
 own RNG (``conformance.distribution``) and properties every backend must hold
-(``conformance.suite``), and writes a rule-by-rule matrix (``conformance.report``).
+(``fusion_spec.conformance.suite``), and writes a rule-by-rule matrix (``fusion_spec.conformance.report``).
 Guide: ``docs/writing-a-backend.md``.
 """
 

@@ -1,9 +1,9 @@
-"""``python -m conformance``: judge backends and write the report.
+"""``python -m fusion_spec.conformance``: judge backends and write the report.
 
 Default: the reference and the PyTorch backend in this process, and the Keras
-backend once per Keras backend (jax, torch, numpy) in subprocesses, merged
+backend once per Keras backend (jax, torch, tensorflow, numpy) in subprocesses, merged
 into one matrix on stdout, ``reports/conformance.md`` and
-``reports/conformance.json``. ``python -m conformance golden`` regenerates the
+``reports/conformance.json``. ``python -m fusion_spec.conformance golden`` regenerates the
 golden vectors (``--check`` only compares).
 """
 
@@ -17,14 +17,14 @@ from pathlib import Path
 
 from . import golden, report, xfail
 from .adapter import load_adapter
-from .adapters import BUNDLED, KERAS_BACKENDS
+from .adapters import BUNDLED, KERAS_BACKENDS, not_installed
 from .runner import run_adapter, run_bundled
 from .suite import all_checks, select
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m conformance",
+        prog="python -m fusion_spec.conformance",
         description="Judge fusion-spec backends against the float64 reference, rule by rule.",
     )
     p.add_argument(
@@ -118,15 +118,26 @@ def main(argv: list[str] | None = None) -> int:
             rows += run_adapter(adapter, checks, progress)
             seconds[adapter.name] = time.perf_counter() - start
     else:
-        keras_backends = [b for b in args.keras_backends.split(",") if b]
+        # the default run judges the bundled backends whose frameworks are installed
+        skipped = {
+            name: why
+            for name in ["torch", *(f"keras-{b}" for b in args.keras_backends.split(",") if b)]
+            if (why := not_installed(name))
+        }
+        keras_backends = [
+            b for b in args.keras_backends.split(",") if b and f"keras-{b}" not in skipped
+        ]
         rows, backends, seconds = run_bundled(
-            ["reference", "torch", "keras"],
+            ["reference", *(["torch"] if "torch" not in skipped else []), "keras"],
             keras_backends,
             checks,
             forward_args,
             args.jobs,
             progress,
         )
+        for name, why in skipped.items():
+            backends[name] = f"not judged: {why}"
+            print(f"not judged: {name}, {why}")
     warnings = xfail.apply(rows, xfail.load(args.xfail)) if args.xfail else []
     seconds["total"] = time.perf_counter() - began
     report.write(

@@ -87,7 +87,7 @@ def load_adapter(target: str) -> Adapter:
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(
-            f"--backend expected 'module:Adapter' (e.g. conformance.adapters.torch:TorchAdapter); "
+            f"--backend expected 'module:Adapter' (e.g. fusion_spec.conformance.adapters.torch:TorchAdapter); "
             f"received {target!r}"
         )
     module = importlib.import_module(module_name)

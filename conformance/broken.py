@@ -17,13 +17,13 @@ from collections.abc import Iterator
 
 import numpy as np
 
-import fusion_ref
-from fusion_ref import _layers
+from fusion_spec import fusion_ref
+from fusion_spec.fusion_ref import _layers
 
 from .adapters.reference import ReferenceAdapter
 
 _FUSION_REF_MODULES = [_layers] + [
-    importlib.import_module(f"fusion_ref.{kind}") for kind in fusion_ref.RULES
+    importlib.import_module(f"fusion_spec.fusion_ref.{kind}") for kind in fusion_ref.RULES
 ]
 
 

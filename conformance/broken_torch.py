@@ -1,6 +1,6 @@
 """Broken PyTorch backends: an unregistered parameter, and the tanh GELU judged in float32.
 
-Kept apart from ``conformance.broken`` so that the reference-based broken
+Kept apart from ``fusion_spec.conformance.broken`` so that the reference-based broken
 backends run without PyTorch installed.
 """
 
@@ -50,7 +50,7 @@ class TorchTanhGelu(TorchAdapter):
         self.name = "broken-torch-tanh-gelu"
 
     def _call(self, module, v, t, training, noise, options):
-        modules = [m for name, m in sys.modules.items() if name.startswith("backends.torch")]
+        modules = [m for name, m in sys.modules.items() if name.startswith("fusion_spec.backends.torch")]
         saved = [(m, m.gelu) for m in modules if hasattr(m, "gelu")]
         try:
             for m, _ in saved:

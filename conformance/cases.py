@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-import spec
+from fusion_spec import spec
 
 #: Batch size of most cases.
 BATCH = 6

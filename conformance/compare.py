@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from spec.tolerance import decision_margin, tolerance
+from fusion_spec.spec.tolerance import decision_margin, tolerance
 
 
 @dataclass

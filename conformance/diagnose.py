@@ -1,7 +1,7 @@
 """Hints for a failing output: which known bug reproduces the backend's numbers.
 
 When a forward check fails, the reference is re-run with each planted-bug
-mutation of ``conformance.broken`` (and every square weight transposed in turn);
+mutation of ``fusion_spec.conformance.broken`` (and every square weight transposed in turn);
 a mutation whose output matches the backend's within the tolerance is named in
 the failure message ("hint: matches the reference with v and t swapped").
 Only run on failure, so a passing backend pays nothing.
@@ -13,7 +13,7 @@ import contextlib
 
 import numpy as np
 
-import fusion_ref
+from fusion_spec import fusion_ref
 
 from . import broken
 from .cases import Case

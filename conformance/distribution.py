@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-import fusion_ref
+from fusion_spec import fusion_ref
 
 from .cases import make_spec, perturbed, route_logits
 

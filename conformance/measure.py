@@ -1,6 +1,6 @@
-"""``python -m conformance.measure [REPORT.json]``: the error figures behind the tolerance policy.
+"""``python -m fusion_spec.conformance.measure [REPORT.json]``: the error figures behind the tolerance policy.
 
-Reads a JSON report of ``python -m conformance`` and prints, per backend, the
+Reads a JSON report of ``python -m fusion_spec.conformance`` and prints, per backend, the
 largest scaled error of any forward tensor (``max|a - e| / max(1, max|e|)``,
 the ``atol`` that tensor alone would need) and of any gradient (element-wise:
 divided by the case's gradient scale ``S``; directional: by ``|g| + S``),

@@ -2,8 +2,8 @@
 
 Usage, from the adopter's repository::
 
-    pytest -p conformance.pytest_plugin --fusion-adapter=my_pkg.adapter:MyAdapter
-    pytest -p conformance.pytest_plugin --fusion-adapter=... \\
+    pytest -p fusion_spec.conformance.pytest_plugin --fusion-adapter=my_pkg.adapter:MyAdapter
+    pytest -p fusion_spec.conformance.pytest_plugin --fusion-adapter=... \\
         --fusion-include='shomr/*' --fusion-exclude='*/distribution/*' \\
         --fusion-xfail=conformance-xfail.txt
 

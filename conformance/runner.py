@@ -1,7 +1,7 @@
 """Running adapters through the checks: in this process, or one subprocess per Keras backend.
 
 Keras picks its backend once per process from ``KERAS_BACKEND``, so the bundled
-run judges Keras by spawning ``python -m conformance --backend keras --rows-out F``
+run judges Keras by spawning ``python -m fusion_spec.conformance --backend keras --rows-out F``
 once per Keras backend (at most ``jobs`` at a time) while this process runs
 the other backends, then merges every row into one matrix.
 """
@@ -86,12 +86,12 @@ SINGLE_THREAD = {
 
 
 def spawn_keras(keras_backend: str, args: list[str], rows_out: Path) -> subprocess.Popen:
-    """``python -m conformance --backend keras`` under ``KERAS_BACKEND=keras_backend``."""
+    """``python -m fusion_spec.conformance --backend keras`` under ``KERAS_BACKEND=keras_backend``."""
     env = dict(os.environ, KERAS_BACKEND=keras_backend, **SINGLE_THREAD)
     cmd = [
         sys.executable,
         "-m",
-        "conformance",
+        "fusion_spec.conformance",
         "--backend",
         "keras",
         "--rows-out",

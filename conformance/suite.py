@@ -28,8 +28,7 @@ from functools import cache
 
 import numpy as np
 
-import fusion_ref
-import spec
+from fusion_spec import fusion_ref, spec
 
 from . import distribution, gradients
 from .adapter import Adapter, NotSupported

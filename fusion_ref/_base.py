@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from spec import as_numpy, check_params, parse
+from fusion_spec.spec import as_numpy, check_params, parse
 
 
 def check_inputs(s, v: Any, t: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,8 @@ reference margin is at most ``decision_margin(dtype)``. Gradients of
 ``sum(output * R)`` are compared with central finite differences of the
 reference within ``gradient_tolerance(dtype)``.
 
-Measurements behind the float32 numbers (``python -m conformance`` then
-``python -m conformance.measure``: all 102 forward cases and 18 gradient cases,
+Measurements behind the float32 numbers (``python -m fusion_spec.conformance`` then
+``python -m fusion_spec.conformance.measure``: all 102 forward cases and 18 gradient cases,
 PyTorch 2.13 CPU and Keras 3.15.1 on jax 0.10.2 / torch / numpy, float32):
 
 =================  ===========================  ==============================

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import spec
+from fusion_spec import spec
 
 BATCH = 8
 #: Decisions whose reference margin is below this may flip under float32 rounding.

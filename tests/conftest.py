@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import spec
+from fusion_spec import spec
 
 SIZES = {"dim": 12, "heads": 3}
 

@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import spec  # noqa: E402
-from spec import tolerance  # noqa: E402
+from fusion_spec import spec  # noqa: E402
+from fusion_spec.spec import tolerance  # noqa: E402
 
 DOCS = ROOT / "docs"
 #: dim at which initial distributions and costs are stated.

@@ -1,28 +1,69 @@
 """The Keras 3 backend: the nine fusion rules as Keras layers, written once with ``keras.ops``.
 
 Runs on every Keras backend chosen by ``KERAS_BACKEND`` before Keras is imported
-(``jax``, ``torch``, ``numpy``; the NumPy backend cannot train). Each layer
+(``jax``, ``torch``, ``tensorflow``, ``numpy``; the NumPy backend cannot train).
+Without ``KERAS_BACKEND``, Keras's own default applies (``tensorflow``, or the
+``backend`` of ``~/.keras/keras.json``); a backend that is not installed raises an
+``ImportError`` that names it and how to install or choose one. Each layer
 computes its spec's function; canonical params load with ``load_canonical``
 and export with ``canonical_params``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
-from spec import parse
+from fusion_spec.spec import parse
 
-from ._layers import FusionLayer
-from .concat_mlp import ConcatMlpFusion
-from .cross_attention import CrossAttentionFusion
-from .energy_aware_adaptive import EnergyAwareAdaptiveFusion
-from .film import FilmFusion
-from .gated import GatedFusion
-from .modality_dropout import ModalityDropoutFusion
-from .shomr import ShomrFusion
-from .simple import SimpleFusion
-from .transformer_concat import TransformerConcatFusion
+#: Keras backend -> what to install for it.
+INSTALL = {
+    "jax": "pip install 'fusion-spec[keras-jax]'",
+    "tensorflow": "pip install 'fusion-spec[keras-tensorflow]'",
+    "torch": "pip install 'fusion-spec[keras,torch]'",
+    "numpy": "pip install 'fusion-spec[keras-jax]' (Keras's numpy backend imports jax and scipy)",
+}
+
+
+def _import_keras() -> None:
+    """Import Keras, turning a missing Keras backend into an error that says what to do."""
+    try:
+        import keras  # noqa: F401
+    except ModuleNotFoundError as err:
+        if err.name == "keras":
+            raise ImportError(
+                "fusion_spec.backends.keras needs Keras 3; received no 'keras' module: "
+                "pip install 'fusion-spec[keras-jax]' (or [keras-tensorflow], [keras,torch])"
+            ) from err
+        chosen = os.environ.get("KERAS_BACKEND")
+        origin = (
+            f"KERAS_BACKEND={chosen!r}"
+            if chosen
+            else "KERAS_BACKEND is not set, so Keras chose its default (tensorflow, or the "
+            "'backend' of ~/.keras/keras.json)"
+        )
+        backend = chosen or "tensorflow"
+        raise ImportError(
+            f"fusion_spec.backends.keras: {origin}, but that Keras backend cannot be imported "
+            f"(missing module {err.name!r}). Install it ({INSTALL.get(backend, 'see keras.io')}) "
+            "or choose an installed backend with KERAS_BACKEND=jax|torch|tensorflow|numpy "
+            "before Keras is first imported."
+        ) from err
+
+
+_import_keras()
+
+from ._layers import FusionLayer  # noqa: E402
+from .concat_mlp import ConcatMlpFusion  # noqa: E402
+from .cross_attention import CrossAttentionFusion  # noqa: E402
+from .energy_aware_adaptive import EnergyAwareAdaptiveFusion  # noqa: E402
+from .film import FilmFusion  # noqa: E402
+from .gated import GatedFusion  # noqa: E402
+from .modality_dropout import ModalityDropoutFusion  # noqa: E402
+from .shomr import ShomrFusion  # noqa: E402
+from .simple import SimpleFusion  # noqa: E402
+from .transformer_concat import TransformerConcatFusion  # noqa: E402
 
 #: kind -> Keras layer class.
 LAYERS: dict[str, type[FusionLayer]] = {

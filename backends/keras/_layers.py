@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from spec import Init, ParamSpec, WeightsError, as_numpy, check_params, parse
+from fusion_spec.spec import Init, ParamSpec, WeightsError, as_numpy, check_params, parse
 
 Drop = Callable[[Any], Any]
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from spec import RULES, WeightsError, from_legacy, parse
+from fusion_spec.spec import RULES, WeightsError, from_legacy, parse
 
 from ._layers import FusionModule
 from .concat_mlp import ConcatMlpFusion

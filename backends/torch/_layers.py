@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spec import as_numpy, check_params, parse
+from fusion_spec.spec import as_numpy, check_params, parse
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:

@@ -1,4 +1,4 @@
-"""The Keras backend (``backends.keras``) as a conformance adapter, on the process's Keras backend.
+"""The Keras backend (``fusion_spec.backends.keras``) as a conformance adapter, on the process's Keras backend.
 
 Keras reads ``KERAS_BACKEND`` once per process, so this adapter judges
 exactly one of jax, torch or numpy; its ``name`` says which. Gradients use
@@ -8,16 +8,11 @@ that backend's autodiff (``jax.grad`` over ``stateless_call``, or
 
 from __future__ import annotations
 
-import os
-
-# Keras's own default backend, TensorFlow, is not a dependency of this project.
-os.environ.setdefault("KERAS_BACKEND", "jax")
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-import backends.keras as keras_backend  # noqa: E402
+import fusion_spec.backends.keras as keras_backend  # noqa: E402
 
 from ..adapter import Adapter, NotSupported  # noqa: E402
 
@@ -63,6 +58,10 @@ class KerasAdapter(Adapter):
             grads = self._torch_gradients(
                 model, variables, v, t, cotangent, training, noise, options
             )
+        elif self.backend == "tensorflow":
+            grads = self._tensorflow_gradients(
+                model, variables, v, t, cotangent, training, noise, options
+            )
         else:
             raise NotSupported(f"Keras's {self.backend} backend has no autodiff")
         for name in model.transposed:
@@ -89,6 +88,22 @@ class KerasAdapter(Adapter):
         grads = {"v": np.asarray(g_v), "t": np.asarray(g_t)}
         for name in names:
             grads[name] = np.asarray(g_params[index[id(variables[name])]])
+        return grads
+
+    def _tensorflow_gradients(self, model, variables, v, t, cotangent, training, noise, options):
+        import tensorflow as tf
+
+        tv, tt = tf.constant(v), tf.constant(t)
+        names = list(variables)
+        with tf.GradientTape() as tape:
+            tape.watch([tv, tt])
+            out, _ = model(tv, tt, training=training, noise=noise, return_aux=True, **options)
+            loss = tf.reduce_sum(out * tf.constant(cotangent))
+        g = tape.gradient(loss, [tv, tt] + [variables[n].value for n in names])
+        grads = {"v": g[0].numpy(), "t": g[1].numpy()}
+        for name, value in zip(names, g[2:], strict=True):
+            if value is not None:
+                grads[name] = tf.convert_to_tensor(value).numpy()
         return grads
 
     def _torch_gradients(self, model, variables, v, t, cotangent, training, noise, options):

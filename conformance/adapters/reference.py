@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import fusion_ref
+from fusion_spec import fusion_ref
 
 from ..adapter import Adapter, NotSupported
 

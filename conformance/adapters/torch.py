@@ -1,11 +1,11 @@
-"""The PyTorch backend (``backends.torch``) as a conformance adapter, float32 on the CPU."""
+"""The PyTorch backend (``fusion_spec.backends.torch``) as a conformance adapter, float32 on the CPU."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-import backends.torch as torch_backend
+import fusion_spec.backends.torch as torch_backend
 
 from ..adapter import Adapter
 

@@ -3,16 +3,16 @@
 The backend is deliberately tiny (two rules, hand-written gradients) so the
 adapter's five methods stand out. Judge it with either runner::
 
-    python -m conformance --backend conformance.examples.minimal_adapter:MinimalAdapter
-    pytest -p conformance.pytest_plugin \
-        --fusion-adapter=conformance.examples.minimal_adapter:MinimalAdapter
+    python -m fusion_spec.conformance --backend fusion_spec.conformance.examples.minimal_adapter:MinimalAdapter
+    pytest -p fusion_spec.conformance.pytest_plugin \
+        --fusion-adapter=fusion_spec.conformance.examples.minimal_adapter:MinimalAdapter
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from conformance.adapter import Adapter
+from fusion_spec.conformance.adapter import Adapter
 
 
 class TinyFusion:

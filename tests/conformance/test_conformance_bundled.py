@@ -1,5 +1,5 @@
 """The bundled backends pass every check: the reference and PyTorch here, one test per check;
-Keras once per Keras backend (jax, torch, numpy) in subprocesses, as the CLI runs it."""
+Keras once per Keras backend (jax, torch, tensorflow, numpy) in subprocesses, as the CLI runs it."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import sys
 
 import pytest
 
-from conformance.suite import all_checks, run_check
+from fusion_spec.conformance.suite import all_checks, run_check
 
 CHECKS = {c.id: c for c in all_checks()}
 
 
 @pytest.fixture(scope="module")
 def reference_adapter():
-    from conformance.adapters.reference import ReferenceAdapter
+    from fusion_spec.conformance.adapters.reference import ReferenceAdapter
 
     return ReferenceAdapter()
 
@@ -22,7 +22,7 @@ def reference_adapter():
 @pytest.fixture(scope="module")
 def torch_adapter():
     pytest.importorskip("torch", reason="the PyTorch backend needs torch")
-    from conformance.adapters.torch import TorchAdapter
+    from fusion_spec.conformance.adapters.torch import TorchAdapter
 
     return TorchAdapter()
 
@@ -46,7 +46,7 @@ def test_torch(torch_adapter, check_id):
 
 
 def test_keras_on_jax_torch_and_numpy(tmp_path):
-    from conformance.runner import run_bundled
+    from fusion_spec.conformance.runner import run_bundled
 
     rows, backends, _ = run_bundled(
         ["keras"], ["jax", "torch", "numpy"], list(CHECKS.values()), ["--quiet"], 2, sys.stderr

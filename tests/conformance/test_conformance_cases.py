@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import fusion_ref
-import spec
-from conformance.cases import BOUNDARY_NOISE, EXPORTS, all_cases, cases_of
-from conformance.suite import reference
+from fusion_spec import fusion_ref, spec
+from fusion_spec.conformance.cases import BOUNDARY_NOISE, EXPORTS, all_cases, cases_of
+from fusion_spec.conformance.suite import reference
 
 
 def aux_of(name):

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from conformance import __main__ as cli
-from conformance import xfail
+from fusion_spec.conformance import __main__ as cli
+from fusion_spec.conformance import xfail
 
 
 def run_cli(tmp_path, *args):
@@ -34,7 +34,7 @@ def test_reference_run_writes_matrix_and_reports(tmp_path, capsys):
 
 def test_broken_backend_fails_with_exit_code_1(tmp_path, capsys):
     code, md, _ = run_cli(
-        tmp_path, "--backend", "conformance.broken:SwappedInputs", "-k", "film/forward/film_default"
+        tmp_path, "--backend", "fusion_spec.conformance.broken:SwappedInputs", "-k", "film/forward/film_default"
     )
     assert code == 1
     assert "v and t swapped" in capsys.readouterr().out
@@ -51,7 +51,7 @@ def test_xfail_marks_failures_and_warns_about_stale_entries(tmp_path, capsys):
     code, md, js = run_cli(
         tmp_path,
         "--backend",
-        "conformance.broken:SwappedInputs",
+        "fusion_spec.conformance.broken:SwappedInputs",
         "-k",
         "film/forward/film_d*",
         "-k",
@@ -85,7 +85,7 @@ def test_python_m_conformance_spawns_keras_and_merges(tmp_path):
         [
             sys.executable,
             "-m",
-            "conformance",
+            "fusion_spec.conformance",
             "-k",
             "gated/forward/gated_default",
             "--keras-backends",
@@ -110,19 +110,19 @@ def test_python_m_conformance_spawns_keras_and_merges(tmp_path):
 def test_docs_page_catalogue_and_policy_are_current():
     from pathlib import Path
 
-    from conformance import report
+    from fusion_spec.conformance import report
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "conformance.md").read_text()
     assert report._policy_table() in page, (
-        "rerun: python -m conformance --markdown docs/conformance.md"
+        "rerun: python -m fusion_spec.conformance --markdown docs/conformance.md"
     )
     assert report._catalogue_table() in page, (
-        "rerun: python -m conformance --markdown docs/conformance.md"
+        "rerun: python -m fusion_spec.conformance --markdown docs/conformance.md"
     )
 
 
 def test_measure_prints_the_worst_scaled_errors(tmp_path, capsys):
-    from conformance import measure
+    from fusion_spec.conformance import measure
 
     code, _, _ = run_cli(
         tmp_path, "--backend", "torch", "-k", "film/*", "--exclude", "*/distribution/*"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conformance.compare import compare_decision, compare_values, ulp_distance
+from fusion_spec.conformance.compare import compare_decision, compare_values, ulp_distance
 
 
 def test_ulp_distance_counts_representable_steps_across_zero():
@@ -85,7 +85,7 @@ class _FlipsOneRoute:
 
 @pytest.mark.parametrize(("margin", "status"), [(1e-6, "boundary"), (0.5, "fail")])
 def test_forward_check_reports_boundary_samples(monkeypatch, margin, status):
-    from conformance import suite
+    from fusion_spec.conformance import suite
 
     case = next(c for c in suite.all_cases() if c.name == "shomr_default")
     out, aux = suite.reference(case.name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conformance.distribution import binom_test, chi2_sf, chi2_test
+from fusion_spec.conformance.distribution import binom_test, chi2_sf, chi2_test
 
 stats = pytest.importorskip("scipy.stats", reason="SciPy is the independent check of the p-values")
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conformance.examples.minimal_adapter import MinimalAdapter
-from conformance.suite import all_checks, run_check
+from fusion_spec.conformance.examples.minimal_adapter import MinimalAdapter
+from fusion_spec.conformance.suite import all_checks, run_check
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,8 +38,8 @@ def test_example_under_the_pytest_plugin(tmp_path):
             "-m",
             "pytest",
             "-p",
-            "conformance.pytest_plugin",
-            "--fusion-adapter=conformance.examples.minimal_adapter:MinimalAdapter",
+            "fusion_spec.conformance.pytest_plugin",
+            "--fusion-adapter=fusion_spec.conformance.examples.minimal_adapter:MinimalAdapter",
             "--fusion-include=gated/*",
             "--fusion-include=shomr/forward/shomr_default",
             "-q",
@@ -65,8 +65,8 @@ def test_plugin_reports_a_failing_check(tmp_path):
             "-m",
             "pytest",
             "-p",
-            "conformance.pytest_plugin",
-            "--fusion-adapter=conformance.broken:SwappedInputs",
+            "fusion_spec.conformance.pytest_plugin",
+            "--fusion-adapter=fusion_spec.conformance.broken:SwappedInputs",
             "--fusion-include=film/forward/film_default",
             "-q",
             "-p",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-import spec
-from conformance import broken
-from conformance.suite import all_checks, run_check, select
+from fusion_spec import spec
+from fusion_spec.conformance import broken
+from fusion_spec.conformance.suite import all_checks, run_check, select
 
 
 def outcomes(adapter, *patterns):
@@ -126,7 +126,7 @@ def test_unregistered_param():
 
 def test_unregistered_param_torch():
     pytest.importorskip("torch", reason="the PyTorch variant needs torch")
-    from conformance.broken_torch import TorchUnregisteredParam
+    from fusion_spec.conformance.broken_torch import TorchUnregisteredParam
 
     bad = failing(outcomes(TorchUnregisteredParam(), "gated/*", "film/*"))
     assert "params ['gate.bias'] are not registered" in bad["gated/property/params_roundtrip"]
@@ -147,7 +147,7 @@ def test_every_planted_bug_has_a_test():
 
 def test_tanh_gelu_torch_float32():
     pytest.importorskip("torch", reason="the PyTorch variant needs torch")
-    from conformance.broken_torch import TorchTanhGelu
+    from fusion_spec.conformance.broken_torch import TorchTanhGelu
 
     bad = failing(outcomes(TorchTanhGelu(), "concat_mlp/*", "shomr/forward/*", "gated/*"))
     assert "concat_mlp/forward/concat_mlp_default" in bad

@@ -17,7 +17,7 @@ import sys
 import pytest
 from docs_support import DOCS, ROOT, nav_pages
 
-import spec
+from fusion_spec import spec
 
 FENCE = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
 

@@ -9,7 +9,7 @@ import sys
 import gen_docs
 from docs_support import DOCS, ROOT
 
-import spec
+from fusion_spec import spec
 
 
 def test_generated_tables_are_up_to_date():

@@ -11,7 +11,7 @@ import yaml
 from check_site import external_urls
 from docs_support import DOCS, ROOT, nav_pages, page_url
 
-import spec
+from fusion_spec import spec
 
 
 def _nav_files(nav) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from spec.tolerance import tolerance
+from fusion_spec.spec.tolerance import tolerance
 from tests.backend_cases import (  # noqa: F401  (re-exported to the test modules)
     BATCH,
     CALL_IDS,
@@ -22,7 +22,7 @@ from tests.backend_cases import (  # noqa: F401  (re-exported to the test module
 
 TOL = tolerance("float32")
 BACKEND = keras.backend.backend()
-CAN_TRAIN = BACKEND in ("jax", "torch")
+CAN_TRAIN = BACKEND in ("jax", "torch", "tensorflow")
 
 
 def uniform_noise(s, batch: int, seed: int = 0, *, training: bool, **options):

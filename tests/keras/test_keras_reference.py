@@ -20,9 +20,8 @@ from keras_cases import (
     uniform_noise,
 )
 
-import fusion_ref
-import spec
-from backends import keras as bk
+from fusion_spec import fusion_ref, spec
+from fusion_spec.backends import keras as bk
 from tests.backend_cases import LEGACY
 
 

@@ -20,9 +20,9 @@ from keras_cases import (
     unsure_samples,
 )
 
-import fusion_ref
-from backends import keras as bk
-from backends import torch as bt
+from fusion_spec import fusion_ref
+from fusion_spec.backends import keras as bk
+from fusion_spec.backends import torch as bt
 
 
 def assert_same_bits(a: dict, b: dict) -> None:

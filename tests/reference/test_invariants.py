@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 
-import fusion_ref
-import spec
-from fusion_ref import _layers as L
+from fusion_spec import fusion_ref, spec
+from fusion_spec.fusion_ref import _layers as L
 from tests.conftest import make_spec, perturbed_params, uniform_noise
 
 KINDS = list(spec.RULES)

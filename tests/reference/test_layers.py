@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 
-from fusion_ref._layers import argmax, categorical, erf, gelu, layer_norm, softmax
+from fusion_spec.fusion_ref._layers import argmax, categorical, erf, gelu, layer_norm, softmax
 
 
 def test_erf_matches_math_erf_to_float64_rounding():

@@ -10,8 +10,7 @@ import math
 import numpy as np
 import pytest
 
-import fusion_ref
-import spec
+from fusion_spec import fusion_ref, spec
 
 EPS = 1e-5
 GELU_1 = 0.8413447460685429  # 1 * Phi(1)

@@ -9,8 +9,7 @@ to 1e-10.
 import numpy as np
 import pytest
 
-import fusion_ref
-import spec
+from fusion_spec import fusion_ref, spec
 
 torch = pytest.importorskip("torch", reason="the original modules are PyTorch code")
 from tests.legacy_original import build_original, perturb_  # noqa: E402

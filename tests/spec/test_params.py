@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-import spec
+from fusion_spec import spec
 from tests.conftest import make_spec
 
 KINDS = list(spec.RULES)

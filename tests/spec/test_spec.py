@@ -4,7 +4,7 @@ import numpy as np
 import pydantic
 import pytest
 
-import spec
+from fusion_spec import spec
 from tests.conftest import make_spec
 
 KINDS = list(spec.RULES)
@@ -114,7 +114,7 @@ def test_validation_errors_name_field_and_value(obj, words):
 
 def test_schema_file_is_up_to_date():
     assert spec.SCHEMA_PATH.read_text() == spec.render_schema(), (
-        "spec/schema.json is stale: run `python -m spec schema`"
+        "spec/schema.json is stale: run `python -m fusion_spec.spec schema`"
     )
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-import spec
+from fusion_spec import spec
 from tests.conftest import make_spec, perturbed_params
 
 KINDS = list(spec.RULES)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch_cases import BATCH, KIND_CASES, OPTIONS, inputs, make_spec, perturbed_params
 
-from backends import torch as bt
-from spec.tolerance import tolerance
+from fusion_spec.backends import torch as bt
+from fusion_spec.spec.tolerance import tolerance
 
 
 @pytest.fixture(autouse=True, scope="module")

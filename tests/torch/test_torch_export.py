@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch_cases import KIND_CASES, inputs, make_spec, perturbed_params
 
-import fusion_ref
-from backends import torch as bt
-from spec.tolerance import tolerance
+from fusion_spec import fusion_ref
+from fusion_spec.backends import torch as bt
+from fusion_spec.spec.tolerance import tolerance
 
 ort = pytest.importorskip("onnxruntime")
 

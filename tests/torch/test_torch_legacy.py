@@ -11,10 +11,9 @@ import pytest
 import torch
 from torch_cases import BATCH, assert_matches_reference, inputs, to_numpy
 
-import fusion_ref
-import spec
-from backends import torch as bt
-from spec.tolerance import tolerance
+from fusion_spec import fusion_ref, spec
+from fusion_spec.backends import torch as bt
+from fusion_spec.spec.tolerance import tolerance
 from tests.backend_cases import LEGACY
 from tests.legacy_original import build_original, perturb_
 

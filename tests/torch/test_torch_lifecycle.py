@@ -22,8 +22,8 @@ from torch_cases import (
     uniform_noise,
 )
 
-import spec
-from backends import torch as bt
+from fusion_spec import spec
+from fusion_spec.backends import torch as bt
 
 TORCH_BACKEND = Path(bt.__file__).parent
 

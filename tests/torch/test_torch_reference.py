@@ -18,9 +18,9 @@ from torch_cases import (
     uniform_noise,
 )
 
-import fusion_ref
-from backends import torch as bt
-from spec.tolerance import tolerance
+from fusion_spec import fusion_ref
+from fusion_spec.backends import torch as bt
+from fusion_spec.spec.tolerance import tolerance
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch_cases import BATCH, inputs, make_spec, perturbed_params
 
-from backends import torch as bt
+from fusion_spec.backends import torch as bt
 
 ROUTED = ["shomr", "shomr_variant", "energy_aware_adaptive", "energy_aware_adaptive_variant"]
 OPTIONS = {

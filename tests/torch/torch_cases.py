@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spec.tolerance import tolerance
+from fusion_spec.spec.tolerance import tolerance
 from tests.backend_cases import (  # noqa: F401  (re-exported to the test modules)
     BATCH,
     CALL_IDS,
