@@ -1,7 +1,10 @@
 """Every ```python block on the site runs, each in a fresh interpreter.
 
 A fresh process per block keeps the examples honest (each imports what it uses) and
-lets a Keras example choose ``KERAS_BACKEND`` before Keras is first imported.
+lets a Keras example choose ``KERAS_BACKEND`` before Keras is first imported. Each
+runs in a directory that holds a user's own ``spec.py`` and ``backends/`` (ordinary
+names in ML projects), with the repository root off ``sys.path``: the examples must
+work through the installed ``fusion_spec`` package alone.
 Blocks that use PyTorch or Keras are skipped, with the reason, only where that
 framework cannot be imported; CI installs both.
 """
@@ -13,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from docs_support import DOCS, ROOT, nav_pages
@@ -36,9 +40,9 @@ BLOCKS = _blocks()
 
 def _missing_framework(code: str) -> str | None:
     needs = []
-    if re.search(r"^\s*(import|from) (torch|backends\.torch)\b", code, re.M):
+    if re.search(r"^\s*(import|from) (torch|fusion_spec\.backends\.torch)\b", code, re.M):
         needs.append("torch")
-    if re.search(r"^\s*(import|from) (keras|backends\.keras)\b", code, re.M):
+    if re.search(r"^\s*(import|from) (keras|fusion_spec\.backends\.keras)\b", code, re.M):
         needs += ["keras", os.environ.get("KERAS_BACKEND", "jax")]
     for module in needs:
         if importlib.util.find_spec(module) is None:
@@ -59,7 +63,15 @@ def test_example_runs(page, line, code, tmp_path):
     missing = _missing_framework(code)
     if missing:
         pytest.skip(f"{page}:{line} needs {missing}, which is not installed")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    (tmp_path / "spec.py").write_text("raise ImportError('the user spec.py was imported')\n")
+    (tmp_path / "backends").mkdir()
+    (tmp_path / "backends" / "__init__.py").write_text("raise ImportError('user backends/')\n")
+    pythonpath = [
+        p
+        for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        if p and Path(p).resolve() != ROOT
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=tmp_path,
