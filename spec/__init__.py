@@ -15,8 +15,9 @@ from ._base import (
     NoiseSpec,
     ParamSpec,
 )
+from ._errors import FusionError, InputError, SpecError, WeightsError
 from ._legacy import from_legacy
-from ._params import WeightsError, as_numpy, check_params, init_params
+from ._params import as_numpy, check_params, init_params
 from ._union import RULES, SCHEMA_PATH, FusionSpec, json_schema, parse, render_schema, write_schema
 from ._weights import load_weights, save_weights
 from .concat_mlp import ConcatMlpSpec
@@ -40,14 +41,17 @@ __all__ = [
     "EnergyAwareAdaptiveSpec",
     "FilmSpec",
     "FusionSpec",
+    "FusionError",
     "FusionSpecBase",
     "GatedSpec",
     "Init",
+    "InputError",
     "ModalityDropoutSpec",
     "NoiseSpec",
     "ParamSpec",
     "ShomrSpec",
     "SimpleSpec",
+    "SpecError",
     "TransformerConcatSpec",
     "WeightsError",
     "as_numpy",

@@ -19,7 +19,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ._errors import InputError, SpecError
 
 # Every numeric constant a backend needs is pinned here and exposed as a spec
 # field, never inherited from a framework default (Keras LayerNormalization:
@@ -113,7 +115,9 @@ class CallOption:
 class FusionSpecBase(BaseModel):
     """Fields and declarations common to every rule."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False
+    )
 
     kind: str
     dim: int = Field(gt=0, description="Embedding size D of v, t and the output.")
@@ -122,6 +126,33 @@ class FusionSpecBase(BaseModel):
     call_options: ClassVar[tuple[CallOption, ...]] = ()
     #: One-line summary for tables and reprs.
     summary: ClassVar[str] = ""
+
+    def __init__(self, /, **data: Any):
+        """Validate ``data``; raises ``SpecError`` whose first line names the field."""
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            kind = type(self).model_fields["kind"].default
+            raise spec_error(e, kind=kind if isinstance(kind, str) else None) from None
+
+    def __setattr__(self, name: str, value: Any):
+        raise SpecError(
+            f"{self.kind}: specs are frozen; received an assignment to {name!r}: "
+            f"use s.replace({name}=...) for a validated copy"
+        )
+
+    def __delattr__(self, name: str):
+        raise SpecError(f"{self.kind}: specs are frozen; received a deletion of {name!r}")
+
+    def replace(self, **changes: Any):
+        """A copy with ``changes`` applied, validated as a whole (``SpecError`` if invalid).
+
+        The supported way to derive a spec: ``s.replace(heads=4)``. (pydantic's
+        ``model_copy(update=...)`` does not validate; ``spec.parse`` re-validates
+        whatever it is given, so an invalid copy is refused where it is used.)
+        ``kind`` cannot change: build a new spec with ``spec.parse`` for another rule.
+        """
+        return type(self)(**{**self.model_dump(), **changes})
 
     # --- declarations -----------------------------------------------------
     def params(self) -> list[ParamSpec]:
@@ -157,10 +188,72 @@ class FusionSpecBase(BaseModel):
         unknown = sorted(set(options) - set(known))
         if unknown:
             expected = ", ".join(known) or "none"
-            raise TypeError(
+            raise InputError(
                 f"{self.kind}: unexpected call option(s) {unknown}; this rule accepts: {expected}"
             )
         return {name: options.get(name, o.default) for name, o in known.items()}
+
+
+# --- readable validation errors --------------------------------------------------
+
+
+def _field(loc: tuple) -> str:
+    """``('energy_costs_mJ', 0)`` -> ``energy_costs_mJ[0]``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _line(err: dict, kind: str | None, kinds: tuple[str, ...]) -> str:
+    loc = tuple(err.get("loc", ()))
+    if loc and kind is None and loc[0] in kinds:
+        kind, loc = loc[0], loc[1:]
+    prefix = kind or "spec"
+    kind_tags = ", ".join(repr(k) for k in kinds)
+    msg = err.get("msg", "")
+    kind_of_error = err.get("type")
+    value = err.get("input")
+    if kind_of_error == "union_tag_invalid":
+        return f"spec: field 'kind' expected one of {kind_tags}; received kind={_short(err['ctx']['tag'])}"
+    if kind_of_error == "union_tag_not_found":
+        return f"spec: field 'kind' missing; expected one of {kind_tags}; received {_short(value)}"
+    if kind_of_error in ("model_attributes_type", "model_type", "dict_type"):
+        return f"spec: expected a dict, a JSON string or a spec; received {_short(value)}"
+    if kind_of_error == "json_invalid":
+        return f"spec: the JSON text is invalid ({err.get('ctx', {}).get('error', msg)})"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+        if msg.startswith(f"{prefix}: "):
+            msg = msg[len(prefix) + 2 :]
+    else:
+        msg = msg[:1].lower() + msg[1:]
+    if not loc:
+        return f"{prefix}: {msg}"
+    name = _field(loc)
+    if kind_of_error == "extra_forbidden":
+        return f"{prefix}: unknown field {name!r}; received {name}={_short(value)}"
+    if kind_of_error == "missing":
+        return f"{prefix}: field {name!r} is required and was not given"
+    return f"{prefix}: field {name!r}: {msg}; received {name}={_short(value)}"
+
+
+def spec_error(e: ValidationError, *, kind: str | None = None, kinds: tuple[str, ...] = ()):
+    """A ``SpecError`` from pydantic's error: first line field, rule and received value.
+
+    Further lines list the other errors; ``.errors`` keeps pydantic's list.
+    """
+    errors = e.errors(include_url=False)
+    lines = [_line(err, kind, kinds) for err in errors]
+    text = lines[0] if lines else str(e)
+    if len(lines) > 1:
+        text += "".join(f"\n  also: {line}" for line in lines[1:])
+    return SpecError(text, errors)
 
 
 # --- declaration helpers shared by the rules ---------------------------------

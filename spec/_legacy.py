@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ._params import WeightsError, as_numpy, check_params
+from ._errors import InputError, SpecError, WeightsError, describe
+from ._params import _array, check_params
 from ._union import RULES, parse
 
 ATTENTION = {
@@ -131,8 +132,19 @@ _DIM_KEYS = {
 }
 
 
+def _size(a: np.ndarray | None, axis: int) -> int | None:
+    """``a.shape[axis]`` where ``a`` has that axis and it is non-empty; else ``None``."""
+    if a is None or a.ndim == 0 or not -a.ndim <= axis < a.ndim or a.shape[axis] == 0:
+        return None
+    return int(a.shape[axis])
+
+
 def _infer(kind: str, arrays: dict[str, np.ndarray], given: dict[str, Any]) -> dict[str, Any]:
-    """Sizes the checkpoint determines (dim, layers, hidden_mult), unless given."""
+    """Sizes the checkpoint determines (dim, layers, hidden_mult), unless given.
+
+    A size is read only from an array that has the axis (a 0-d or empty array
+    infers nothing; the shape check names it afterwards).
+    """
     inferred: dict[str, Any] = {}
     if kind in ("simple", "transformer_concat"):
         prefix = "fusion" if kind == "simple" else "transformer"
@@ -147,18 +159,26 @@ def _infer(kind: str, arrays: dict[str, np.ndarray], given: dict[str, Any]) -> d
         )
         if indices:
             inferred["layers"] = indices[-1] // 3 + 1
-            last = arrays[f"mlp.{indices[-1]}.weight"]
-            inferred["dim"] = last.shape[0]
-            if len(indices) > 1:
-                inferred["hidden_mult"] = arrays["mlp.0.weight"].shape[0] // last.shape[0]
+            dim = _size(arrays[f"mlp.{indices[-1]}.weight"], 0)
+            hidden = _size(arrays["mlp.0.weight"], 0) if "mlp.0.weight" in arrays else None
+            if dim is not None:
+                inferred["dim"] = dim
+                if len(indices) > 1 and hidden is not None and hidden % dim == 0:
+                    inferred["hidden_mult"] = hidden // dim
     else:
         for key, axis in _DIM_KEYS[kind]:
-            if key in arrays and arrays[key].ndim:
-                inferred["dim"] = arrays[key].shape[axis]
+            if (size := _size(arrays.get(key), axis)) is not None:
+                inferred["dim"] = size
                 break
     if kind == "energy_aware_adaptive" and "lambda_energy" in arrays:
         if not given.get("energy_weight_trainable", False):
-            inferred["energy_weight"] = float(arrays["lambda_energy"].reshape(-1)[0])
+            value = arrays["lambda_energy"]
+            if value.size != 1:
+                raise WeightsError(
+                    f"{kind}: legacy key 'lambda_energy' expected one value; "
+                    f"received shape {value.shape}"
+                )
+            inferred["energy_weight"] = float(value.reshape(-1)[0])
     inferred = {k: v for k, v in inferred.items() if k not in given}
     if "dim" not in inferred and "dim" not in given and kind != "energy_aware_adaptive":
         raise WeightsError(
@@ -181,10 +201,36 @@ def from_legacy(kind: str, state_dict: Mapping[str, Any], **init_kwargs: Any):
     ``energy_weight`` (or the parameter, with ``energy_weight_trainable=True``).
     Raises ``WeightsError`` naming missing, unexpected and mis-shaped keys.
     """
-    if kind not in RULES:
-        raise ValueError(f"from_legacy: unknown kind {kind!r}; expected one of {list(RULES)}")
-    arrays = {k: as_numpy(v) for k, v in state_dict.items()}
-    s = parse({"kind": kind, **_infer(kind, arrays, init_kwargs), **init_kwargs})
+    if not isinstance(kind, str) or kind not in RULES:
+        raise InputError(
+            f"from_legacy: argument 'kind' expected one of {list(RULES)}; received {kind!r}"
+        )
+    if not isinstance(state_dict, Mapping):
+        raise WeightsError(
+            f"{kind}: from_legacy argument 'state_dict' expected a mapping of key -> tensor; "
+            f"received {describe(state_dict)}"
+        )
+    arrays, problems = {}, []
+    for key, value in state_dict.items():
+        a, why = _array(value)
+        if why is not None:
+            problems.append(f"{key!r}: {why}")
+        else:
+            arrays[str(key)] = a
+    if problems:
+        raise WeightsError(f"{kind}: legacy state_dict: " + "; ".join(problems))
+    inferred = _infer(kind, arrays, init_kwargs)
+    try:
+        s = parse({"kind": kind, **inferred, **init_kwargs})
+    except SpecError as e:
+        loc = e.errors[0]["loc"] if e.errors else ()
+        if len(loc) > 1 and loc[1] in init_kwargs:
+            raise  # a field the caller gave: their spec error, as is
+        shown = ", ".join(f"{k}={v!r}" for k, v in inferred.items()) or "nothing"
+        raise WeightsError(
+            f"{kind}: the legacy state_dict and arguments give an invalid spec: {e} "
+            f"(inferred from the checkpoint's shapes: {shown}; given: {sorted(init_kwargs)})"
+        ) from e
     table = _table(s)
     shapes = s.param_shapes()
     missing = [k for k in table if k not in arrays]

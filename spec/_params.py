@@ -7,9 +7,7 @@ from typing import Any
 
 import numpy as np
 
-
-class WeightsError(ValueError):
-    """Parameters or a weight file do not match the spec."""
+from ._errors import WeightsError, describe, numpy_kind
 
 
 def init_params(s, seed: int = 0) -> dict[str, np.ndarray]:
@@ -35,7 +33,11 @@ def init_params(s, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def as_numpy(x: Any) -> np.ndarray:
-    """An array from NumPy input or a framework tensor (torch, jax, ...), no copy if possible."""
+    """An array from NumPy input or a framework tensor (torch, jax, ...), no copy if possible.
+
+    torch ``bfloat16``/``float16`` tensors become float32 (NumPy has no bfloat16
+    without ml_dtypes); NumPy arrays of ml_dtypes' ``bfloat16`` pass through.
+    """
     if hasattr(x, "detach"):  # torch.Tensor, without importing torch
         x = x.detach().cpu()
         if str(x.dtype) in ("torch.bfloat16", "torch.float16"):
@@ -44,17 +46,37 @@ def as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def _array(value: Any) -> tuple[np.ndarray | None, str | None]:
+    """``(array, None)`` for a real-valued numeric array or tensor, else ``(None, why)``."""
+    if value is None or isinstance(value, (str, bytes, Mapping)):
+        return None, f"expected an array, received {describe(value)}"
+    try:
+        a = as_numpy(value)
+    except Exception as e:  # ragged lists, exotic objects: say what was received
+        return None, f"expected an array, received {describe(value)} ({type(e).__name__}: {e})"
+    if numpy_kind(a) != "float":
+        return None, f"expected a floating dtype, received {describe(value)}"
+    return a, None
+
+
 def check_params(
     s, params: Mapping[str, Any], *, dtype: str | None = None, what: str = "params"
 ) -> None:
-    """Check names, shapes (and optionally dtype) of ``params`` against the spec.
+    """Check names, shapes and dtypes of ``params`` against the spec.
 
-    Raises ``WeightsError`` listing every missing, unexpected and mis-shaped entry.
+    Every value must be a real floating array or tensor (``dtype`` pins its exact
+    dtype name, e.g. ``"float32"``). Raises ``WeightsError`` listing every missing,
+    unexpected, mis-typed and mis-shaped entry.
     """
+    if not isinstance(params, Mapping):
+        raise WeightsError(
+            f"{s.kind}: {what} expected a mapping of canonical name -> array; "
+            f"received {describe(params)}"
+        )
     expected = {p.name: p for p in s.params()}
     problems = []
     missing = [n for n in expected if n not in params]
-    unexpected = sorted(n for n in params if n not in expected)
+    unexpected = sorted(str(n) for n in params if n not in expected)
     if missing:
         problems.append(f"missing {missing}")
     if unexpected:
@@ -63,12 +85,13 @@ def check_params(
         if name not in params:
             continue
         value = params[name]
-        shape = tuple(getattr(value, "shape", np.shape(value)))
-        if shape != p.shape:
-            problems.append(f"{name!r}: expected shape {p.shape}, received {shape}")
-        if dtype is not None and str(getattr(value, "dtype", "")) != dtype:
-            problems.append(f"{name!r}: expected dtype {dtype}, received {value.dtype}")
-        elif not np.issubdtype(np.asarray(as_numpy(value)).dtype, np.floating):
-            problems.append(f"{name!r}: expected a floating dtype, received {value.dtype}")
+        a, why = _array(value)
+        if why is not None:
+            problems.append(f"{name!r}: {why}")
+            continue
+        if a.shape != p.shape:
+            problems.append(f"{name!r}: expected shape {p.shape}, received {a.shape}")
+        if dtype is not None and str(getattr(value, "dtype", a.dtype)) != dtype:
+            problems.append(f"{name!r}: expected dtype {dtype}, received {a.dtype}")
     if problems:
         raise WeightsError(f"{s.kind}: {what} do not match the spec: " + "; ".join(problems))

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Union
 
-from pydantic import Field, TypeAdapter
+from pydantic import Field, TypeAdapter, ValidationError
 
+from ._base import FusionSpecBase, spec_error
 from .concat_mlp import ConcatMlpSpec
 from .cross_attention import CrossAttentionSpec
 from .energy_aware_adaptive import EnergyAwareAdaptiveSpec
@@ -41,13 +42,19 @@ SCHEMA_PATH = Path(__file__).with_name("schema.json")
 def parse(obj: Any):
     """Build a rule spec from a dict, a JSON string or an existing spec.
 
-    Raises ``pydantic.ValidationError`` naming the field and the received value.
+    A spec instance is validated again (a copy made with pydantic's
+    ``model_copy(update=...)`` or ``model_construct`` skips validation), so every
+    entry point that takes a spec refuses an invalid one. Raises ``SpecError``
+    whose first line names the rule, the field, the rule broken and the received value.
     """
-    if isinstance(obj, SPEC_CLASSES):
-        return obj
-    if isinstance(obj, (str, bytes)):
-        return _ADAPTER.validate_json(obj)
-    return _ADAPTER.validate_python(obj)
+    if isinstance(obj, FusionSpecBase):
+        return type(obj)(**obj.model_dump())
+    try:
+        if isinstance(obj, (str, bytes)):
+            return _ADAPTER.validate_json(obj)
+        return _ADAPTER.validate_python(obj)
+    except ValidationError as e:
+        raise spec_error(e, kinds=tuple(RULES)) from None
 
 
 def json_schema() -> dict:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+import numpy as np
+from pydantic import Field
 
 from ._base import (
     AttentionSpecBase,
@@ -20,6 +21,12 @@ from ._base import (
     linear,
     linear_macs,
 )
+from ._errors import InputError, describe
+
+#: Upper bound of the energy fields: keeps costs, the mean energy and the loss
+#: (up to ENERGY_MAX**2) finite and exact enough in float32.
+ENERGY_MAX = 1e6
+Energy = Annotated[float, Field(ge=0.0, le=ENERGY_MAX)]
 
 
 class EnergyAwareAdaptiveSpec(AttentionSpecBase):
@@ -41,16 +48,20 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
 
     kind: Literal["energy_aware_adaptive"] = "energy_aware_adaptive"
     dim: int = Field(512, gt=0, description="Embedding size D of v, t and the output.")
-    energy_budget_mJ: float = Field(8.0, ge=0.0, description="Energy budget E_budget in mJ.")
-    energy_costs_mJ: tuple[float, float, float] = Field(
-        (3.2, 4.1, 9.8), description="Energy of the image, text and both routes in mJ."
+    energy_budget_mJ: float = Field(
+        8.0, ge=0.0, le=ENERGY_MAX, description="Energy budget E_budget in mJ, in [0, 1e6]."
+    )
+    energy_costs_mJ: tuple[Energy, Energy, Energy] = Field(
+        (3.2, 4.1, 9.8),
+        description="Energy of the image, text and both routes in mJ, each in [0, 1e6].",
     )
     energy_weight: float = Field(
         0.01,
         ge=0.0,
+        le=ENERGY_MAX,
         description=(
-            "lambda in the energy loss. A fixed hyperparameter by default; the original's "
-            "learnable lambda_energy could be driven negative by the optimiser."
+            "lambda in the energy loss, in [0, 1e6]. A fixed hyperparameter by default; the "
+            "original's learnable lambda_energy could be driven negative by the optimiser."
         ),
     )
     energy_weight_trainable: bool = Field(
@@ -75,20 +86,15 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
         0.1, ge=0.0, le=1.0, description="Progressive output dropout: p at progress 0."
     )
     output_drop_ramp: float = Field(
-        0.3, ge=0.0, description="Progressive output dropout: p grows by this over progress."
+        0.3,
+        ge=0.0,
+        le=ENERGY_MAX,
+        description="Progressive output dropout: p grows by this over progress.",
     )
     output_drop_max: float = Field(0.4, ge=0.0, le=1.0, description="Cap on p.")
     output_drop_flag_p: float = Field(
         0.5, ge=0.0, le=1.0, description="Each of a sample's two flags is set with this prob."
     )
-
-    @field_validator("energy_costs_mJ")
-    @classmethod
-    def _costs_non_negative(cls, costs):
-        """Every route's energy cost is >= 0."""
-        if any(c < 0 for c in costs):
-            raise ValueError(f"energy_costs_mJ must be >= 0; received {costs}")
-        return costs
 
     def output_drop_probability(self, progress: float) -> float:
         """p = min(output_drop_max, output_drop_start + output_drop_ramp * progress)."""
@@ -116,14 +122,13 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
         options = super().check_call_options(options)
         progress = options["progress"]
         if progress is not None:
-            try:
-                ok = 0.0 <= float(progress) <= 1.0
-            except (TypeError, ValueError):
-                ok = False
-            if not ok:
-                raise ValueError(
-                    f"energy_aware_adaptive: progress expected None or a float in [0, 1]; "
-                    f"received {progress!r}"
+            ok = isinstance(progress, (int, float, np.integer, np.floating)) and not isinstance(
+                progress, (bool, np.bool_)
+            )
+            if not (ok and 0.0 <= float(progress) <= 1.0):
+                raise InputError(
+                    f"energy_aware_adaptive: call option 'progress' expected None or a float "
+                    f"in [0, 1]; received {describe(progress)}"
                 )
             options["progress"] = float(progress)
         return options

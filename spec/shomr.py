@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from ._base import (
@@ -18,8 +19,11 @@ from ._base import (
     linear,
     linear_macs,
 )
+from ._errors import InputError, describe
 
 ROUTES = ("image", "text", "both")
+#: Range of routing_temperature where float32 backends agree with the reference.
+TEMPERATURE_MIN, TEMPERATURE_MAX = 1e-3, 1e3
 
 
 class ShomrSpec(AttentionSpecBase):
@@ -48,7 +52,13 @@ class ShomrSpec(AttentionSpecBase):
         0.6, ge=0.0, le=1.0, description="A sample is hard where max confidence > this (strict)."
     )
     routing_temperature: float = Field(
-        1.0, gt=0.0, description="Router logits are divided by this before the softmax."
+        1.0,
+        ge=TEMPERATURE_MIN,
+        le=TEMPERATURE_MAX,
+        description=(
+            "Router logits are divided by this before the softmax; in [1e-3, 1e3], so that "
+            "logits / T stays finite in float32 (1e-50 overflows to inf, and the softmax to NaN)."
+        ),
     )
     fallback: bool = Field(
         True,
@@ -85,11 +95,13 @@ class ShomrSpec(AttentionSpecBase):
 
     def check_call_options(self, options):
         options = super().check_call_options(options)
-        if options["use_hard_routing"] not in (None, True, False):
-            raise TypeError(
-                f"shomr: use_hard_routing expected None, True or False; "
-                f"received {options['use_hard_routing']!r}"
+        value = options["use_hard_routing"]
+        if not (value is None or isinstance(value, (bool, np.bool_))):
+            raise InputError(
+                f"shomr: call option 'use_hard_routing' expected None, True or False; "
+                f"received {describe(value)}"
             )
+        options["use_hard_routing"] = None if value is None else bool(value)
         return options
 
     def no_output_gradient(self) -> set[str]:

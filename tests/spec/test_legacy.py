@@ -214,7 +214,7 @@ def test_legacy_errors_name_the_keys():
         match=r"'mlp_beta.weight': expected shape \(12, 12\), received \(12, 13\)",
     ):
         spec.from_legacy("film", bad)
-    with pytest.raises(ValueError, match="unknown kind 'fancy'"):
+    with pytest.raises(spec.InputError, match=r"argument 'kind' expected one of .*received 'fancy'"):
         spec.from_legacy("fancy", {})
     with pytest.raises(Exception, match="heads"):
         spec.from_legacy("simple", original("simple").state_dict(), heads=5)

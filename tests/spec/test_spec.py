@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pydantic
@@ -29,7 +30,8 @@ def test_json_round_trip(kind):
     s = make_spec(kind)
     assert spec.parse(s.model_dump_json()) == s
     assert spec.parse(json.loads(s.model_dump_json())) == s
-    assert spec.parse(s) is s
+    again = spec.parse(s)  # a spec instance is validated again, not passed through
+    assert again == s and again is not s
 
 
 def test_options_round_trip():
@@ -74,42 +76,153 @@ def test_defaults_follow_the_original_constructors():
 
 def test_frozen_and_extra_forbidden():
     s = make_spec("gated")
-    with pytest.raises(pydantic.ValidationError):
+    with pytest.raises(spec.SpecError, match=r"gated: specs are frozen.*s.replace\(dim=...\)"):
         s.dim = 3
-    with pytest.raises(pydantic.ValidationError, match="bogus"):
+    with pytest.raises(spec.SpecError, match="gated: unknown field 'bogus'; received bogus=1"):
         spec.parse({"kind": "gated", "dim": 4, "bogus": 1})
 
 
 @pytest.mark.parametrize(
-    "obj, words",
+    "obj, first_line",
     [
-        ({"kind": "simple", "dim": 10, "heads": 4}, ["heads", "heads=4", "dim=10"]),
-        ({"kind": "gated", "dim": 0}, ["dim", "greater than 0", "input_value=0"]),
-        ({"kind": "modality_dropout", "dim": 4, "p_img": 1.5}, ["p_img", "1.5"]),
+        (
+            {"kind": "simple", "dim": 10, "heads": 4},
+            "simple: heads must divide dim; received heads=4 with dim=10 (dim % heads = 2)",
+        ),
+        (
+            {"kind": "gated", "dim": 0},
+            "gated: field 'dim': input should be greater than 0; received dim=0",
+        ),
+        (
+            {"kind": "modality_dropout", "dim": 4, "p_img": 1.5},
+            "modality_dropout: field 'p_img': input should be less than or equal to 1; "
+            "received p_img=1.5",
+        ),
         (
             {"kind": "shomr", "dim": 4, "heads": 2, "routing_temperature": 0},
-            ["routing_temperature"],
+            "shomr: field 'routing_temperature': input should be greater than or equal to "
+            "0.001; received routing_temperature=0",
         ),
-        ({"kind": "concat_mlp", "dim": 4, "layers": 0}, ["layers", "input_value=0"]),
-        ({"kind": "cross_attention", "dim": 4, "heads": 2, "dropout": 1.0}, ["dropout", "1.0"]),
+        (
+            {"kind": "concat_mlp", "dim": 4, "layers": 0},
+            "concat_mlp: field 'layers': input should be greater than 0; received layers=0",
+        ),
+        (
+            {"kind": "cross_attention", "dim": 4, "heads": 2, "dropout": 1.0},
+            "cross_attention: field 'dropout': input should be less than 1; received dropout=1.0",
+        ),
         (
             {"kind": "simple", "dim": 4, "heads": 2, "layer_norm_eps": 1e-3},
-            ["layer_norm_eps", "0.001"],
+            "simple: field 'layer_norm_eps': input should be 1e-05; received layer_norm_eps=0.001",
         ),
-        ({"kind": "simple", "dim": 4, "heads": 2, "gelu": "tanh"}, ["gelu", "tanh"]),
+        (
+            {"kind": "simple", "dim": 4, "heads": 2, "gelu": "tanh"},
+            "simple: field 'gelu': input should be 'erf'; received gelu='tanh'",
+        ),
         (
             {"kind": "energy_aware_adaptive", "energy_costs_mJ": [1, -2, 3]},
-            ["energy_costs_mJ", "-2"],
+            "energy_aware_adaptive: field 'energy_costs_mJ[1]': input should be greater than or "
+            "equal to 0; received energy_costs_mJ[1]=-2",
         ),
-        ({"kind": "fancy", "dim": 4}, ["fancy", "simple"]),
+        (
+            {"kind": "fancy", "dim": 4},
+            "spec: field 'kind' expected one of 'simple', 'concat_mlp', 'gated', 'film', "
+            "'modality_dropout', 'transformer_concat', 'cross_attention', 'shomr', "
+            "'energy_aware_adaptive'; received kind='fancy'",
+        ),
+        (None, "spec: expected a dict, a JSON string or a spec; received None"),
+        ("{", "spec: the JSON text is invalid (EOF while parsing an object at line 1 column 1)"),
+        (
+            {"dim": 4},
+            "spec: field 'kind' missing; expected one of 'simple', 'concat_mlp', "
+            "'gated', 'film', 'modality_dropout', 'transformer_concat', 'cross_attention', "
+            "'shomr', 'energy_aware_adaptive'; received {'dim': 4}",
+        ),
+        ({"kind": "gated"}, "gated: field 'dim' is required and was not given"),
     ],
 )
-def test_validation_errors_name_field_and_value(obj, words):
-    with pytest.raises(pydantic.ValidationError) as info:
+def test_validation_errors_first_line_names_field_rule_and_value(obj, first_line):
+    with pytest.raises(spec.SpecError) as info:
         spec.parse(obj)
-    text = str(info.value)
-    for word in words:
-        assert word in text, (word, text)
+    assert str(info.value).splitlines()[0] == first_line
+    assert isinstance(info.value.__cause__, pydantic.ValidationError) or info.value.errors
+
+
+@pytest.mark.parametrize(
+    "change, first_line",
+    [
+        ({"dim": -1}, "shomr: field 'dim': input should be greater than 0; received dim=-1"),
+        (
+            {"heads": 3},
+            "shomr: heads must divide dim; received heads=3 with dim=8 (dim % heads = 2)",
+        ),
+        ({"kind": "film"}, "shomr: field 'kind': input should be 'shomr'; received kind='film'"),
+        (
+            {"routing_temperature": 1e-50},
+            "shomr: field 'routing_temperature': input should be greater than or equal to "
+            "0.001; received routing_temperature=1e-50",
+        ),
+        (
+            {"confidence_threshold": 5.0},
+            "shomr: field 'confidence_threshold': input should be less than or equal to 1; "
+            "received confidence_threshold=5.0",
+        ),
+        (
+            {"layer_norm_eps": 1e-3},
+            "shomr: field 'layer_norm_eps': input should be 1e-05; received layer_norm_eps=0.001",
+        ),
+    ],
+)
+def test_edited_specs_are_validated_again(change, first_line):
+    """replace() validates; a model_copy(update=...) is refused wherever it is used."""
+    s = spec.parse({"kind": "shomr", "dim": 8, "heads": 2})
+    with pytest.raises(spec.SpecError) as info:
+        s.replace(**change)
+    assert str(info.value).splitlines()[0] == first_line
+    unchecked = s.model_copy(update=change)
+    with pytest.raises(spec.SpecError) as info:
+        spec.parse(unchecked)
+    assert str(info.value).splitlines()[0] == first_line
+    assert s.replace(heads=4, routing_temperature=2.0) == spec.parse(
+        {"kind": "shomr", "dim": 8, "heads": 4, "routing_temperature": 2.0}
+    )
+
+
+@pytest.mark.parametrize(
+    "obj, field",
+    [
+        (
+            {"kind": "energy_aware_adaptive", "energy_costs_mJ": (float("nan"), 1, 1)},
+            "energy_costs_mJ[0]",
+        ),
+        ({"kind": "energy_aware_adaptive", "energy_weight": float("inf")}, "energy_weight"),
+        ({"kind": "energy_aware_adaptive", "energy_budget_mJ": float("-inf")}, "energy_budget_mJ"),
+        ({"kind": "energy_aware_adaptive", "output_drop_ramp": float("nan")}, "output_drop_ramp"),
+        (
+            {"kind": "shomr", "dim": 4, "heads": 2, "fallback_threshold": float("nan")},
+            "fallback_threshold",
+        ),
+        ({"kind": "modality_dropout", "dim": 4, "p_txt": float("nan")}, "p_txt"),
+        ({"kind": "concat_mlp", "dim": 4, "dropout": float("nan")}, "dropout"),
+    ],
+)
+def test_non_finite_floats_are_refused_in_every_float_field(obj, field):
+    with pytest.raises(
+        spec.SpecError, match=rf"field '{re.escape(field)}': input should be a finite number"
+    ):
+        spec.parse(obj)
+
+
+def test_every_float_field_refuses_nan():
+    """Every float field of every rule, found from the models, refuses NaN."""
+    for kind, cls in spec.RULES.items():
+        base = make_spec(kind).model_dump()
+        for name, info in cls.model_fields.items():
+            if "float" not in str(info.annotation):
+                continue
+            value = (float("nan"),) * 3 if "tuple" in str(info.annotation) else float("nan")
+            with pytest.raises(spec.SpecError, match="finite number"):
+                spec.parse({**base, name: value})
 
 
 def test_schema_file_is_up_to_date():
@@ -195,17 +308,29 @@ def test_macs_literal():
 def test_call_options_are_checked():
     h = make_spec("shomr")
     assert h.check_call_options({}) == {"use_hard_routing": None}
-    with pytest.raises(TypeError, match="shomr: unexpected call option.*progress"):
+    with pytest.raises(spec.InputError, match="shomr: unexpected call option.*progress"):
         h.check_call_options({"progress": 0.1})
     with pytest.raises(
-        TypeError, match="use_hard_routing expected None, True or False; received 'yes'"
+        spec.InputError, match="use_hard_routing' expected None, True or False; received str 'yes'"
     ):
         h.check_call_options({"use_hard_routing": "yes"})
+    with pytest.raises(spec.InputError, match=r"received ndarray of shape \(2,\) and dtype bool"):
+        h.check_call_options({"use_hard_routing": np.array([True, False])})
+    assert h.check_call_options({"use_hard_routing": np.bool_(True)}) == {"use_hard_routing": True}
     e = make_spec("energy_aware_adaptive")
-    with pytest.raises(
-        ValueError, match=r"progress expected None or a float in \[0, 1\]; received 1.5"
-    ):
-        e.check_call_options({"progress": 1.5})
+    for bad, shown in [
+        (1.5, "float 1.5"),
+        (float("nan"), "float nan"),
+        (True, "bool True"),
+        ("0.5", "str '0.5'"),
+        (np.array([0.5]), "ndarray of shape (1,)"),
+    ]:
+        with pytest.raises(
+            spec.InputError,
+            match=rf"'progress' expected None or a float in \[0, 1\]; received {re.escape(shown)}",
+        ):
+            e.check_call_options({"progress": bad})
+    assert e.check_call_options({"progress": np.float32(0.5)}) == {"progress": 0.5}
     with pytest.raises(TypeError, match="gated: unexpected call option.*accepts: none"):
         make_spec("gated").check_call_options({"progress": 0.1})
 
