@@ -48,6 +48,15 @@ def tanh_gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
 
+_layer_norm = _layers.layer_norm
+
+
+def layer_norm_eps_1e3(p, name, x, eps):
+    """LayerNorm with Keras's default eps 1e-3 instead of the spec's (a spec cannot say 1e-3:
+    ``layer_norm_eps`` admits only 1e-5, so the bug is planted in the function)."""
+    return _layer_norm(p, name, x, 1e-3)
+
+
 def attention_scale_one_over_dim(p, name, query, keys, heads):
     """Multi-head attention with scores scaled by ``1/D`` instead of ``1/sqrt(D/h)``."""
     B, Tq, D = query.shape
@@ -109,10 +118,9 @@ class TanhGelu(_Broken):
 class LayerNormEps1e3(_Broken):
     bug = "layer-norm-eps-1e-3"
 
-    def build(self, s, params):
-        if hasattr(s, "layer_norm_eps"):
-            s = s.model_copy(update={"layer_norm_eps": 1e-3})
-        return super().build(s, params)
+    def forward(self, model, v, t, **kw):
+        with patched("layer_norm", layer_norm_eps_1e3):
+            return super().forward(model, v, t, **kw)
 
 
 class TransposedSquareWeight(_Broken):

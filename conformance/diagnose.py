@@ -34,11 +34,11 @@ def _hypotheses(case: Case):
     if hasattr(s, "layer_norm_eps"):
         yield (
             "LayerNorm eps 1e-3 instead of 1e-5",
-            s.model_copy(update={"layer_norm_eps": 1e-3}),
+            s,
             case.params,
             case.v,
             case.t,
-            None,
+            ("layer_norm", broken.layer_norm_eps_1e3),
         )
     if hasattr(s, "heads"):
         yield (

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from fusion_spec.spec import check_flag
+
 from ._base import prepare
 from ._layers import erf, gelu
 from .concat_mlp import concat_mlp
@@ -60,9 +62,10 @@ def forward(
     ``return_aux=True``: ``aux`` holds the spec's auxiliary outputs, including the
     margins of discrete decisions.
     """
-    s, p, v64, t64, u, options = prepare(s, params, v, t, training, noise, options)
-    with np.errstate(over="ignore", under="ignore"):
-        out, aux = RULES[s.kind](s, p, v64, t64, training=bool(training), noise=u, **options)
+    s, training, p, v64, t64, u, options = prepare(s, params, v, t, training, noise, options)
+    return_aux = check_flag(s.kind, "return_aux", return_aux)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        out, aux = RULES[s.kind](s, p, v64, t64, training=training, noise=u, **options)
     return (out, aux) if return_aux else out
 
 

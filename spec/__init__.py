@@ -15,6 +15,7 @@ from ._base import (
     NoiseSpec,
     ParamSpec,
 )
+from ._checks import CALL_INPUTS, ArgSpec, array_meta, check_arrays, check_flag, check_noise
 from ._errors import FusionError, InputError, SpecError, WeightsError
 from ._legacy import from_legacy
 from ._params import as_numpy, check_params, init_params
@@ -31,6 +32,12 @@ from .simple import SimpleSpec
 from .transformer_concat import TransformerConcatSpec
 
 __all__ = [
+    "CALL_INPUTS",
+    "ArgSpec",
+    "array_meta",
+    "check_arrays",
+    "check_flag",
+    "check_noise",
     "LAYER_NORM_EPS",
     "RULES",
     "SCHEMA_PATH",

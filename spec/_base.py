@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ._checks import CALL_INPUTS, ArgSpec
 from ._errors import InputError, SpecError
 
 # Every numeric constant a backend needs is pinned here and exposed as a spec
@@ -157,6 +158,10 @@ class FusionSpecBase(BaseModel):
     # --- declarations -----------------------------------------------------
     def params(self) -> list[ParamSpec]:
         raise NotImplementedError
+
+    def inputs(self) -> tuple[ArgSpec, ...]:
+        """The call's array arguments (``v``, ``t``, ...), checked by every implementation."""
+        return CALL_INPUTS
 
     def noise(self, batch: int, *, training: bool, **options: Any) -> list[NoiseSpec]:
         """Noise arrays consumed by one call; empty for deterministic calls."""

@@ -329,12 +329,17 @@ def test_noise_errors():
         fusion_ref.forward(
             s, p, v, t, training=True, noise={"route": np.array([0, 0, 0, 0, 0, 1.0])}
         )
-    with pytest.raises(ValueError, match=r"unexpected noise \['other'\]"):
+    with pytest.raises(
+        spec.InputError,
+        match=r"argument 'noise' expected names \['route'\] for this call; "
+        r"received \['other', 'route'\] \(unexpected \['other'\]\)",
+    ):
         fusion_ref.forward(
             s, p, v, t, training=True, noise={"route": np.zeros(6), "other": np.zeros(1)}
         )
     with pytest.raises(
-        ValueError, match=r"unexpected noise \['route'\] for this call; expected none"
+        spec.InputError,
+        match=r"argument 'noise' expected names \[\] for this call; received \['route'\]",
     ):
         fusion_ref.forward(s, p, v, t, noise={"route": np.zeros(6)})
 

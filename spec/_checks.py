@@ -1,0 +1,199 @@
+"""Call-argument checks shared by the reference and the backends: one wording, metadata only.
+
+Each implementation runs ``check_call`` first thing in its forward, before any
+framework operation, with a ``meta`` function that reads an argument's shape and
+dtype kind without touching its values (no host synchronisation on a device
+tensor, and traceable by ``torch.compile``). Value checks (noise in ``[0, 1)``)
+run only where the values are already on the host: ``host(x)`` returns a NumPy
+array for those and ``None`` otherwise.
+
+The call's array arguments are declared once, in ``CALL_INPUTS``: a new optional
+argument is one more ``ArgSpec`` line there plus its keyword in each forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._errors import InputError, describe, dtype_kind
+
+Meta = tuple[tuple[Any, ...], str] | None
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One array argument of a call: ``shape`` uses ``"B"`` (batch) and ``"D"`` (``dim``)."""
+
+    name: str
+    shape: tuple[str | int, ...]
+    kinds: tuple[str, ...] = ("float",)
+    optional: bool = False
+    doc: str = ""
+
+
+#: The array arguments of every rule's call, in order.
+CALL_INPUTS: tuple[ArgSpec, ...] = (
+    ArgSpec("v", ("B", "D"), doc="Image embedding."),
+    ArgSpec("t", ("B", "D"), doc="Text embedding."),
+)
+
+_PLAIN = (bool, int, float, complex, str, bytes, list, tuple, dict)
+
+
+def array_meta(x: Any) -> Meta:
+    """``(shape, dtype kind)`` of an array or tensor of any framework; ``None`` for anything else."""
+    if x is None or isinstance(x, _PLAIN) or not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        return None
+    try:
+        shape = tuple(None if d is None else int(d) for d in x.shape)
+    except TypeError:  # a symbolic dimension
+        shape = tuple(x.shape)
+    return shape, dtype_kind(x.dtype)
+
+
+def _fits(shape: tuple, want: tuple) -> bool:
+    """Same rank, and equal sizes wherever both are known (``None`` or a symbol matches)."""
+    return len(shape) == len(want) and all(
+        not isinstance(w, int) or d is None or d == w for d, w in zip(shape, want, strict=True)
+    )
+
+
+def _shape_text(shape: tuple[str | int, ...], dim: int) -> str:
+    return (
+        "("
+        + ", ".join(str(dim) if d == "D" else str(d) for d in shape)
+        + ("," if len(shape) == 1 else "")
+        + ")"
+    )
+
+
+def _kind_text(kinds: tuple[str, ...]) -> str:
+    return " or ".join("a floating" if k == "float" else f"a {k}" for k in kinds) + " dtype"
+
+
+def _dtype(x: Any) -> str:
+    text = str(getattr(x, "dtype", "?"))
+    return text[len("torch.") :] if text.startswith("torch.") else text
+
+
+def check_flag(kind: str, name: str, value: Any, *, allow_none: bool = False) -> bool:
+    """A Python or NumPy bool (``None`` too where allowed); returns it as ``bool``."""
+    if value is None and allow_none:
+        return False
+    if not isinstance(value, (bool, np.bool_)):
+        expected = "None, True or False" if allow_none else "True or False"
+        raise InputError(
+            f"{kind}: argument {name!r} expected {expected}; received {describe(value)}"
+        )
+    return bool(value)
+
+
+def check_arrays(s, arrays: Mapping[str, Any], meta: Callable[[Any], Meta] = array_meta) -> Any:
+    """Check the declared array arguments; returns the batch size (``None`` if symbolic)."""
+    batch, first = None, None
+    for arg in s.inputs():
+        x = arrays.get(arg.name)
+        expected = _shape_text(arg.shape, s.dim)
+        if x is None:
+            if arg.optional:
+                continue
+            raise InputError(
+                f"{s.kind}: argument {arg.name!r} expected an array or tensor of shape "
+                f"{expected}; received None"
+            )
+        m = meta(x)
+        if m is None:
+            raise InputError(
+                f"{s.kind}: argument {arg.name!r} expected an array or tensor of shape "
+                f"{expected}; received {describe(x)}"
+            )
+        shape, kind = m
+        want = tuple(s.dim if d == "D" else d for d in arg.shape)
+        if not _fits(shape, want):
+            raise InputError(
+                f"{s.kind}: argument {arg.name!r} expected shape {expected}; "
+                f"received shape {tuple(shape)}"
+            )
+        if kind not in arg.kinds:
+            raise InputError(
+                f"{s.kind}: argument {arg.name!r} expected {_kind_text(arg.kinds)}; "
+                f"received {_dtype(x)}"
+            )
+        if "B" in arg.shape:
+            b = shape[arg.shape.index("B")]
+            if first is None:
+                batch, first = b, (arg.name, shape)
+            elif b is not None and batch is not None and b != batch:
+                raise InputError(
+                    f"{s.kind}: arguments {first[0]!r} and {arg.name!r} expected equal batch "
+                    f"sizes; received {first[0]} {tuple(first[1])} and {arg.name} {tuple(shape)}"
+                )
+            elif batch is None:
+                batch = b
+    return batch
+
+
+def check_noise(
+    s,
+    noise: Any,
+    declared: list,
+    meta: Callable[[Any], Meta] = array_meta,
+    host: Callable[[Any], np.ndarray | None] = lambda x: None,
+) -> None:
+    """Injected noise: a mapping with exactly the declared names, float arrays of the
+    declared shapes; values in ``[0, 1)`` where ``host`` gives them without a sync."""
+    if not isinstance(noise, Mapping):
+        raise InputError(
+            f"{s.kind}: argument 'noise' expected None or a dict {{name: array}}; "
+            f"received {describe(noise)}"
+        )
+    names = sorted(n.name for n in declared)
+    given = sorted(str(k) for k in noise)
+    if given != names:
+        missing = sorted(set(names) - set(given))
+        unexpected = sorted(set(given) - set(names))
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing {missing}" if missing else "",
+                f"unexpected {unexpected}" if unexpected else "",
+            )
+            if part
+        )
+        raise InputError(
+            f"{s.kind}: argument 'noise' expected names {names} for this call; "
+            f"received {given} ({detail})"
+        )
+    for n in declared:
+        x = noise[n.name]
+        m = meta(x)
+        if m is None:
+            raise InputError(
+                f"{s.kind}: noise {n.name!r} expected a float array of shape {tuple(n.shape)}; "
+                f"received {describe(x)}"
+            )
+        shape, kind = m
+        if kind != "float":
+            raise InputError(
+                f"{s.kind}: noise {n.name!r} expected a floating dtype; received {_dtype(x)}"
+            )
+        if not _fits(shape, tuple(n.shape)):
+            raise InputError(
+                f"{s.kind}: noise {n.name!r} expected shape {tuple(n.shape)}; "
+                f"received {tuple(shape)}"
+            )
+        u = host(x)
+        if u is not None and u.size and not (np.all(u >= 0.0) and np.all(u < 1.0)):
+            shown = "NaN" if np.isnan(u).any() else f"min {np.min(u)}, max {np.max(u)}"
+            raise InputError(
+                f"{s.kind}: noise {n.name!r} expected values in [0, 1); received {shown}"
+            )
+
+
+def numpy_host(x: Any) -> np.ndarray | None:
+    """The values of a NumPy array (already on the host); ``None`` for anything else."""
+    return np.asarray(x, dtype=np.float64) if isinstance(x, np.ndarray) else None
