@@ -149,3 +149,13 @@ def select(route: np.ndarray, *branches: np.ndarray) -> np.ndarray:
     """Per sample, the branch ``route[b]`` of ``branches`` (each ``(B, D)``)."""
     stacked = np.stack(branches, axis=1)  # (B, K, D)
     return np.take_along_axis(stacked, route[:, None, None], axis=1)[:, 0]
+
+
+def poison_undecided(out: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """NaN rows of ``out`` ``(B, D)`` where the route probabilities ``(B, K)`` are NaN.
+
+    A NaN or infinite input makes the route probabilities NaN; the argmax would
+    still pick a route (index 0) and could return a finite row (``v`` for a NaN in
+    ``t``). A non-finite input never gives a finite row, so such a row is NaN.
+    """
+    return np.where(np.isnan(probs).any(axis=-1, keepdims=True), np.nan, out)

@@ -10,6 +10,7 @@ from ._layers import (
     gelu,
     layer_norm,
     linear,
+    poison_undecided,
     relu,
     select,
     sigmoid,
@@ -34,7 +35,7 @@ def energy_aware_adaptive(s, p, v, t, *, training, noise, progress=None):
     both = feed_forward(
         p, "ffn", layer_norm(p, "norm", g * v + (1.0 - g) * t + a, s.layer_norm_eps)
     )
-    out = select(route, v, t, both)
+    out = poison_undecided(select(route, v, t, both), r)
 
     expected = r @ np.asarray(s.energy_costs_mJ, dtype=np.float64)  # (B,)
     weight = p["energy_weight"] if s.energy_weight_trainable else s.energy_weight

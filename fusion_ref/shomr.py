@@ -10,6 +10,7 @@ from ._layers import (
     gelu,
     layer_norm,
     linear,
+    poison_undecided,
     select,
     sigmoid,
     softmax,
@@ -49,6 +50,7 @@ def shomr(s, p, v, t, *, training, noise, use_hard_routing=None):
     both = layer_norm(p, "norm2", g * v + (1.0 - g) * t + a, eps)
     both = both + feed_forward(p, "ffn", both)
     routed = select(route, gelu(linear(p, "single", v)), gelu(linear(p, "single", t)), both)
+    routed = poison_undecided(routed, r)
 
     out = np.where(hard[:, None], routed, soft)
     aux = {

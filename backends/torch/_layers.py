@@ -26,7 +26,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fusion_spec.spec import as_numpy, check_params, parse
+from fusion_spec.spec import (
+    InputError,
+    array_meta,
+    as_numpy,
+    check_arrays,
+    check_flag,
+    check_noise,
+    check_params,
+    parse,
+)
+from fusion_spec.spec._checks import numpy_host
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -203,6 +213,17 @@ def select(route: Tensor, *branches: Tensor) -> Tensor:
     return out
 
 
+def poison_undecided(out: Tensor, probs: Tensor) -> Tensor:
+    """NaN rows of ``out`` ``(B, D)`` where the route probabilities ``(B, K)`` are NaN.
+
+    A NaN or infinite input gives NaN route probabilities; argmax would still pick
+    a route and could return a finite row (``v`` for a NaN in ``t``). The spec says
+    a non-finite input never gives a finite row, so the routed output is NaN there.
+    """
+    undecided = torch.isnan(probs.sum(dim=-1, keepdim=True))  # (B, 1): NaN iff any is NaN
+    return torch.where(undecided, torch.full_like(out, float("nan")), out)
+
+
 def computed_where(mask: Tensor, fn, *args: Tensor) -> Tensor:
     """``fn(*args)`` on the rows where ``mask`` ``(B,)`` is true, zeros elsewhere: ``(B, ...)``.
 
@@ -296,7 +317,9 @@ class FusionModule(nn.Module):
         check_params(self.spec, params, what="canonical params")
         own = dict(self.named_parameters())
         for name, value in params.items():
-            own[name].copy_(torch.from_numpy(np.array(as_numpy(value), order="C")))
+            a = as_numpy(value)
+            a = a.astype(np.float32) if a.dtype.kind != "f" else a  # ml_dtypes' bfloat16
+            own[name].copy_(torch.from_numpy(np.array(a, order="C")))
 
     def canonical_params(self) -> dict[str, np.ndarray]:
         """The parameters under their canonical names: C-contiguous float32 NumPy arrays."""
@@ -320,13 +343,15 @@ class FusionModule(nn.Module):
         """Fuse ``v`` and ``t``.
 
         Args:
-            v, t: ``(B, D)`` embeddings; cast to the parameters' dtype (convert the
-                module with ``.to(dtype)`` to compute in another precision).
+            v, t: ``(B, D)`` real floating tensors (or NumPy arrays) on the module's
+                device; cast to the parameters' dtype (convert the module with
+                ``.to(dtype)`` to compute in another precision).
             noise: optional ``{name: uniform [0, 1) tensor}``, exactly the spec's
                 ``s.noise(B, training=self.training, **call_options)``; when
                 ``None``, stochastic decisions draw ``torch.rand`` from
-                ``self.generator`` on the inputs' device. Values are not
-                range-checked (that would read them on the host).
+                ``self.generator`` on the inputs' device. Names, shapes and dtypes
+                are checked; values only where given as NumPy arrays (reading a
+                tensor's values would synchronise with the device).
             return_aux: also return the spec's aux outputs (margins omitted):
                 values in the output dtype, decisions as 0/1 in the output dtype,
                 ``route`` as int64.
@@ -335,9 +360,12 @@ class FusionModule(nn.Module):
 
         Returns:
             ``fused`` ``(B, D)``, or ``(fused, aux)`` with ``return_aux=True``.
+
+        Raises:
+            spec.InputError: before any torch operation, for a bad argument.
         """
-        options = self.spec.check_call_options(call_options)
-        v, t = self._inputs(v, t)
+        options = self._check_call({"v": v, "t": t}, noise, return_aux, call_options)
+        v, t = self._tensor(v), self._tensor(t)
         u = self._noise(v, noise, options)
         out, aux = self.fuse(v, t, noise=u, **options)
         return (out, aux) if return_aux else out
@@ -345,37 +373,46 @@ class FusionModule(nn.Module):
     def fuse(self, v: Tensor, t: Tensor, *, noise: dict[str, Tensor], **options: Any):
         raise NotImplementedError
 
-    # --- plumbing -------------------------------------------------------------------
-    def _inputs(self, v: Any, t: Any) -> tuple[Tensor, Tensor]:
-        """Shape and dtype checks on static shapes (no host sync); cast to the params' dtype."""
-        dim = self.spec.dim
-        checked = []
-        for name, x in (("v", v), ("t", t)):
-            x = x if isinstance(x, Tensor) else torch.as_tensor(x)
-            if x.dim() != 2 or x.shape[1] != dim:
-                raise ValueError(
-                    f"{self.kind}: argument {name!r} expected shape (B, {dim}); "
-                    f"received shape {tuple(x.shape)}"
-                )
-            if not x.is_floating_point():
-                raise ValueError(
-                    f"{self.kind}: argument {name!r} expected a floating dtype; received {x.dtype}"
-                )
-            checked.append(x)
-        v, t = checked
-        if v.shape[0] != t.shape[0]:
-            raise ValueError(
-                f"{self.kind}: arguments 'v' and 't' expected equal batch sizes; "
-                f"received v {tuple(v.shape)} and t {tuple(t.shape)}"
-            )
-        dtype = self._param_dtype()
-        return v.to(dtype), t.to(dtype)
+    # --- plumbing: the one checking layer ---------------------------------------------
+    def _check_call(
+        self, arrays: dict[str, Any], noise: Any, return_aux: Any, call_options: dict
+    ) -> dict:
+        """Every check of a call, on metadata only (no host sync, traceable); returns the options.
 
-    def _param_dtype(self) -> torch.dtype:
-        return next(iter(self.parameters())).dtype
+        ``arrays`` holds the spec's declared array arguments (``spec.inputs()``).
+        """
+        s = self.spec
+        options = s.check_call_options(call_options)
+        check_flag(s.kind, "return_aux", return_aux)
+        batch = check_arrays(s, arrays, _meta)
+        device = self._param_device()
+        for name, x in arrays.items():
+            if isinstance(x, Tensor) and x.device != device:
+                raise InputError(
+                    f"{s.kind}: argument {name!r} expected a tensor on {device} (the module's "
+                    f"device); received one on {x.device}"
+                )
+        if noise is not None:
+            declared = s.noise(batch, training=self.training, **options)
+            check_noise(s, noise, declared, _meta, numpy_host)
+        return options
+
+    def _tensor(self, x: Any) -> Tensor:
+        """A checked argument as a tensor of the parameters' dtype, on their device."""
+        param = next(iter(self.parameters()))
+        if not isinstance(x, Tensor):
+            a = np.asarray(x)
+            if a.dtype.kind != "f":  # ml_dtypes' bfloat16: torch.from_numpy cannot read it
+                a = a.astype(np.float32)
+            # np.array(order="C"): a negative-stride view has no torch equivalent
+            x = torch.from_numpy(np.array(a, order="C")).to(param.device)
+        return x.to(param.dtype)
+
+    def _param_device(self) -> torch.device:
+        return next(iter(self.parameters())).device
 
     def _noise(self, v: Tensor, noise: Mapping[str, Any] | None, options: dict) -> dict:
-        """The declared noise arrays: injected (names and shapes checked) or drawn uniform [0, 1).
+        """The declared noise arrays: injected (checked by ``_check_call``) or drawn uniform [0, 1).
 
         Noise is float64 for float64 inputs and float32 otherwise (a bfloat16
         uniform is too coarse to draw a categorical route).
@@ -389,19 +426,23 @@ class FusionModule(nn.Module):
             return {
                 n.name: torch.rand(n.shape, device=v.device, dtype=dtype, **extra) for n in declared
             }
-        names = sorted(n.name for n in declared)
-        if sorted(noise) != names:
-            raise ValueError(
-                f"{self.kind}: argument 'noise' expected names {names} for this call; "
-                f"received {sorted(noise)}"
-            )
         out = {}
         for n in declared:
-            u = torch.as_tensor(noise[n.name], device=v.device).to(dtype)
-            if tuple(u.shape) != tuple(n.shape):
-                raise ValueError(
-                    f"{self.kind}: noise {n.name!r} expected shape {tuple(n.shape)}; "
-                    f"received {tuple(u.shape)}"
-                )
-            out[n.name] = u
+            u = noise[n.name]
+            if not isinstance(u, Tensor):
+                u = torch.from_numpy(np.array(np.asarray(u, dtype=np.float64), order="C"))
+            out[n.name] = u.to(device=v.device, dtype=dtype)
         return out
+
+
+def _meta(x: Any):
+    """Shape and dtype kind of a call argument: tensor metadata only (traceable), else ``array_meta``."""
+    if isinstance(x, Tensor):
+        if x.is_floating_point():
+            kind = "float"
+        elif x.is_complex():
+            kind = "complex"
+        else:
+            kind = "bool" if x.dtype == torch.bool else "int"
+        return tuple(x.shape), kind
+    return array_meta(x)

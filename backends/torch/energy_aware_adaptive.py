@@ -14,6 +14,7 @@ from ._layers import (
     categorical,
     computed_where,
     layer_norm,
+    poison_undecided,
     select,
     straight_through,
     tokens,
@@ -81,14 +82,15 @@ class EnergyAwareAdaptiveFusion(FusionModule):
             both = computed_where(route == 2, self._both, v, t, h)
         else:
             both = self._both(v, t, h)
-        out = select(route, v, t, both)
+        out = poison_undecided(select(route, v, t, both), r)
         if s.straight_through:
             out = straight_through(out, r, route)
 
         c_v, c_t, c_b = s.energy_costs_mJ
         expected = c_v * r[:, 0] + c_t * r[:, 1] + c_b * r[:, 2]  # (B,)
         weight = self.energy_weight if s.energy_weight_trainable else s.energy_weight
-        energy_loss = weight * torch.relu(expected.mean() - s.energy_budget_mJ)
+        mean_energy = expected.sum() / max(expected.shape[0], 1)  # 0, not NaN, for B = 0
+        energy_loss = weight * torch.relu(mean_energy - s.energy_budget_mJ)
 
         kept = torch.ones_like(expected)  # (B,)
         if self.training and progress is not None:

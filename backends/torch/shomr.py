@@ -16,6 +16,7 @@ from ._layers import (
     dropout,
     gelu,
     layer_norm,
+    poison_undecided,
     straight_through,
     tokens,
 )
@@ -122,7 +123,7 @@ class ShomrFusion(FusionModule):
         else:
             fallback = torch.zeros_like(hard)
 
-        routed = torch.where((route == 2)[:, None], both, single)
+        routed = poison_undecided(torch.where((route == 2)[:, None], both, single), r)
         if s.straight_through:
             routed = straight_through(routed, r, route)
 
