@@ -16,7 +16,7 @@ from ._base import (
     ParamSpec,
 )
 from ._checks import CALL_INPUTS, ArgSpec, array_meta, check_arrays, check_flag, check_noise
-from ._errors import FusionError, InputError, SpecError, WeightsError
+from ._errors import FusionError, InputError, SpecError, WeightsError, describe
 from ._legacy import from_legacy
 from ._params import as_numpy, check_params, init_params
 from ._union import RULES, SCHEMA_PATH, FusionSpec, json_schema, parse, render_schema, write_schema
@@ -63,6 +63,7 @@ __all__ = [
     "WeightsError",
     "as_numpy",
     "check_params",
+    "describe",
     "from_legacy",
     "init_params",
     "json_schema",

@@ -21,7 +21,21 @@ import keras
 import numpy as np
 from keras import ops
 
-from fusion_spec.spec import Init, ParamSpec, WeightsError, as_numpy, check_params, parse
+from fusion_spec.spec import (
+    Init,
+    InputError,
+    ParamSpec,
+    WeightsError,
+    array_meta,
+    as_numpy,
+    check_arrays,
+    check_flag,
+    check_noise,
+    check_params,
+    describe,
+    parse,
+)
+from fusion_spec.spec._checks import numpy_host
 
 Drop = Callable[[Any], Any]
 
@@ -145,6 +159,23 @@ def select(route, *branches):
     return out
 
 
+def poison_undecided(out, probs):
+    """NaN rows of ``out`` ``(B, D)`` where the route probabilities ``(B, K)`` are NaN.
+
+    A NaN or infinite input makes the route probabilities NaN; the argmax would
+    still pick a route and could return a finite row (``v`` for a NaN in ``t``).
+    A non-finite input never gives a finite row, so such a row is NaN.
+    """
+    undecided = ops.isnan(ops.sum(probs, axis=-1, keepdims=True))  # (B, 1): NaN iff any is
+    return ops.where(undecided, ops.full_like(out, float("nan")), out)
+
+
+def batch_mean(x):
+    """Mean over the batch axis of ``x`` ``(B,)``: 0 (not NaN) for an empty batch."""
+    count = ops.maximum(ops.cast(ops.shape(x)[0], x.dtype), 1.0)
+    return ops.sum(x) / count
+
+
 def straight_through(out, probs, route):
     """``out * (1 + r_k - stop_gradient(r_k))`` without rounding the forward value.
 
@@ -182,6 +213,18 @@ def _initializer(init: Init, seed: int | None):
     return keras.initializers.Constant(init.value)
 
 
+#: Seeds are non-negative 31-bit ints (Keras initializers and TensorFlow's RNG).
+SEED_MAX = 2**31 - 1
+
+
+def _host_array(x: Any) -> Any:
+    """A NumPy argument made C-contiguous float (Keras's torch backend reads neither
+    negative strides nor ml_dtypes' bfloat16); anything else unchanged."""
+    if isinstance(x, np.ndarray) and (x.dtype.kind != "f" or not x.flags.c_contiguous):
+        return np.array(x, dtype=x.dtype if x.dtype.kind == "f" else np.float32, order="C")
+    return x
+
+
 class FusionLayer(keras.layers.Layer):
     """Keras layer computing one fusion rule ``f(v, t)``: ``(B, D), (B, D) -> (B, D)``.
 
@@ -214,6 +257,13 @@ class FusionLayer(keras.layers.Layer):
     def __init__(self, spec: Any, seed: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         s = parse(spec)
+        if seed is not None and (
+            not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < SEED_MAX
+        ):
+            raise InputError(
+                f"{s.kind}: argument 'seed' expected None or an int in [0, 2**31 - 1); "
+                f"received {describe(seed)}"
+            )
         if s.kind != self.kind:
             raise ValueError(
                 f"{type(self).__name__}: argument 'spec' expected kind {self.kind!r}; "
@@ -239,12 +289,42 @@ class FusionLayer(keras.layers.Layer):
             self._canonical[p.name] = self.add_weight(
                 name=_keras_name(p),
                 shape=shape,
-                initializer=_initializer(p.init, None if self.seed is None else self.seed + i),
+                initializer=_initializer(
+                    p.init, None if self.seed is None else (int(self.seed) + i) % SEED_MAX
+                ),
                 trainable=p.trained,
             )
         for p in self.param_specs:
             if p.init.tied_to is not None:
                 self._canonical[p.name].assign(self._canonical[p.init.tied_to])
+
+    def __call__(self, v=None, t=None, *args: Any, **kwargs: Any):
+        """The one checking layer: every argument is checked before Keras or a backend sees it."""
+        if args:
+            raise InputError(
+                f"{self.kind}: expected two positional arguments (v, t) and keywords "
+                f"training, noise, return_aux, call options; received {2 + len(args)} positional"
+            )
+        training = kwargs.get("training")
+        noise = kwargs.get("noise")
+        options = {
+            k: x for k, x in kwargs.items() if k not in ("training", "noise", "return_aux")
+        }
+        self._check_call({"v": v, "t": t}, training, noise, kwargs.get("return_aux", False), options)
+        if noise is not None:
+            kwargs["noise"] = {name: _host_array(u) for name, u in noise.items()}
+        return super().__call__(_host_array(v), _host_array(t), **kwargs)
+
+    def _check_call(self, arrays: dict, training, noise, return_aux, call_options: dict) -> None:
+        """Metadata checks of a call (shape, dtype, names, flags); values only of NumPy noise."""
+        s = self.spec
+        training = check_flag(s.kind, "training", training, allow_none=True)
+        check_flag(s.kind, "return_aux", return_aux)
+        options = s.check_call_options(call_options)
+        batch = check_arrays(s, arrays, array_meta)
+        if noise is not None:
+            declared = s.noise(batch, training=training, **options)
+            check_noise(s, noise, declared, array_meta, numpy_host)
 
     def call(self, v, t, training=None, noise=None, return_aux=False, **call_options):
         """Fuse ``v`` and ``t``.
@@ -269,7 +349,6 @@ class FusionLayer(keras.layers.Layer):
         s = self.spec
         options = s.check_call_options(call_options)
         training = bool(training)
-        self._check_inputs(v, t)
         u = self._noise(v, training, noise, options)
         drop = dropout(float(getattr(s, "dropout", 0.0)), training, self.seed_generator)
         out, aux = type(self).fuse(
@@ -343,45 +422,12 @@ class FusionLayer(keras.layers.Layer):
         return params
 
     # --- plumbing ---------------------------------------------------------------
-    def _check_inputs(self, v, t) -> None:
-        for name, x in (("v", v), ("t", t)):
-            if len(x.shape) != 2 or x.shape[1] != self.spec.dim:
-                raise ValueError(
-                    f"{self.kind}: argument {name!r} expected shape (B, {self.spec.dim}); "
-                    f"received shape {tuple(x.shape)}"
-                )
-            dtype = keras.backend.standardize_dtype(x.dtype)
-            if "float" not in dtype:
-                raise ValueError(
-                    f"{self.kind}: argument {name!r} expected a floating dtype; received {dtype}"
-                )
-        if v.shape[0] != t.shape[0]:
-            raise ValueError(
-                f"{self.kind}: arguments 'v' and 't' expected equal batch sizes; "
-                f"received v {tuple(v.shape)} and t {tuple(t.shape)}"
-            )
-
     def _noise(self, v, training: bool, noise: Mapping[str, Any] | None, options: dict) -> dict:
-        """The declared noise: injected (names and shapes checked) or drawn uniform [0, 1)."""
+        """The declared noise: injected (checked in ``__call__``) or drawn uniform [0, 1)."""
         declared = self.spec.noise(v.shape[0], training=training, **options)
         if noise is None:
             return {
                 n.name: keras.random.uniform(n.shape, dtype=v.dtype, seed=self.seed_generator)
                 for n in declared
             }
-        names = {n.name for n in declared}
-        if set(noise) != names:
-            raise ValueError(
-                f"{self.kind}: argument 'noise' expected names {sorted(names)} for this call; "
-                f"received {sorted(noise)}"
-            )
-        out = {}
-        for n in declared:
-            u = ops.cast(noise[n.name], v.dtype)
-            if tuple(u.shape) != n.shape:
-                raise ValueError(
-                    f"{self.kind}: noise {n.name!r} expected shape {n.shape}; "
-                    f"received {tuple(u.shape)}"
-                )
-            out[n.name] = u
-        return out
+        return {n.name: ops.cast(noise[n.name], v.dtype) for n in declared}

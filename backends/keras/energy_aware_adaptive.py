@@ -7,11 +7,13 @@ from ._layers import (
     FusionLayer,
     argmax,
     attention,
+    batch_mean,
     categorical,
     feed_forward,
     gelu,
     layer_norm,
     linear,
+    poison_undecided,
     select,
     straight_through,
     tokens,
@@ -27,7 +29,6 @@ def energy_aware_adaptive(s, p, v, t, *, training, noise, drop, progress=None):
     Training with ``progress``: the sample's output is zeroed where the batch gate
     $u_g < p(\mathrm{progress})$ and either of its two flags $< p_{flag}$.
     """
-    B = v.shape[0]
     h = ops.concatenate([v, t], axis=-1)  # (B, 2D)
 
     r = ops.softmax(linear(p, "router.out", gelu(linear(p, "router.hidden", h))))  # (B, 3)
@@ -38,13 +39,13 @@ def energy_aware_adaptive(s, p, v, t, *, training, noise, drop, progress=None):
     g = ops.sigmoid(linear(p, "gate", h))  # (B, D)
     b = layer_norm(p, "norm", g * v + (1.0 - g) * t + a, s.layer_norm_eps)
     both = feed_forward(p, "ffn", b, drop_out=drop)
-    out = select(route, v, t, both)
+    out = poison_undecided(select(route, v, t, both), r)
     if s.straight_through:
         out = straight_through(out, r, route)
 
     expected = ops.matmul(r, ops.convert_to_tensor(s.energy_costs_mJ, dtype=r.dtype))  # (B,)
     weight = p["energy_weight"] if s.energy_weight_trainable else s.energy_weight
-    mean_energy = ops.sum(expected) / max(B, 1)
+    mean_energy = batch_mean(expected)  # 0, not NaN, for an empty batch
     energy_loss = weight * ops.relu(mean_energy - s.energy_budget_mJ)
 
     kept = ops.ones_like(expected)  # (B,)

@@ -12,6 +12,7 @@ from ._layers import (
     gelu,
     layer_norm,
     linear,
+    poison_undecided,
     select,
     straight_through,
     tokens,
@@ -64,7 +65,7 @@ def shomr(s, p, v, t, *, training, noise, drop, use_hard_routing=None):
     both = both + feed_forward(p, "ffn", both, drop_hidden=drop, drop_out=drop)
     single_v = drop(gelu(linear(p, "single", v)))
     single_t = drop(gelu(linear(p, "single", t)))
-    routed = select(route, single_v, single_t, both)
+    routed = poison_undecided(select(route, single_v, single_t, both), r)
     if s.straight_through:
         routed = straight_through(routed, r, route)
 
