@@ -18,12 +18,21 @@ global generator).
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from fusion_spec.spec import RULES, WeightsError, from_legacy, parse
+from fusion_spec.spec import (
+    RULES,
+    InputError,
+    WeightsError,
+    check_flag,
+    describe,
+    from_legacy,
+    parse,
+)
 
 from ._layers import FusionModule
 from .concat_mlp import ConcatMlpFusion
@@ -77,13 +86,19 @@ def build(
     """
     s = parse(s)
     cls = MODULES[s.kind]
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise InputError(
+            f"{s.kind}: argument 'generator' expected None or a torch.Generator; "
+            f"received {describe(generator)}"
+        )
+    check_flag(s.kind, "skip_unrouted", skip_unrouted)
     if not skip_unrouted:
         module = cls(s, generator=generator)
     elif cls.routes:
         module = cls(s, generator=generator, skip_unrouted=True)
     else:
         routed = [k for k, c in MODULES.items() if c.routes]
-        raise ValueError(
+        raise InputError(
             f"{s.kind}: argument 'skip_unrouted' expected False for a rule without routing "
             f"(only {routed} route samples); received True"
         )
@@ -131,16 +146,51 @@ def _fusion_state_dict(kind: str, state: Mapping[str, Any]) -> dict[str, Any]:
     ``fusion.fusion.layers.``: bare means *every* key is the module's own).
     """
     roots = _LEGACY_ROOTS[kind]
-    if state and all(key.startswith(roots) for key in state):
+    if state and all(isinstance(key, str) and key.startswith(roots) for key in state):
         return dict(state)
-    inner = {k[len("fusion.") :]: v for k, v in state.items() if k.startswith("fusion.")}
+    inner = {
+        k[len("fusion.") :]: v
+        for k, v in state.items()
+        if isinstance(k, str) and k.startswith("fusion.")
+    }
     if inner and all(key.startswith(roots) for key in inner):
         return inner
     raise WeightsError(
         f"load_legacy_checkpoint: expected the state_dict of an original {kind!r} module "
         f"(keys under {list(roots)}) or of a model holding one as 'fusion.'; "
-        f"received keys {sorted(state)[:20]}{' ...' if len(state) > 20 else ''}"
+        f"received keys {sorted(map(str, state))[:20]}{' ...' if len(state) > 20 else ''}"
     )
+
+
+def _read_checkpoint(path: str) -> Any:
+    """``torch.load(path, weights_only=True)``: every failure a ``WeightsError`` naming the path.
+
+    ``weights_only=True`` unpickles tensors and plain containers only: a file that
+    needs anything else (a class, a function: code to run) is refused unread.
+    """
+    if not os.path.exists(path):
+        raise WeightsError(f"{path}: no such checkpoint file")
+    if os.path.isdir(path):
+        raise WeightsError(f"{path}: expected a checkpoint file; received a directory")
+    if os.path.getsize(path) == 0:
+        raise WeightsError(f"{path}: not a torch.save checkpoint (the file is empty)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            reason = (
+                "refused: it holds objects other than tensors and plain containers, "
+                "which could run code when loaded (nothing was run)"
+            )
+        else:
+            reason = "not a torch.save checkpoint"
+        raise WeightsError(f"{path}: {reason} ({first})") from e
+    except Exception as e:  # truncated zip, random bytes, an old format gone wrong
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise WeightsError(
+            f"{path}: not a readable torch.save checkpoint ({type(e).__name__}: {first})"
+        ) from e
 
 
 def load_legacy_checkpoint(
@@ -161,17 +211,19 @@ def load_legacy_checkpoint(
     and any spec field; ``dim``, ``layers`` and ``hidden_mult`` are inferred.
     Conversion is ``spec.from_legacy``; raises ``spec.WeightsError`` on a mismatch.
     """
-    if kind not in RULES:
-        raise ValueError(
+    if not isinstance(kind, str) or kind not in RULES:
+        raise InputError(
             f"load_legacy_checkpoint: argument 'kind' expected one of {list(RULES)}; "
             f"received {kind!r}"
         )
     state = path_or_state_dict
+    where = "load_legacy_checkpoint"
     if isinstance(state, (str, os.PathLike)):
-        state = torch.load(state, map_location="cpu", weights_only=True)
+        where = os.fspath(state)
+        state = _read_checkpoint(where)
     if not isinstance(state, Mapping):
         raise WeightsError(
-            f"load_legacy_checkpoint: expected a state_dict mapping; received {type(state).__name__}"
+            f"{where}: expected a state_dict mapping; received {describe(state)}"
         )
     for entry in ("state_dict", "model"):
         if isinstance(state.get(entry), Mapping):
