@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -177,15 +178,12 @@ def _read_checkpoint(path: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = (str(e).strip().splitlines() or [""])[0]
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            reason = (
-                "refused: it holds objects other than tensors and plain containers, "
-                "which could run code when loaded (nothing was run)"
-            )
-        else:
-            reason = "not a torch.save checkpoint"
-        raise WeightsError(f"{path}: {reason} ({first})") from e
+        found = re.search(r"Unsupported (global|operand)[^\n]*", str(e))
+        detail = found.group(0).strip() if found else (str(e).strip().splitlines() or [""])[0]
+        raise WeightsError(
+            f"{path}: refused: not a checkpoint of tensors and plain containers only (the "
+            f"weights-only unpickler stopped at: {detail}); nothing in it was run"
+        ) from e
     except Exception as e:  # truncated zip, random bytes, an old format gone wrong
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise WeightsError(
