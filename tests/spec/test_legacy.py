@@ -218,3 +218,36 @@ def test_legacy_errors_name_the_keys():
         spec.from_legacy("fancy", {})
     with pytest.raises(Exception, match="heads"):
         spec.from_legacy("simple", original("simple").state_dict(), heads=5)
+
+
+@pytest.mark.parametrize(
+    "kind, state, kwargs, match",
+    [
+        ("film", None, {}, r"film: from_legacy argument 'state_dict' expected a mapping of key -> tensor; received None"),
+        ("film", [1, 2], {}, r"expected a mapping of key -> tensor; received list of length 2"),
+        ("gated", {"gate.0.weight": "w", "gate.0.bias": None}, {}, r"'gate.0.weight': expected an array, received str 'w'; 'gate.0.bias': expected an array, received None"),
+        ("gated", {"gate.0.weight": np.float32(1.0), "gate.0.bias": np.zeros(0, np.float32)}, {}, r"gated: cannot infer dim from the legacy state_dict"),
+        ("gated", {"gate.0.weight": np.float32(1.0), "gate.0.bias": np.zeros(0, np.float32)}, {"dim": 4}, r"'gate.0.weight': expected shape \(4, 8\), received \(\); 'gate.0.bias': expected shape \(4,\), received \(0,\)"),
+        ("concat_mlp", {"mlp.0.weight": np.zeros((3, 8), np.float32), "mlp.0.bias": np.zeros(3), "mlp.3.weight": np.zeros((4, 3)), "mlp.3.bias": np.zeros(4)}, {}, r"'mlp.0.weight': expected shape \(8, 8\), received \(3, 8\)"),
+    ],
+)
+def test_malformed_legacy_state_dicts_are_weights_errors(kind, state, kwargs, match):
+    with pytest.raises(spec.WeightsError, match=match):
+        spec.from_legacy(kind, state, **kwargs)
+
+
+def test_legacy_errors_say_which_values_were_inferred():
+    sd = {k: v.float().numpy() for k, v in original("energy_aware_adaptive").state_dict().items()}
+    sd["lambda_energy"] = np.array([np.inf], np.float32)
+    with pytest.raises(
+        spec.WeightsError,
+        match=r"field 'energy_weight': input should be a finite number; received energy_weight=inf "
+        r"\(inferred from the checkpoint's shapes: dim=12, energy_weight=inf",
+    ):
+        spec.from_legacy("energy_aware_adaptive", sd, heads=HEADS)
+    sd["lambda_energy"] = np.zeros(0, np.float32)
+    with pytest.raises(spec.WeightsError, match=r"legacy key 'lambda_energy' expected one value; received shape \(0,\)"):
+        spec.from_legacy("energy_aware_adaptive", sd, heads=HEADS)
+    sd["lambda_energy"] = np.array([0.5], np.float32)
+    with pytest.raises(spec.SpecError, match=r"field 'heads': input should be greater than 0; received heads=0"):
+        spec.from_legacy("energy_aware_adaptive", sd, heads=0)  # the caller's own field: SpecError
