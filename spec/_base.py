@@ -251,13 +251,23 @@ def _line(err: dict, kind: str | None, kinds: tuple[str, ...]) -> str:
 def spec_error(e: ValidationError, *, kind: str | None = None, kinds: tuple[str, ...] = ()):
     """A ``SpecError`` from pydantic's error: first line field, rule and received value.
 
-    Further lines list the other errors; ``.errors`` keeps pydantic's list.
+    Further lines list the other errors. ``.errors`` keeps pydantic's list with each
+    ``loc`` relative to the rule (the union's tag removed). A rule class's own
+    ``__init__`` raises ``SpecError``; pydantic wraps it when that class is validated
+    as part of the union, so such an error is unwrapped here, not reformatted.
     """
-    errors = e.errors(include_url=False)
-    lines = [_line(err, kind, kinds) for err in errors]
+    lines, errors = [], []
+    for err in e.errors(include_url=False):
+        inner = err.get("ctx", {}).get("error")
+        if isinstance(inner, SpecError):
+            lines += str(inner).replace("\n  also: ", "\n").splitlines()
+            errors += inner.errors
+            continue
+        lines.append(_line(err, kind, kinds))
+        loc = tuple(err.get("loc", ()))
+        errors.append({**err, "loc": loc[1:] if loc and loc[0] in kinds else loc})
     text = lines[0] if lines else str(e)
-    if len(lines) > 1:
-        text += "".join(f"\n  also: {line}" for line in lines[1:])
+    text += "".join(f"\n  also: {line}" for line in lines[1:])
     return SpecError(text, errors)
 
 

@@ -224,7 +224,7 @@ def from_legacy(kind: str, state_dict: Mapping[str, Any], **init_kwargs: Any):
         s = parse({"kind": kind, **inferred, **init_kwargs})
     except SpecError as e:
         loc = e.errors[0]["loc"] if e.errors else ()
-        if len(loc) > 1 and loc[1] in init_kwargs:
+        if loc and loc[0] in init_kwargs and loc[0] not in inferred:
             raise  # a field the caller gave: their spec error, as is
         shown = ", ".join(f"{k}={v!r}" for k, v in inferred.items()) or "nothing"
         raise WeightsError(
