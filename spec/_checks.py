@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import InputError, describe, dtype_kind
+from ._errors import InputError, _dtype_name, describe, dtype_kind
 
 Meta = tuple[tuple[Any, ...], str] | None
 
@@ -76,8 +76,7 @@ def _kind_text(kinds: tuple[str, ...]) -> str:
 
 
 def _dtype(x: Any) -> str:
-    text = str(getattr(x, "dtype", "?"))
-    return text[len("torch.") :] if text.startswith("torch.") else text
+    return _dtype_name(getattr(x, "dtype", "?"))
 
 
 def check_flag(kind: str, name: str, value: Any, *, allow_none: bool = False) -> bool:

@@ -75,6 +75,9 @@ def describe(x: Any) -> str:
 
 
 def _dtype_name(dtype: Any) -> str:
+    """``float32``, ``int64``, ``<U1``...: one spelling for NumPy, torch, TensorFlow, jax dtypes."""
+    if not isinstance(dtype, (np.dtype, str)) and isinstance(getattr(dtype, "name", None), str):
+        return dtype.name  # tf.DType (str() gives "<dtype: 'int32'>")
     text = str(dtype)
     return text[len("torch.") :] if text.startswith("torch.") else text
 
@@ -86,8 +89,6 @@ def dtype_kind(dtype: Any) -> str:
     ``bfloat16``) are classified without importing a framework.
     """
     name = _dtype_name(getattr(dtype, "name", dtype)).lower()
-    if name.startswith("<dtype: '") and name.endswith("'>"):  # tf.DType's str
-        name = name[len("<dtype: '") : -2]
     if name in ("bool", "bool_"):
         return "bool"
     if "complex" in name:

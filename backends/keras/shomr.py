@@ -37,7 +37,7 @@ def shomr(s, p, v, t, *, training, noise, drop, use_hard_routing=None):
     c = ops.softmax(
         linear(p, "confidence.out", drop(gelu(linear(p, "confidence.hidden", h))))
     )  # (B, 2)
-    m = ops.max(c, axis=-1)  # (B,)
+    m = ops.maximum(c[:, 0], c[:, 1])  # (B,); ops.max refuses an empty batch on TF and torch
     if use_hard_routing is None:
         hard = m > s.confidence_threshold
     else:
