@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from fusion_spec import spec
+
+# Property-based tests (tests/hypothesis_cases.py): "ci" is derandomized (a fixed
+# seed, the same examples everywhere); "long" draws fresh examples, 10x as many.
+_HYPOTHESIS = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", derandomize=True, print_blob=True, **_HYPOTHESIS)
+settings.register_profile("long", derandomize=False, print_blob=True, **_HYPOTHESIS)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SIZES = {"dim": 12, "heads": 3}
 
