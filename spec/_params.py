@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import WeightsError, describe, numpy_kind
+from ._errors import InputError, WeightsError, describe, numpy_kind
+from ._union import parse
 
 
 def init_params(s, seed: int = 0) -> dict[str, np.ndarray]:
@@ -16,6 +17,11 @@ def init_params(s, seed: int = 0) -> dict[str, np.ndarray]:
     Distributions match the original's PyTorch initialisation (not its random
     stream); parameters ``tied_to`` another start as copies of it.
     """
+    s = parse(s)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise InputError(
+            f"{s.kind}: argument 'seed' expected a non-negative int; received {describe(seed)}"
+        )
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
     for p in s.params():
@@ -68,6 +74,7 @@ def check_params(
     dtype name, e.g. ``"float32"``). Raises ``WeightsError`` listing every missing,
     unexpected, mis-typed and mis-shaped entry.
     """
+    s = parse(s)
     if not isinstance(params, Mapping):
         raise WeightsError(
             f"{s.kind}: {what} expected a mapping of canonical name -> array; "

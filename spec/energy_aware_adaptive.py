@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ._base import (
     AttentionSpecBase,
@@ -26,7 +26,6 @@ from ._errors import InputError, describe
 #: Upper bound of the energy fields: keeps costs, the mean energy and the loss
 #: (up to ENERGY_MAX**2) finite and exact enough in float32.
 ENERGY_MAX = 1e6
-Energy = Annotated[float, Field(ge=0.0, le=ENERGY_MAX)]
 
 
 class EnergyAwareAdaptiveSpec(AttentionSpecBase):
@@ -51,7 +50,7 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
     energy_budget_mJ: float = Field(
         8.0, ge=0.0, le=ENERGY_MAX, description="Energy budget E_budget in mJ, in [0, 1e6]."
     )
-    energy_costs_mJ: tuple[Energy, Energy, Energy] = Field(
+    energy_costs_mJ: tuple[float, float, float] = Field(
         (3.2, 4.1, 9.8),
         description="Energy of the image, text and both routes in mJ, each in [0, 1e6].",
     )
@@ -95,6 +94,14 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
     output_drop_flag_p: float = Field(
         0.5, ge=0.0, le=1.0, description="Each of a sample's two flags is set with this prob."
     )
+
+    @field_validator("energy_costs_mJ")
+    @classmethod
+    def _costs_in_range(cls, costs):
+        """Every route's energy cost is in [0, 1e6] (finite: NaN and inf are refused first)."""
+        if not all(0.0 <= c <= ENERGY_MAX for c in costs):
+            raise ValueError("every cost expected in [0, 1e6]")
+        return costs
 
     def output_drop_probability(self, progress: float) -> float:
         """p = min(output_drop_max, output_drop_start + output_drop_ramp * progress)."""

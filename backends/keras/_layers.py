@@ -280,7 +280,7 @@ class FusionLayer(keras.layers.Layer):
     def build(self, v_shape=None, t_shape=None):
         for name, shape in (("v", v_shape), ("t", t_shape)):
             if shape is not None and (len(shape) != 2 or shape[-1] not in (None, self.spec.dim)):
-                raise ValueError(
+                raise InputError(
                     f"{self.kind}: input {name!r} expected shape (B, {self.spec.dim}); "
                     f"received shape {tuple(shape)}"
                 )

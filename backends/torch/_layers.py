@@ -275,7 +275,7 @@ class FusionModule(nn.Module):
         super().__init__()
         s = parse(spec)
         if s.kind != self.kind:
-            raise ValueError(
+            raise InputError(
                 f"{type(self).__name__}: argument 'spec' expected kind {self.kind!r}; "
                 f"received kind {s.kind!r}"
             )

@@ -121,8 +121,8 @@ def test_frozen_and_extra_forbidden():
         ),
         (
             {"kind": "energy_aware_adaptive", "energy_costs_mJ": [1, -2, 3]},
-            "energy_aware_adaptive: field 'energy_costs_mJ[1]': input should be greater than or "
-            "equal to 0; received energy_costs_mJ[1]=-2",
+            "energy_aware_adaptive: field 'energy_costs_mJ': every cost expected in [0, 1e6]; "
+            "received energy_costs_mJ=[1, -2, 3]",
         ),
         (
             {"kind": "fancy", "dim": 4},
