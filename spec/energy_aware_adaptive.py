@@ -29,6 +29,10 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
     """
 
     summary = "Router picks image, text or both (gated + attention + FFN); reports an energy loss."
+    dropout_sites = (
+        'the attention weights (after the softmax)',
+        "the FFN output of the 'both' path (no dropout in the router)",
+    )
     call_options = (
         CallOption(
             "progress",
@@ -165,7 +169,7 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
                 margin="route_margin",
                 dtype="int",
             ),
-            AuxSpec("expected_energy", b, "value", "Per-sample expected energy c . r in mJ."),
+            AuxSpec("expected_energy", b, "value", "Per-sample expected energy energy_costs_mJ . r in mJ."),
             AuxSpec("energy_loss", (), "value", "lambda * max(0, mean(expected_energy) - budget)."),
             AuxSpec(
                 "output_kept",

@@ -33,6 +33,14 @@ class ShomrSpec(AttentionSpecBase):
     """
 
     summary = "Confidence picks soft (weighted sum + attention) or hard routing (image/text/both)."
+    dropout_sites = (
+        "the confidence MLP's hidden activation, after the GELU",
+        "the router MLP's hidden activation, after the GELU",
+        'the attention weights (after the softmax)',
+        'the FFN hidden activation, after the GELU',
+        'the FFN output, before the residual add',
+        'the hard image/text projection, after its GELU',
+    )
     call_options = (
         CallOption(
             "use_hard_routing",
