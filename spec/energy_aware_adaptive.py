@@ -25,7 +25,7 @@ from ._base import (
 class EnergyAwareAdaptiveSpec(AttentionSpecBase):
     r"""Route $k$ from $r = \mathrm{softmax}(\mathrm{MLP}_r([v;t]))$: $v$, $t$, or
     $\mathrm{FFN}(\mathrm{LN}(g v + (1-g) t + a))$; energy loss
-    $\lambda \max(0, \overline{c^\top r} - E_{budget})$.
+    $\lambda \max(0, \overline{\kappa^\top r} - E_{budget})$ with $\kappa$ the energy costs.
     """
 
     summary = "Router picks image, text or both (gated + attention + FFN); reports an energy loss."

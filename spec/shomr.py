@@ -29,7 +29,7 @@ class ShomrSpec(AttentionSpecBase):
     $a$ the token mean of self-attention over $[v, t]$. Hard samples follow the route
     $k$ drawn from $r = \mathrm{softmax}(\mathrm{MLP}_r([v;t]) / T)$ (argmax in eval):
     $P(v)$, $P(t)$ with $P = \mathrm{GELU}(W_p \cdot + b_p)$, or the gated "both" path
-    $b = \mathrm{LN}_2(g v + (1-g) t + a)$, $f = b + \mathrm{FFN}(b)$.
+    $z = \mathrm{LN}_2(g v + (1-g) t + a)$, $f = z + \mathrm{FFN}(z)$.
     """
 
     summary = "Confidence picks soft (weighted sum + attention) or hard routing (image/text/both)."

@@ -419,6 +419,10 @@ _LAYOUT_JS = r"""
       out.raw.push(n.textContent.slice(Math.max(0, i - 40), i + 40).replace(/\s+/g, " "));
     }
   }
+  // a bar escaped for a Markdown table inside a code span shows its backslash
+  document.querySelectorAll(".md-content td code, .md-content th code").forEach((code) => {
+    if (code.textContent.includes("\\|")) out.raw.push(code.textContent.slice(0, 80));
+  });
   return out;
 })()
 """

@@ -159,6 +159,12 @@ def _type_name(annotation: object) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+def _code_union(type_text: str) -> str:
+    """``a | b`` as code spans joined by a bar outside them: a bar escaped for the table
+    inside a code span would show its backslash."""
+    return " | ".join(f"`{part}`" for part in type_text.split(" | "))
+
+
 def _constraints(field) -> str:
     symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
     parts = []
@@ -190,7 +196,7 @@ def fields_block(kind: str) -> str:
         rows.append(
             [
                 f"`{name}`",
-                "`str`" if name == "kind" else f"`{_type_name(field.annotation)}`",
+                "`str`" if name == "kind" else _code_union(_type_name(field.annotation)),
                 default,
                 _constraints(field),
                 field.description or (f"Selects the rule: `{kind!r}`." if name == "kind" else ""),
@@ -342,7 +348,7 @@ def call_options_block(kind: str) -> str:
     options = spec.RULES[kind].call_options
     if not options:
         return "This rule takes no call options.\n"
-    rows = [[f"`{o.name}`", f"`{o.type}`", f"`{o.default!r}`", o.doc] for o in options]
+    rows = [[f"`{o.name}`", _code_union(o.type), f"`{o.default!r}`", o.doc] for o in options]
     return _table(["option", "type", "default", "meaning"], rows)
 
 
@@ -530,7 +536,10 @@ def _literal(x, digits: int = 8) -> str:
 
     a = np.asarray(x)
     if a.ndim == 0:
-        return f"{a.item():.{digits}g}" if a.dtype.kind == "f" else str(a.item())
+        if a.dtype.kind != "f":
+            return str(a.item())
+        text = f"{a.item():.{digits}g}"
+        return text if any(c in text for c in ".en") else text + ".0"  # stays a float
     return "[" + ", ".join(_literal(e, digits) for e in a) + "]"
 
 
@@ -581,16 +590,16 @@ def example_block(kind: str) -> str:
         call += f", {key}={value!r}"
     lines.append(f"fused, aux = fusion_ref.forward({call})")
     lines.append("")
-    lines.append("# printed to 8 significant digits: the reference agrees to 1e-8 relative")
+    lines.append("# printed to 8 significant digits, so rounded by at most 5e-8 relative")
     lines.append(_wrap("expected = np.array(", _literal(fused) + ")"))
-    lines.append("np.testing.assert_allclose(fused, expected, rtol=1e-8, atol=1e-12)")
+    lines.append("np.testing.assert_allclose(fused, expected, rtol=1e-7, atol=1e-12)")
     shown = [a for a in s.aux(len(v), training=training) if a.role != "margin"]
     for a in shown:
         value = aux[a.name]
         lines.append(
             _wrap(
                 f"np.testing.assert_allclose(aux[{a.name!r}], ",
-                _literal(value) + ", rtol=1e-8, atol=1e-12)",
+                _literal(value) + ", rtol=1e-7, atol=1e-12)",
             )
         )
     mode = "training, with the noise shown" if training else "eval"
@@ -607,8 +616,8 @@ def io_block(kind: str) -> str:
     cls = spec.RULES[kind]
     s = _spec(kind, DIM)
     inputs = [
-        ["`v`", "`(B, D)`", "T", "image embedding, one row per sample"],
-        ["`t`", "`(B, D)`", "T", "text embedding, one row per sample"],
+        ["`v`", "`(B, D)`", "F", "image embedding, one row per sample"],
+        ["`t`", "`(B, D)`", "F", "text embedding, one row per sample"],
     ]
     noise_names = _noise_names(kind)
     if noise_names:
@@ -623,15 +632,15 @@ def io_block(kind: str) -> str:
             ]
         )
     for o in cls.call_options:
-        inputs.append([f"`{o.name}` (call option)", "scalar", f"`{o.type}`", o.doc])
+        inputs.append([f"`{o.name}` (call option)", "scalar", _code_union(o.type), o.doc])
     aux = s.aux(1, training=False)
-    outputs = [["`fused`", "`(B, D)`", "T", "the fused embedding"]]
+    outputs = [["`fused`", "`(B, D)`", "F", "the fused embedding"]]
     if aux:
         outputs.append(
             [
                 "`aux` (with `return_aux=True`)",
                 "dict",
-                "T, int",
+                "F, int",
                 "see [Aux outputs](#aux-outputs): "
                 + ", ".join(f"`{a.name}`" for a in aux if a.role != "margin"),
             ]
