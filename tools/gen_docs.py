@@ -323,7 +323,8 @@ def params_block(kind: str) -> str:
             notes.append(f"starts as a copy of `{row['tied'][0]}`")
         if not q.trained:
             notes.append("not trained")
-        rows.append([name, row["shape"], f"{row['formula']} ({row['at']})", "; ".join(notes)])
+        init = row["formula"] if row["formula"] == row["at"] else f"{row['formula']} ({row['at']})"
+        rows.append([name, row["shape"], init, "; ".join(notes)])
         if q.init.origin:
             origins.setdefault(q.init.origin, []).append(row["formula"])
     total = sum(math.prod(q.shape) for q in s.params())
@@ -543,8 +544,9 @@ def _literal(x, digits: int = 8) -> str:
     return "[" + ", ".join(_literal(e, digits) for e in a) + "]"
 
 
-def _wrap(prefix: str, body: str, width: int = 88) -> str:
-    """``prefix + body`` broken after commas so no line passes ``width`` characters."""
+def _wrap(prefix: str, body: str, width: int = 76) -> str:
+    """``prefix + body`` broken after commas so that lines stay within ``width``
+    characters (the code column of the site shows about 80)."""
     lines, line = [], prefix
     rows = re.split(r"(?<=\], )", body)  # break between rows first, inside a row if needed
     pieces = [p for row in rows for p in (re.split(r"(?<=, )", row) if len(row) > 60 else [row])]
@@ -571,7 +573,7 @@ def example_block(kind: str) -> str:
         "import numpy as np",
         "from fusion_spec import fusion_ref, spec",
         "",
-        f"s = spec.parse({fields!r})",
+        _wrap("s = spec.parse(", repr(fields) + ")"),
         "params = {",
     ]
     for name, value in params.items():
