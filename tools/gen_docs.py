@@ -38,6 +38,9 @@ from fusion_spec import spec  # noqa: E402
 from fusion_spec.spec import tolerance  # noqa: E402
 
 DOCS = ROOT / "docs"
+#: dtype of the integer aux ``route`` per implementation (tests/docs/test_generated.py
+#: checks the reference's and PyTorch's against these).
+ROUTE_DTYPES = {"the reference": "int64", "PyTorch": "int64", "Keras": "int32"}
 #: dim at which initial distributions and costs are stated.
 DIM = 512
 #: a small dim for the cost table (what the tests run).
@@ -667,10 +670,8 @@ def io_block(kind: str) -> str:
             text += f"- Decisions {names}: 0/1 in F (float64 in the reference).\n"
         if ints:
             names = ", ".join(f"`{n}`" for n in ints)
-            text += (
-                f"- {names}: integer route index, **int64** in the reference and PyTorch, "
-                "**int32** in Keras.\n"
-            )
+            where = ", ".join(f"**{dtype}** in {who}" for who, dtype in ROUTE_DTYPES.items())
+            text += f"- {names}: integer route index, {where}.\n"
         margins = [a.name for a in aux if a.role == "margin"]
         if margins:
             text += "- Margins (`*_margin`): float64, from the reference only.\n"

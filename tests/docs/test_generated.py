@@ -170,3 +170,22 @@ def test_costs_are_the_spec_macs():
     s = spec.parse({"kind": "cross_attention", "dim": gen_docs.DIM})
     assert "| `all` |" in gen_docs.cost_block("cross_attention")
     assert f"{s.macs()['all']:,} |" in gen_docs.cost_block("cross_attention")
+
+
+def test_route_dtypes_stated_are_the_implementations():
+    """The type constraints name the dtype each implementation really returns for route."""
+    import numpy as np
+
+    from fusion_spec import fusion_ref
+
+    s = spec.parse({"kind": "shomr", "dim": 4, "heads": 1})
+    params = spec.init_params(s, seed=0)
+    v = t = np.ones((2, 4))
+    _, aux = fusion_ref.forward(s, params, v, t, return_aux=True)
+    assert str(aux["route"].dtype) == gen_docs.ROUTE_DTYPES["the reference"]
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    from fusion_spec.backends import torch as backend
+
+    module = backend.build(s).eval()
+    _, aux = module(torch.ones(2, 4), torch.ones(2, 4), return_aux=True)
+    assert str(aux["route"].dtype) == "torch." + gen_docs.ROUTE_DTYPES["PyTorch"]
