@@ -737,7 +737,7 @@ def differentiability_block(kind: str) -> str:
                 "softmax ignores",
             ]
         )
-    rows.append(["every other parameter", "yes"])
+    rows.append(["every other parameter" if len(rows) > 1 else "every parameter", "yes"])
     text = _table(["input or parameter", "gradient from `fused`"], rows)
     aux = s.aux(1, training=False)
     if aux:
@@ -745,7 +745,7 @@ def differentiability_block(kind: str) -> str:
         steps = [a.name for a in aux if a.role != "value"]
         if values:
             text += (
-                "\nAux values " + ", ".join(f"`{n}`" for n in values)
+                "\nThe aux values " + ", ".join(f"`{n}`" for n in values)
                 + " are differentiable functions of the inputs and parameters"
             )
             text += (
