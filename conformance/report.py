@@ -170,7 +170,7 @@ def _catalogue_table() -> str:
                 f"`{c.name.removeprefix(c.spec.kind + '_')}`",
                 f"{c.v.shape[0]} x {c.spec.dim}",
                 ", ".join(checks),
-                f"{opts}: {c.purpose}" if opts else c.purpose,
+                f"{opts}: {c.purpose}" if opts and c.purpose else opts or c.purpose,
             ]
         )
     sections = []
