@@ -1,4 +1,4 @@
-"""Check a built site: nothing external, every formula and diagram rendered.
+"""Check a built site: nothing external, every formula and diagram rendered and readable.
 
 Two checks, both usable from the tests and from the command line:
 
@@ -464,13 +464,6 @@ class PageReport:
                 )
         found += [f"code broken mid-word in a table cell: {c!r}" for c in self.layout["wrapped_code"]]
         return found
-
-
-def render_page(url: str, *, timeout: float = 120.0) -> tuple[list[str], dict[str, int]]:
-    """Open ``url`` once in a fresh headless Chromium; problems in the page and its counts."""
-    with Browser(timeout=timeout) as browser:
-        report = browser.open(url)
-    return report.problems, report.counts
 
 
 # --- serving ----------------------------------------------------------------------------
