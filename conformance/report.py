@@ -153,39 +153,38 @@ def markdown(rows: list[dict], backends: dict[str, str], warnings: list[str]) ->
 
 
 def _catalogue_table() -> str:
-    """Every forward case (``conformance/cases.py``) and distribution trial, one line each."""
-    table = [["case", "B", "D", "mode", "options", "exact", "gradient", "what it is for"]]
+    """Every forward case (``conformance/cases.py``), one section per rule, and the
+    distribution trials. Few columns, so the table fits the docs' content column."""
+    by_rule: dict[str, list[list[str]]] = {}
     for c in all_cases():
         changed = {
             k: v
             for k, v in c.spec.model_dump().items()
             if k not in ("kind", "dim") and v != type(c.spec).model_fields[k].default
         }
-        opts = ", ".join(f"{k}={v}" for k, v in {**changed, **c.options}.items())
-        table.append(
+        opts = ", ".join(f"`{k}={v}`" for k, v in {**changed, **c.options}.items())
+        checks = ["training" if c.training else "eval"]
+        checks += ["exact decisions"] * bool(c.exact_decisions) + ["gradient"] * bool(c.gradient)
+        by_rule.setdefault(c.spec.kind, []).append(
             [
-                f"`{c.name}`",
-                str(c.v.shape[0]),
-                str(c.spec.dim),
-                "training" if c.training else "eval",
-                opts,
-                "yes" if c.exact_decisions else "",
-                "yes" if c.gradient else "",
-                c.purpose,
+                f"`{c.name.removeprefix(c.spec.kind + '_')}`",
+                f"{c.v.shape[0]} x {c.spec.dim}",
+                ", ".join(checks),
+                f"{opts}: {c.purpose}" if opts and c.purpose else opts or c.purpose,
             ]
         )
-    trials = [["distribution trial", "draws", "mode", "test", "what it is for"]]
+    sections = []
+    for kind, rows in by_rule.items():
+        sections.append(
+            f"### Cases of `{kind}`\n\nCase ids are `{kind}_` followed by the name.\n\n"
+            + render_markdown_table([["case", "B x D", "mode, checks", "options: purpose"], *rows])
+        )
+    table = "\n\n".join(sections)
+    trials = [["distribution trial", "calls x B, mode, test", "what it is for"]]
     for tr in distribution.trials():
-        trials.append(
-            [
-                f"`{tr.name}`",
-                f"{tr.calls} x {tr.batch}",
-                "training" if tr.training else "eval",
-                tr.kind,
-                tr.doc,
-            ]
-        )
-    return render_markdown_table(table) + "\n\n" + render_markdown_table(trials)
+        mode = "training" if tr.training else "eval"
+        trials.append([f"`{tr.name}`", f"{tr.calls} x {tr.batch}, {mode}, {tr.kind}", tr.doc])
+    return table + "\n\n### Distribution trials\n\n" + render_markdown_table(trials)
 
 
 def _one_line(text: str) -> str:

@@ -127,6 +127,10 @@ class FusionSpecBase(BaseModel):
     call_options: ClassVar[tuple[CallOption, ...]] = ()
     #: One-line summary for tables and reprs.
     summary: ClassVar[str] = ""
+    #: Where training applies element-wise dropout of rate ``dropout`` (the original's
+    #: ``nn.Dropout`` layers and attention dropout), in forward order; empty for rules
+    #: without a ``dropout`` field.
+    dropout_sites: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, /, **data: Any):
         """Validate ``data``; raises ``SpecError`` whose first line names the field."""

@@ -13,6 +13,9 @@ class ConcatMlpSpec(FusionSpecBase):
     r"""$h_0 = [v; t]$, $h_i = \mathrm{GELU}(W_i h_{i-1} + b_i)$, $f = W_L h_{L-1} + b_L$."""
 
     summary = "MLP on [v; t]: layers-1 GELU blocks of width hidden_mult * dim, then a linear."
+    dropout_sites = (
+        'after the GELU of each of the layers - 1 hidden blocks (none after the final linear)',
+    )
 
     kind: Literal["concat_mlp"] = "concat_mlp"
     hidden_mult: int = Field(2, gt=0, description="Hidden width is hidden_mult * dim.")

@@ -19,6 +19,10 @@ class CrossAttentionSpec(AttentionSpecBase):
     r"""$q = \mathrm{LN}_1(\tfrac12(v+t))$, $z = \mathrm{MHA}(q, X, X)$, $f = z + \mathrm{FFN}(\mathrm{LN}_2(z))$."""
 
     summary = "Query = LN(mean(v, t)) attends over [v, t]; residual FFN on top."
+    dropout_sites = (
+        'the attention weights (after the softmax)',
+        'the FFN output, before the residual add',
+    )
 
     kind: Literal["cross_attention"] = "cross_attention"
 

@@ -31,10 +31,14 @@ ENERGY_MAX = 1e6
 class EnergyAwareAdaptiveSpec(AttentionSpecBase):
     r"""Route $k$ from $r = \mathrm{softmax}(\mathrm{MLP}_r([v;t]))$: $v$, $t$, or
     $\mathrm{FFN}(\mathrm{LN}(g v + (1-g) t + a))$; energy loss
-    $\lambda \max(0, \overline{c^\top r} - E_{budget})$.
+    $\lambda \max(0, \overline{\kappa^\top r} - E_{budget})$ with $\kappa$ the energy costs.
     """
 
     summary = "Router picks image, text or both (gated + attention + FFN); reports an energy loss."
+    dropout_sites = (
+        'the attention weights (after the softmax)',
+        "the FFN output of the 'both' path (no dropout in the router)",
+    )
     call_options = (
         CallOption(
             "progress",
@@ -177,7 +181,7 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
                 margin="route_margin",
                 dtype="int",
             ),
-            AuxSpec("expected_energy", b, "value", "Per-sample expected energy c . r in mJ."),
+            AuxSpec("expected_energy", b, "value", "Per-sample expected energy energy_costs_mJ . r in mJ."),
             AuxSpec("energy_loss", (), "value", "lambda * max(0, mean(expected_energy) - budget)."),
             AuxSpec(
                 "output_kept",

@@ -33,10 +33,18 @@ class ShomrSpec(AttentionSpecBase):
     $a$ the token mean of self-attention over $[v, t]$. Hard samples follow the route
     $k$ drawn from $r = \mathrm{softmax}(\mathrm{MLP}_r([v;t]) / T)$ (argmax in eval):
     $P(v)$, $P(t)$ with $P = \mathrm{GELU}(W_p \cdot + b_p)$, or the gated "both" path
-    $b = \mathrm{LN}_2(g v + (1-g) t + a)$, $f = b + \mathrm{FFN}(b)$.
+    $z = \mathrm{LN}_2(g v + (1-g) t + a)$, $f = z + \mathrm{FFN}(z)$.
     """
 
     summary = "Confidence picks soft (weighted sum + attention) or hard routing (image/text/both)."
+    dropout_sites = (
+        "the confidence MLP's hidden activation, after the GELU",
+        "the router MLP's hidden activation, after the GELU",
+        'the attention weights (after the softmax)',
+        'the FFN hidden activation, after the GELU',
+        'the FFN output, before the residual add',
+        'the hard image/text projection, after its GELU',
+    )
     call_options = (
         CallOption(
             "use_hard_routing",

@@ -14,6 +14,12 @@ class SimpleSpec(AttentionSpecBase):
     r"""Encoder fusion: $f(v, t) = \tfrac12 (X_1 + X_2)$ with $X = \mathcal{T}([v, t])$."""
 
     summary = "Transformer encoder over [v, t], mean of the two output tokens."
+    dropout_sites = (
+        'encoder layer: the attention weights (after the softmax)',
+        'encoder layer: the attention output, before its residual add',
+        'encoder layer: the FFN hidden activation, after the GELU',
+        'encoder layer: the FFN output, before its residual add',
+    )
 
     kind: Literal["simple"] = "simple"
     layers: int = Field(2, gt=0, description="Number of encoder layers.")

@@ -18,6 +18,12 @@ class TransformerConcatSpec(AttentionSpecBase):
     r"""$f(v, t) = \tfrac12 (X_1 + X_2)$ with $X = \mathcal{T}([v + e_v, t + e_t])$."""
 
     summary = "Encoder over [v + e_v, t + e_t] (learned modality embeddings), mean of tokens."
+    dropout_sites = (
+        'encoder layer: the attention weights (after the softmax)',
+        'encoder layer: the attention output, before its residual add',
+        'encoder layer: the FFN hidden activation, after the GELU',
+        'encoder layer: the FFN output, before its residual add',
+    )
 
     kind: Literal["transformer_concat"] = "transformer_concat"
     layers: int = Field(4, gt=0, description="Number of encoder layers.")

@@ -1,18 +1,21 @@
-"""Check a built site: nothing external, every formula and diagram rendered.
+"""Check a built site: nothing external, every formula and diagram rendered and readable.
 
 Two checks, both usable from the tests and from the command line:
 
 * ``external_urls(site)``: every ``src``/``href``/``srcset`` in the HTML and every
   CSS ``url(...)`` that points off the site (``http:``, ``https:``, ``//host``);
-* ``render_page(url)``: opens one page in headless Chromium (Debian's ``chromium``),
-  with the site served on localhost and every other host unresolvable, dumps the DOM
-  after a virtual-time budget and reports raw TeX left, KaTeX errors, diagrams
-  without an ``<svg>`` (or with Mermaid's error diagram), uncaught script errors
-  and any request to a host other than localhost (from Chromium's net log).
+* ``Browser().open(url, width=...)``: opens one page in headless Chromium (Debian's
+  ``chromium``, one process for a whole run, driven over the DevTools pipe), with the
+  site served on localhost and every other host unresolvable. Once the vendored KaTeX
+  and Mermaid have run it reports raw TeX left, KaTeX errors, diagrams without an
+  ``<svg>`` (or with Mermaid's error diagram), uncaught script errors, any request to
+  a host other than localhost, and the layout a reader sees: display formulas wider
+  than their column, TeX shown as text, diagram text under 10 px, tables wider than
+  the column, code broken mid-word in table cells, a page that scrolls sideways.
 
 Usage::
 
-    python tools/check_site.py site/        # both checks on every page; exit 1 on problems
+    python tools/check_site.py site/   # every page at 1280 and 390 px; exit 1 on problems
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import http.server
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -44,12 +49,14 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
-    "--enable-logging=stderr",
-    "--v=0",
     # nothing but the local server resolves: a CDN request fails instead of loading
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 )
-VIRTUAL_TIME_MS = 20000
+#: the two viewport widths a page is read at (CSS px): a laptop and a phone.
+DESKTOP_WIDTH = 1280
+PHONE_WIDTH = 390
+#: the smallest text height (CSS px) a diagram may shrink its labels to at DESKTOP_WIDTH.
+MIN_DIAGRAM_FONT_PX = 10.0
 EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:)?//", re.I)
 _VOID = {
     "area",
@@ -192,53 +199,271 @@ def dom_problems(html: str) -> tuple[list[str], dict[str, int]]:
     return problems, {"formulas": len(maths), "diagrams": len(diagrams)}
 
 
-def _page_requests(netlog: Path, origin: str) -> set[str]:
-    """URLs the page itself requested (initiator ``origin``), from Chromium's net log.
+class CdpError(RuntimeError):
+    """Chromium answered a DevTools command with an error."""
 
-    The browser's own background requests (update checks and the like) carry no
-    page initiator and are not the site's doing, so they are left out.
+
+class Browser:
+    """One headless Chromium for a whole run, driven over the DevTools pipe.
+
+    ``--remote-debugging-pipe`` needs no port and no websocket library: commands go
+    to the browser's fd 3, answers and events come back on fd 4, each a JSON
+    message ended by a NUL byte. Every page is opened in the same tab, so a test
+    session pays the browser's start-up once.
     """
-    text = netlog.read_text() if netlog.exists() else ""
-    try:
-        events = json.loads(text).get("events", [])
-    except json.JSONDecodeError:
-        # Chromium can leave the log without its closing brackets: read the events found.
-        events = [{"params": json.loads(m)} for m in re.findall(r'"params":(\{[^{}]*\})', text)]
-    return {
-        e["params"]["url"]
-        for e in events
-        if e.get("params", {}).get("url") and e["params"].get("initiator") == origin
-    }
 
+    def __init__(self, *, timeout: float = 60.0) -> None:
+        exe = chromium()
+        if exe is None:
+            raise RuntimeError("chromium not found (Debian: apt-get install -y chromium)")
+        self.timeout = timeout
+        self._profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
+        to_browser_r, self._to_browser = os.pipe()
+        self._from_browser, from_browser_w = os.pipe()
 
-def render_page(url: str, *, timeout: float = 120.0) -> tuple[list[str], dict[str, int]]:
-    """Open ``url`` in headless Chromium; problems in the rendered page and its counts."""
-    exe = chromium()
-    if exe is None:
-        raise RuntimeError("chromium not found (Debian: apt-get install -y chromium)")
-    with tempfile.TemporaryDirectory() as profile:
-        netlog = Path(profile) / "netlog.json"
-        cmd = [
-            exe,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}/user",
-            f"--log-net-log={netlog}",
-            f"--virtual-time-budget={VIRTUAL_TIME_MS}",
-            "--dump-dom",
-            url,
-        ]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        if out.returncode != 0 or "<html" not in out.stdout:
-            return [f"chromium exited {out.returncode}: {out.stderr[-800:]}"], {}
-        problems, counts = dom_problems(out.stdout)
-        for line in out.stderr.splitlines():
-            if "Uncaught" in line:
-                problems.append(f"script error: {line.strip()[:200]}")
+        def wire_fds() -> None:  # in the child: the pipe ends Chromium expects
+            os.dup2(to_browser_r, 3)
+            os.dup2(from_browser_w, 4)
+
+        self._proc = subprocess.Popen(
+            [
+                exe,
+                *CHROMIUM_FLAGS,
+                "--remote-debugging-pipe",
+                f"--user-data-dir={self._profile.name}",
+                "--hide-scrollbars",
+                "about:blank",
+            ],
+            pass_fds=(3, 4),
+            preexec_fn=wire_fds,  # noqa: PLW1509 - only dup2, no Python state touched
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+        self._buffer = b""
+        self._next_id = 0
+        self.events: list[dict] = []
+        target = self._command("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self._session = self._command(
+            "Target.attachToTarget", {"targetId": target, "flatten": True}
+        )["sessionId"]
+        for domain in ("Page", "Runtime", "Network"):
+            self.send(f"{domain}.enable")
+
+    # --- protocol ---------------------------------------------------------------------
+    def _read_message(self, deadline: float) -> dict:
+        while b"\0" not in self._buffer:
+            if time.monotonic() > deadline:
+                raise TimeoutError("chromium did not answer in time")
+            ready, _, _ = select.select([self._from_browser], [], [], 0.5)
+            if ready:
+                chunk = os.read(self._from_browser, 1 << 20)
+                if not chunk:
+                    raise RuntimeError("chromium closed the DevTools pipe")
+                self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def _command(self, method: str, params: dict | None = None, session: str | None = None):
+        self._next_id += 1
+        message: dict = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            answer = self._read_message(deadline)
+            if answer.get("id") == self._next_id:
+                if "error" in answer:
+                    raise CdpError(f"{method}: {answer['error']}")
+                return answer.get("result", {})
+            if "method" in answer:
+                self.events.append(answer)
+
+    def send(self, method: str, params: dict | None = None) -> dict:
+        """A DevTools command on the page's session; its result."""
+        return self._command(method, params, self._session)
+
+    def evaluate(self, expression: str):
+        """The value of a JavaScript expression in the page (promises awaited)."""
+        result = self.send(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+        )
+        if "exceptionDetails" in result:
+            raise CdpError(f"evaluate: {result['exceptionDetails'].get('text')}")
+        return result["result"].get("value")
+
+    # --- pages ------------------------------------------------------------------------
+    def open(self, url: str, *, width: int = DESKTOP_WIDTH, height: int = 900) -> PageReport:
+        """Load ``url`` at a viewport ``width`` px wide; wait for math and diagrams; report."""
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+        )
+        self.events.clear()
+        self.send("Page.navigate", {"url": url})
+        deadline = time.monotonic() + self.timeout
+        while not self.evaluate(_READY_JS):
+            if time.monotonic() > deadline:
+                break  # measure what is there: the checks name what did not render
+            time.sleep(0.1)
+        layout = self.evaluate(_LAYOUT_JS)
+        html = self.evaluate("document.documentElement.outerHTML")
+        problems, counts = dom_problems(html)
         origin = "/".join(url.split("/")[:3])  # scheme://host:port
-        for requested in sorted(_page_requests(netlog, origin)):
-            if not requested.startswith(origin + "/"):
-                problems.append(f"requested an external URL: {requested}")
-    return problems, counts
+        for event in self.events:
+            params = event.get("params", {})
+            if event["method"] == "Runtime.exceptionThrown":
+                details = params.get("exceptionDetails", {})
+                text = details.get("exception", {}).get("description") or details.get("text")
+                problems.append(f"script error: {str(text)[:200]}")
+            elif event["method"] == "Network.requestWillBeSent":
+                requested = params.get("request", {}).get("url", "")
+                if EXTERNAL.match(requested) and not requested.startswith(origin + "/"):
+                    problems.append(f"requested an external URL: {requested}")
+        return PageReport(url, width, problems, counts, layout)
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            with contextlib.suppress(OSError, RuntimeError, TimeoutError):
+                self._command("Browser.close")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=10)
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        os.close(self._to_browser)
+        os.close(self._from_browser)
+        self._profile.cleanup()
+
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# Ready: the document loaded, its fonts too, every formula typeset (or failed) and every
+# diagram drawn (or failed) by the vendored KaTeX and Mermaid.
+_READY_JS = """
+(async () => {
+  if (document.readyState !== "complete") return false;
+  await document.fonts.ready;
+  const maths = [...document.querySelectorAll(".arithmatex")];
+  if (!maths.every(m => m.querySelector(".katex, .katex-error"))) return false;
+  const diagrams = [...document.querySelectorAll("div.mermaid")];
+  return diagrams.every(d => d.querySelector("svg") || d.dataset.processed);
+})()
+"""
+
+# What a reader sees, measured in CSS px: natural widths of display formulas against the
+# box they sit in, the font size of diagram text after the SVG is scaled to the column,
+# tables wider than their box, code split over lines in table cells, text outside math and
+# code that still shows TeX, and the page's own horizontal overflow.
+_LAYOUT_JS = r"""
+(() => {
+  const describe = (el) => (el.textContent || "").replace(/\s+/g, " ").trim().slice(0, 70);
+  const out = {formulas: [], diagrams: [], tables: [], wrapped_code: [], raw: [],
+               page_overflow: document.documentElement.scrollWidth - window.innerWidth};
+  document.querySelectorAll("div.arithmatex").forEach((box) => {
+    const parts = box.querySelectorAll(".katex-html > *");
+    if (!parts.length) return;
+    let left = Infinity, right = -Infinity;
+    parts.forEach((p) => {
+      const r = p.getBoundingClientRect();
+      left = Math.min(left, r.left); right = Math.max(right, r.right);
+    });
+    const tex = box.querySelector("annotation");
+    out.formulas.push({width: right - left, box: box.clientWidth,
+                       tex: tex ? tex.textContent.trim().slice(0, 70) : describe(box)});
+  });
+  document.querySelectorAll("div.mermaid svg").forEach((svg, i) => {
+    const vb = svg.viewBox && svg.viewBox.baseVal;
+    const shown = svg.getBoundingClientRect().width;
+    const scale = vb && vb.width ? shown / vb.width : 1;
+    let min = Infinity, label = "";
+    svg.querySelectorAll("text, span, p, div").forEach((el) => {
+      if (!el.textContent.trim() || el.querySelector("span, p, div, tspan")) return;
+      const px = parseFloat(getComputedStyle(el).fontSize) * scale;
+      if (px < min) { min = px; label = describe(el); }
+    });
+    out.diagrams.push({index: i, min_font_px: min, label: label, width: shown});
+  });
+  document.querySelectorAll(".md-content table").forEach((table) => {
+    const box = table.closest(".md-typeset__scrollwrap") || table.parentElement;
+    const width = table.scrollWidth;
+    out.tables.push({width: width, box: box.clientWidth,
+                     header: describe(table.querySelector("tr") || table)});
+    table.querySelectorAll("td code, th code").forEach((code) => {
+      const text = code.textContent;
+      if (!/\s/.test(text) && code.getClientRects().length > 1) out.wrapped_code.push(text);
+    });
+  });
+  const skip = "script, style, code, pre, svg, textarea, .katex, .katex-error, .md-search";
+  const root = document.querySelector(".md-main") || document.body;
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  const tex = /\$|\\[A-Za-z]+|\\[()\[\]{}]/;
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const parent = n.parentElement;
+    if (!parent || parent.closest(skip) || !parent.getClientRects().length) continue;
+    const m = n.textContent.match(tex);
+    if (m) {
+      const i = m.index;
+      out.raw.push(n.textContent.slice(Math.max(0, i - 40), i + 40).replace(/\s+/g, " "));
+    }
+  }
+  // a bar escaped for a Markdown table inside a code span shows its backslash
+  document.querySelectorAll(".md-content td code, .md-content th code").forEach((code) => {
+    if (code.textContent.includes("\\|")) out.raw.push(code.textContent.slice(0, 80));
+  });
+  return out;
+})()
+"""
+
+
+@dataclass
+class PageReport:
+    """One page at one viewport width: DOM problems, counts and layout measurements."""
+
+    url: str
+    width: int
+    problems: list[str]
+    counts: dict[str, int]
+    layout: dict
+
+    def layout_problems(self, *, desktop: bool) -> list[str]:
+        """What a reader trips over at this width (``desktop``: the 1280 px limits too)."""
+        found = [f"TeX shown as text: {snippet!r}" for snippet in self.layout["raw"]]
+        if self.layout["page_overflow"] > 1:
+            found.append(f"the page scrolls sideways by {self.layout['page_overflow']} px")
+        if not desktop:
+            return found
+        for f in self.layout["formulas"]:
+            if f["width"] > f["box"] + 1:
+                found.append(
+                    f"display formula {f['width']:.0f} px wide in a {f['box']} px column: "
+                    f"{f['tex']!r}"
+                )
+        for d in self.layout["diagrams"]:
+            if d["min_font_px"] < MIN_DIAGRAM_FONT_PX:
+                found.append(
+                    f"diagram {d['index']}: text {d['min_font_px']:.1f} px high "
+                    f"(< {MIN_DIAGRAM_FONT_PX} px), e.g. {d['label']!r}"
+                )
+        for t in self.layout["tables"]:
+            if t["width"] > t["box"] + 1:
+                found.append(
+                    f"table {t['width']} px wide in a {t['box']} px column: {t['header']!r}"
+                )
+        found += [f"code broken mid-word in a table cell: {c!r}" for c in self.layout["wrapped_code"]]
+        return found
 
 
 # --- serving ----------------------------------------------------------------------------
@@ -275,13 +500,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("site", type=Path, help="the built site (mkdocs build -d SITE)")
     args = parser.parse_args(argv)
     problems = [f"{f}: external URL {u}" for f, u in external_urls(args.site)]
-    with serve(args.site) as base:
+    with serve(args.site) as base, Browser() as browser:
         for page in pages(args.site):
-            found, counts = render_page(base + page.removesuffix("index.html"))
+            url = base + page.removesuffix("index.html")
+            desktop = browser.open(url, width=DESKTOP_WIDTH)
+            phone = browser.open(url, width=PHONE_WIDTH)
+            counts = desktop.counts
             print(
                 f"{page}: {counts.get('formulas', 0)} formulas, {counts.get('diagrams', 0)} diagrams",
                 file=sys.stderr,
             )
+            found = desktop.problems + desktop.layout_problems(desktop=True)
+            found += [f"at {PHONE_WIDTH} px: {p}" for p in phone.layout_problems(desktop=False)]
             problems += [f"{page}: {p}" for p in found]
     for p in problems:
         print(p, file=sys.stderr)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import math
 import re
 import sys
@@ -37,6 +38,9 @@ from fusion_spec import spec  # noqa: E402
 from fusion_spec.spec import tolerance  # noqa: E402
 
 DOCS = ROOT / "docs"
+#: dtype of the integer aux ``route`` per implementation (tests/docs/test_generated.py
+#: checks the reference's and PyTorch's against these).
+ROUTE_DTYPES = {"the reference": "int64", "PyTorch": "int64", "Keras": "int32"}
 #: dim at which initial distributions and costs are stated.
 DIM = 512
 #: a small dim for the cost table (what the tests run).
@@ -44,12 +48,26 @@ SMALL_DIM = 64
 #: two dims and batch sizes to read shapes symbolically (multiples of the default 8 heads).
 _DIMS = (64, 128)
 _BATCHES = (3, 5)
+#: a second head count (divides both dims) to read head-dependent shapes symbolically.
+_HEADS = 4
 
 MARKER = re.compile(
     r"(<!-- BEGIN generated:(?P<name>[a-z-]+) -->\n)(?P<body>.*?)(<!-- END generated:(?P=name) -->)",
     re.S,
 )
-RULE_BLOCKS = ("fields", "params", "call-options", "noise", "aux", "cost")
+RULE_BLOCKS = (
+    "io",
+    "fields",
+    "params",
+    "dropout",
+    "differentiability",
+    "call-options",
+    "noise",
+    "aux",
+    "cost",
+    "example",
+    "links",
+)
 
 
 # --- formatting helpers -------------------------------------------------------------
@@ -79,14 +97,56 @@ def _affine(values: tuple[int, int], points: tuple[int, int], symbol: str) -> st
     return term if b == 0 else f"{term}+{b}"
 
 
+def _shape_text(dims: list[str]) -> str:
+    if not dims:
+        return "`()` (scalar)"
+    return "`(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")`"
+
+
 def _shape(shapes: tuple[tuple[int, ...], tuple[int, ...]], points, symbol: str) -> str:
     first, second = shapes
     if len(first) != len(second):
         raise ValueError(f"rank changes with {symbol}: {first} vs {second}")
-    dims = [_affine((a, b), points, symbol) for a, b in zip(first, second, strict=True)]
-    if not dims:
-        return "`()` (scalar)"
-    return "`(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")`"
+    return _shape_text([_affine((a, b), points, symbol) for a, b in zip(first, second, strict=True)])
+
+
+def symbolic_shapes(kind: str, declare, fields: dict | None = None) -> dict[str, str]:
+    """name -> shape in ``B``, ``D`` and ``h`` of every item ``declare(spec, batch)`` lists.
+
+    The declaration is evaluated at a base size and again with one of ``D``, ``B``
+    and ``h`` (``heads``) changed at a time; an axis that follows one of them is
+    written as an affine function of it (``2D``, ``4D+1``), an axis that follows
+    none as its number, and an axis that follows two raises.
+    """
+    fields = dict(fields or {})
+    cls = spec.RULES[kind]
+    base_dim, base_batch = _DIMS[0], _BATCHES[0]
+    configs = {"D": ({"dim": _DIMS[1]}, base_batch), "B": ({}, _BATCHES[1])}
+    points = {"D": _DIMS, "B": _BATCHES}
+    if "heads" in cls.model_fields and "heads" not in fields:
+        configs["h"] = ({"heads": _HEADS}, base_batch)
+        points["h"] = (cls.model_fields["heads"].default, _HEADS)
+
+    def evaluate(extra: dict, batch: int) -> dict[str, tuple[int, ...]]:
+        s = _spec(kind, **{"dim": base_dim, **fields, **extra})
+        return {item.name: tuple(item.shape) for item in declare(s, batch)}
+
+    base = evaluate({}, base_batch)
+    varied = {symbol: evaluate(extra, batch) for symbol, (extra, batch) in configs.items()}
+    out = {}
+    for name, shape in base.items():
+        dims = []
+        for axis, value in enumerate(shape):
+            moved = {sym: v[name][axis] for sym, v in varied.items() if v[name][axis] != value}
+            if len(moved) > 1:
+                raise ValueError(f"{kind}: {name} axis {axis} depends on {sorted(moved)}")
+            if not moved:
+                dims.append(str(value))
+                continue
+            ((symbol, other),) = moved.items()
+            dims.append(_affine((value, other), points[symbol], symbol))
+        out[name] = _shape_text(dims)
+    return out
 
 
 def _type_name(annotation: object) -> str:
@@ -100,6 +160,12 @@ def _type_name(annotation: object) -> str:
     if annotation is type(None):
         return "None"
     return getattr(annotation, "__name__", str(annotation))
+
+
+def _code_union(type_text: str) -> str:
+    """``a | b`` as code spans joined by a bar outside them: a bar escaped for the table
+    inside a code span would show its backslash."""
+    return " | ".join(f"`{part}`" for part in type_text.split(" | "))
 
 
 def _constraints(field) -> str:
@@ -119,7 +185,7 @@ def _constraints(field) -> str:
 # --- rule blocks ----------------------------------------------------------------------
 
 
-def _spec(kind: str, dim: int, **fields):
+def _spec(kind: str, dim: int = DIM, **fields):
     return spec.RULES[kind](dim=dim, **fields)
 
 
@@ -128,13 +194,15 @@ def fields_block(kind: str) -> str:
     rows = []
     for name, field in cls.model_fields.items():
         default = "required" if field.is_required() else f"`{field.default!r}`"
+        if name == "kind":  # its one value goes in the widest column
+            default = "its value"
         rows.append(
             [
                 f"`{name}`",
-                f"`{_type_name(field.annotation)}`",
+                "`str`" if name == "kind" else _code_union(_type_name(field.annotation)),
                 default,
                 _constraints(field),
-                field.description or ("Selects the rule." if name == "kind" else ""),
+                field.description or (f"Selects the rule: `{kind!r}`." if name == "kind" else ""),
             ]
         )
     text = _table(["field", "type", "default", "constraints", "meaning"], rows)
@@ -150,30 +218,133 @@ def fields_block(kind: str) -> str:
     return text
 
 
-def params_block(kind: str) -> str:
-    lo, hi = (_spec(kind, d).params() for d in _DIMS)
-    at = _spec(kind, DIM).params()
-    rows = []
-    for p, q, r in zip(lo, hi, at, strict=True):
-        init = r.init.describe()
-        origin = f" ({r.init.origin})" if r.init.origin else ""
-        rows.append(
-            [
-                f"`{p.name}`",
-                _shape((p.shape, q.shape), _DIMS, "D"),
-                f"{init}{origin}",
-                "yes" if p.trained else "no",
-                p.doc,
-            ]
-        )
+def _affine_expr(values: tuple[float, float], what: str) -> str | None:
+    """``values`` at ``_DIMS`` as an integer-coefficient affine expression in D, else None."""
+    rounded = tuple(round(x) for x in values)
+    if any(abs(x - r) > 1e-6 * max(1.0, abs(x)) for x, r in zip(values, rounded, strict=True)):
+        return None
+    try:
+        return _affine(rounded, _DIMS, "D")
+    except ValueError:
+        return None
+
+
+def init_formula(kind: str, name: str, fields: dict | None = None) -> str:
+    """The initial distribution of parameter ``name`` as a formula of the sizes (TeX).
+
+    Read from the spec at two dims: a uniform bound ``a`` with ``1/a^2`` affine in
+    ``D`` is ``1/sqrt(fan_in)``; with ``6/a^2`` affine, Xavier's ``sqrt(6/(fan_in +
+    fan_out))``; standard deviations and constants that do not move are numbers.
+    """
+    lo, hi = (
+        {q.name: q.init for q in _spec(kind, d, **(fields or {})).params()}[name] for d in _DIMS
+    )
+    if lo.kind == "uniform":
+        fan = _affine_expr((1 / lo.bound**2, 1 / hi.bound**2), "fan_in")
+        if fan is not None:
+            bound = rf"1/\sqrt{{{fan}}}"
+        else:
+            fans = _affine_expr((6 / lo.bound**2, 6 / hi.bound**2), "fan_in + fan_out")
+            if fans is None:
+                raise ValueError(f"{kind}: {name}: bound {lo.bound} is no known formula of D")
+            bound = rf"\sqrt{{6/({fans})}}"
+        return rf"$\mathcal{{U}}(-a, a)$, $a = {bound}$"
+    if lo.kind == "normal":
+        if lo.std != hi.std:
+            raise ValueError(f"{kind}: {name}: a standard deviation that depends on D")
+        return rf"$\mathcal{{N}}(0, {lo.std:g}^2)$"
+    if lo.value != hi.value:
+        raise ValueError(f"{kind}: {name}: a constant that depends on D")
+    return f"${lo.value:g}$"
+
+
+def _at_dim(init) -> str:
+    if init.kind == "uniform":
+        return f"$a = {init.bound:.6g}$"
+    if init.kind == "normal":
+        return f"$\\sigma = {init.std:.6g}$"
+    return f"${init.value:g}$"
+
+
+_INDEX = re.compile(r"\.(\d+)\.")
+
+
+def param_rows(kind: str) -> list[dict]:
+    """The parameters of the default spec, layers collapsed into pattern rows.
+
+    Names that differ only in one ``.N.`` segment (``encoder.0.attn.query.weight``,
+    ``encoder.1.attn.query.weight``, ...) with the same symbolic shape and
+    distribution become one row ``encoder.{i}.attn.query.weight`` over ``i < n``.
+    """
     s = _spec(kind, DIM)
-    total = sum(math.prod(p.shape) for p in at)
-    text = _table(["name", "shape", f"initialisation at D = {DIM}", "trained", "note"], rows)
-    text += f"\n{len(at)} tensors, {total:,} values at D = {DIM} with the default fields.\n"
-    silent = sorted(s.no_output_gradient())
-    if silent:
-        names = ", ".join(f"`{n}`" for n in silent)
-        text += f"\nNo gradient from the fused output reaches (by design, see below): {names}.\n"
+    shapes = symbolic_shapes(kind, lambda sp, b: sp.params())
+    groups: dict[tuple, list] = {}
+    for q in s.params():
+        m = _INDEX.search(q.name)
+        pattern = q.name[: m.start()] + ".{i}." + q.name[m.end() :] if m else q.name
+        key = (pattern, shapes[q.name], init_formula(kind, q.name), _at_dim(q.init))
+        groups.setdefault(key, []).append((int(m.group(1)) if m else None, q))
+    rows = []
+    for (pattern, shape, formula, at), members in groups.items():
+        indices = [i for i, _ in members]
+        first = members[0][1]
+        if len(members) > 1 and indices == list(range(len(members))):
+            rows.append(
+                {
+                    "name": pattern,
+                    "count": len(members),
+                    "shape": shape,
+                    "formula": formula,
+                    "at": at,
+                    "spec": first,
+                    "tied": [q.init.tied_to for _, q in members[1:]],
+                }
+            )
+        else:
+            for _, q in members:
+                rows.append(
+                    {"name": q.name, "count": 1, "shape": shape, "formula": formula, "at": at,
+                     "spec": q, "tied": [q.init.tied_to] if q.init.tied_to else []}
+                )
+    return rows
+
+
+def params_block(kind: str) -> str:
+    s = _spec(kind, DIM)
+    layers = getattr(s, "layers", None)
+    rows, origins, patterns, tied = [], {}, set(), False
+    for row in param_rows(kind):
+        q = row["spec"]
+        name = f"`{row['name']}`"
+        notes = [q.doc] if q.doc else []
+        if row["count"] > 1:
+            bound = "L" if row["count"] == layers else str(row["count"])
+            patterns.add(bound)
+            notes.insert(0, f"$i < {bound}$")
+            tied = tied or bool(row["tied"])
+        elif row["tied"]:
+            notes.append(f"starts as a copy of `{row['tied'][0]}`")
+        if not q.trained:
+            notes.append("not trained")
+        init = row["formula"] if row["formula"] == row["at"] else f"{row['formula']} ({row['at']})"
+        rows.append([name, row["shape"], init, "; ".join(notes)])
+        if q.init.origin:
+            origins.setdefault(q.init.origin, []).append(row["formula"])
+    total = sum(math.prod(q.shape) for q in s.params())
+    text = _table(["name", "shape", f"initial value (at D = {DIM})", "note"], rows)
+    if patterns:
+        text += "\nA row `name.{i}.rest` stands for one tensor per $i$"
+        text += f"; $L$ = `layers` ({layers} by default)" if "L" in patterns else ""
+        text += (
+            ". Every $i \\geq 1$ starts as a copy of $i = 0$ (the original's "
+            "`nn.TransformerEncoder` deep-copies one layer), then trains on its own.\n"
+            if tied
+            else ".\n"
+        )
+    text += f"\n{len(s.params())} tensors, {total:,} values at D = {DIM} with the default fields.\n"
+    text += "\nWhere the distributions come from (the original's PyTorch initialisers):\n\n"
+    for origin, formulas in origins.items():
+        text += f"- {' or '.join(dict.fromkeys(formulas))}: {origin}\n"
     return text
 
 
@@ -181,8 +352,16 @@ def call_options_block(kind: str) -> str:
     options = spec.RULES[kind].call_options
     if not options:
         return "This rule takes no call options.\n"
-    rows = [[f"`{o.name}`", f"`{o.type}`", f"`{o.default!r}`", o.doc] for o in options]
+    rows = [[f"`{o.name}`", _code_union(o.type), f"`{o.default!r}`", o.doc] for o in options]
     return _table(["option", "type", "default", "meaning"], rows)
+
+
+class _Given(float):
+    """A sample value for a float option whose default is None: labelled "given"."""
+
+
+#: the value a float call option takes in the noise table (any value in its range).
+_GIVEN = _Given(0.5)
 
 
 def _option_samples(option) -> list[object]:
@@ -190,7 +369,7 @@ def _option_samples(option) -> list[object]:
     if "bool" in option.type:
         values += [True, False]
     if "float" in option.type:
-        values.append(0.5)
+        values.append(_GIVEN)
     return [v for v in values if v != option.default]
 
 
@@ -219,19 +398,21 @@ def _noise_rows(kind: str, fields: dict) -> dict[tuple, list[list[str]]]:
             calls += [(training, {option.name: v}) for v in _option_samples(option)]
     out = {}
     for training, options in calls:
-        lo, hi = (
-            _spec(kind, _DIMS[0], **fields).noise(b, training=training, **options) for b in _BATCHES
-        )
+
+        def declare(sp, b, training=training, options=options):
+            return sp.noise(b, training=training, **options)
+
+        shapes = symbolic_shapes(kind, declare, fields)
+        items = _spec(kind, _DIMS[0], **fields).noise(_BATCHES[0], training=training, **options)
         out[(training, tuple(options.items()))] = [
-            [f"`{n.name}`", _shape((n.shape, m.shape), _BATCHES, "B"), n.doc]
-            for n, m in zip(lo, hi, strict=True)
+            [f"`{n.name}`", shapes[n.name], n.doc] for n in items
         ]
     return out
 
 
 def _when(training: bool, options: tuple, setting: str = "") -> str:
     parts = ["training" if training else "eval"]
-    parts += [f"`{k}={v!r}`" for k, v in options]
+    parts += [f"`{k}` given" if v is _GIVEN else f"`{k}={v!r}`" for k, v in options]
     if setting:
         parts.append(setting)
     return ", ".join(parts)
@@ -268,15 +449,16 @@ def noise_block(kind: str) -> str:
 
 
 def aux_block(kind: str) -> str:
-    lo, hi = (_spec(kind, _DIMS[0]).aux(b, training=False) for b in _BATCHES)
-    if not lo:
+    items = _spec(kind, _DIMS[0]).aux(_BATCHES[0], training=False)
+    if not items:
         return "None: `return_aux=True` returns an empty dict.\n"
+    shapes = symbolic_shapes(kind, lambda sp, b: sp.aux(b, training=False))
     rows = []
-    for a, b in zip(lo, hi, strict=True):
-        shape = _shape((a.shape, b.shape), _BATCHES, "B")
-        margin = f"`{a.margin}`" if a.margin else "-"
-        rows.append([f"`{a.name}`", shape, a.role, a.dtype, margin, a.doc])
-    return _table(["aux", "shape", "role", "dtype", "margin", "meaning"], rows)
+    for a in items:
+        shape = shapes[a.name]
+        margin = f" Margin: `{a.margin}`." if a.margin else ""
+        rows.append([f"`{a.name}`", shape, f"{a.role}, {a.dtype}", a.doc + margin])
+    return _table(["aux", "shape", "role, dtype", "meaning"], rows)
 
 
 def cost_block(kind: str) -> str:
@@ -285,13 +467,334 @@ def cost_block(kind: str) -> str:
     return _table(["route", f"MACs / sample, D = {SMALL_DIM}", f"MACs / sample, D = {DIM}"], rows)
 
 
+def _noise_names(kind: str) -> list[str]:
+    """Every noise array the rule reads in some call or setting."""
+    settings = [{}] + [{name: value} for name, value in _variants(kind)]
+    return sorted(
+        {
+            row[0].strip("`")
+            for fields in settings
+            for rows in _noise_rows(kind, fields).values()
+            for row in rows
+        }
+    )
+
+
+# --- the worked example -------------------------------------------------------------
+
+#: One small call per rule: spec fields (beyond kind), batch, mode, noise and options.
+#: Every parameter is drawn on a 0.1 grid from ``seed`` so that each number prints short.
+EXAMPLES: dict[str, dict] = {
+    "simple": {"fields": {"dim": 2, "heads": 1, "layers": 1}, "batch": 1, "seed": 1},
+    "concat_mlp": {"fields": {"dim": 2, "hidden_mult": 1}, "batch": 1, "seed": 2},
+    "gated": {"fields": {"dim": 3}, "batch": 1, "seed": 3},
+    "film": {"fields": {"dim": 3}, "batch": 1, "seed": 4},
+    "modality_dropout": {
+        "fields": {"dim": 2},
+        "batch": 1,
+        "seed": 5,
+        "training": True,
+        "noise": {"drop_image": [0.1], "drop_text": [0.7]},
+    },
+    "transformer_concat": {"fields": {"dim": 2, "heads": 1, "layers": 1}, "batch": 1, "seed": 6},
+    "cross_attention": {"fields": {"dim": 2, "heads": 2}, "batch": 1, "seed": 7},
+    # seeds chosen so that one sample is soft and one hard (route 0), and the two
+    # samples of energy_aware_adaptive take different routes above a lowered budget
+    "shomr": {"fields": {"dim": 2, "heads": 1}, "batch": 2, "seed": 19},
+    "energy_aware_adaptive": {
+        "fields": {"dim": 2, "heads": 1, "energy_budget_mJ": 5.0},
+        "batch": 2,
+        "seed": 32,
+    },
+}
+
+
+def _example_values(kind: str):
+    import numpy as np
+
+    from fusion_spec import fusion_ref
+
+    ex = EXAMPLES[kind]
+    s = spec.parse({"kind": kind, **ex["fields"]})
+    rng = np.random.default_rng(ex["seed"])
+    params = {}
+    for q in s.params():
+        if q.init.kind == "constant" and q.init.value == 1.0:  # LayerNorm scales around 1
+            value = 1.0 + rng.integers(-5, 6, size=q.shape) / 10
+        else:
+            value = rng.integers(-9, 10, size=q.shape) / 10
+        params[q.name] = np.asarray(value, dtype=np.float64)
+    v = rng.integers(-9, 10, size=(ex["batch"], s.dim)) / 10
+    t = rng.integers(-9, 10, size=(ex["batch"], s.dim)) / 10
+    noise = {k: np.asarray(u, dtype=np.float64) for k, u in ex.get("noise", {}).items()}
+    training = ex.get("training", False)
+    fused, aux = fusion_ref.forward(
+        s, params, v, t, training=training, noise=noise or None, return_aux=True,
+        **ex.get("options", {}),
+    )
+    return s, params, v, t, noise, training, fused, aux
+
+
+def _literal(x, digits: int = 8) -> str:
+    import numpy as np
+
+    a = np.asarray(x)
+    if a.ndim == 0:
+        if a.dtype.kind != "f":
+            return str(a.item())
+        text = f"{a.item():.{digits}g}"
+        return text if any(c in text for c in ".en") else text + ".0"  # stays a float
+    return "[" + ", ".join(_literal(e, digits) for e in a) + "]"
+
+
+def _wrap(prefix: str, body: str, width: int = 76) -> str:
+    """``prefix + body`` broken after commas so that lines stay within ``width``
+    characters (the code column of the site shows about 80)."""
+    lines, line = [], prefix
+    rows = re.split(r"(?<=\], )", body)  # break between rows first, inside a row if needed
+    pieces = [p for row in rows for p in (re.split(r"(?<=, )", row) if len(row) > 60 else [row])]
+    for piece in pieces:
+        if len(line) + len(piece) > width and line.strip():
+            lines.append(line.rstrip())
+            line = " " * 8 + piece
+        else:
+            line += piece
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def example_block(kind: str) -> str:
+    """One call with every number shown, as a runnable check against the reference.
+
+    ``tests/docs/test_examples.py`` runs the block (the reference must reproduce the
+    printed output), and ``--check`` regenerates it, so neither the numbers nor the
+    call can drift from the reference.
+    """
+    s, params, v, t, noise, training, fused, aux = _example_values(kind)
+    fields = {"kind": kind, **EXAMPLES[kind]["fields"]}
+    lines = [
+        "import numpy as np",
+        "from fusion_spec import fusion_ref, spec",
+        "",
+        _wrap("s = spec.parse(", repr(fields) + ")"),
+        "params = {",
+    ]
+    for name, value in params.items():
+        lines.append(_wrap(f"    {name!r}: np.array(", _literal(value, 3) + "),"))
+    lines.append("}")
+    lines.append(_wrap("v = np.array(", _literal(v, 3) + ")"))
+    lines.append(_wrap("t = np.array(", _literal(t, 3) + ")"))
+    call = "s, params, v, t, return_aux=True"
+    if training:
+        lines.append("noise = {")
+        for name, u in noise.items():
+            lines.append(f"    {name!r}: np.array({_literal(u, 3)}),")
+        lines.append("}")
+        call = "s, params, v, t, training=True, noise=noise, return_aux=True"
+    for key, value in EXAMPLES[kind].get("options", {}).items():
+        call += f", {key}={value!r}"
+    lines.append(f"fused, aux = fusion_ref.forward({call})")
+    lines.append("")
+    lines.append("# printed to 8 significant digits, so rounded by at most 5e-8 relative")
+    lines.append(_wrap("expected = np.array(", _literal(fused) + ")"))
+    lines.append("np.testing.assert_allclose(fused, expected, rtol=1e-7, atol=1e-12)")
+    shown = [a for a in s.aux(len(v), training=training) if a.role != "margin"]
+    for a in shown:
+        value = aux[a.name]
+        lines.append(
+            _wrap(
+                f"np.testing.assert_allclose(aux[{a.name!r}], ",
+                _literal(value) + ", rtol=1e-7, atol=1e-12)",
+            )
+        )
+    mode = "training, with the noise shown" if training else "eval"
+    head = (
+        f"One call at D = {s.dim}, B = {len(v)} ({mode}): every parameter, input and "
+        "output. Parameters are drawn on a 0.1 grid so that each number prints short; "
+        "the expected values come from the reference, and the block runs as a test.\n\n"
+    )
+    return head + "```python\n" + "\n".join(lines) + "\n```\n"
+
+
+def io_block(kind: str) -> str:
+    """Inputs, outputs and type constraints, in the manner of ONNX's operator pages."""
+    cls = spec.RULES[kind]
+    s = _spec(kind, DIM)
+    inputs = [
+        ["`v`", "`(B, D)`", "F", "image embedding, one row per sample"],
+        ["`t`", "`(B, D)`", "F", "text embedding, one row per sample"],
+    ]
+    noise_names = _noise_names(kind)
+    if noise_names:
+        listed = ", ".join(f"`{n}`" for n in noise_names)
+        inputs.append(
+            [
+                "`noise` (optional)",
+                "see [Noise inputs](#noise-inputs)",
+                "float",
+                f"uniform $[0, 1)$ arrays {listed}; the reference requires them in a "
+                "stochastic call, a backend draws them when they are omitted",
+            ]
+        )
+    for o in cls.call_options:
+        inputs.append([f"`{o.name}` (call option)", "scalar", _code_union(o.type), o.doc])
+    aux = s.aux(1, training=False)
+    outputs = [["`fused`", "`(B, D)`", "F", "the fused embedding"]]
+    if aux:
+        outputs.append(
+            [
+                "`aux` (with `return_aux=True`)",
+                "dict",
+                "F, int",
+                "see [Aux outputs](#aux-outputs): "
+                + ", ".join(f"`{a.name}`" for a in aux if a.role != "margin"),
+            ]
+        )
+    ints = [a.name for a in aux if a.dtype == "int"]
+    text = "**Inputs**\n\n" + _table(["name", "shape", "type", "meaning"], inputs)
+    text += "\n**Outputs**\n\n" + _table(["name", "shape", "type", "meaning"], outputs)
+    text += (
+        "\n**Type constraints**\n\n"
+        "- **F** (`v`, `t`, `fused`, float aux): the reference (`fusion_ref`) accepts any "
+        "floating dtype and computes and returns **float64**; PyTorch casts the inputs to "
+        "the module's parameter dtype (float32 by default; float64, bfloat16 or float16 "
+        "after `module.to(dtype)`); Keras computes in the layer's compute dtype (float32 by "
+        "default, or a dtype policy such as `mixed_bfloat16`).\n"
+        "- Parameters: canonical float32 (`spec.init_params`, weight files); the reference "
+        "reads them as float64.\n"
+    )
+    if aux:
+        decisions = [a.name for a in aux if a.role == "decision" and a.dtype != "int"]
+        if decisions:
+            names = ", ".join(f"`{n}`" for n in decisions)
+            text += f"- Decisions {names}: 0/1 in F (float64 in the reference).\n"
+        if ints:
+            names = ", ".join(f"`{n}`" for n in ints)
+            where = ", ".join(f"**{dtype}** in {who}" for who, dtype in ROUTE_DTYPES.items())
+            text += f"- {names}: integer route index, {where}.\n"
+        margins = [a.name for a in aux if a.role == "margin"]
+        if margins:
+            text += "- Margins (`*_margin`): float64, from the reference only.\n"
+    return text
+
+
+def dropout_block(kind: str) -> str:
+    cls = spec.RULES[kind]
+    if "dropout" not in cls.model_fields:
+        return (
+            "None: the rule has no `dropout` field and no element-wise dropout (the original "
+            "models apply their own dropout to the fused output, outside the rule).\n"
+        )
+    default = cls.model_fields["dropout"].default
+    text = (
+        f"In training, element-wise dropout of rate `dropout` (default {default}) acts at, "
+        "in forward order:\n\n"
+    )
+    text += "".join(f"{i}. {site}\n" for i, site in enumerate(cls.dropout_sites, 1))
+    text += (
+        "\nIt is the identity in eval. It is not part of the "
+        "[noise contract](../conventions.md#noise-contract): the reference requires "
+        "`dropout=0` in training, and the formulas above leave it out. The original models "
+        "also apply a dropout to the fused output, outside the rule.\n"
+    )
+    return text
+
+
+def differentiability_block(kind: str) -> str:
+    """Which inputs and parameters receive gradient from the fused output."""
+    cls = spec.RULES[kind]
+    s = _spec(kind, DIM)
+    names = [q.name for q in s.params()]
+    silent = s.no_output_gradient()
+    rows = [["`v`, `t`", "yes"]]
+    if _noise_names(kind):
+        rows.append(["noise arrays", "no: they are only compared with thresholds"])
+    st = "straight_through" in cls.model_fields
+    toggled = _spec(kind, DIM, straight_through=not s.straight_through) if st else None
+    silent_then = toggled.no_output_gradient() if toggled else silent
+    patterns = sorted({_INDEX.sub(".{i}.", n) for n in silent | silent_then})
+    if patterns:
+        listed = ", ".join(f"`{n}`" for n in patterns)
+        if st:
+            on = "no" if s.straight_through is False else "yes"
+            rows.append(
+                [
+                    listed,
+                    f"{'no' if on == 'no' else 'yes'} with the default "
+                    f"`straight_through={s.straight_through}`; "
+                    f"{'yes' if on == 'no' else 'no'} with "
+                    f"`straight_through={not s.straight_through}`",
+                ]
+            )
+        else:
+            rows.append([listed, "no (by design)"])
+    keys = sorted({_INDEX.sub(".{i}.", n) for n in names if n.endswith("attn.key.bias")})
+    if keys:
+        rows.append(
+            [
+                ", ".join(f"`{n}`" for n in keys),
+                "zero up to rounding: it shifts every score of a query alike, which the "
+                "softmax ignores",
+            ]
+        )
+    rows.append(["every other parameter" if len(rows) > 1 else "every parameter", "yes"])
+    text = _table(["input or parameter", "gradient from `fused`"], rows)
+    aux = s.aux(1, training=False)
+    if aux:
+        values = [a.name for a in aux if a.role == "value"]
+        steps = [a.name for a in aux if a.role != "value"]
+        if values:
+            text += (
+                "\nThe aux values " + ", ".join(f"`{n}`" for n in values)
+                + " are differentiable functions of the inputs and parameters"
+            )
+            text += (
+                "; decisions and margins " + ", ".join(f"`{n}`" for n in steps)
+                + " are piecewise constant (zero gradient).\n"
+                if steps
+                else ".\n"
+            )
+    if st:
+        text += (
+            "\nStraight-through (`straight_through=True`) multiplies a routed output by "
+            "$1 + r_k - \\mathrm{sg}(r_k)$, where $\\mathrm{sg}$ stops the gradient: the "
+            "value is unchanged, and the router receives the gradient "
+            "$\\partial \\mathcal{L} / \\partial r_k = \\langle \\partial \\mathcal{L} / "
+            "\\partial f, f \\rangle$ of each sample's chosen route.\n"
+        )
+    return text
+
+
+def links_block(kind: str) -> str:
+    cls = spec.RULES[kind]
+    manifest = ROOT / "conformance" / "golden" / "manifest.json"
+    cases = [
+        c["name"] for c in json.loads(manifest.read_text())["cases"] if c["rule"] == kind
+    ]
+    return (
+        f"- Spec: `spec/{kind}.py`, "
+        f"[`{cls.__name__}`](../reference/spec.md#fusion_spec.spec.{cls.__name__}).\n"
+        f"- Reference (the oracle): `fusion_ref/{kind}.py`, "
+        f"[its source](../reference/fusion_ref.md#fusion_spec.fusion_ref.{kind}.{kind}).\n"
+        f"- Backends: `backends/torch/{kind}.py`, `backends/keras/{kind}.py`.\n"
+        f"- Golden vectors: {len(cases)} cases `{kind}_*` in "
+        "`conformance/golden/vectors.safetensors` (index `conformance/golden/manifest.json`), "
+        f"listed in the [case catalogue](../conformance.md#cases-of-{kind.replace('_', '_')}).\n"
+    )
+
+
 RULE_GENERATORS: dict[str, Callable[[str], str]] = {
+    "io": io_block,
     "fields": fields_block,
     "params": params_block,
     "call-options": call_options_block,
     "noise": noise_block,
     "aux": aux_block,
     "cost": cost_block,
+    "example": example_block,
+    "links": links_block,
+    "dropout": dropout_block,
+    "differentiability": differentiability_block,
 }
 
 
@@ -299,34 +802,26 @@ RULE_GENERATORS: dict[str, Callable[[str], str]] = {
 
 
 def overview_block() -> str:
-    rows = []
+    """One row per rule; costs per route in a second table, so neither is wide."""
+    rows, costs = [], []
     for kind, cls in spec.RULES.items():
         s = _spec(kind, DIM)
         count = sum(math.prod(p.shape) for p in s.params())
-        macs = s.macs()
-        cost = ", ".join(f"{route} {n:,}" for route, n in macs.items())
         stochastic = [
             mode
             for mode, training in (("training", True), ("eval", False))
             if s.noise(4, training=training)
         ]
         rows.append(
-            [
-                f"[`{kind}`]({kind}.md)",
-                cls.summary,
-                f"{count:,}",
-                cost,
-                ", ".join(stochastic) or "never",
-            ]
+            [f"[`{kind}`]({kind}.md)", cls.summary, f"{count:,}", ", ".join(stochastic) or "never"]
         )
-    header = [
-        "rule",
-        "what it computes",
-        f"params at D = {DIM}",
-        f"MACs / sample at D = {DIM}",
-        "draws noise in",
-    ]
-    return _table(header, rows)
+        routes = s.macs()
+        for i, (route, n) in enumerate(routes.items()):
+            costs.append([f"`{kind}`" if i == 0 else "", f"`{route}`", f"{n:,}"])
+    header = ["rule", "what it computes", f"params at D = {DIM}", "draws noise in"]
+    text = _table(header, rows)
+    text += f"\nMultiply-accumulates per sample at D = {DIM}, per route:\n\n"
+    return text + _table(["rule", "route", "MACs / sample"], costs)
 
 
 def tolerances_block() -> str:

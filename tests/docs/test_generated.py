@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import gen_docs
+import pytest
 from docs_support import DOCS, ROOT
 
 from fusion_spec import spec
@@ -66,14 +67,125 @@ def test_tables_follow_the_spec(monkeypatch):
 
 
 def test_shapes_are_written_in_d_and_b():
-    assert "| `encoder.1.ffn.up.weight` | `(4D, D)` |" in gen_docs.params_block("simple")
+    assert "| `encoder.{i}.ffn.up.weight` | `(4D, D)` |" in gen_docs.params_block("simple")
     noise = gen_docs.noise_block("modality_dropout")
     assert "| training | `drop_image` | `(1,)` |" in noise
     assert "| training, spec `drop_granularity='sample'` | `drop_image` | `(B,)` |" in noise
     assert "| `energy_loss` | `()` (scalar) |" in gen_docs.aux_block("energy_aware_adaptive")
 
 
+def test_aux_shapes_are_symbolic():
+    """Aux shapes read as D and h, not the numbers of the size the generator evaluates at."""
+    assert "| `gate` | `(B, D)` |" in gen_docs.aux_block("gated")
+    film = gen_docs.aux_block("film")
+    assert "| `gamma` | `(B, D)` |" in film and "| `beta` | `(B, D)` |" in film
+    assert "| `attention_weights` | `(B, h, 2)` |" in gen_docs.aux_block("cross_attention")
+
+
+def test_symbolic_shapes_evaluate_the_spec_at_two_sizes(monkeypatch):
+    """A declaration that changes with D, B or heads changes the symbol; a fixed one stays."""
+    from fusion_spec.spec import AuxSpec
+
+    def aux(self, batch, *, training=False, **options):
+        return [
+            AuxSpec("wide", (batch, 3 * self.dim + 1), "value"),
+            AuxSpec("per_head", (self.heads, batch), "value"),
+            AuxSpec("fixed", (7,), "value"),
+        ]
+
+    monkeypatch.setattr(spec.CrossAttentionSpec, "aux", aux)
+    shapes = gen_docs.symbolic_shapes("cross_attention", lambda s, b: s.aux(b))
+    assert shapes == {"wide": "`(B, 3D+1)`", "per_head": "`(h, B)`", "fixed": "`(7,)`"}
+
+    def tangled(self, batch, *, training=False, **options):
+        return [AuxSpec("bad", (batch * self.dim,), "value")]
+
+    monkeypatch.setattr(spec.CrossAttentionSpec, "aux", tangled)
+    with pytest.raises(ValueError, match="depends on"):
+        gen_docs.symbolic_shapes("cross_attention", lambda s, b: s.aux(b))
+
+
+def test_encoder_layers_collapse_into_pattern_rows():
+    rows = gen_docs.param_rows("transformer_concat")
+    s = spec.parse({"kind": "transformer_concat", "dim": gen_docs.DIM})
+    assert len(s.params()) == 65
+    assert len(rows) == 17  # the modality embedding and 16 tensors per layer
+    assert all(r["count"] == s.layers for r in rows if "{i}" in r["name"])
+    text = gen_docs.params_block("transformer_concat")
+    assert "| `encoder.{i}.attn.query.weight` | `(D, D)` |" in text
+    assert "encoder.1." not in text
+    # the MLP's layers differ in shape: they stay one row each
+    assert [r["name"] for r in gen_docs.param_rows("concat_mlp")] == [
+        "mlp.0.weight", "mlp.0.bias", "mlp.1.weight", "mlp.1.bias"
+    ]
+
+
+def test_init_formulas_are_functions_of_the_sizes():
+    assert gen_docs.init_formula("gated", "gate.weight") == r"$\mathcal{U}(-a, a)$, $a = 1/\sqrt{2D}$"
+    assert gen_docs.init_formula("simple", "encoder.0.attn.query.weight").endswith(
+        r"$a = \sqrt{6/(4D)}$"
+    )
+    assert gen_docs.init_formula("simple", "encoder.0.ffn.down.weight").endswith(
+        r"$a = 1/\sqrt{4D}$"
+    )
+    assert gen_docs.init_formula("transformer_concat", "modality_embedding") == (
+        r"$\mathcal{N}(0, 1^2)$"
+    )
+    # beside the number at D = 512
+    assert "($a = 0.03125$)" in gen_docs.params_block("gated")
+
+
+def test_a_float_option_is_labelled_given_not_a_sample_value():
+    noise = gen_docs.noise_block("energy_aware_adaptive")
+    assert "| training, `progress` given | `output_drop_gate` | `(1,)` |" in noise
+    assert "progress=0.5" not in noise
+
+
+def test_worked_example_is_the_reference_output():
+    """The block's expected numbers are the reference's, and the block runs clean."""
+    import numpy as np
+
+    for kind in spec.RULES:
+        block = gen_docs.example_block(kind)
+        code = block.split("```python\n", 1)[1].split("```", 1)[0]
+        scope: dict = {}
+        exec(compile(code, f"rules/{kind}.md worked example", "exec"), scope)
+        s = scope["s"]
+        assert 2 <= s.dim <= 4, kind
+        assert set(scope["params"]) == {p.name for p in s.params()}, kind
+        np.testing.assert_allclose(scope["fused"], scope["expected"], rtol=1e-7, atol=1e-12)
+
+
+def test_worked_example_fails_on_a_wrong_number(tmp_path):
+    """A block whose printed output is off fails when run: the check can fail."""
+    block = gen_docs.example_block("gated")
+    code = block.split("```python\n", 1)[1].split("```", 1)[0]
+    line = next(x for x in code.splitlines() if x.startswith("expected = "))
+    wrong = code.replace(line, line.replace("[[", "[[1 + ", 1))
+    with pytest.raises(AssertionError):
+        exec(compile(wrong, "planted", "exec"), {})
+
+
 def test_costs_are_the_spec_macs():
     s = spec.parse({"kind": "cross_attention", "dim": gen_docs.DIM})
     assert "| `all` |" in gen_docs.cost_block("cross_attention")
     assert f"{s.macs()['all']:,} |" in gen_docs.cost_block("cross_attention")
+
+
+def test_route_dtypes_stated_are_the_implementations():
+    """The type constraints name the dtype each implementation really returns for route."""
+    import numpy as np
+
+    from fusion_spec import fusion_ref
+
+    s = spec.parse({"kind": "shomr", "dim": 4, "heads": 1})
+    params = spec.init_params(s, seed=0)
+    v = t = np.ones((2, 4))
+    _, aux = fusion_ref.forward(s, params, v, t, return_aux=True)
+    assert str(aux["route"].dtype) == gen_docs.ROUTE_DTYPES["the reference"]
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    from fusion_spec.backends import torch as backend
+
+    module = backend.build(s).eval()
+    _, aux = module(torch.ones(2, 4), torch.ones(2, 4), return_aux=True)
+    assert str(aux["route"].dtype) == "torch." + gen_docs.ROUTE_DTYPES["PyTorch"]

@@ -1,9 +1,13 @@
-"""Every page of the built site, opened in headless Chromium with no network.
+"""Every page of the built site, opened in one headless Chromium with no network.
 
-Checks through the rendered DOM that every formula was typeset by the vendored
-KaTeX (no raw TeX, no ``.katex-error``), every diagram was drawn by the vendored
-Mermaid (an ``<svg>`` that is not Mermaid's error diagram), no script raised, and
-the page requested nothing off the local server. Skips only when Debian's
+Each page is read at 1280 px (a laptop) and 390 px (a phone). Through the rendered
+DOM: every formula typeset by the vendored KaTeX (no raw TeX, no ``.katex-error``),
+every diagram drawn by the vendored Mermaid, no script error, nothing requested off
+the local server. Through the layout: at 1280 px no display formula is wider than
+its column, no table overflows, no identifier in a table cell is broken mid-word and
+diagram text is at least 10 px high; at both widths no ``$`` or TeX command shows as
+text and the page does not scroll sideways. The pages are whatever ``docs/`` holds,
+so a page added later is checked the same way. Skips only when Debian's
 ``chromium`` is absent (``apt-get install -y chromium``).
 """
 
@@ -12,7 +16,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from check_site import chromium, dom_problems, render_page, serve
+from check_site import DESKTOP_WIDTH, PHONE_WIDTH, Browser, chromium, dom_problems, serve
 from docs_support import DOCS, nav_pages, page_url
 
 needs_chromium = pytest.mark.skipif(
@@ -27,38 +31,81 @@ def base_url(site):
         yield url
 
 
+@pytest.fixture(scope="module")
+def browser():
+    with Browser() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def opened(browser, base_url):
+    """(page, width) -> report, each page loaded once per width for all the tests."""
+    cache = {}
+
+    def get(page: str, width: int):
+        if (page, width) not in cache:
+            cache[(page, width)] = browser.open(base_url + page_url(page), width=width)
+        return cache[(page, width)]
+
+    return get
+
+
 @needs_chromium
 @pytest.mark.parametrize("page", PAGES)
-def test_page_renders(page, base_url):
-    problems, counts = render_page(base_url + page_url(page))
-    assert problems == []
+def test_page_renders(page, opened):
+    report = opened(page, DESKTOP_WIDTH)
+    assert report.problems == []
     source = (DOCS / page).read_text()
-    assert counts["diagrams"] == source.count("```mermaid")
+    assert report.counts["diagrams"] == source.count("```mermaid")
     if "$" in source:
-        assert counts["formulas"] > 0
+        assert report.counts["formulas"] > 0
 
 
 @needs_chromium
-def test_render_check_catches_planted_failures(site, tmp_path, base_url):
-    """A page with an untypeset formula, a broken diagram and a CDN script must fail."""
+@pytest.mark.parametrize("page", PAGES)
+def test_layout_at_desktop_width(page, opened):
+    assert opened(page, DESKTOP_WIDTH).layout_problems(desktop=True) == []
+
+
+@needs_chromium
+@pytest.mark.parametrize("page", PAGES)
+def test_layout_at_phone_width(page, opened):
+    assert opened(page, PHONE_WIDTH).layout_problems(desktop=False) == []
+
+
+@needs_chromium
+def test_render_check_catches_planted_failures(site, browser, base_url):
+    """Planted faults of every kind the checks look for must each be reported."""
     page = (site / "rules" / "gated" / "index.html").read_text()
+    wide_diagram = "flowchart LR\n" + "\n".join(
+        f'  n{i}["a fairly long label number {i}"] --> n{i + 1}' for i in range(12)
+    )
     planted = (
+        f'<div class="mermaid">{wide_diagram}</div>'
         '<div class="mermaid">flowchart LR\n  a[unclosed --> </div>'
         '<p><span class="arithmatex">\\(\\frac{1}{\\)</span></p>'
+        '<div class="arithmatex">\\[' + " + ".join(f"x_{{{i}}}" for i in range(120)) + "\\]</div>"
+        "<p>a stray $\\epsilon = $ left as text</p>"
+        "<table><tr>" + "".join(f"<td>column{i}wide</td>" for i in range(60)) + "</tr></table>"
         '<script src="https://cdn.jsdelivr.net/npm/katex/dist/katex.min.js"></script>'
     )
     broken = site / "planted-broken"
     broken.mkdir(exist_ok=True)
     (broken / "index.html").write_text(page.replace("</article>", planted + "</article>", 1))
     try:
-        problems, _ = render_page(base_url + "planted-broken/")
+        report = browser.open(base_url + "planted-broken/", width=DESKTOP_WIDTH)
     finally:
         (broken / "index.html").unlink()
         broken.rmdir()
-    text = "\n".join(problems)
+    text = "\n".join(report.problems)
     assert "diagram rendered Mermaid's error diagram" in text or "diagram not rendered" in text
     assert "KaTeX error" in text
     assert "requested an external URL: https://cdn.jsdelivr.net/" in text
+    layout = "\n".join(report.layout_problems(desktop=True))
+    assert re.search(r"display formula \d+ px wide in a \d+ px column: 'x_\{0\}", layout)
+    assert "TeX shown as text: 'a stray $\\\\epsilon = $ left as text'" in layout
+    assert re.search(r"diagram \d: text \d\.\d px high", layout)
+    assert re.search(r"table \d+ px wide in a \d+ px column: 'column0wide", layout)
 
 
 def test_dom_check_reads_raw_tex_and_errors():

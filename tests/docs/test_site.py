@@ -90,12 +90,21 @@ def test_rule_pages_have_every_section():
         "## Why",
         "## Data flow",
         "```mermaid",
+        "## Inputs and outputs",
+        "**Type constraints**",
         "## Spec",
         "## Parameters",
+        "initial value (at D = 512)",
+        "## Dropout",
+        "## Differentiability",
         "## Noise inputs",
         "## Aux outputs",
         "## Cost",
         "## Differences from the original code",
+        "## Worked example",
+        "## Source and test vectors",
+        "fusion_ref.md#fusion_spec.fusion_ref.",
+        "conformance.md#cases-of-",
         "## Library conventions",
         "```python",
         "| symbol | shape | meaning |",
@@ -135,3 +144,42 @@ def test_build_imports_neither_torch_nor_keras(tmp_path):
     )
     assert "imported by the build" not in result.stderr
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _page(name: str) -> str:
+    return (DOCS / name).read_text()
+
+
+def test_statements_a_reader_tripped_over_stay_fixed():
+    """Issue 15's wrong or missing statements: each page says the corrected thing."""
+    assert "linear in $v$" not in _page("rules/film.md")
+    assert "affine in $v$" in _page("rules/film.md")
+    concat = _page("rules/concat_mlp.md")
+    assert "no interaction between the modalities" in concat and "$L = 1$" in concat
+    for page in ("rules/simple.md", "rules/transformer_concat.md"):
+        text = _page(page)
+        assert "teacher" in text and "student" in text, page
+    energy = _page("rules/energy_aware_adaptive.md")
+    assert "in training **and in eval**" in energy
+    assert "| training, `progress` given |" in energy and "`progress=0.5` |" not in energy
+    assert "(import added)" in _page("performance.md")
+
+
+def test_every_rule_with_dropout_says_where():
+    for kind, cls in spec.RULES.items():
+        has_field = "dropout" in cls.model_fields
+        assert bool(cls.dropout_sites) == has_field, kind
+        text = _page(f"rules/{kind}.md")
+        for site in cls.dropout_sites:
+            assert site in text, (kind, site)
+
+
+def test_notation_does_not_clash():
+    """Token rows count from 0 like routes; one letter per thing across the pages."""
+    pages = {p: _page(p) for p in nav_pages() if p.startswith("rules/")}
+    for page, text in pages.items():
+        assert "_{2,:}" not in text, f"{page}: 1-based token rows"
+        assert "T_q" not in text and "T_k" not in text, f"{page}: T is the temperature"
+        assert "c^\\top r" not in text, f"{page}: c is the confidence, costs are kappa"
+    assert "\\mathbb{1}[\\cdot]" in pages["rules/index.md"]  # the indicator, in the notation
+    assert "b + \\mathrm{FFN}(b)" not in pages["rules/shomr.md"]  # b is a bias
