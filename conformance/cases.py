@@ -146,12 +146,14 @@ def case(
     options: dict | None = None,
     noise: dict | None = None,
     edit: Callable[[Any, dict], None] | None = None,
+    edit_inputs: Callable[[np.ndarray, np.ndarray], None] | None = None,
     exact_decisions: bool = False,
     gradient: bool = False,
     doc: str = "",
     **fields: Any,
 ) -> Case:
-    """Assemble a case; ``edit(s, params)`` may overwrite params in place (route forcing)."""
+    """Assemble a case; ``edit(s, params)`` may overwrite params in place (route forcing),
+    ``edit_inputs(v, t)`` the float32 inputs."""
     if training and "dropout" in spec.RULES[kind].model_fields:
         fields.setdefault("dropout", 0.0)
     s = make_spec(kind, **fields)
@@ -159,6 +161,8 @@ def case(
     if edit is not None:
         edit(s, params)
     v, t = inputs(s.dim, batch, seed, data)
+    if edit_inputs is not None:
+        edit_inputs(v, t)
     options = dict(options or {})
     if noise is None:
         noise = draw_noise(s, batch, seed, training, **options)
@@ -188,6 +192,45 @@ def favour(prefix: str, k: int) -> Callable[[Any, dict], None]:
 
     return edit
 
+
+def confidence_from_v0(scale: float = 1.0) -> Callable[[Any, dict], None]:
+    """An ``edit`` making ``shomr``'s confidence logits ``(scale * GELU(v[:, 0]), 0)``.
+
+    Hidden unit 0 of the confidence MLP reads ``v[:, 0]`` alone; the output layer
+    reads hidden unit 0 alone, with zero biases. A sample with ``v[:, 0] = 0``
+    has logits ``(0, 0)`` exactly (every other term is a product with 0) and so
+    confidence ``(1/2, 1/2)`` exactly, in every IEEE format; any other ``v[:, 0]``
+    sets ``max(c) = sigmoid(scale * GELU(v[:, 0]))``.
+    """
+
+    def edit(s, params):
+        hidden_w = params["confidence.hidden.weight"].copy()
+        hidden_w[0] = 0.0
+        hidden_w[0, 0] = 1.0
+        hidden_b = params["confidence.hidden.bias"].copy()
+        hidden_b[0] = 0.0
+        out_w = np.zeros_like(params["confidence.out.weight"])
+        out_w[0, 0] = scale
+        params["confidence.hidden.weight"] = hidden_w
+        params["confidence.hidden.bias"] = hidden_b
+        params["confidence.out.weight"] = out_w
+        params["confidence.out.bias"] = np.zeros_like(params["confidence.out.bias"])
+
+    return edit
+
+
+def first_feature(values) -> Callable[[np.ndarray, np.ndarray], None]:
+    """An ``edit_inputs`` setting ``v[:, 0]`` to ``values`` (float32-exact literals)."""
+
+    def edit(v, t):
+        v[:, 0] = np.asarray(values, dtype=np.float32)
+
+    return edit
+
+
+#: ``v[:, 0]`` under ``confidence_from_v0(1)``: max confidence 0.537, 0.653, 0.586, 0.802,
+#: 0.5, 0.676 (soft, hard, soft, hard, soft, hard at threshold 0.6).
+MIXED_CONFIDENCE = (0.25, 0.8, 0.5, 1.5, 0.0, 0.9)
 
 #: Router probabilities (1/2, 1/2, 0), exact in every IEEE format.
 HALF_HALF_ZERO = (0.0, 0.0, -200.0)
@@ -438,6 +481,7 @@ def export_modality_dropout_training_per_sample():
         noise=noise,
         dim=8,
         drop_granularity="sample",
+        gradient=True,
     )
 
 
@@ -488,6 +532,7 @@ def export_transformer_concat_no_modality_embeddings():
         heads=2,
         layers=2,
         modality_embeddings=False,
+        gradient=True,
     )
 
 
@@ -729,6 +774,7 @@ def export_shomr_no_fallback():
         fallback=False,
         fallback_threshold=0.9,
         options={"use_hard_routing": False},
+        gradient=True,
     )
 
 
@@ -776,6 +822,93 @@ def export_shomr_argmax_tie():
         edit=route_logits("router", HALF_HALF_ZERO),
         exact_decisions=True,
         doc="r = (1/2, 1/2, 0) exactly: argmax ties go to the first index, route 0.",
+    )
+
+
+def export_shomr_hard_exact_boundary():
+    return case(
+        "shomr_hard_exact_boundary",
+        "shomr",
+        seed=104,
+        dim=8,
+        heads=2,
+        confidence_threshold=0.5,
+        edit=confidence_from_v0(),
+        edit_inputs=first_feature([0.0, 1.5, 0.0, 2.0, 0.0, 1.0]),
+        exact_decisions=True,
+        doc="max(c) = 1/2 = confidence_threshold exactly on samples 0, 2, 4: soft "
+        "(hard only where max(c) > threshold); the others are hard.",
+    )
+
+
+def export_shomr_fallback_exact_boundary():
+    return case(
+        "shomr_fallback_exact_boundary",
+        "shomr",
+        seed=105,
+        dim=8,
+        heads=2,
+        confidence_threshold=0.9,
+        fallback_threshold=0.5,
+        edit=confidence_from_v0(),
+        edit_inputs=first_feature([0.0, 0.5, 0.0, 1.0, 0.0, 0.25]),
+        exact_decisions=True,
+        doc="Soft samples with max(c) = 1/2 = fallback_threshold exactly: no fallback "
+        "(it fires only where max(c) < threshold).",
+    )
+
+
+def export_shomr_fallback_mixed():
+    return case(
+        "shomr_fallback_mixed",
+        "shomr",
+        seed=106,
+        dim=8,
+        heads=2,
+        confidence_threshold=0.6,
+        fallback_threshold=0.7,
+        edit=confidence_from_v0(),
+        edit_inputs=first_feature(MIXED_CONFIDENCE),
+        gradient=True,
+        doc="fallback_threshold 0.7 > 1/2: the fallback fires on the soft samples; hard "
+        "samples with max(c) in (0.6, 0.7) keep their routed output.",
+    )
+
+
+def _shomr_straight_through(name: str, seed: int, use_hard_routing, doc: str) -> Case:
+    return case(
+        name,
+        "shomr",
+        seed=seed,
+        training=True,
+        dim=8,
+        heads=2,
+        straight_through=True,
+        confidence_threshold=0.6,
+        options={"use_hard_routing": use_hard_routing},
+        edit=confidence_from_v0(),
+        edit_inputs=first_feature(MIXED_CONFIDENCE),
+        gradient=True,
+        doc=doc,
+    )
+
+
+def export_shomr_straight_through_automatic():
+    return _shomr_straight_through(
+        "shomr_straight_through_automatic",
+        107,
+        None,
+        "Automatic routing, hard and soft samples: only the hard ones carry the "
+        "straight-through factor.",
+    )
+
+
+def export_shomr_straight_through_soft():
+    return _shomr_straight_through(
+        "shomr_straight_through_soft",
+        108,
+        False,
+        "Every sample soft: straight_through changes nothing, the router gets no gradient.",
     )
 
 
@@ -843,6 +976,7 @@ def export_energy_aware_adaptive_eval_sample():
         heads=2,
         eval_routing="sample",
         doc="The original's stochastic eval: the route is drawn from noise in eval too.",
+        gradient=True,
     )
 
 
@@ -919,6 +1053,7 @@ def export_energy_aware_adaptive_trainable_weight():
         energy_budget_mJ=4.0,
         energy_weight_trainable=True,
         energy_weight=0.5,
+        gradient=True,
     )
 
 
@@ -947,6 +1082,133 @@ def export_energy_aware_adaptive_categorical_exact_boundary():
         noise={"route": BOUNDARY_NOISE},
         exact_decisions=True,
         doc="r = (1/2, 1/2, 0) exactly; u = 1/2 = cdf_0 takes route 1 (u < cdf_1), not 0.",
+    )
+
+
+#: Output-drop fields with exact binary fractions: p(progress) = min(1/2, 1/8 + progress / 4).
+EXACT_DROP = {"output_drop_start": 0.125, "output_drop_ramp": 0.25, "output_drop_max": 0.5}
+#: Per-sample flags: samples 0, 2, 3 flagged (a flag < 1/2), samples 1, 4, 5 not.
+DROP_FLAGS = np.array(
+    [
+        [0.25, 0.75],
+        [0.625, 0.875],
+        [0.75, 0.0625],
+        [0.375, 0.125],
+        [0.5625, 0.9375],
+        [0.8125, 0.6875],
+    ]
+)
+#: Route noise away from every cumulative boundary of these cases.
+ROUTE_NOISE = np.array([0.1, 0.3, 0.5, 0.7, 0.9, 0.2])
+
+
+def _output_drop(
+    name, seed, progress, gate, doc, flags=DROP_FLAGS, exact=False, gradient=False, **fields
+):
+    return case(
+        name,
+        "energy_aware_adaptive",
+        seed=seed,
+        training=True,
+        dim=8,
+        heads=2,
+        options={"progress": progress},
+        noise={
+            "route": ROUTE_NOISE,
+            "output_drop_gate": np.array([gate]),
+            "output_drop_flags": flags,
+        },
+        exact_decisions=exact,
+        gradient=gradient,
+        doc=doc,
+        **{**EXACT_DROP, **fields},
+    )
+
+
+def export_energy_aware_adaptive_output_drop_gate_exact_boundary():
+    return _output_drop(
+        "energy_aware_adaptive_output_drop_gate_exact_boundary",
+        128,
+        0.5,
+        0.25,
+        "p(1/2) = 1/8 + 1/8 = 1/4 = gate noise exactly: inactive (active only where u < p).",
+        exact=True,
+    )
+
+
+def export_energy_aware_adaptive_output_drop_flag_exact_boundary():
+    flags = np.array(
+        [[0.5, 0.75], [0.5, 0.25], [0.875, 0.5], [0.5, 0.5], [0.125, 0.5], [0.625, 0.5]]
+    )
+    return _output_drop(
+        "energy_aware_adaptive_output_drop_flag_exact_boundary",
+        129,
+        0.5,
+        0.0625,
+        "Active gate; flags = 1/2 = output_drop_flag_p exactly are not set (set only where "
+        "u < p): samples 1 and 4 drop, the rest are kept.",
+        flags=flags,
+        exact=True,
+    )
+
+
+def export_energy_aware_adaptive_output_drop_progress_zero():
+    return _output_drop(
+        "energy_aware_adaptive_output_drop_progress_zero",
+        130,
+        0.0,
+        0.25,
+        "p(0) = start = 1/8 < gate 1/4: inactive; a reversed ramp (start + ramp) would drop.",
+    )
+
+
+def export_energy_aware_adaptive_output_drop_ramp():
+    return _output_drop(
+        "energy_aware_adaptive_output_drop_ramp",
+        131,
+        0.75,
+        0.25,
+        "p(3/4) = 1/8 + 3/16 = 5/16 > gate 1/4: active; reversed, 3/16 would not be.",
+        gradient=True,
+    )
+
+
+def export_energy_aware_adaptive_output_drop_cap():
+    return _output_drop(
+        "energy_aware_adaptive_output_drop_cap",
+        132,
+        0.75,
+        0.375,
+        "The cap binds: min(1/4, 1/8 + 1/2 * 3/4) = 1/4 < gate 3/8: inactive; uncapped "
+        "(1/2) it would drop.",
+        output_drop_ramp=0.5,
+        output_drop_max=0.25,
+    )
+
+
+def export_energy_aware_adaptive_argmax_tie():
+    return case(
+        "energy_aware_adaptive_argmax_tie",
+        "energy_aware_adaptive",
+        seed=133,
+        dim=8,
+        heads=2,
+        edit=route_logits("router", HALF_HALF_ZERO),
+        exact_decisions=True,
+        doc="Eval, r = (1/2, 1/2, 0) exactly: argmax ties go to the first index, route 0.",
+    )
+
+
+def export_energy_aware_adaptive_straight_through_eval():
+    return case(
+        "energy_aware_adaptive_straight_through_eval",
+        "energy_aware_adaptive",
+        seed=134,
+        dim=8,
+        heads=2,
+        straight_through=True,
+        gradient=True,
+        doc="Eval (argmax route) with the straight-through factor.",
     )
 
 

@@ -9,7 +9,12 @@ zeroed so every sample has the same known route probabilities):
 * drop and keep rates: the exact two-sided binomial test (the sum of the
   probabilities of all counts no more likely than the observed one);
 * batch granularity: a modality drawn once per batch must be dropped for all or
-  none of its samples, in every call (no randomness: a mixed batch fails outright).
+  none of its samples, in every call (no randomness: a mixed batch fails outright);
+* independence, where the spec draws separately: the joint frequencies of
+  (image kept, text kept), of the routes of samples ``2i`` and ``2i + 1``, and of
+  the output drops of samples ``2i`` and ``2i + 1`` in active batches, by
+  Pearson's $\chi^2$ against the product of the marginal probabilities. One
+  uniform shared by two draws keeps every marginal rate and fails this test.
 
 A check fails when $p < \alpha = 10^{-6}$, so a correct backend raises a false
 alarm with probability at most $10^{-6}$ per test, and at most
@@ -268,6 +273,29 @@ def run_trial(adapter, trial: Trial) -> tuple[bool, str, dict]:
     return _JUDGES[trial.kind](trial, auxes, v, t)
 
 
+def _pairs_test(name, first, second, probs_a, probs_b, what):
+    """Joint frequencies of the pairs ``(first[i], second[i])`` (integer classes) against
+    the outer product of ``probs_a`` and ``probs_b``: ``(problem or "", statistics)``."""
+    ka, kb = len(probs_a), len(probs_b)
+    counts = np.bincount(first * kb + second, minlength=ka * kb)[: ka * kb]
+    expected = np.outer(probs_a, probs_b).ravel()
+    stat, p = chi2_test(counts, expected)
+    n = int(counts.sum())
+    stats = {
+        "joint_counts": counts.tolist(),
+        "joint_expected": (n * expected).round(1).tolist(),
+        "joint_chi2": stat,
+        "joint_p_value": p,
+    }
+    if p >= ALPHA:
+        return "", stats
+    return (
+        f"{name}: joint counts {counts.tolist()} of {what} over {n} pairs vs expected "
+        f"{(n * expected).round(1).tolist()} for independent draws: chi2 = {stat:.1f}, "
+        f"p = {p:.2g} < {ALPHA:g} (one uniform shared by two draws?)"
+    ), stats
+
+
 def _judge_routes(trial, auxes, v, t):
     probs = expected_route_probs(trial, v, t)
     routes = np.concatenate([np.asarray(a["route"]).astype(np.int64) for a in auxes])
@@ -294,17 +322,26 @@ def _judge_routes(trial, auxes, v, t):
         "chi2": stat,
         "p_value": p,
     }
-    ok = p >= ALPHA
-    msg = (
-        ""
-        if ok
-        else (
+    problems = []
+    if p < ALPHA:
+        problems.append(
             f"route frequencies {counts.tolist()} over {n} draws vs expected "
             f"{(n * probs).round(1).tolist()} (probabilities {probs.round(4).tolist()}): "
             f"chi2 = {stat:.1f}, p = {p:.2g} < {ALPHA:g}"
         )
+    per_call = routes.reshape(len(auxes), -1)  # (calls, B)
+    pair_problem, pair_stats = _pairs_test(
+        "route",
+        per_call[:, 0::2].ravel(),
+        per_call[:, 1::2].ravel(),
+        probs,
+        probs,
+        "(route of sample 2i, route of sample 2i + 1)",
     )
-    return ok, msg, stats
+    stats.update(pair_stats)
+    if pair_problem:
+        problems.append(pair_problem)
+    return not problems, "; ".join(problems), stats
 
 
 def _judge_modality_drop(trial, auxes, v, t):
@@ -329,6 +366,23 @@ def _judge_modality_drop(trial, auxes, v, t):
                 f"{aux_name}: kept {kept}/{n} ({kept / n:.3f}) vs keep probability "
                 f"{1.0 - p_drop:g}: binomial p = {p:.2g} < {ALPHA:g}"
             )
+    image, text = (
+        np.stack([np.asarray(a[name], dtype=np.float64) for a in auxes]).astype(np.int64)
+        for name in ("keep_image", "keep_text")
+    )  # (calls, B), 1 = kept
+    if s.drop_granularity == "batch":
+        image, text = image[:, :1], text[:, :1]
+    pair_problem, pair_stats = _pairs_test(
+        "keep_image x keep_text",
+        image.ravel(),
+        text.ravel(),
+        [s.p_img, 1.0 - s.p_img],
+        [s.p_txt, 1.0 - s.p_txt],
+        "(image kept, text kept)",
+    )
+    stats["joint"] = pair_stats
+    if pair_problem:
+        problems.append(pair_problem)
     return not problems, "; ".join(problems), stats
 
 
@@ -366,6 +420,18 @@ def _judge_output_drop(trial, auxes, v, t):
                 f"output_kept: {k}/{n} samples dropped within active batches vs probability "
                 f"{p_flag:g}: binomial p = {p2:.2g} < {ALPHA:g}"
             )
+        pairs = dropped[active].astype(np.int64)  # (active calls, B), 1 = dropped
+        pair_problem, pair_stats = _pairs_test(
+            "output_kept",
+            pairs[:, 0::2].ravel(),
+            pairs[:, 1::2].ravel(),
+            [1.0 - p_flag, p_flag],
+            [1.0 - p_flag, p_flag],
+            "(sample 2i dropped, sample 2i + 1 dropped) in active batches",
+        )
+        stats["joint"] = pair_stats
+        if pair_problem:
+            problems.append(pair_problem)
     return not problems, "; ".join(problems), stats
 
 

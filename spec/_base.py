@@ -104,6 +104,29 @@ class AuxSpec:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """One comparison the rule decides by: ``decision`` follows ``left op right``.
+
+    Declared so that the conformance catalogue can prove it tests the comparison
+    at its boundary: a case where ``left == right`` exactly, so that the strict
+    and the non-strict operator give different decisions. ``op`` is the spec's
+    operator (``"<"``, ``">"``; ``"first"`` for an argmax whose ties go to the
+    first index).
+    """
+
+    name: str
+    decision: str
+    left: str
+    op: Literal["<", ">", "first"]
+    right: str
+
+    def describe(self) -> str:
+        if self.op == "first":
+            return f"{self.decision} = {self.left}: ties go to the first index"
+        return f"{self.decision} where {self.left} {self.op} {self.right} (strict)"
+
+
+@dataclass(frozen=True)
 class CallOption:
     """A keyword argument the rule takes at call time (``progress``, ...)."""
 
@@ -127,6 +150,11 @@ class FusionSpecBase(BaseModel):
     call_options: ClassVar[tuple[CallOption, ...]] = ()
     #: One-line summary for tables and reprs.
     summary: ClassVar[str] = ""
+    #: Every comparison a decision of this rule follows (thresholds, gates, draws).
+    comparisons: ClassVar[tuple[Comparison, ...]] = ()
+    #: Fields whose effect depends on the routing mode (``use_hard_routing``): the
+    #: conformance catalogue exercises them in every mode.
+    routing_dependent: ClassVar[tuple[str, ...]] = ()
     #: Where training applies element-wise dropout of rate ``dropout`` (the original's
     #: ``nn.Dropout`` layers and attention dropout), in forward order; empty for rules
     #: without a ``dropout`` field.

@@ -11,6 +11,7 @@ from ._base import (
     AttentionSpecBase,
     AuxSpec,
     CallOption,
+    Comparison,
     Init,
     NoiseSpec,
     ParamSpec,
@@ -46,6 +47,21 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
             None,
             "Training progress in [0, 1] (the original's current_epoch / total_epochs); "
             "when given in training, enables the progressive output dropout.",
+        ),
+    )
+
+    comparisons = (
+        Comparison("route_draw", "route", "noise route", "<", "cumsum(route_probs)"),
+        Comparison("route_argmax", "route", "argmax(route_probs) in eval", "first", ""),
+        Comparison(
+            "output_drop_gate",
+            "output_kept",
+            "noise output_drop_gate",
+            "<",
+            "output_drop_probability(progress)",
+        ),
+        Comparison(
+            "output_drop_flags", "output_kept", "noise output_drop_flags", "<", "output_drop_flag_p"
         ),
     )
 

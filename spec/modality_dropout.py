@@ -6,13 +6,18 @@ from typing import Literal
 
 from pydantic import Field
 
-from ._base import AuxSpec, FusionSpecBase, NoiseSpec, linear, linear_macs
+from ._base import AuxSpec, Comparison, FusionSpecBase, NoiseSpec, linear, linear_macs
 
 
 class ModalityDropoutSpec(FusionSpecBase):
     r"""$\tilde v = k_v v$, $\tilde t = k_t t$, $f = W_2\,\mathrm{ReLU}(W_1 [\tilde v; \tilde t] + b_1) + b_2$."""
 
     summary = "Training drops v (prob p_img) and/or t (prob p_txt), then Linear-ReLU-Linear."
+
+    comparisons = (
+        Comparison("drop_image", "keep_image", "noise drop_image", "<", "p_img"),
+        Comparison("drop_text", "keep_text", "noise drop_text", "<", "p_txt"),
+    )
 
     kind: Literal["modality_dropout"] = "modality_dropout"
     p_img: float = Field(0.3, ge=0.0, le=1.0, description="Probability of dropping v.")

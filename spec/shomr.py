@@ -11,6 +11,7 @@ from ._base import (
     AttentionSpecBase,
     AuxSpec,
     CallOption,
+    Comparison,
     NoiseSpec,
     attention,
     attention_macs,
@@ -54,6 +55,14 @@ class ShomrSpec(AttentionSpecBase):
             "True: every sample hard; False: every sample soft.",
         ),
     )
+
+    comparisons = (
+        Comparison("hard", "hard", "max(confidence)", ">", "confidence_threshold"),
+        Comparison("fallback", "fallback", "max(confidence) of a soft sample", "<", "fallback_threshold"),
+        Comparison("route_draw", "route", "noise route", "<", "cumsum(route_probs)"),
+        Comparison("route_argmax", "route", "argmax(route_probs) in eval", "first", ""),
+    )
+    routing_dependent = ("straight_through",)
 
     kind: Literal["shomr"] = "shomr"
     confidence_threshold: float = Field(
