@@ -4,13 +4,15 @@ Default: the reference and the PyTorch backend in this process, and the Keras
 backend once per Keras backend (jax, torch, tensorflow, numpy) in subprocesses, merged
 into one matrix on stdout, ``reports/conformance.md`` and
 ``reports/conformance.json``. ``python -m fusion_spec.conformance golden`` regenerates the
-golden vectors (``--check`` only compares).
+golden vectors (``--check`` only compares); ``kill-matrix`` runs the planted-bug
+catalogue and writes ``docs/kill-matrix.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 from . import golden, report, xfail
 from .adapter import load_adapter
 from .adapters import BUNDLED, KERAS_BACKENDS, not_installed
-from .runner import run_adapter, run_bundled
+from .runner import hint_first, run_adapter, run_bundled
 from .suite import all_checks, select
 
 
@@ -30,9 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "command",
         nargs="?",
-        choices=("run", "golden", "list"),
+        choices=("run", "golden", "list", "kill-matrix"),
         default="run",
-        help="run the suite (default), regenerate the golden vectors, or list check ids",
+        help="run the suite (default), regenerate the golden vectors, list check ids, or run "
+        "the planted bugs and write their kill matrix (--markdown, default docs/kill-matrix.md)",
     )
     p.add_argument(
         "--backend",
@@ -78,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="JSON report (default: %(default)s)",
     )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of each adapter's own RNG (adapters that take one; default: theirs, 0)",
+    )
     p.add_argument("--jobs", type=int, default=2, help="Keras subprocesses at a time (default: 2)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--check", action="store_true", help="golden: compare only, write nothing")
@@ -89,14 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "golden":
         return golden.main(check=args.check)
+    if args.command == "kill-matrix":
+        return _kill_matrix(args)
     checks = select(all_checks(), args.include, args.exclude)
     if args.command == "list":
-        print("\n".join(c.id for c in checks))
-        return 0
+        return _print_lines(c.id for c in checks)
     progress = None if args.quiet else sys.stderr
     began = time.perf_counter()
     if args.rows_out:  # a Keras subprocess of the bundled run
-        adapter = load_adapter(BUNDLED[args.backend[0]])
+        adapter = load_adapter(BUNDLED[args.backend[0]], args.seed)
         rows = run_adapter(adapter, checks, progress)
         payload = {
             "rows": rows,
@@ -109,11 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     forward_args += [a for p in args.exclude for a in ("--exclude", p)]
     if args.quiet:
         forward_args.append("--quiet")
+    if args.seed is not None:
+        forward_args += ["--seed", str(args.seed)]
     if args.backend:
         rows, backends, seconds = [], {}, {}
         for target in args.backend:
             start = time.perf_counter()
-            adapter = load_adapter(BUNDLED.get(target, target))
+            adapter = load_adapter(BUNDLED.get(target, target), args.seed)
             backends[adapter.name] = adapter.describe()
             rows += run_adapter(adapter, checks, progress)
             seconds[adapter.name] = time.perf_counter() - start
@@ -134,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             forward_args,
             args.jobs,
             progress,
+            seed=args.seed,
         )
         for name, why in skipped.items():
             backends[name] = f"not judged: {why}"
@@ -146,9 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     print(report.render_text(report.matrix(rows)))
     print()
     print(report.render_text(report.category_matrix(rows)))
+    print()
+    print("worst error as a fraction of its tolerance (1 = at the edge):")
+    print(report.render_text(report.headroom_matrix(rows)))
     for r in report.problems(rows):
         first = r["message"].splitlines()[0] if r["message"] else ""
-        print(f"{r['status'].upper():8} {r['backend']} {r['id']}: {first}")
+        print(f"{r['status'].upper():8} {r['backend']} {r['id']}: {hint_first(first)}")
     for w in warnings:
         print(f"WARNING: {w}", file=sys.stderr)
     counts = report.summarise(rows)
@@ -157,6 +173,46 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wall time: {timing}")
     print(f"reports: {args.markdown}, {args.json}")
     return 1 if counts["fail"] + counts["error"] else 0
+
+
+def _print_lines(lines) -> int:
+    """Print ``lines``; a reader that closes the pipe early (``| head``) ends it quietly."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; point it at devnull so that flush cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
+def _kill_matrix(args) -> int:
+    from . import planted
+
+    path = Path(
+        "docs/kill-matrix.md"
+        if args.markdown == _parser().get_default("markdown")
+        else args.markdown
+    )
+    kills = []
+    for bug in planted.BUGS:
+        if not planted.available(bug):
+            print(f"not run: {bug.name} needs {bug.requires}", file=sys.stderr)
+            continue
+        kill = planted.run_bug(bug)
+        kills.append(kill)
+        if not args.quiet:
+            state = f"killed by {len(kill.caught)}/{len(kill.ran)}" if kill.killed else "SURVIVED"
+            print(f"[kill-matrix] {bug.name}: {state}", file=sys.stderr, flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(planted.markdown(kills))
+    survived = [k.bug.name for k in kills if not k.killed]
+    print(f"{len(kills) - len(survived)}/{len(kills)} planted bugs killed; wrote {path}")
+    if survived:
+        print(f"survivors: {', '.join(survived)}")
+    return 1 if survived else 0
 
 
 if __name__ == "__main__":

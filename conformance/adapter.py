@@ -27,6 +27,7 @@ Set ``name`` (matrix column) and ``dtype`` (selects the tolerance policy).
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,8 +83,12 @@ class Adapter:
         return self.name
 
 
-def load_adapter(target: str) -> Adapter:
-    """Instantiate ``"package.module:ClassName"`` (or ``module:factory``) as an adapter."""
+def load_adapter(target: str, seed: int | None = None) -> Adapter:
+    """Instantiate ``"package.module:ClassName"`` (or ``module:factory``) as an adapter.
+
+    ``seed``: passed as ``seed=`` to an adapter that takes one (every bundled adapter
+    does: it seeds the backend's own RNG, which the distribution checks judge).
+    """
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(
@@ -95,7 +100,8 @@ def load_adapter(target: str) -> Adapter:
         factory = getattr(module, attr)
     except AttributeError as e:
         raise ValueError(f"--backend {target!r}: module {module_name!r} has no {attr!r}") from e
-    adapter = factory()
+    takes_seed = seed is not None and "seed" in inspect.signature(factory).parameters
+    adapter = factory(seed=seed) if takes_seed else factory()
     missing = [m for m in ("build", "forward", "canonical_params") if not hasattr(adapter, m)]
     if missing:
         raise TypeError(f"--backend {target!r}: the adapter lacks {missing}")

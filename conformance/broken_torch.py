@@ -50,7 +50,9 @@ class TorchTanhGelu(TorchAdapter):
         self.name = "broken-torch-tanh-gelu"
 
     def _call(self, module, v, t, training, noise, options):
-        modules = [m for name, m in sys.modules.items() if name.startswith("fusion_spec.backends.torch")]
+        modules = [
+            m for name, m in sys.modules.items() if name.startswith("fusion_spec.backends.torch")
+        ]
         saved = [(m, m.gelu) for m in modules if hasattr(m, "gelu")]
         try:
             for m, _ in saved:
@@ -59,3 +61,84 @@ class TorchTanhGelu(TorchAdapter):
         finally:
             for m, original in saved:
                 m.gelu = original
+
+
+class _TorchBug(TorchAdapter):
+    """The PyTorch backend with one planted bug, named ``broken-torch-<bug>``."""
+
+    bug = ""
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self.name = f"broken-torch-{self.bug}"
+
+
+def _route_factor(out, probs, route):
+    """``r_k - stop_gradient(r_k)`` per sample ``(B, 1)``: 0 forward, ``dr_k`` backward."""
+    r_k = probs.gather(1, route[:, None]).to(out.dtype)
+    return r_k - r_k.detach()
+
+
+class StraightThroughOnSoftSamples(_TorchBug):
+    """``shomr``: the straight-through factor applied to soft samples as well as hard ones."""
+
+    bug = "straight-through-on-soft-samples"
+
+    def _call(self, module, v, t, training, noise, options):
+        import torch
+
+        out, aux = super()._call(module, v, t, training, noise, options)
+        if module.spec.kind == "shomr" and module.spec.straight_through:
+            soft = (aux["hard"] == 0)[:, None]
+            factor = _route_factor(out, aux["route_probs"], aux["route"])
+            out = torch.where(soft, out + out * factor, out)
+        return out, aux
+
+
+class StraightThroughIgnored(_TorchBug):
+    bug = "straight-through-ignored"
+
+    def build(self, s, params):
+        if getattr(s, "straight_through", False):
+            s = s.model_copy(update={"straight_through": False})
+        return super().build(s, params)
+
+
+class StraightThroughArgmaxRoute(_TorchBug):
+    """The straight-through factor built from the argmax route's probability, not the route's."""
+
+    bug = "straight-through-argmax-route"
+
+    def _call(self, module, v, t, training, noise, options):
+        out, aux = super()._call(module, v, t, training, noise, options)
+        if getattr(module.spec, "straight_through", False):
+            r, route = aux["route_probs"], aux["route"]
+            wrong = _route_factor(out, r, r.argmax(dim=-1)) - _route_factor(out, r, route)
+            routed = aux["hard"][:, None] if "hard" in aux else 1.0
+            out = out + out * wrong * routed
+        return out, aux
+
+
+class GateDetached(_TorchBug):
+    """``gated``: ``g`` detached, so ``gate.*`` and the gate's path get no gradient."""
+
+    bug = "gate-detached"
+
+    def _call(self, module, v, t, training, noise, options):
+        out, aux = super()._call(module, v, t, training, noise, options)
+        if module.spec.kind == "gated":
+            g = aux["gate"]
+            out = out - (g - g.detach()) * (v - t)
+        return out, aux
+
+
+class BetaDetached(_TorchBug):
+    """``film``: ``beta`` detached, so ``beta.*`` get no gradient."""
+
+    bug = "beta-detached"
+
+    def _call(self, module, v, t, training, noise, options):
+        out, aux = super()._call(module, v, t, training, noise, options)
+        if module.spec.kind == "film":
+            out = out - (aux["beta"] - aux["beta"].detach())
+        return out, aux

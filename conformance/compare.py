@@ -37,6 +37,7 @@ class TensorReport:
     max_rel: float = 0.0
     max_ulp: float = 0.0
     scaled: float = 0.0  # max |a - e| / max(1, max|e|): the atol this tensor needs
+    tolerance_used: float = 0.0  # max |a - e| / bound: 1 is the edge of the tolerance
     worst: str = ""
     message: str = ""
 
@@ -98,6 +99,7 @@ def compare_values(
         max_rel=float(rel.max()),
         max_ulp=float(ulp.max()),
         scaled=float(err.max() / scale),
+        tolerance_used=float(np.max(err / bound)),
     )
     worst = np.unravel_index(int(np.argmax(err - bound)), err.shape)
     report.worst = (

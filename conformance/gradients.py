@@ -217,9 +217,15 @@ def compare_gradients(
             problems.append(f"d/d{name}: expected shape {fd.shape}; received {g.shape}")
             continue
         err = np.abs(g - fd)
-        bad = err > tol["atol"] * S + tol["rtol"] * np.abs(fd)
+        bound = tol["atol"] * S + tol["rtol"] * np.abs(fd)
+        bad = err > bound
         figures.append(
-            {"name": f"d/d{name}", "max_abs": float(err.max()), "scaled": float(err.max() / S)}
+            {
+                "name": f"d/d{name}",
+                "max_abs": float(err.max()),
+                "scaled": float(err.max() / S),
+                "tolerance_used": float(np.max(err / bound)),
+            }
         )
         if bad.any():
             i = np.unravel_index(int(np.argmax(err)), err.shape)
@@ -241,19 +247,23 @@ def compare_gradients(
             problems.append(f"d/d{name}: expected shape {trained[name].shape}; received {g.shape}")
             continue
         norm = float(np.linalg.norm(g))
-        worst = scaled = 0.0
+        worst = scaled = used = 0.0
         for d, fd in zip(dirs, expected.derivatives[name], strict=True):
             got = float(np.sum(g * d))
             err = abs(got - fd)
+            bound = tol["atol"] * (norm + S) + tol["rtol"] * abs(fd)
             worst = max(worst, err)
             scaled = max(scaled, err / (norm + S))
-            if err > tol["atol"] * (norm + S) + tol["rtol"] * abs(fd):
+            used = max(used, err / bound)
+            if err > bound:
                 problems.append(
                     f"d/d{name}: along a random direction got {got:.6g}, finite differences "
                     f"{fd:.6g} (|g| {norm:.3g}, scale {S:.3g})"
                 )
                 break
-        figures.append({"name": f"d/d{name}", "max_abs": worst, "scaled": scaled})
+        figures.append(
+            {"name": f"d/d{name}", "max_abs": worst, "scaled": scaled, "tolerance_used": used}
+        )
     for name in sorted(expected.excluded):
         g = grads.get(name)
         if g is not None and np.any(np.abs(np.asarray(g, dtype=np.float64)) > tol["atol"] * S):

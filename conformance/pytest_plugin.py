@@ -1,11 +1,16 @@
 """Pytest plugin: one test per rule and check for an adopter's adapter.
 
-Usage, from the adopter's repository::
+Installed with fusion-spec, the plugin registers itself (the ``pytest11`` entry
+point ``fusion_spec.conformance.pytest_plugin``); ``-p fusion_spec.conformance.pytest_plugin``
+loads it where the package is only on ``PYTHONPATH``. Usage, from the adopter's repository::
 
-    pytest -p fusion_spec.conformance.pytest_plugin --fusion-adapter=my_pkg.adapter:MyAdapter
-    pytest -p fusion_spec.conformance.pytest_plugin --fusion-adapter=... \\
-        --fusion-include='shomr/*' --fusion-exclude='*/distribution/*' \\
-        --fusion-xfail=conformance-xfail.txt
+    pytest --fusion-adapter=my_pkg.adapter:MyAdapter --fusion-only
+    pytest --fusion-adapter=... --fusion-include='shomr/*' \\
+        --fusion-exclude='*/distribution/*' --fusion-xfail=conformance-xfail.txt
+
+``--fusion-only`` collects nothing but the conformance items, so the command
+works the same from any directory: without it, pytest also collects the
+project's own tests (``testpaths`` of the repository you run it in).
 
 Each check becomes the item ``conformance[rule/category/name]``: it fails with
 the suite's message, is skipped with the adapter's reason when not applicable,
@@ -41,6 +46,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="skip checks whose id matches (repeatable)",
     )
     group.addoption("--fusion-xfail", metavar="FILE", help="expected-failures file")
+    group.addoption(
+        "--fusion-only",
+        action="store_true",
+        help="collect only the conformance items (not the project's own tests)",
+    )
+
+
+def pytest_ignore_collect(collection_path, config: pytest.Config) -> bool | None:
+    """With ``--fusion-only``, no file is collected: the items come from the suite alone."""
+    if config.getoption("--fusion-only") and config.getoption("--fusion-adapter"):
+        return True
+    return None
 
 
 class ConformanceItem(pytest.Item):

@@ -18,6 +18,7 @@ from fusion_spec.spec.tolerance import DECISION_MARGINS, GRADIENT_TOLERANCES, TO
 from . import distribution
 from .cases import all_cases
 from .distribution import ALPHA
+from .runner import hint_first
 from .suite import CATEGORIES
 
 FAILING = ("fail", "error")
@@ -29,16 +30,22 @@ def summarise(rows: list[dict]) -> Counter:
 
 
 def cell(rows: list[dict]) -> str:
-    """One matrix cell: ``✓ 12/12``, ``✗ 2 fail, 10/12``, or ``n/a`` when nothing applies."""
+    """One matrix cell: ``✓ 12/12``, ``✗ 10/12 (2 fail)``, or ``n/a`` when nothing applies.
+
+    The count is of checks that pass, expected failures that pass (``xpass``)
+    included; a cell with an ``xpass`` is marked ``!``: the expected-failures file
+    is out of date (``! 12/12 (12 xpass)``).
+    """
     if not rows:
         return "-"
     counts = summarise(rows)
     applicable = len(rows) - counts["n/a"]
     if applicable == 0:
         return "n/a"
-    ok = counts["pass"]
+    ok = counts["pass"] + counts["xpass"]
     bad = counts["fail"] + counts["error"]
-    text = f"{MARK['fail'] if bad else MARK['pass']} {ok}/{applicable}"
+    mark = MARK["fail"] if bad else MARK["xpass"] if counts["xpass"] else MARK["pass"]
+    text = f"{mark} {ok}/{applicable}"
     extras = [
         f"{counts[s]} {s}" for s in ("fail", "error", "boundary", "xfail", "xpass") if counts[s]
     ]
@@ -74,6 +81,44 @@ def category_matrix(rows: list[dict]) -> list[list[str]]:
                 for c in CATEGORIES
             ]
         )
+    return table
+
+
+def worst_fraction(rows: list[dict]) -> tuple[float, str]:
+    """The largest ``tolerance_used`` of any tensor or gradient in ``rows``, and where."""
+    best = (0.0, "")
+    for r in rows:
+        for t in r.get("tensors") or []:
+            used = t.get("tolerance_used", 0.0)
+            if used > best[0]:
+                best = (used, f"{r['id']} {t['name']}")
+    return best
+
+
+def headroom(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """``{backend: {rule: {"tolerance_used": x, "where": "id tensor"}}}``: the worst error of
+    every compared tensor as a fraction of its tolerance (forward and gradient checks)."""
+    out: dict[str, dict[str, dict]] = {}
+    for b in backends_of(rows):
+        for rule in spec.RULES:
+            mine = [r for r in rows if r["backend"] == b and r["rule"] == rule]
+            if any(r.get("tensors") for r in mine):
+                used, where = worst_fraction(mine)
+                out.setdefault(b, {})[rule] = {"tolerance_used": used, "where": where}
+    return out
+
+
+def headroom_matrix(rows: list[dict]) -> list[list[str]]:
+    """Header plus one line per rule: each backend's worst error / tolerance (``-``: nothing compared)."""
+    figures = headroom(rows)
+    names = backends_of(rows)
+    table = [["rule", *names]]
+    for rule in spec.RULES:
+        line = [rule]
+        for b in names:
+            f = figures.get(b, {}).get(rule)
+            line.append("-" if f is None else f"{f['tolerance_used']:.2g}")
+        table.append(line)
     return table
 
 
@@ -116,7 +161,8 @@ def markdown(rows: list[dict], backends: dict[str, str], warnings: list[str]) ->
         "Every bundled backend against the float64 NumPy reference, rule by rule "
         "(forward cases, gradients, distributions of the backend's own RNG, properties). "
         "A cell reads *passed / applicable*; `≈` marks boundary samples, where a decision "
-        "differs only within the float rounding bound of the reference margin. "
+        "differs only within the float rounding bound of the reference margin; `!` marks "
+        "expected failures that pass (`xpass`: remove them from the expected-failures file). "
         "How to judge your own backend: [Writing a backend](writing-a-backend.md).",
         "",
         "## Backends",
@@ -131,6 +177,14 @@ def markdown(rows: list[dict], backends: dict[str, str], warnings: list[str]) ->
         "",
         render_markdown_table(category_matrix(rows)),
         "",
+        "## Headroom",
+        "",
+        "The worst error of any compared tensor (forward outputs and aux values, gradients) "
+        "as a fraction of its tolerance, per rule: 1 is the edge of the tolerance, 0.01 "
+        "a hundredfold margin. The JSON report names the check and tensor of each figure.",
+        "",
+        render_markdown_table(headroom_matrix(rows)),
+        "",
         f"Totals: {len(rows)} checks; "
         + ", ".join(f"{counts[s]} {s}" for s in sorted(counts))
         + ".",
@@ -142,7 +196,7 @@ def markdown(rows: list[dict], backends: dict[str, str], warnings: list[str]) ->
     out += ["", "## Failures, boundary cases and expected failures", ""]
     listed = problems(rows)
     out += [
-        f"- `{r['backend']}` `{r['id']}` **{r['status']}**: {_one_line(r['message'])}"
+        f"- `{r['backend']}` `{r['id']}` **{r['status']}**: {hint_first(_one_line(r['message']))}"
         for r in listed
     ] or ["None."]
     if warnings:
@@ -236,6 +290,7 @@ def write(
         payload = {
             "backends": backends,
             "summary": dict(summarise(rows)),
+            "headroom": headroom(rows),
             "seconds": seconds or {},
             "warnings": warnings,
             "results": rows,

@@ -50,14 +50,21 @@ def run_adapter(
         outcome = run_check(adapter, check)
         rows.append(row(adapter, check, outcome))
         if progress and outcome.status in ("fail", "error"):
-            first = outcome.message.splitlines()[0] if outcome.message else ""
             print(
-                f"[{adapter.name}]   {outcome.status.upper()} {check.id}: {first[:200]}",
+                f"[{adapter.name}]   {outcome.status.upper()} {check.id}: "
+                f"{hint_first(outcome.message)}",
                 file=progress,
                 flush=True,
             )
     _rule_done(adapter, rule, rows, start, progress)
     return rows
+
+
+def hint_first(message: str) -> str:
+    """The failure message whole, its ``hint:`` (the likely bug) moved to the front."""
+    parts = message.split("; ")
+    hints = [p for p in parts if p.startswith("hint:")]
+    return "; ".join(hints + [p for p in parts if not p.startswith("hint:")])
 
 
 def _rule_done(adapter, rule, rows, start, progress) -> None:
@@ -108,6 +115,7 @@ def run_bundled(
     forward_args: list[str],
     jobs: int,
     progress: TextIO | None,
+    seed: int | None = None,
 ) -> tuple[list[dict], dict[str, str], dict[str, float]]:
     """The bundled backends ``names``; ``keras`` expands to one subprocess per Keras backend.
 
@@ -154,7 +162,7 @@ def run_bundled(
             if name == "keras":
                 continue
             began = time.perf_counter()
-            adapter = load_adapter(BUNDLED[name])
+            adapter = load_adapter(BUNDLED[name], seed)
             described[adapter.name] = adapter.describe()
             rows.extend(run_adapter(adapter, checks, progress))
             seconds[adapter.name] = time.perf_counter() - began
