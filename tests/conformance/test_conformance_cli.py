@@ -34,7 +34,11 @@ def test_reference_run_writes_matrix_and_reports(tmp_path, capsys):
 
 def test_broken_backend_fails_with_exit_code_1(tmp_path, capsys):
     code, md, _ = run_cli(
-        tmp_path, "--backend", "fusion_spec.conformance.broken:SwappedInputs", "-k", "film/forward/film_default"
+        tmp_path,
+        "--backend",
+        "fusion_spec.conformance.broken:SwappedInputs",
+        "-k",
+        "film/forward/film_default",
     )
     assert code == 1
     assert "v and t swapped" in capsys.readouterr().out
@@ -134,3 +138,50 @@ def test_measure_prints_the_worst_scaled_errors(tmp_path, capsys):
     forward, _ulp, gradient = (float(x) for x in line.split()[1:4])
     assert 0 < forward < 1e-5 and 0 < gradient < 1e-5
     assert "film/" in line
+
+
+def test_list_survives_a_closed_pipe():
+    proc = subprocess.run(
+        f"{sys.executable} -m fusion_spec.conformance list | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.stdout == "simple/forward/simple_default\n"
+    assert "BrokenPipeError" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_all_xpass_cell_reads_as_passing_and_marked():
+    from fusion_spec.conformance import report
+
+    rows = [{"status": "xpass"}] * 12
+    assert report.cell(rows) == "! 12/12 (12 xpass)"
+    assert report.cell([{"status": "pass"}] * 3 + [{"status": "fail"}]) == "✗ 3/4 (1 fail)"
+
+
+def test_headroom_in_markdown_and_json(tmp_path):
+    code, md, js = run_cli(tmp_path, "--backend", "torch", "-k", "film/forward/*")
+    assert code == 0
+    assert "## Headroom" in md
+    film = js["headroom"]["torch"]["film"]
+    assert 0 < film["tolerance_used"] < 1 and film["where"].startswith("film/forward/")
+    assert "| film | " in md.split("## Headroom", 1)[1]
+
+
+def test_progress_line_puts_the_hint_first_and_keeps_the_whole_message():
+    import io
+
+    from fusion_spec.conformance.broken import SwappedInputs
+    from fusion_spec.conformance.runner import run_adapter
+    from fusion_spec.conformance.suite import all_checks, select
+
+    progress = io.StringIO()
+    rows = run_adapter(
+        SwappedInputs(), select(all_checks(), ["gated/forward/gated_default"]), progress
+    )
+    line = next(x for x in progress.getvalue().splitlines() if "FAIL" in x)
+    assert line.split(": ", 1)[1].startswith(
+        "hint: the output matches the reference with v and t swapped"
+    )
+    assert rows[0]["message"].split("; hint:")[0] in line  # the tensor report, uncut

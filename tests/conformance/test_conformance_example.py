@@ -81,3 +81,31 @@ def test_plugin_reports_a_failing_check(tmp_path):
     assert proc.returncode == 1
     assert "conformance[film/forward/film_default]" in proc.stdout
     assert "v and t swapped" in proc.stdout
+
+
+def test_fusion_only_runs_just_the_conformance_items_from_the_repository_root():
+    """From the root, pytest would also collect ``testpaths``; ``--fusion-only`` collects nothing else."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "fusion_spec.conformance.pytest_plugin",
+            "--fusion-adapter=fusion_spec.conformance.examples.minimal_adapter:MinimalAdapter",
+            "--fusion-include=film/forward/*",
+            "--fusion-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            "0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("7 passed")

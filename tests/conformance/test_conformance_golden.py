@@ -13,7 +13,9 @@ from fusion_spec.conformance.cases import all_cases
 
 def test_golden_vectors_match_the_current_reference():
     problems = golden.drift(*golden.generate())
-    assert not problems, "run `python -m fusion_spec.conformance golden`:\n" + "\n".join(problems[:20])
+    assert not problems, "run `python -m fusion_spec.conformance golden`:\n" + "\n".join(
+        problems[:20]
+    )
 
 
 def test_golden_files_are_small_and_list_every_case():
@@ -95,7 +97,8 @@ def test_drift_beyond_rounding_names_the_case_key_and_size(tmp_path, monkeypatch
         for p in problems
     ), problems
     assert any(
-        p.startswith(f"manifest /cases/{index}/directional_derivatives/{param}/1:") for p in problems
+        p.startswith(f"manifest /cases/{index}/directional_derivatives/{param}/1:")
+        for p in problems
     ), problems
     assert any(p.startswith(f"manifest /cases/{index}/spec/dim:") for p in problems), problems
     assert len(problems) == 3, problems
