@@ -87,7 +87,7 @@ def run_bug(bug: PlantedBug) -> Kill:
 
 
 def _cell(caught: int, ran: int) -> str:
-    return "" if ran == 0 else (f"**{caught}**/{ran}" if caught else f"0/{ran}")
+    return "n/a" if ran == 0 else (f"**{caught}**/{ran}" if caught else f"0/{ran}")
 
 
 HEADER = ["bug", "rules", *CATEGORIES, "named checks that catch it", "what it is"]
