@@ -166,11 +166,17 @@ def compare_decision(
         if exact
         else f"margins above the {dtype} bound {bound:g}"
     )
+    on_threshold = ""
+    if exact and margin is not None and float(margin[i]) == 0.0:
+        on_threshold = (
+            "; hint: the deciding quantity equals its threshold exactly there (or ties): "
+            "a non-strict comparison (<= for <, >= for >) or another tie-break"
+        )
     return DecisionReport(
         name,
         False,
         boundary,
         f"{name}: {int(wrong.sum())}/{batch} samples differ from the reference ({why}); "
         f"first at sample {i}: got {actual.reshape(batch, -1)[i].tolist()}, expected "
-        f"{expected.reshape(batch, -1)[i].tolist()}{margin_text}",
+        f"{expected.reshape(batch, -1)[i].tolist()}{margin_text}{on_threshold}",
     )

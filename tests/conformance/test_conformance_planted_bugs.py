@@ -200,3 +200,29 @@ def test_tanh_gelu_torch_float32():
     assert "tanh GELU instead of the erf form" in bad["concat_mlp/forward/concat_mlp_default"]
     assert "concat_mlp/gradient/concat_mlp_hidden3_dim12" in bad
     assert not any(i.startswith("gated/") for i in bad)
+
+
+def test_non_strict_threshold_is_caught_only_on_its_exact_boundary_and_named():
+    from fusion_spec.conformance.planted import shomr
+
+    bad = failing(outcomes(shomr.HardGreaterEqual(), "shomr/*"))
+    name = "shomr/forward/shomr_hard_exact_boundary"
+    assert set(bad) == {name}, "only the exact-boundary case can see >= versus >"
+    assert "hard: 3/6 samples differ" in bad[name]
+    assert "hint: the deciding quantity equals its threshold exactly there" in bad[name]
+
+
+def test_shared_uniform_is_caught_by_the_joint_test_alone():
+    from fusion_spec.conformance.planted import modality_dropout
+
+    results = outcomes(modality_dropout.SharedUniform(), "modality_dropout/*")
+    bad = failing(results)
+    assert set(bad) == {
+        "modality_dropout/distribution/modality_dropout_batch_rates",
+        "modality_dropout/distribution/modality_dropout_sample_rates",
+    }
+    for message in bad.values():
+        assert message.startswith("keep_image x keep_text: joint counts")
+        assert "one uniform shared by two draws?" in message
+    stats = results["modality_dropout/distribution/modality_dropout_sample_rates"].stats
+    assert stats["keep_image"]["p_value"] > 1e-6 and stats["keep_text"]["p_value"] > 1e-6
