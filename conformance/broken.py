@@ -1,11 +1,12 @@
 """Deliberately broken backends: the suite's own regression tests.
 
-Each adapter plants one known bug into the reference (or the PyTorch backend)
-and the suite must fail it with a message that points at the bug
-(``tests/conformance/test_planted_bugs.py``, one test per adapter). The
-mutations of the reference are also the hypotheses ``conformance.diagnose``
-tries on a failing output, so a backend author is told, for instance, that the
-output matches the reference with ``v`` and ``t`` swapped.
+Each adapter plants one known bug into the reference and the suite must fail
+it with a message that points at the bug. These are the cross-rule mutations;
+the public catalogue of every planted bug, one module per rule, with the checks
+answerable for each, is ``fusion_spec.conformance.planted`` (its kill matrix:
+``docs/kill-matrix.md``). The mutations here are also the hypotheses
+``conformance.diagnose`` tries on a failing output, so a backend author is told,
+for instance, that the output matches the reference with ``v`` and ``t`` swapped.
 """
 
 from __future__ import annotations

@@ -1,7 +1,12 @@
-"""Broken PyTorch backends: an unregistered parameter, and the tanh GELU judged in float32.
+"""Broken PyTorch backends: the planted bugs that need autodiff or float32.
 
-Kept apart from ``fusion_spec.conformance.broken`` so that the reference-based broken
-backends run without PyTorch installed.
+An unregistered parameter, the tanh GELU judged in float32, and the gradient
+bugs: the forward value is right, the gradient is not (a detached gate or
+``beta``, a straight-through factor ignored, on soft samples, or on the wrong
+route). Each gradient bug is written as the correct module's output plus a
+term that is exactly 0 forward (``x - x.detach()``), which is the graph the bug
+would build. Kept apart from ``fusion_spec.conformance.broken`` so that the
+reference-based broken backends run without PyTorch installed.
 """
 
 from __future__ import annotations

@@ -75,6 +75,7 @@ def test_the_wheel_holds_one_top_level_package(wheel):
         "fusion_spec/spec/schema.json",
         "fusion_spec/conformance/golden/manifest.json",
         "fusion_spec/conformance/golden/vectors.safetensors",
+        "fusion_spec/conformance/planted/__init__.py",
         "fusion_spec/backends/torch/__init__.py",
         "fusion_spec/backends/keras/__init__.py",
     ):
@@ -90,6 +91,8 @@ CORE = """
 import numpy as np
 import fusion_spec
 from fusion_spec import spec, fusion_ref, conformance
+from fusion_spec.conformance import planted
+assert len(planted.BUGS) >= 40
 import fusion_spec.backends
 assert fusion_spec.__version__
 assert "site-packages" in spec.__file__, spec.__file__
