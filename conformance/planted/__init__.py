@@ -52,6 +52,7 @@ class Kill:
     bug: PlantedBug
     ran: list[str] = field(default_factory=list)  # applicable checks (n/a ones left out)
     caught: dict[str, str] = field(default_factory=dict)  # check id -> message
+    errors: list[str] = field(default_factory=list)  # checks where the adapter raised
 
     @property
     def killed(self) -> bool:
@@ -83,6 +84,8 @@ def run_bug(bug: PlantedBug) -> Kill:
         kill.ran.append(check.id)
         if outcome.status in FAILING:
             kill.caught[check.id] = outcome.message
+        if outcome.status == "error":
+            kill.errors.append(check.id)
     return kill
 
 

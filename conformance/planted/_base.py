@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from fusion_spec.spec import SpecError
+
 from ..adapter import Adapter, load_adapter
 from ..broken import _Broken
 
@@ -60,9 +62,15 @@ def nudged(s, field: str, direction: float):
     ``x < nextafter(p, +inf)`` is ``x <= p`` for every float64 ``x`` (no float64
     lies between), so a backend comparing non-strictly computes exactly the
     reference's function with the threshold nudged: no re-implementation needed.
-    ``model_copy`` skips validation, so a probability 1 may become 1 + ulp.
+    Where the nudge would leave the field's range (a probability 1 raised, a
+    threshold 0 lowered) the spec is returned unchanged: there the two
+    comparisons agree on every input the rule can see (noise is below 1,
+    confidences above 0).
     """
-    return s.model_copy(update={field: math.nextafter(getattr(s, field), direction)})
+    try:
+        return s.replace(**{field: math.nextafter(getattr(s, field), direction)})
+    except SpecError:
+        return s
 
 
 @contextlib.contextmanager

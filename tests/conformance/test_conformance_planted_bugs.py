@@ -37,6 +37,8 @@ def test_planted_bug_is_killed(bug):
         pytest.importorskip(bug.requires, reason=f"{bug.name} plants its bug in {bug.requires}")
     kill = planted.run_bug(bug)
     assert kill.killed, f"{bug.name} survived all {len(kill.ran)} checks"
+    # a crash of the planted adapter would count as a kill without showing the bug
+    assert not kill.errors, f"{bug.name}: the adapter raised in {kill.errors}"
     missed = [c for c in bug.caught_by if c not in kill.caught]
     assert not missed, f"{bug.name} passes the checks named for it: {missed}"
     row = planted.render_row(kill)
