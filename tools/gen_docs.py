@@ -662,6 +662,9 @@ def io_block(kind: str) -> str:
         "default, or a dtype policy such as `mixed_bfloat16`).\n"
         "- Parameters: canonical float32 (`spec.init_params`, weight files); the reference "
         "reads them as float64.\n"
+        "- `v` and `t` share their batch size B (B = 0 is allowed); a wrong shape, dtype, "
+        "noise array or call option raises `InputError`, see "
+        "[Errors](../errors.md#inputerror).\n"
     )
     if aux:
         decisions = [a.name for a in aux if a.role == "decision" and a.dtype != "int"]

@@ -181,5 +181,6 @@ def test_notation_does_not_clash():
         assert "_{2,:}" not in text, f"{page}: 1-based token rows"
         assert "T_q" not in text and "T_k" not in text, f"{page}: T is the temperature"
         assert "c^\\top r" not in text, f"{page}: c is the confidence, costs are kappa"
+        assert "_{b=1}" not in text and "U_b" not in text, f"{page}: b is a bias, samples are n"
     assert "\\mathbb{1}[\\cdot]" in pages["rules/index.md"]  # the indicator, in the notation
     assert "b + \\mathrm{FFN}(b)" not in pages["rules/shomr.md"]  # b is a bias
