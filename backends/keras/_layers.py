@@ -337,7 +337,9 @@ class FusionLayer(keras.layers.Layer):
                 ``SeedGenerator``; in training element-wise dropout (rate
                 ``spec.dropout``) is applied.
             noise: optional ``{name: uniform [0, 1) array}``, exactly the spec's
-                ``s.noise(B, training=..., **call_options)``.
+                ``s.noise(B, training=..., **call_options)``. Names, shapes and dtypes
+                are checked; values (in ``[0, 1)``, no NaN) where given as NumPy
+                arrays (reading a backend tensor's values would synchronise).
             return_aux: also return the spec's aux outputs (margins omitted):
                 values as floats, decisions as float 0/1, ``route`` as int32.
             **call_options: the rule's call options (``use_hard_routing`` for
@@ -345,6 +347,10 @@ class FusionLayer(keras.layers.Layer):
 
         Returns:
             ``fused`` ``(B, D)``, or ``(fused, aux)`` with ``return_aux=True``.
+
+        Raises:
+            spec.InputError: from ``__call__``, before Keras or a backend sees the
+                arguments (docs/errors.md).
         """
         s = self.spec
         options = s.check_call_options(call_options)
