@@ -93,27 +93,33 @@ def _cell(caught: int, ran: int) -> str:
     return "n/a" if ran == 0 else (f"**{caught}**/{ran}" if caught else f"0/{ran}")
 
 
-HEADER = ["bug", "rules", *CATEGORIES, "named checks that catch it", "what it is"]
+HEADER = ["bug", *CATEGORIES, "verdict"]
 
 
 def row(kill: Kill) -> list[str]:
-    """One bug: its rules, failing/run per category, the named checks, what it is."""
+    """One bug: failing/run per category and the verdict (a narrow table row)."""
     cats = kill.by_category()
-    named = ", ".join(
-        f"`{c}`" + ("" if c in kill.caught else " (**missed**)") for c in kill.bug.caught_by
-    )
     return [
         f"`{kill.bug.name}`",
-        ", ".join(kill.bug.rules),
         *(_cell(*cats[c]) for c in CATEGORIES),
-        named,
-        kill.bug.doc.replace("|", "\\|"),
+        "killed" if kill.killed else "**survived**",
     ]
 
 
 def render_row(kill: Kill) -> str:
     """``row(kill)`` as the Markdown table line of the page."""
     return "| " + " | ".join(row(kill)) + " |"
+
+
+def detail(kill: Kill) -> str:
+    """One bug's list entry: what it is, its rules, the named checks that must catch it."""
+    named = ", ".join(
+        f"`{c}`" + ("" if c in kill.caught else " (**missed**)") for c in kill.bug.caught_by
+    )
+    return (
+        f"- **`{kill.bug.name}`** ({', '.join(kill.bug.rules)}): {kill.bug.doc} "
+        f"Named checks: {named}."
+    )
 
 
 def matrix_rows(kills: list[Kill]) -> list[list[str]]:
@@ -141,6 +147,13 @@ def markdown(kills: list[Kill]) -> str:
         f"**{killed}/{len(kills)} bugs killed.**",
         "",
         render_markdown_table(matrix_rows(kills)),
+        "",
+        "## The bugs",
+        "",
+        "What each bug is, the rules it touches, and the checks the catalogue holds "
+        "answerable for it.",
+        "",
+        *(detail(k) for k in kills),
         "",
     ]
     return "\n".join(out)
