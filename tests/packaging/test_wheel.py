@@ -25,6 +25,8 @@ pytestmark = pytest.mark.slow
 
 
 def _run(args, cwd, env=None, timeout=900) -> str:
+    # the fresh environment must see only the installed wheel, not a source tree
+    env = {k: v for k, v in (env or os.environ).items() if k != "PYTHONPATH"}
     proc = subprocess.run(
         [str(a) for a in args],
         cwd=cwd,
