@@ -49,13 +49,13 @@ class TorchTanhGelu(TorchAdapter):
         super().__init__(seed)
         self.name = "broken-torch-tanh-gelu"
 
-    def _call(self, module, v, t, training, noise, options):
+    def _call(self, module, v, t, training, noise, options, present=None):
         modules = [m for name, m in sys.modules.items() if name.startswith("fusion_spec.backends.torch")]
         saved = [(m, m.gelu) for m in modules if hasattr(m, "gelu")]
         try:
             for m, _ in saved:
                 m.gelu = _tanh_gelu
-            return super()._call(module, v, t, training, noise, options)
+            return super()._call(module, v, t, training, noise, options, present)
         finally:
             for m, original in saved:
                 m.gelu = original

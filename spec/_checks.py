@@ -39,6 +39,13 @@ class ArgSpec:
 CALL_INPUTS: tuple[ArgSpec, ...] = (
     ArgSpec("v", ("B", "D"), doc="Image embedding."),
     ArgSpec("t", ("B", "D"), doc="Text embedding."),
+    ArgSpec(
+        "present",
+        ("B", 2),
+        kinds=("bool", "int"),
+        optional=True,
+        doc="Presence mask (image, text) per sample; None: every modality present.",
+    ),
 )
 
 _PLAIN = (bool, int, float, complex, str, bytes, list, tuple, dict)
