@@ -79,7 +79,8 @@ def _shape_text(shape: tuple[str | int, ...], dim: int) -> str:
 
 
 def _kind_text(kinds: tuple[str, ...]) -> str:
-    return " or ".join("a floating" if k == "float" else f"a {k}" for k in kinds) + " dtype"
+    words = {"float": "a floating", "int": "an integer"}
+    return " or ".join(words.get(k, f"a {k}") for k in kinds) + " dtype"
 
 
 def _dtype(x: Any) -> str:

@@ -96,9 +96,9 @@ def test_symbolic_aux_includes_neither():
 def test_bad_present_is_named():
     s, _, layer = build(CASES["gated"])
     v, t = inputs(s)
-    with pytest.raises(ValueError, match=r"gated: argument 'present' expected shape \(8, 2\)"):
+    with pytest.raises(spec.InputError, match=r"gated: argument 'present' expected shape \(B, 2\)"):
         layer(v, t, np.ones((8, 3), bool))
-    with pytest.raises(ValueError, match=r"expected a bool \(or integer 0/1\) tensor"):
+    with pytest.raises(spec.InputError, match=r"expected a bool or an integer dtype"):
         layer(v, t, np.ones((8, 2), np.float32))
 
 

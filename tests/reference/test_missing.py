@@ -196,15 +196,15 @@ def test_present_accepts_integer_zero_one():
 @pytest.mark.parametrize(
     "present, message",
     [
-        (np.ones((8, 3), bool), r"'present' expected shape \(8, 2\).*received shape \(8, 3\)"),
-        (np.ones((7, 2), bool), r"expected shape \(8, 2\)"),
-        (np.full((8, 2), 2), r"expected booleans \(or 0/1\); received values \[2\]"),
-        (np.ones((8, 2), np.float32), r"expected a bool \(or integer 0/1\) array; .*float32"),
+        (np.ones((8, 3), bool), r"argument 'present' expected shape \(B, 2\); received shape \(8, 3\)"),
+        (np.ones((7, 2), bool), r"'v' and 'present' expected equal batch sizes"),
+        (np.full((8, 2), 2), r"'present' expected booleans \(or 0/1\); received values \[2\]"),
+        (np.ones((8, 2), np.float32), r"'present' expected a bool or an integer dtype; .*float32"),
     ],
 )
 def test_bad_present_is_named(present, message):
     s, p, v, t = setup(CASES["gated"])
-    with pytest.raises(ValueError, match="gated: .*" + message):
+    with pytest.raises(spec.InputError, match="gated: .*" + message):
         fusion_ref.forward(s, p, v, t, present)
 
 
