@@ -22,6 +22,12 @@ names, the spec's noise and aux contracts) and one backend. Five methods:
     as "n/a: reason" in the matrix, never as a pass).
 
 Set ``name`` (matrix column) and ``dtype`` (selects the tolerance policy).
+
+Presence masks (optional): an adapter that sets ``supports_present = True``
+also receives ``present=`` in ``forward`` and ``gradients``: ``None`` (all
+present) or a ``(B, 2)`` bool array (image, text per sample), passed on to the
+backend. The suite's missing-modality cases report "n/a" for an adapter without
+it (adapters written before the mask existed keep working).
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ class Adapter:
 
     name: str = "backend"
     dtype: str = "float32"
+    #: True when ``forward`` and ``gradients`` take ``present=`` (a presence mask).
+    supports_present: bool = False
 
     def build(self, s, params: Mapping[str, np.ndarray]) -> Any:
         raise NotImplementedError
@@ -56,6 +64,7 @@ class Adapter:
         training: bool,
         noise: Mapping[str, np.ndarray] | None,
         options: Mapping[str, Any],
+        present: np.ndarray | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         raise NotImplementedError
 
@@ -72,6 +81,7 @@ class Adapter:
         training: bool,
         noise: Mapping[str, np.ndarray] | None,
         options: Mapping[str, Any],
+        present: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         raise NotSupported(f"{self.name}: no gradients")
 

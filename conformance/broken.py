@@ -58,7 +58,7 @@ def layer_norm_eps_1e3(p, name, x, eps):
     return _layer_norm(p, name, x, 1e-3)
 
 
-def attention_scale_one_over_dim(p, name, query, keys, heads):
+def attention_scale_one_over_dim(p, name, query, keys, heads, key_mask=None):
     """Multi-head attention with scores scaled by ``1/D`` instead of ``1/sqrt(D/h)``."""
     B, Tq, D = query.shape
     Tk = keys.shape[1]
@@ -66,7 +66,10 @@ def attention_scale_one_over_dim(p, name, query, keys, heads):
     q = _layers.linear(p, f"{name}.query", query).reshape(B, Tq, heads, dh).transpose(0, 2, 1, 3)
     k = _layers.linear(p, f"{name}.key", keys).reshape(B, Tk, heads, dh).transpose(0, 2, 1, 3)
     v = _layers.linear(p, f"{name}.value", keys).reshape(B, Tk, heads, dh).transpose(0, 2, 1, 3)
-    weights = _layers.softmax((q @ k.transpose(0, 1, 3, 2)) * (1.0 / D), axis=-1)
+    scores = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / D)
+    if key_mask is not None:
+        scores = np.where(key_mask[:, None, None, :], scores, -np.inf)
+    weights = _layers.softmax(scores, axis=-1)
     mixed = (weights @ v).transpose(0, 2, 1, 3).reshape(B, Tq, D)
     return _layers.linear(p, f"{name}.output", mixed), weights
 
@@ -210,7 +213,7 @@ class ModalityDropPerSample(_Broken):
 
     bug = "modality-drop-per-sample"
 
-    def forward(self, model, v, t, *, training, noise, options):
+    def forward(self, model, v, t, *, training, noise, options, present=None):
         s = model.spec
         if s.kind == "modality_dropout" and training and noise is None:
             per_sample = s.model_copy(update={"drop_granularity": "sample"})
@@ -219,9 +222,11 @@ class ModalityDropPerSample(_Broken):
                 for n in per_sample.noise(v.shape[0], training=True)
             }
             return fusion_ref.forward(
-                per_sample, model.params, v, t, training=True, noise=noise, return_aux=True
+                per_sample, model.params, v, t, present, training=True, noise=noise, return_aux=True
             )
-        return super().forward(model, v, t, training=training, noise=noise, options=options)
+        return super().forward(
+            model, v, t, training=training, noise=noise, options=options, present=present
+        )
 
 
 class UnregisteredParam(_Broken):

@@ -54,7 +54,7 @@ class TorchTanhGelu(TorchAdapter):
         super().__init__(seed)
         self.name = "broken-torch-tanh-gelu"
 
-    def _call(self, module, v, t, training, noise, options):
+    def _call(self, module, v, t, training, noise, options, present=None):
         modules = [
             m for name, m in sys.modules.items() if name.startswith("fusion_spec.backends.torch")
         ]
@@ -62,7 +62,7 @@ class TorchTanhGelu(TorchAdapter):
         try:
             for m, _ in saved:
                 m.gelu = _tanh_gelu
-            return super()._call(module, v, t, training, noise, options)
+            return super()._call(module, v, t, training, noise, options, present)
         finally:
             for m, original in saved:
                 m.gelu = original
@@ -89,10 +89,10 @@ class StraightThroughOnSoftSamples(_TorchBug):
 
     bug = "straight-through-on-soft-samples"
 
-    def _call(self, module, v, t, training, noise, options):
+    def _call(self, module, v, t, training, noise, options, present=None):
         import torch
 
-        out, aux = super()._call(module, v, t, training, noise, options)
+        out, aux = super()._call(module, v, t, training, noise, options, present)
         if module.spec.kind == "shomr" and module.spec.straight_through:
             soft = (aux["hard"] == 0)[:, None]
             factor = _route_factor(out, aux["route_probs"], aux["route"])
@@ -114,8 +114,8 @@ class StraightThroughArgmaxRoute(_TorchBug):
 
     bug = "straight-through-argmax-route"
 
-    def _call(self, module, v, t, training, noise, options):
-        out, aux = super()._call(module, v, t, training, noise, options)
+    def _call(self, module, v, t, training, noise, options, present=None):
+        out, aux = super()._call(module, v, t, training, noise, options, present)
         if getattr(module.spec, "straight_through", False):
             r, route = aux["route_probs"], aux["route"]
             wrong = _route_factor(out, r, r.argmax(dim=-1)) - _route_factor(out, r, route)
@@ -129,8 +129,8 @@ class GateDetached(_TorchBug):
 
     bug = "gate-detached"
 
-    def _call(self, module, v, t, training, noise, options):
-        out, aux = super()._call(module, v, t, training, noise, options)
+    def _call(self, module, v, t, training, noise, options, present=None):
+        out, aux = super()._call(module, v, t, training, noise, options, present)
         if module.spec.kind == "gated":
             g = aux["gate"]
             out = out - (g - g.detach()) * (v - t)
@@ -142,8 +142,8 @@ class BetaDetached(_TorchBug):
 
     bug = "beta-detached"
 
-    def _call(self, module, v, t, training, noise, options):
-        out, aux = super()._call(module, v, t, training, noise, options)
+    def _call(self, module, v, t, training, noise, options, present=None):
+        out, aux = super()._call(module, v, t, training, noise, options, present)
         if module.spec.kind == "film":
             out = out - (aux["beta"] - aux["beta"].detach())
         return out, aux

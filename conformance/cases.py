@@ -74,6 +74,8 @@ class Case:
     exact_decisions: bool = False
     gradient: bool = False
     doc: str = ""
+    #: ``(B, 2)`` bool presence mask (image, text), or ``None`` (every modality present).
+    present: np.ndarray | None = None
 
     @property
     def rule(self) -> str:
@@ -150,10 +152,15 @@ def case(
     exact_decisions: bool = False,
     gradient: bool = False,
     doc: str = "",
+    present: np.ndarray | None = None,
     **fields: Any,
 ) -> Case:
     """Assemble a case; ``edit(s, params)`` may overwrite params in place (route forcing),
-    ``edit_inputs(v, t)`` the float32 inputs."""
+    ``edit_inputs(v, t)`` the float32 inputs.
+
+    With ``present``, the absent rows of ``v`` hold NaN and those of ``t`` ``1e30``:
+    their content must not matter.
+    """
     if training and "dropout" in spec.RULES[kind].model_fields:
         fields.setdefault("dropout", 0.0)
     s = make_spec(kind, **fields)
@@ -163,12 +170,27 @@ def case(
     v, t = inputs(s.dim, batch, seed, data)
     if edit_inputs is not None:
         edit_inputs(v, t)
+    if present is not None:
+        present = np.asarray(present, dtype=bool)
+        v[~present[:, 0]] = np.nan
+        t[~present[:, 1]] = np.float32(1e30)
     options = dict(options or {})
     if noise is None:
         noise = draw_noise(s, batch, seed, training, **options)
     noise = {k: np.asarray(u, dtype=np.float32) for k, u in noise.items()}
     return Case(
-        name, s, params, v, t, training, noise or None, options, exact_decisions, gradient, doc
+        name,
+        s,
+        params,
+        v,
+        t,
+        training,
+        noise or None,
+        options,
+        exact_decisions,
+        gradient,
+        doc,
+        present,
     )
 
 
@@ -1216,11 +1238,77 @@ def export_energy_aware_adaptive_dim12():
     return case("energy_aware_adaptive_dim12", "energy_aware_adaptive", seed=127, dim=12, heads=3)
 
 
+# --- missing modalities ----------------------------------------------------------------
+
+#: Every presence pattern in one batch: both, image only, text only, neither, image, text.
+PRESENT = np.array([[1, 1], [1, 0], [0, 1], [0, 0], [1, 0], [0, 1]], dtype=bool)
+
+#: Per rule: the fields of its missing-modality cases (small, every path reachable).
+_MISSING_FIELDS: dict[str, dict[str, Any]] = {
+    "simple": {"dim": 8, "heads": 2, "layers": 1},
+    "concat_mlp": {"dim": 8, "hidden_mult": 3},
+    "gated": {"dim": 8},
+    "film": {"dim": 8},
+    "modality_dropout": {"dim": 8, "drop_granularity": "sample"},
+    "transformer_concat": {"dim": 8, "heads": 2, "layers": 1},
+    "cross_attention": {"dim": 8, "heads": 2},
+    "shomr": {"dim": 8, "heads": 2},
+    "energy_aware_adaptive": {"dim": 8, "heads": 2},
+}
+
+
+def _missing_name(kind: str, value: str, training: bool) -> str:
+    default = spec.RULES[kind].model_fields["missing_modality"].default
+    name = f"{kind}_missing" + ("" if value == default else f"_{value}")
+    return name + ("_training" if training else "")
+
+
+def _missing(kind: str, value: str, seed: int, *, training: bool = False) -> Case:
+    name = _missing_name(kind, value, training)
+    options = {"use_hard_routing": False} if kind == "shomr" else {}
+    noise = None
+    if training and kind == "modality_dropout":
+        # drops on present and on absent samples: both compose to "dropped"
+        noise = {"drop_image": [0.9, 0.1, 0.8, 0.2, 0.7, 0.6], "drop_text": [0.1, 0.9, 0.8, 0.7, 0.2, 0.6]}
+    return case(
+        name,
+        kind,
+        seed=seed,
+        training=training,
+        present=PRESENT,
+        options=options,
+        noise=noise,
+        gradient=True,
+        doc=(
+            f"missing_modality={value!r}: every presence pattern in one batch (both, image "
+            "only, text only, neither); NaN and 1e30 in the absent rows."
+            + (" shomr with use_hard_routing=False: lone modalities are still routed." if options else "")
+        ),
+        missing_modality=value,
+        **_MISSING_FIELDS[kind],
+    )
+
+
+def _missing_exports() -> dict[str, Callable[[], Case]]:
+    out = {}
+    for i, (kind, cls) in enumerate(spec.RULES.items()):
+        for j, value in enumerate(cls.missing_semantics):
+            for training in (False, True):
+                if training and kind not in ("modality_dropout", "shomr", "energy_aware_adaptive"):
+                    continue
+                out[_missing_name(kind, value, training)] = (
+                    lambda k=kind, v=value, seed=900 + 10 * i + j, tr=training: _missing(
+                        k, v, seed, training=tr
+                    )
+                )
+    return out
+
+
 # --- the catalogue ---------------------------------------------------------------------
 
 EXPORTS: dict[str, Callable[[], Case]] = {
     name[len("export_") :]: fn for name, fn in list(globals().items()) if name.startswith("export_")
-}
+} | _missing_exports()
 
 _CACHE: dict[str, Case] = {}
 

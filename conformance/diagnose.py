@@ -88,7 +88,14 @@ def diagnose(case: Case, output: np.ndarray, dtype: str) -> list[str]:
     for name, s, params, v, t, patch in _hypotheses(case):
         with broken.patched(*patch) if patch else contextlib.nullcontext():
             expected = fusion_ref.forward(
-                s, params, v, t, training=case.training, noise=case.noise, **case.options
+                s,
+                params,
+                v,
+                t,
+                case.present,
+                training=case.training,
+                noise=case.noise,
+                **case.options,
             )
         if compare_values("output", output, expected, dtype).ok:
             matches.append(name)

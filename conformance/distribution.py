@@ -140,18 +140,36 @@ class Trial:
     kind: str
     options: dict[str, Any] = field(default_factory=dict)
     doc: str = ""
+    #: ``(batch, 2)`` presence mask: samples with one modality must never be routed to
+    #: (or keep) the absent one; the rates are judged on the samples with both.
+    present: np.ndarray | None = None
 
     @property
     def rule(self) -> str:
         return self.spec.kind
 
 
-def _trial(name, kind, fields, *, batch, calls, training=True, options=None, logits=None, doc=""):
+def _trial(
+    name,
+    kind,
+    fields,
+    *,
+    batch,
+    calls,
+    training=True,
+    options=None,
+    logits=None,
+    doc="",
+    present=False,
+):
     s = make_spec(fields.pop("kind"), **fields)
     params = perturbed(s, 500 + len(name))
     if logits is not None:
         route_logits("router", logits)(s, params)
-    return Trial(name, s, params, batch, calls, training, kind, dict(options or {}), doc)
+    mask = None
+    if present:  # the four patterns in turn; half the samples have both
+        mask = np.resize(np.array([[1, 1], [1, 0], [1, 1], [0, 1], [1, 1], [0, 0]], bool), (batch, 2))
+    return Trial(name, s, params, batch, calls, training, kind, dict(options or {}), doc, mask)
 
 
 def trials() -> list[Trial]:
@@ -219,6 +237,36 @@ def trials() -> list[Trial]:
             doc="p(0.5) = 0.25 per batch; within it each sample drops w.p. 1 - 0.5^2.",
         ),
         _trial(
+            "shomr_missing_routes",
+            "routes",
+            dict(shomr),
+            batch=384,
+            calls=16,
+            options=hard,
+            logits=ROUTE_LOGITS,
+            present=True,
+            doc="With a presence mask: lone modalities always take their own route.",
+        ),
+        _trial(
+            "energy_aware_adaptive_missing_routes",
+            "routes",
+            dict(eaa),
+            batch=384,
+            calls=16,
+            logits=ROUTE_LOGITS,
+            present=True,
+            doc="With a presence mask: lone modalities always take their own route.",
+        ),
+        _trial(
+            "modality_dropout_missing_rates",
+            "modality_drop",
+            {**_sample_drop(), "kind": "modality_dropout"},
+            batch=384,
+            calls=16,
+            present=True,
+            doc="With a presence mask: an absent modality is never kept; drop rates elsewhere.",
+        ),
+        _trial(
             "modality_dropout_batch_rates",
             "modality_drop",
             {"kind": "modality_dropout", "dim": 8},
@@ -239,6 +287,10 @@ def trials() -> list[Trial]:
             calls=16,
         ),
     ]
+
+
+def _sample_drop() -> dict[str, Any]:
+    return {"dim": 8, "p_img": 0.2, "p_txt": 0.6, "drop_granularity": "sample"}
 
 
 def expected_route_probs(trial: Trial, v, t) -> np.ndarray:
@@ -264,13 +316,51 @@ def run_trial(adapter, trial: Trial) -> tuple[bool, str, dict]:
     v = rng.standard_normal((trial.batch, s.dim)).astype(np.float32)
     t = rng.standard_normal((trial.batch, s.dim)).astype(np.float32)
     model = adapter.build(s, trial.params)
+    present = {} if trial.present is None else {"present": trial.present.copy()}
     auxes = []
     for _ in range(trial.calls):
         _, aux = adapter.forward(
-            model, v, t, training=trial.training, noise=None, options=dict(trial.options)
+            model, v, t, training=trial.training, noise=None, options=dict(trial.options), **present
         )
         auxes.append(aux)
-    return _JUDGES[trial.kind](trial, auxes, v, t)
+    if trial.present is None:
+        return _JUDGES[trial.kind](trial, auxes, v, t)
+    return _judge_present(trial, auxes, v, t)
+
+
+def _judge_present(trial, auxes, v, t):
+    """Forced outcomes on the samples missing a modality, then the rates on those with both."""
+    mask = trial.present
+    both, image, text = mask.all(1), mask[:, 0], mask[:, 1]
+    problems = []
+    if trial.kind == "routes":
+        routes = np.stack([np.asarray(a["route"]).astype(np.int64) for a in auxes])  # (calls, B)
+        for rows, want, what in (
+            (image & ~text, 0, "image only"),
+            (text & ~image, 1, "text only"),
+            (~image & ~text, -1, "neither"),
+        ):
+            bad = int(np.sum(routes[:, rows] != want))
+            if bad:
+                problems.append(
+                    f"route: {bad} draws of {what} samples took a route other than {want} "
+                    "(a sample must never be routed to an absent modality)"
+                )
+    else:
+        for name, column in (("keep_image", 0), ("keep_text", 1)):
+            keeps = np.stack([np.asarray(a[name], dtype=np.float64) for a in auxes])
+            kept = int(np.sum(keeps[:, ~mask[:, column]]))
+            if kept:
+                problems.append(f"{name}: {kept} absent samples kept (absent must mean dropped)")
+    inner = Trial(
+        trial.name, trial.spec, trial.params, int(both.sum()), trial.calls, trial.training,
+        trial.kind, trial.options, trial.doc,
+    )
+    sub = [{k: np.asarray(a)[both] if np.ndim(a) else a for k, a in aux.items()} for aux in auxes]
+    ok, message, stats = _JUDGES[trial.kind](inner, sub, v[both], t[both])
+    if message:
+        problems.append(message)
+    return ok and not problems, "; ".join(problems), stats
 
 
 def _pairs_test(name, first, second, probs_a, probs_b, what):

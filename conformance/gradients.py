@@ -77,9 +77,27 @@ def cotangent(case: Case) -> np.ndarray:
 def _decisions(s, aux: Mapping, batch: int, training: bool, options) -> dict[str, np.ndarray]:
     return {
         a.name: np.asarray(aux[a.name])
-        for a in s.aux(batch, training=training, **options)
+        for a in s.call_aux(batch, training=training, present="neither" in aux, **options)
         if a.role == "decision"
     }
+
+
+def absent_rows_gradient(grads: Mapping[str, np.ndarray], present: np.ndarray) -> list[str]:
+    """Problems where a gradient reaches an absent modality's row: it must be exactly 0."""
+    problems = []
+    for name, column in (("v", 0), ("t", 1)):
+        g = grads.get(name)
+        if g is None:
+            continue
+        rows = np.asarray(g)[~present[:, column]]
+        if not np.all(rows == 0.0):
+            problems.append(
+                f"d/d{name}: the rows of absent samples must get exactly zero gradient "
+                f"(a selection, not a product with 0); received max |g| "
+                f"{np.nanmax(np.abs(rows)) if np.isfinite(rows).any() else rows.flat[0]} "
+                f"({int(np.sum(rows != 0.0))} nonzero or NaN entries)"
+            )
+    return problems
 
 
 @dataclass
@@ -119,6 +137,7 @@ class _Loss:
             params,
             x["v"],
             x["t"],
+            c.present,
             training=c.training,
             noise=c.noise,
             return_aux=True,
@@ -156,9 +175,11 @@ def finite_differences(case: Case) -> Expected:
     excluded = set(s.no_output_gradient()) | {p.name for p in s.params() if not p.trained}
     rounding_unit = ROUNDING_ULPS * np.finfo(np.float64).eps * loss.magnitude()
     inputs, rounding = {}, {}
-    for name in ("v", "t"):
+    for column, name in enumerate(("v", "t")):
         x = loss.base[name]
-        h = STEP * max(1.0, float(np.max(np.abs(x))))
+        # the step is scaled by the present rows: absent rows hold NaN or 1e30 on purpose
+        rows = x if case.present is None else x[case.present[:, column]]
+        h = STEP * max(1.0, float(np.max(np.abs(rows), initial=0.0)))
         rounding[name] = rounding_unit / h
         grad = np.zeros_like(x)
         for j in range(x.shape[1]):

@@ -73,7 +73,15 @@ def reference(name: str):
     """The reference's ``(fused, aux)`` of case ``name`` (cached per process)."""
     c = next(c for c in all_cases() if c.name == name)
     return fusion_ref.forward(
-        c.spec, c.params, c.v, c.t, training=c.training, noise=c.noise, return_aux=True, **c.options
+        c.spec,
+        c.params,
+        c.v,
+        c.t,
+        c.present,
+        training=c.training,
+        noise=c.noise,
+        return_aux=True,
+        **c.options,
     )
 
 
@@ -81,11 +89,29 @@ def _copy_noise(noise):
     return None if noise is None else {k: u.copy() for k, u in noise.items()}
 
 
+def _present_kwargs(adapter: Adapter, present: np.ndarray | None) -> dict | None:
+    """``{"present": ...}`` for the adapter call; ``None`` when the adapter cannot take it."""
+    if present is None:
+        return {}
+    if not getattr(adapter, "supports_present", False):
+        return None
+    return {"present": present.copy()}
+
+
+NO_PRESENT = (
+    "the adapter does not take a presence mask (set supports_present = True and accept "
+    "present= in forward and gradients)"
+)
+
+
 def check_forward(adapter: Adapter, case: Case) -> Outcome:
     s, B = case.spec, case.v.shape[0]
     reason = adapter.not_applicable(s, training=case.training)
     if reason:
         return Outcome("n/a", reason)
+    present = _present_kwargs(adapter, case.present)
+    if present is None:
+        return Outcome("n/a", NO_PRESENT)
     model = adapter.build(s, case.params)
     out, aux = adapter.forward(
         model,
@@ -94,9 +120,10 @@ def check_forward(adapter: Adapter, case: Case) -> Outcome:
         training=case.training,
         noise=_copy_noise(case.noise),
         options=dict(case.options),
+        **present,
     )
     ref_out, ref_aux = reference(case.name)
-    declared = s.aux(B, training=case.training, **case.options)
+    declared = s.call_aux(B, training=case.training, present=case.present is not None, **case.options)
     problems, boundary = [], np.zeros(B, dtype=bool)
     for a in declared:
         if a.role != "decision":
@@ -158,6 +185,9 @@ def check_gradient(adapter: Adapter, case: Case) -> Outcome:
     reason = adapter.not_applicable(case.spec, training=case.training)
     if reason:
         return Outcome("n/a", reason)
+    present = _present_kwargs(adapter, case.present)
+    if present is None:
+        return Outcome("n/a", NO_PRESENT)
     model = adapter.build(case.spec, case.params)
     try:
         grads = adapter.gradients(
@@ -168,11 +198,15 @@ def check_gradient(adapter: Adapter, case: Case) -> Outcome:
             training=case.training,
             noise=_copy_noise(case.noise),
             options=dict(case.options),
+            **present,
         )
     except NotSupported as e:
         return Outcome("n/a", str(e))
     expected = expected_gradients(case.name)
     ok, problems, figures = gradients.compare_gradients(case.spec, expected, grads, adapter.dtype)
+    if case.present is not None:
+        problems += gradients.absent_rows_gradient(grads, case.present)
+        ok = not problems
     return Outcome("pass" if ok else "fail", "; ".join(problems), figures)
 
 
@@ -183,6 +217,8 @@ def check_trial(adapter: Adapter, trial: distribution.Trial) -> Outcome:
     reason = adapter.not_applicable(trial.spec, training=trial.training)
     if reason:
         return Outcome("n/a", reason)
+    if _present_kwargs(adapter, trial.present) is None:
+        return Outcome("n/a", NO_PRESENT)
     ok, message, stats = distribution.run_trial(adapter, trial)
     return Outcome("pass" if ok else "fail", message, stats=stats)
 

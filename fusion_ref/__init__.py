@@ -15,7 +15,7 @@ import numpy as np
 from fusion_spec.spec import check_flag
 
 from ._base import prepare
-from ._layers import erf, gelu
+from ._layers import Presence, erf, gelu
 from .concat_mlp import concat_mlp
 from .cross_attention import cross_attention
 from .energy_aware_adaptive import energy_aware_adaptive
@@ -44,6 +44,7 @@ def forward(
     params: Mapping[str, Any],
     v,
     t,
+    present=None,
     *,
     training: bool = False,
     noise: Mapping[str, Any] | None = None,
@@ -58,15 +59,34 @@ def forward(
     options (``use_hard_routing`` for ``shomr``, ``progress`` for
     ``energy_aware_adaptive``).
 
+    ``present`` is an optional ``(B, 2)`` boolean mask (image, text) of the
+    modalities each sample has; ``None`` means all present and computes exactly
+    what an all-true mask computes. An absent modality's row is replaced by zeros
+    before anything reads it, the spec's ``missing_modality`` field says what the
+    rule computes without it, and a sample with neither outputs zeros (aux
+    ``neither``).
+
     Returns the fused ``(B, dim)`` float64 array, or ``(fused, aux)`` with
     ``return_aux=True``: ``aux`` holds the spec's auxiliary outputs, including the
     margins of discrete decisions.
     """
-    s, training, p, v64, t64, u, options = prepare(s, params, v, t, training, noise, options)
+    s, training, p, v64, t64, mask, u, options = prepare(
+        s, params, v, t, training, noise, options, present
+    )
     return_aux = check_flag(s.kind, "return_aux", return_aux)
+    m = None
+    if mask is not None:
+        m = Presence(mask[:, 0], mask[:, 1])
+        v64 = np.where(m.image[:, None], v64, 0.0)
+        t64 = np.where(m.text[:, None], t64, 0.0)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        out, aux = RULES[s.kind](s, p, v64, t64, training=training, noise=u, **options)
+        out, aux = RULES[s.kind](
+            s, p, v64, t64, training=training, noise=u, present=m, **options
+        )
+    if m is not None:
+        out = np.where(m.neither[:, None], 0.0, out)
+        aux["neither"] = m.neither.astype(np.float64)
     return (out, aux) if return_aux else out
 
 
-__all__ = ["RULES", "erf", "forward", "gelu"]
+__all__ = ["RULES", "Presence", "erf", "forward", "gelu"]

@@ -20,14 +20,26 @@ from fusion_spec.spec import (
 from fusion_spec.spec._checks import numpy_host
 
 
-def check_inputs(s, v: Any, t: Any) -> tuple[np.ndarray, np.ndarray]:
-    """2-D real floating ``(B, dim)`` arrays with equal ``B``; returned as float64.
+def check_inputs(s, v: Any, t: Any, present: Any = None):
+    """2-D real floating ``(B, dim)`` arrays with equal ``B``, returned as float64, and the
+    optional ``(B, 2)`` presence mask as bool (``None`` if not given).
 
     Any framework's tensors are accepted (read to the host); float16, bfloat16
-    (ml_dtypes) and float32 widen exactly to float64.
+    (ml_dtypes) and float32 widen exactly to float64. An integer mask must hold 0/1.
     """
-    check_arrays(s, {"v": v, "t": t}, array_meta)
-    return as_numpy(v).astype(np.float64), as_numpy(t).astype(np.float64)
+    check_arrays(s, {"v": v, "t": t, "present": present}, array_meta)
+    mask = None
+    if present is not None:
+        mask = as_numpy(present)
+        if mask.dtype != np.bool_:
+            wrong = sorted(set(np.unique(mask).tolist()) - {0, 1})
+            if wrong:
+                raise InputError(
+                    f"{s.kind}: argument 'present' expected booleans (or 0/1); received "
+                    f"values {wrong[:5]}"
+                )
+            mask = mask != 0
+    return as_numpy(v).astype(np.float64), as_numpy(t).astype(np.float64), mask
 
 
 def check_training(s, training: bool) -> None:
@@ -40,13 +52,13 @@ def check_training(s, training: bool) -> None:
         )
 
 
-def prepare(s, params, v, t, training, noise: Mapping[str, Any] | None, options):
+def prepare(s, params, v, t, training, noise: Mapping[str, Any] | None, options, present=None):
     s = parse(s)
     training = check_flag(s.kind, "training", training)
     options = s.check_call_options(options)
     check_params(s, params)
     check_training(s, training)
-    v64, t64 = check_inputs(s, v, t)
+    v64, t64, mask = check_inputs(s, v, t, present)
     declared = s.noise(v64.shape[0], training=training, **options)
     if noise is None:
         if declared:
@@ -59,4 +71,4 @@ def prepare(s, params, v, t, training, noise: Mapping[str, Any] | None, options)
     check_noise(s, noise, declared, array_meta, host=lambda x: numpy_host(as_numpy(x)))
     u = {n.name: as_numpy(noise[n.name]).astype(np.float64) for n in declared}
     p = {name: as_numpy(value).astype(np.float64) for name, value in params.items()}
-    return s, training, p, v64, t64, u, options
+    return s, training, p, v64, t64, mask, u, options

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -85,10 +86,14 @@ def feed_forward(p: dict, name: str, x: np.ndarray) -> np.ndarray:
     return linear(p, f"{name}.down", gelu(linear(p, f"{name}.up", x)))
 
 
-def attention(p: dict, name: str, query: np.ndarray, keys: np.ndarray, heads: int):
+def attention(
+    p: dict, name: str, query: np.ndarray, keys: np.ndarray, heads: int, key_mask=None
+):
     """Multi-head attention, scale ``1/sqrt(D/heads)``.
 
-    ``query`` is ``(B, Tq, D)``, ``keys`` (also the values) ``(B, Tk, D)``.
+    ``query`` is ``(B, Tq, D)``, ``keys`` (also the values) ``(B, Tk, D)``;
+    ``key_mask`` ``(B, Tk)`` bool (at least one true per sample) gives masked keys
+    the score ``-inf``, hence weight exactly 0.
     Returns the output ``(B, Tq, D)`` and the weights ``(B, heads, Tq, Tk)``.
     """
     B, Tq, D = query.shape
@@ -104,14 +109,19 @@ def attention(p: dict, name: str, query: np.ndarray, keys: np.ndarray, heads: in
         linear(p, f"{name}.value", keys).reshape(B, Tk, heads, dh).transpose(0, 2, 1, 3)
     )  # (B, h, Tk, dh)
     scores = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(dh))  # (B, h, Tq, Tk)
+    if key_mask is not None:
+        scores = np.where(key_mask[:, None, None, :], scores, -np.inf)
     weights = softmax(scores, axis=-1)
     mixed = (weights @ v).transpose(0, 2, 1, 3).reshape(B, Tq, D)  # (B, Tq, D)
     return linear(p, f"{name}.output", mixed), weights
 
 
-def encoder_layer(p: dict, name: str, x: np.ndarray, heads: int, eps: float) -> np.ndarray:
+def encoder_layer(
+    p: dict, name: str, x: np.ndarray, heads: int, eps: float, key_mask=None
+) -> np.ndarray:
     """Post-norm encoder layer: ``x = LN1(x + MHA(x)); x = LN2(x + FFN(x))``."""
-    x = layer_norm(p, f"{name}.norm1", x + attention(p, f"{name}.attn", x, x, heads)[0], eps)
+    a = attention(p, f"{name}.attn", x, x, heads, key_mask)[0]
+    x = layer_norm(p, f"{name}.norm1", x + a, eps)
     return layer_norm(p, f"{name}.norm2", x + feed_forward(p, f"{name}.ffn", x), eps)
 
 
@@ -159,3 +169,59 @@ def poison_undecided(out: np.ndarray, probs: np.ndarray) -> np.ndarray:
     ``t``). A non-finite input never gives a finite row, so such a row is NaN.
     """
     return np.where(np.isnan(probs).any(axis=-1, keepdims=True), np.nan, out)
+@dataclass(frozen=True)
+class Presence:
+    """A call's presence mask, ``image`` and ``text`` ``(B,)`` bool, and its derived masks."""
+
+    image: np.ndarray
+    text: np.ndarray
+
+    @property
+    def both(self) -> np.ndarray:
+        return self.image & self.text
+
+    @property
+    def neither(self) -> np.ndarray:
+        return ~(self.image | self.text)
+
+    @property
+    def image_only(self) -> np.ndarray:
+        return self.image & ~self.text
+
+    @property
+    def text_only(self) -> np.ndarray:
+        return self.text & ~self.image
+
+    def key_mask(self) -> np.ndarray:
+        """``(B, 2)`` keys to attend to: the present tokens; both for a sample with neither
+        (its output is replaced by zeros; an all-masked softmax would be NaN)."""
+        return np.stack([self.image, self.text], axis=1) | self.neither[:, None]
+
+    def single_route(self, route: np.ndarray) -> np.ndarray:
+        """``route`` where both are present, else the present modality's route (0 image,
+        1 text), ``-1`` for neither."""
+        return np.where(
+            self.both, route, np.where(self.image, 0, np.where(self.text, 1, -1))
+        ).astype(np.int64)
+
+    def route_probs(self, probs: np.ndarray, route: np.ndarray) -> np.ndarray:
+        """``probs`` ``(B, K)`` where both are present, else the one-hot of ``route``
+        (zeros for ``-1``)."""
+        onehot = (route[:, None] == np.arange(probs.shape[1])).astype(probs.dtype)
+        return np.where(self.both[:, None], probs, onehot)
+
+
+def forced_margin(present: Presence | None, margin: np.ndarray) -> np.ndarray:
+    """A decision's margin: itself where both modalities are present, ``inf`` where the
+    mask forces the decision."""
+    return margin if present is None else np.where(present.both, margin, np.inf)
+
+
+def present_mean(x: np.ndarray, present: Presence | None) -> np.ndarray:
+    """Mean of the tokens ``x`` ``(B, 2, D)``; with ``present``, of the present ones only."""
+    mean = x.mean(axis=1)
+    if present is None:
+        return mean
+    return np.where(
+        present.both[:, None], mean, np.where(present.image[:, None], x[:, 0], x[:, 1])
+    )

@@ -1,4 +1,7 @@
-"""``energy_aware_adaptive``: route to ``v``, ``t`` or ``FFN(LN(g v + (1-g) t + a))``."""
+"""``energy_aware_adaptive``: route to ``v``, ``t`` or ``FFN(LN(g v + (1-g) t + a))``.
+
+Missing modality: a sample with one modality is routed to it.
+"""
 
 import numpy as np
 
@@ -7,6 +10,7 @@ from ._layers import (
     attention,
     categorical,
     feed_forward,
+    forced_margin,
     gelu,
     layer_norm,
     linear,
@@ -19,7 +23,7 @@ from ._layers import (
 )
 
 
-def energy_aware_adaptive(s, p, v, t, *, training, noise, progress=None):
+def energy_aware_adaptive(s, p, v, t, *, training, noise, present=None, progress=None):
     B = v.shape[0]
     h = np.concatenate([v, t], axis=-1)  # (B, 2D)
 
@@ -28,6 +32,10 @@ def energy_aware_adaptive(s, p, v, t, *, training, noise, progress=None):
         route, route_margin = categorical(r, noise["route"])
     else:
         route, route_margin = argmax(r)
+    if present is not None:
+        route = present.single_route(route)
+        r = present.route_probs(r, route)
+        route_margin = forced_margin(present, route_margin)
 
     x = tokens(v, t)  # (B, 2, D)
     a = attention(p, "attn", x, x, s.heads)[0].mean(axis=1)  # (B, D)

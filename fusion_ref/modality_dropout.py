@@ -1,4 +1,7 @@
-"""``modality_dropout``: keep masks from noise, then ``W_2 ReLU(W_1 [k_v v; k_t t] + b_1) + b_2``."""
+"""``modality_dropout``: keep masks from noise, then ``W_2 ReLU(W_1 [k_v v; k_t t] + b_1) + b_2``.
+
+Missing modality: an absent modality is a dropped one (``k *= present``).
+"""
 
 import numpy as np
 
@@ -12,7 +15,7 @@ def _keep(u, p, batch):
     return keep, margin
 
 
-def modality_dropout(s, p, v, t, *, training, noise):
+def modality_dropout(s, p, v, t, *, training, noise, present=None):
     B = v.shape[0]
     if training:
         keep_v, margin_v = _keep(noise["drop_image"], s.p_img, B)
@@ -20,6 +23,11 @@ def modality_dropout(s, p, v, t, *, training, noise):
     else:
         keep_v = keep_t = np.ones(B)
         margin_v = margin_t = np.full(B, np.inf)
+    if present is not None:
+        keep_v = keep_v * present.image
+        keep_t = keep_t * present.text
+        margin_v = np.where(present.image, margin_v, np.inf)
+        margin_t = np.where(present.text, margin_t, np.inf)
     h = np.concatenate([keep_v[:, None] * v, keep_t[:, None] * t], axis=-1)  # (B, 2D)
     out = linear(p, "mlp.1", relu(linear(p, "mlp.0", h)))
     aux = {

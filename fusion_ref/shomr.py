@@ -1,4 +1,7 @@
-"""``shomr``: soft (confidence-weighted + attention) or hard (routed) fusion per sample."""
+"""``shomr``: soft (confidence-weighted + attention) or hard (routed) fusion per sample.
+
+Missing modality: a sample with one modality takes that modality's hard path.
+"""
 
 import numpy as np
 
@@ -7,6 +10,7 @@ from ._layers import (
     attention,
     categorical,
     feed_forward,
+    forced_margin,
     gelu,
     layer_norm,
     linear,
@@ -18,7 +22,7 @@ from ._layers import (
 )
 
 
-def shomr(s, p, v, t, *, training, noise, use_hard_routing=None):
+def shomr(s, p, v, t, *, training, noise, present=None, use_hard_routing=None):
     B = v.shape[0]
     eps = s.layer_norm_eps
     h = np.concatenate([v, t], axis=-1)  # (B, 2D)
@@ -49,6 +53,15 @@ def shomr(s, p, v, t, *, training, noise, use_hard_routing=None):
     g = sigmoid(linear(p, "gate", h))  # (B, D)
     both = layer_norm(p, "norm2", g * v + (1.0 - g) * t + a, eps)
     both = both + feed_forward(p, "ffn", both)
+    if present is not None:
+        route = present.single_route(route)
+        r = present.route_probs(r, route)
+        c = np.where(present.both[:, None], c, np.stack([present.image, present.text], 1))
+        hard = (hard & present.both) | (present.image ^ present.text)
+        fallback = fallback & present.both
+        hard_margin = forced_margin(present, hard_margin)
+        route_margin = forced_margin(present, route_margin)
+        fallback_margin = forced_margin(present, fallback_margin)
     routed = select(route, gelu(linear(p, "single", v)), gelu(linear(p, "single", t)), both)
     routed = poison_undecided(routed, r)
 

@@ -186,6 +186,9 @@ class FusionSpecBase(BaseModel):
         ``kind`` cannot change: build a new spec with ``spec.parse`` for another rule.
         """
         return type(self)(**{**self.model_dump(), **changes})
+    #: Markdown (TeX math): what the rule computes for a sample missing a modality, for
+    #: each value of its ``missing_modality`` field (the docs are generated from it).
+    missing_semantics: ClassVar[dict[str, str]] = {}
 
     # --- declarations -----------------------------------------------------
     def params(self) -> list[ParamSpec]:
@@ -202,6 +205,23 @@ class FusionSpecBase(BaseModel):
     def aux(self, batch: int, *, training: bool = False, **options: Any) -> list[AuxSpec]:
         """Auxiliary outputs returned by one call with ``return_aux=True``."""
         return []
+
+    def call_aux(
+        self, batch: int, *, training: bool = False, present: bool = False, **options: Any
+    ) -> list[AuxSpec]:
+        """The aux outputs of one call: ``aux(...)``, plus ``neither`` when a ``present``
+        mask is passed."""
+        declared = self.aux(batch, training=training, **options)
+        if present:
+            declared = declared + [
+                AuxSpec(
+                    "neither",
+                    (batch,),
+                    "decision",
+                    "1 where the sample has neither modality (its output is zeros).",
+                )
+            ]
+        return declared
 
     def macs(self) -> dict[str, int]:
         """Multiply-accumulates per sample, per route (weights and attention)."""
@@ -415,6 +435,30 @@ def dropout_field():
             "Not part of the noise contract: the reference requires 0 in training."
         ),
     )
+
+
+def missing_field(default: str, meaning: str):
+    """The ``missing_modality`` field: what a sample without one modality computes."""
+    return Field(
+        default,
+        description=(
+            "What a sample missing a modality (call argument present, (B, 2) booleans "
+            f"for image, text) computes: {meaning} A sample with neither outputs zeros."
+        ),
+    )
+
+
+#: The presence-mask semantics every rule shares, in Markdown (rule pages lead with it).
+PRESENCE_PREAMBLE = (
+    "Every call takes an optional `present`, a `(B, 2)` boolean mask (image, text) "
+    "per sample. Without it (or with every entry true) the output is the rule's "
+    "function, bit for bit. With it, the content of an absent modality's row never "
+    "matters: it is replaced by zeros before any arithmetic (a selection, not a "
+    "product, so a NaN there cannot leak), and its gradient is exactly zero. Write "
+    r"$\pi_v, \pi_t \in \{0, 1\}$ for a sample's mask and $\hat v = \pi_v v$, "
+    r"$\hat t = \pi_t t$ (selections). A sample with neither modality outputs "
+    r"$f = \mathbf{0}$ and is reported by the aux output `neither`."
+)
 
 
 def gelu_field():

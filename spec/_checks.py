@@ -39,6 +39,13 @@ class ArgSpec:
 CALL_INPUTS: tuple[ArgSpec, ...] = (
     ArgSpec("v", ("B", "D"), doc="Image embedding."),
     ArgSpec("t", ("B", "D"), doc="Text embedding."),
+    ArgSpec(
+        "present",
+        ("B", 2),
+        kinds=("bool", "int"),
+        optional=True,
+        doc="Presence mask (image, text) per sample; None: every modality present.",
+    ),
 )
 
 _PLAIN = (bool, int, float, complex, str, bytes, list, tuple, dict)
@@ -72,7 +79,8 @@ def _shape_text(shape: tuple[str | int, ...], dim: int) -> str:
 
 
 def _kind_text(kinds: tuple[str, ...]) -> str:
-    return " or ".join("a floating" if k == "float" else f"a {k}" for k in kinds) + " dtype"
+    words = {"float": "a floating", "int": "an integer"}
+    return " or ".join(words.get(k, f"a {k}") for k in kinds) + " dtype"
 
 
 def _dtype(x: Any) -> str:

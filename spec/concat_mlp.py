@@ -6,7 +6,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from ._base import FusionSpecBase, dropout_field, gelu_field, linear, linear_macs
+from ._base import (
+    FusionSpecBase,
+    dropout_field,
+    gelu_field,
+    linear,
+    linear_macs,
+    missing_field,
+)
 
 
 class ConcatMlpSpec(FusionSpecBase):
@@ -22,6 +29,18 @@ class ConcatMlpSpec(FusionSpecBase):
     layers: int = Field(2, gt=0, description="Number of linear layers (1 = a single linear).")
     dropout: float = dropout_field()
     gelu: Literal["erf"] = gelu_field()
+    missing_modality: Literal["zero_fill"] = missing_field(
+        "zero_fill", "the absent half of [v; t] is zeros and the MLP runs unchanged."
+    )
+
+    missing_semantics = {
+        "zero_fill": (
+            r"The absent half of the concatenation is zeros: $h_0 = [\hat v; \hat t]$ and "
+            r"the MLP runs unchanged. It sees zeros in training only where a modality is "
+            r"missing, so train with missing samples (or use `modality_dropout`) for it to "
+            r"learn what zeros mean."
+        ),
+    }
 
     def _widths(self) -> list[int]:
         hidden = self.hidden_mult * self.dim

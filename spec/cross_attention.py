@@ -12,6 +12,7 @@ from ._base import (
     feed_forward,
     layer_norm,
     linear_macs,
+    missing_field,
 )
 
 
@@ -25,6 +26,27 @@ class CrossAttentionSpec(AttentionSpecBase):
     )
 
     kind: Literal["cross_attention"] = "cross_attention"
+    missing_modality: Literal["key_mask", "zero_fill"] = missing_field(
+        "key_mask",
+        "'key_mask': the query is the normalised mean of the present tokens and "
+        "attention runs over present tokens only; 'zero_fill': the absent token is "
+        "zeros and the rule runs unchanged.",
+    )
+
+    missing_semantics = {
+        "key_mask": (
+            r"Attention over present tokens only: the query is the normalised mean of "
+            r"the present tokens, $q = \mathrm{LN}_1(v)$ (image only), $\mathrm{LN}_1(t)$ "
+            r"(text only), and the absent token's score is $-\infty$, so its attention "
+            r"weight is exactly 0 and $z = W_o (W_{val} x + b_{val}) + b_o$ for the present "
+            r"token $x$; $f = z + \mathrm{FFN}(\mathrm{LN}_2(z))$."
+        ),
+        "zero_fill": (
+            r"The absent token is zeros: $q = \mathrm{LN}_1(\tfrac12(\hat v + \hat t))$, "
+            r"$z = \mathrm{MHA}(q, [\hat v, \hat t])$, so the zero token still takes "
+            r"attention weight."
+        ),
+    }
 
     def params(self):
         d = self.dim

@@ -21,6 +21,7 @@ from ._base import (
     layer_norm,
     linear,
     linear_macs,
+    missing_field,
 )
 from ._errors import InputError, describe
 
@@ -114,6 +115,23 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
     output_drop_flag_p: float = Field(
         0.5, ge=0.0, le=1.0, description="Each of a sample's two flags is set with this prob."
     )
+
+    missing_modality: Literal["route"] = missing_field(
+        "route",
+        "a sample with one modality is routed to that modality's path and never to the "
+        "other or to 'both', in eval and in training draws.",
+    )
+
+    missing_semantics = {
+        "route": (
+            r"A sample with one modality is routed to it, never to the other or to "
+            r"\"both\", in eval and in every draw: $f = v$ (image only, route 0), $f = t$ "
+            r"(text only, route 1). Its `route_probs` are the one-hot of that route, so "
+            r"its expected energy is that route's cost $c_k$ and no energy gradient "
+            r"reaches the router from it. A sample with neither has `route` $-1$, zero "
+            r"`route_probs` and expected energy 0 (it still counts in the batch mean)."
+        ),
+    }
 
     @field_validator("energy_costs_mJ")
     @classmethod

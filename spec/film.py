@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ._base import AuxSpec, FusionSpecBase, linear, linear_macs
+from ._base import AuxSpec, FusionSpecBase, linear, linear_macs, missing_field
 
 
 class FilmSpec(FusionSpecBase):
@@ -13,6 +13,28 @@ class FilmSpec(FusionSpecBase):
     summary = "FiLM: gamma(t) * v + beta(t); asymmetric (text conditions vision)."
 
     kind: Literal["film"] = "film"
+    missing_modality: Literal["identity", "zero_fill"] = missing_field(
+        "identity",
+        "'identity': without text the image is left unmodulated (gamma = 1, beta = 0), "
+        "without the image the output is the shift beta(t) alone; 'zero_fill': the "
+        "absent embedding is zeros and the rule runs unchanged.",
+    )
+
+    missing_semantics = {
+        "identity": (
+            r"Text only modulates: without text the affine map is the identity, "
+            r"$\tilde\gamma = \mathbf{1}$, $\tilde\beta = \mathbf{0}$, so $f = v$; "
+            r"without the image $f = \beta(t) = W_\beta t + b_\beta$ (the shift alone). "
+            r"In general $f = \tilde\gamma \odot \hat v + \tilde\beta$ with "
+            r"$\tilde\gamma = \gamma(t)$, $\tilde\beta = \beta(t)$ where the text is "
+            r"present; the aux outputs report $\tilde\gamma$, $\tilde\beta$."
+        ),
+        "zero_fill": (
+            r"The absent embedding is zeros: $f = \gamma(\hat t) \odot \hat v + "
+            r"\beta(\hat t)$; without text the image is modulated by the biases, "
+            r"$f = b_\gamma \odot v + b_\beta$."
+        ),
+    }
 
     def params(self):
         return linear("gamma", self.dim, self.dim) + linear("beta", self.dim, self.dim)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ._base import AuxSpec, FusionSpecBase, linear, linear_macs
+from ._base import AuxSpec, FusionSpecBase, linear, linear_macs, missing_field
 
 
 class GatedSpec(FusionSpecBase):
@@ -13,6 +13,25 @@ class GatedSpec(FusionSpecBase):
     summary = "Sigmoid gate on [v; t] blends v and t per dimension."
 
     kind: Literal["gated"] = "gated"
+    missing_modality: Literal["present_alone", "zero_fill"] = missing_field(
+        "present_alone",
+        "'present_alone': the output is the present modality itself (gate 1 or 0); "
+        "'zero_fill': the absent embedding is zeros and the blend runs unchanged.",
+    )
+
+    missing_semantics = {
+        "present_alone": (
+            r"The present modality alone: $f = \hat v$ (image only, reported gate "
+            r"$g = \mathbf{1}$), $f = \hat t$ (text only, $g = \mathbf{0}$); both: "
+            r"the rule. $g = \sigma(W_g [\hat v; \hat t] + b_g)$ is the gate the rule "
+            r"computes on the masked inputs."
+        ),
+        "zero_fill": (
+            r"The absent embedding is zeros: $g = \sigma(W_g [\hat v; \hat t] + b_g)$, "
+            r"$f = g \odot \hat v + (1 - g) \odot \hat t$, so a lone modality is "
+            r"scaled by its gate."
+        ),
+    }
 
     def params(self):
         return linear("gate", 2 * self.dim, self.dim)

@@ -6,7 +6,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from ._base import AuxSpec, Comparison, FusionSpecBase, NoiseSpec, linear, linear_macs
+from ._base import (
+    AuxSpec,
+    Comparison,
+    FusionSpecBase,
+    NoiseSpec,
+    linear,
+    linear_macs,
+    missing_field,
+)
 
 
 class ModalityDropoutSpec(FusionSpecBase):
@@ -29,6 +37,20 @@ class ModalityDropoutSpec(FusionSpecBase):
             "torch.rand(1)); 'sample': one draw per sample and modality."
         ),
     )
+
+    missing_modality: Literal["drop"] = missing_field(
+        "drop", "an absent modality is a dropped one (what the rule trains for)."
+    )
+
+    missing_semantics = {
+        "drop": (
+            r"An absent modality is a dropped one: $k_v \leftarrow k_v \pi_v$, "
+            r"$k_t \leftarrow k_t \pi_t$, in eval and composed with the training draws, "
+            r"so $f = W_2\,\mathrm{ReLU}(W_1 [k_v \hat v; k_t \hat t] + b_1) + b_2$ and "
+            r"the aux `keep_image`, `keep_text` report the effective keeps (0 where "
+            r"absent, margin $\infty$)."
+        ),
+    }
 
     def _noise_shape(self, batch: int) -> tuple[int, ...]:
         return (1,) if self.drop_granularity == "batch" else (batch,)

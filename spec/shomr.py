@@ -19,6 +19,7 @@ from ._base import (
     layer_norm,
     linear,
     linear_macs,
+    missing_field,
 )
 from ._errors import InputError, describe
 
@@ -94,6 +95,25 @@ class ShomrSpec(AttentionSpecBase):
             "False (the original): the router gets no gradient."
         ),
     )
+
+    missing_modality: Literal["route"] = missing_field(
+        "route",
+        "a sample with one modality is routed (hard) to that modality's path and never "
+        "to the other or to 'both', in eval and in training draws, whatever "
+        "use_hard_routing says.",
+    )
+
+    missing_semantics = {
+        "route": (
+            r"A sample with one modality takes that modality's hard path, never the other "
+            r"or \"both\", in eval and in training draws and whatever `use_hard_routing` "
+            r"says: $f = P(v)$ (image only, route 0), $f = P(t)$ (text only, route 1). Its "
+            r"aux report what was applied: `hard` 1, `confidence` $(\pi_v, \pi_t)$, "
+            r"`route_probs` the one-hot of its route, `fallback` 0, margins $\infty$. "
+            r"A sample with neither has `route` $-1$, `hard` 0 and zero `confidence` and "
+            r"`route_probs`."
+        ),
+    }
 
     def params(self):
         d = self.dim

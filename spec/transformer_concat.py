@@ -10,6 +10,7 @@ from ._base import (
     AttentionSpecBase,
     Init,
     ParamSpec,
+    missing_field,
 )
 from ._encoder import encoder, encoder_macs
 
@@ -35,6 +36,26 @@ class TransformerConcatSpec(AttentionSpecBase):
             "seed's reading: the token is unused and the rule equals `simple`."
         ),
     )
+
+    missing_modality: Literal["zero_fill", "key_mask"] = missing_field(
+        "zero_fill",
+        "'zero_fill': the absent embedding is zeros (its token keeps its modality "
+        "embedding) and the rule runs unchanged; 'key_mask': no token attends to the "
+        "absent one and the output is the present token's row.",
+    )
+
+    missing_semantics = {
+        "zero_fill": (
+            r"The absent embedding is zeros, its token keeps the modality embedding: "
+            r"$f = \tfrac12 (X_1 + X_2)$ with $X = \mathcal{T}([\hat v + e_v, \hat t + e_t])$."
+        ),
+        "key_mask": (
+            r"Every attention masks the absent token as a key (its score is $-\infty$), and "
+            r"the output is the mean over present tokens: $f = X_1$ (image only), $X_2$ "
+            r"(text only), $\tfrac12 (X_1 + X_2)$ (both), "
+            r"$X = \mathcal{T}_{\pi}([\hat v + e_v, \hat t + e_t])$."
+        ),
+    }
 
     def params(self):
         specs = []

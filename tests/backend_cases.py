@@ -117,3 +117,26 @@ LEGACY = {
     "shomr": dict(dim=16, heads=4),
     "energy_aware_adaptive": dict(dim=16, heads=4),
 }
+
+
+#: Every presence pattern in one batch of ``BATCH``: both, image only, text only, neither.
+PRESENT = np.array(
+    [[1, 1], [1, 0], [0, 1], [0, 0], [1, 1], [0, 1], [1, 0], [1, 1]], dtype=bool
+)
+
+#: The non-default ``missing_modality`` of each rule that has one (case id -> fields).
+MISSING_VARIANTS: dict[str, dict] = {
+    f"{case}-{value}": {**fields, "missing_modality": value}
+    for case, fields in CASES.items()
+    if case == fields["kind"]
+    for value in spec.RULES[fields["kind"]].missing_semantics
+    if value != spec.RULES[fields["kind"]].model_fields["missing_modality"].default
+}
+
+
+def garbage_in_absent_rows(v, t, present, fill=np.nan):
+    """Copies of ``v``, ``t`` with ``fill`` in every absent row (the values must not matter)."""
+    v, t = v.copy(), t.copy()
+    v[~present[:, 0]] = fill
+    t[~present[:, 1]] = fill
+    return v, t

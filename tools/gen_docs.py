@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fusion_spec import spec  # noqa: E402
+from fusion_spec.spec import _base as spec_base  # noqa: E402
 from fusion_spec.spec import tolerance  # noqa: E402
 
 DOCS = ROOT / "docs"
@@ -67,6 +68,7 @@ RULE_BLOCKS = (
     "cost",
     "example",
     "links",
+    "missing",
 )
 
 
@@ -623,6 +625,13 @@ def io_block(kind: str) -> str:
     inputs = [
         ["`v`", "`(B, D)`", "F", "image embedding, one row per sample"],
         ["`t`", "`(B, D)`", "F", "text embedding, one row per sample"],
+        [
+            "`present` (optional)",
+            "`(B, 2)`",
+            "bool (or int 0/1)",
+            "which of (image, text) each sample has; see "
+            "[Missing modalities](#missing-modalities)",
+        ],
     ]
     noise_names = _noise_names(kind)
     if noise_names:
@@ -786,6 +795,21 @@ def links_block(kind: str) -> str:
     )
 
 
+def missing_block(kind: str) -> str:
+    """The rule's missing-modality semantics, from ``missing_semantics`` and its field."""
+    cls = spec.RULES[kind]
+    field = cls.model_fields["missing_modality"]
+    text = spec_base.PRESENCE_PREAMBLE + "\n\n"
+    text += (
+        f"Spec field `missing_modality` (default `{field.default!r}`) chooses what a sample "
+        "with one modality computes:\n\n"
+    )
+    for value, semantics in cls.missing_semantics.items():
+        default = " (default)" if value == field.default else ""
+        text += f"- `{value!r}`{default}: {semantics}\n"
+    return text
+
+
 RULE_GENERATORS: dict[str, Callable[[str], str]] = {
     "io": io_block,
     "fields": fields_block,
@@ -798,6 +822,7 @@ RULE_GENERATORS: dict[str, Callable[[str], str]] = {
     "links": links_block,
     "dropout": dropout_block,
     "differentiability": differentiability_block,
+    "missing": missing_block,
 }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import keras
 import numpy as np
@@ -87,14 +87,17 @@ def feed_forward(
     return drop_out(linear(p, f"{name}.down", drop_hidden(gelu(linear(p, f"{name}.up", x)))))
 
 
-def attention(p: Mapping, name: str, query, keys, heads: int, *, drop: Drop = identity):
+def attention(
+    p: Mapping, name: str, query, keys, heads: int, *, drop: Drop = identity, key_mask=None
+):
     r"""Multi-head attention with separate query/key/value/output projections.
 
     $A = \mathrm{softmax}(Q K^\top / \sqrt{D/h})$ per head, output $W_o\,[A V] + b_o$.
     ``query`` is ``(B, Tq, D)``, ``keys`` (also the values) ``(B, Tk, D)``;
     ``drop`` acts on the attention weights (as ``torch.nn.MultiheadAttention``'s
-    dropout). Returns the output ``(B, Tq, D)`` and the weights ``(B, h, Tq, Tk)``
-    before dropout.
+    dropout); ``key_mask`` ``(B, Tk)`` bool (a true entry per sample) gives masked
+    keys the score ``-inf``, hence weight exactly 0. Returns the output
+    ``(B, Tq, D)`` and the weights ``(B, h, Tq, Tk)`` before dropout.
     """
     Tq, D = query.shape[1], query.shape[2]
     Tk = keys.shape[1]
@@ -109,19 +112,23 @@ def attention(p: Mapping, name: str, query, keys, heads: int, *, drop: Drop = id
         ops.reshape(linear(p, f"{name}.value", keys), (-1, Tk, heads, dh)), (0, 2, 1, 3)
     )  # (B, h, Tk, dh)
     scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * (1.0 / math.sqrt(dh))  # (B, h, Tq, Tk)
+    if key_mask is not None:
+        scores = ops.where(key_mask[:, None, None, :], scores, -math.inf)
     weights = ops.softmax(scores, axis=-1)
     mixed = ops.matmul(drop(weights), v)  # (B, h, Tq, dh)
     mixed = ops.reshape(ops.transpose(mixed, (0, 2, 1, 3)), (-1, Tq, D))  # (B, Tq, D)
     return linear(p, f"{name}.output", mixed), weights
 
 
-def encoder_layer(p: Mapping, name: str, x, heads: int, eps: float, drop: Drop = identity):
+def encoder_layer(
+    p: Mapping, name: str, x, heads: int, eps: float, drop: Drop = identity, key_mask=None
+):
     """Post-norm layer ``x = LN1(x + drop(MHA(x))); x = LN2(x + drop(FFN(x)))``, ``(B, T, D)``.
 
     Dropout where ``torch.nn.TransformerEncoderLayer`` has it: attention
     weights, after the FFN activation, and on both residual branches.
     """
-    a = attention(p, f"{name}.attn", x, x, heads, drop=drop)[0]
+    a = attention(p, f"{name}.attn", x, x, heads, drop=drop, key_mask=key_mask)[0]
     x = layer_norm(p, f"{name}.norm1", x + drop(a), eps)
     return layer_norm(
         p,
@@ -134,6 +141,57 @@ def encoder_layer(p: Mapping, name: str, x, heads: int, eps: float, drop: Drop =
 def tokens(v, t):
     """The two-token sequence ``[v, t]``: ``(B, 2, D)``."""
     return ops.stack([v, t], axis=1)
+
+
+class Presence(NamedTuple):
+    """A call's presence mask, ``image`` and ``text`` ``(B,)`` bool, and its derived masks."""
+
+    image: Any
+    text: Any
+
+    @property
+    def both(self):
+        return ops.logical_and(self.image, self.text)
+
+    @property
+    def neither(self):
+        return ops.logical_not(ops.logical_or(self.image, self.text))
+
+    @property
+    def image_only(self):
+        return ops.logical_and(self.image, ops.logical_not(self.text))
+
+    @property
+    def text_only(self):
+        return ops.logical_and(self.text, ops.logical_not(self.image))
+
+    def key_mask(self):
+        """``(B, 2)`` keys to attend to: the present tokens; both for a sample with neither
+        (its output is replaced by zeros; an all-masked softmax would be NaN)."""
+        return ops.logical_or(ops.stack([self.image, self.text], axis=1), self.neither[:, None])
+
+    def single_route(self, route):
+        """``route`` where both are present, else the present modality's route (0 image,
+        1 text), ``-1`` for neither."""
+        single = ops.where(self.image, 0, ops.where(self.text, 1, -1))
+        return ops.where(self.both, route, ops.cast(single, route.dtype))
+
+    def route_probs(self, probs, route):
+        """``probs`` ``(B, K)`` where both are present, else the one-hot of ``route``
+        (zeros for ``-1``)."""
+        classes = ops.arange(probs.shape[1], dtype=route.dtype)
+        onehot = ops.cast(route[:, None] == classes, probs.dtype)
+        return ops.where(self.both[:, None], probs, onehot)
+
+
+def present_mean(x, present: Presence | None):
+    """Mean of the tokens ``x`` ``(B, 2, D)``; with ``present``, of the present ones only."""
+    mean = ops.mean(x, axis=1)
+    if present is None:
+        return mean
+    return ops.where(
+        present.both[:, None], mean, ops.where(present.image[:, None], x[:, 0], x[:, 1])
+    )
 
 
 def categorical(probs, u):
@@ -182,7 +240,7 @@ def straight_through(out, probs, route):
     ``r_k - stop_gradient(r_k)`` is exactly 0 forward, so ``out`` is returned
     unchanged, while ``r_k`` receives the gradient ``<out, dL/dout>``.
     """
-    r_k = ops.take_along_axis(probs, route[:, None], axis=1)  # (B, 1)
+    r_k = ops.take_along_axis(probs, ops.maximum(route, 0)[:, None], axis=1)  # (B, 1); -1: none
     return out + out * (r_k - ops.stop_gradient(r_k))
 
 
@@ -277,13 +335,18 @@ class FusionLayer(keras.layers.Layer):
         self._canonical: dict[str, keras.Variable] = {}
 
     # --- Keras lifecycle ----------------------------------------------------------
-    def build(self, v_shape=None, t_shape=None):
+    def build(self, v_shape=None, t_shape=None, present_shape=None):
         for name, shape in (("v", v_shape), ("t", t_shape)):
             if shape is not None and (len(shape) != 2 or shape[-1] not in (None, self.spec.dim)):
                 raise InputError(
                     f"{self.kind}: input {name!r} expected shape (B, {self.spec.dim}); "
                     f"received shape {tuple(shape)}"
                 )
+        if present_shape is not None and (len(present_shape) != 2 or present_shape[-1] != 2):
+            raise ValueError(
+                f"{self.kind}: input 'present' expected shape (B, 2) (image, text per "
+                f"sample); received shape {tuple(present_shape)}"
+            )
         for i, p in enumerate(self.param_specs):
             shape = p.shape[::-1] if p.name in self.transposed else p.shape
             self._canonical[p.name] = self.add_weight(
@@ -300,20 +363,27 @@ class FusionLayer(keras.layers.Layer):
 
     def __call__(self, v=None, t=None, *args: Any, **kwargs: Any):
         """The one checking layer: every argument is checked before Keras or a backend sees it."""
-        if args:
+        if len(args) > 1:
             raise InputError(
-                f"{self.kind}: expected two positional arguments (v, t) and keywords "
-                f"training, noise, return_aux, call options; received {2 + len(args)} positional"
+                f"{self.kind}: expected at most three positional arguments (v, t, present) and "
+                f"keywords training, noise, return_aux, call options; received "
+                f"{2 + len(args)} positional"
             )
+        present = args[0] if args else kwargs.pop("present", None)
         training = kwargs.get("training")
         noise = kwargs.get("noise")
         options = {
             k: x for k, x in kwargs.items() if k not in ("training", "noise", "return_aux")
         }
-        self._check_call({"v": v, "t": t}, training, noise, kwargs.get("return_aux", False), options)
+        arrays = {"v": v, "t": t, "present": present}
+        self._check_call(arrays, training, noise, kwargs.get("return_aux", False), options)
         if noise is not None:
             kwargs["noise"] = {name: _host_array(u) for name, u in noise.items()}
-        return super().__call__(_host_array(v), _host_array(t), **kwargs)
+        if present is None:
+            return super().__call__(_host_array(v), _host_array(t), **kwargs)
+        if isinstance(present, np.ndarray):  # keeps its bool/int dtype (_host_array casts)
+            present = np.array(present, order="C")
+        return super().__call__(_host_array(v), _host_array(t), present, **kwargs)
 
     def _check_call(self, arrays: dict, training, noise, return_aux, call_options: dict) -> None:
         """Metadata checks of a call (shape, dtype, names, flags); values only of NumPy noise."""
@@ -326,11 +396,21 @@ class FusionLayer(keras.layers.Layer):
             declared = s.noise(batch, training=training, **options)
             check_noise(s, noise, declared, array_meta, numpy_host)
 
-    def call(self, v, t, training=None, noise=None, return_aux=False, **call_options):
+    def call(
+        self, v, t, present=None, training=None, noise=None, return_aux=False, **call_options
+    ):
         """Fuse ``v`` and ``t``.
 
         Args:
             v, t: ``(B, D)`` embeddings.
+            present: optional ``(B, 2)`` bool (or integer 0/1) tensor: which of (image,
+                text) each sample has; ``None`` is all present and computes exactly
+                what an all-true mask computes. An absent row is replaced by zeros
+                with ``ops.where`` before anything reads it (a NaN there cannot leak;
+                its gradient is exactly zero); the spec's ``missing_modality`` says
+                what the rule computes without it; a sample with neither outputs
+                zeros and aux ``neither`` reports it. A ``keras.Input`` in functional
+                models.
             training: Keras training flag (``None`` is eval). Stochastic decisions
                 (in training, and in eval where the spec samples, e.g.
                 ``eval_routing="sample"``) read ``noise`` or draw from the layer's
@@ -355,18 +435,25 @@ class FusionLayer(keras.layers.Layer):
         s = self.spec
         options = s.check_call_options(call_options)
         training = bool(training)
+        m = self._present(present)
+        if m is not None:
+            v = ops.where(m.image[:, None], v, ops.zeros_like(v))
+            t = ops.where(m.text[:, None], t, ops.zeros_like(t))
         u = self._noise(v, training, noise, options)
         drop = dropout(float(getattr(s, "dropout", 0.0)), training, self.seed_generator)
         out, aux = type(self).fuse(
-            s, self._canonical, v, t, training=training, noise=u, drop=drop, **options
+            s, self._canonical, v, t, training=training, noise=u, drop=drop, present=m, **options
         )
+        if m is not None:
+            out = ops.where(m.neither[:, None], ops.zeros_like(out), out)
+            aux["neither"] = ops.cast(m.neither, out.dtype)
         return (out, aux) if return_aux else out
 
-    def compute_output_shape(self, v_shape, t_shape):
+    def compute_output_shape(self, v_shape, t_shape, present_shape=None):
         return (v_shape[0], self.spec.dim)
 
     def compute_output_spec(
-        self, v, t, training=None, noise=None, return_aux=False, **call_options
+        self, v, t, present=None, training=None, noise=None, return_aux=False, **call_options
     ):
         s = self.spec
         options = s.check_call_options(call_options)
@@ -378,7 +465,9 @@ class FusionLayer(keras.layers.Layer):
             a.name: keras.KerasTensor(
                 a.shape, dtype="int32" if a.dtype == "int" else self.compute_dtype
             )
-            for a in s.aux(batch, training=bool(training), **options)
+            for a in s.call_aux(
+                batch, training=bool(training), present=present is not None, **options
+            )
             if a.role != "margin"
         }
         return out, aux
@@ -428,6 +517,16 @@ class FusionLayer(keras.layers.Layer):
         return params
 
     # --- plumbing ---------------------------------------------------------------
+    @staticmethod
+    def _present(present) -> Presence | None:
+        """The checked mask as a ``Presence`` of bools (integers: nonzero is present)."""
+        if present is None:
+            return None
+        present = ops.convert_to_tensor(present)
+        if keras.backend.standardize_dtype(present.dtype) != "bool":
+            present = ops.not_equal(present, 0)
+        return Presence(present[:, 0], present[:, 1])
+
     def _noise(self, v, training: bool, noise: Mapping[str, Any] | None, options: dict) -> dict:
         """The declared noise: injected (checked in ``__call__``) or drawn uniform [0, 1)."""
         declared = self.spec.noise(v.shape[0], training=training, **options)

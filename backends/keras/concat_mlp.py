@@ -6,9 +6,11 @@ from keras import ops
 from ._layers import FusionLayer, gelu, linear
 
 
-def concat_mlp(s, p, v, t, *, training, noise, drop):
+def concat_mlp(s, p, v, t, *, training, noise, drop, present=None):
     r"""$h_0 = [v; t] \in \mathbb{R}^{B \times 2D}$,
     $h_i = \mathrm{drop}(\mathrm{GELU}(W_i h_{i-1} + b_i))$, $f = W_L h_{L-1} + b_L$.
+
+    Missing modality: zero-fill (the layer already zeroed the absent rows).
     """
     h = ops.concatenate([v, t], axis=-1)  # (B, 2D)
     for i in range(s.layers - 1):

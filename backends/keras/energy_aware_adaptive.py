@@ -20,7 +20,7 @@ from ._layers import (
 )
 
 
-def energy_aware_adaptive(s, p, v, t, *, training, noise, drop, progress=None):
+def energy_aware_adaptive(s, p, v, t, *, training, noise, drop, present=None, progress=None):
     r"""Route $k$ from $r = \mathrm{softmax}(\mathrm{MLP}_r([v;t])) \in \mathbb{R}^{B \times 3}$
     (categorical draw with ``noise["route"]`` when the spec samples, else argmax):
     $v$, $t$ or $\mathrm{FFN}(\mathrm{LN}(g v + (1-g) t + a))$.
@@ -28,11 +28,15 @@ def energy_aware_adaptive(s, p, v, t, *, training, noise, drop, progress=None):
     Energy $e = c^\top r \in \mathbb{R}^B$, loss $\lambda \max(0, \bar e - E_{budget})$.
     Training with ``progress``: the sample's output is zeroed where the batch gate
     $u_g < p(\mathrm{progress})$ and either of its two flags $< p_{flag}$.
+    Missing modality: a sample with one modality is routed to it; neither: route -1.
     """
     h = ops.concatenate([v, t], axis=-1)  # (B, 2D)
 
     r = ops.softmax(linear(p, "router.out", gelu(linear(p, "router.hidden", h))))  # (B, 3)
     route = categorical(r, noise["route"]) if s.samples_route(training) else argmax(r)  # (B,)
+    if present is not None:  # one modality: routed to it; neither: route -1
+        route = present.single_route(route)
+        r = present.route_probs(r, route)
 
     x = tokens(v, t)  # (B, 2, D)
     a = ops.mean(attention(p, "attn", x, x, s.heads, drop=drop)[0], axis=1)  # (B, D)

@@ -11,7 +11,7 @@ def _keep(u, p, like):
     return ops.broadcast_to(ops.cast(u >= p, like.dtype), (like.shape[0],))
 
 
-def modality_dropout(s, p, v, t, *, training, noise, drop):
+def modality_dropout(s, p, v, t, *, training, noise, drop, present=None):
     r"""$\tilde v = k_v v$, $\tilde t = k_t t$,
     $f = W_2\,\mathrm{ReLU}(W_1 [\tilde v; \tilde t] + b_1) + b_2$.
 
@@ -23,6 +23,9 @@ def modality_dropout(s, p, v, t, *, training, noise, drop):
         keep_t = _keep(noise["drop_text"], s.p_txt, v)  # (B,)
     else:
         keep_v = keep_t = ops.ones_like(v[:, 0])  # (B,)
+    if present is not None:  # an absent modality is a dropped one
+        keep_v = keep_v * ops.cast(present.image, v.dtype)
+        keep_t = keep_t * ops.cast(present.text, v.dtype)
     h = ops.concatenate([keep_v[:, None] * v, keep_t[:, None] * t], axis=-1)  # (B, 2D)
     out = linear(p, "mlp.1", ops.relu(linear(p, "mlp.0", h)))
     return out, {"keep_image": keep_v, "keep_text": keep_t}

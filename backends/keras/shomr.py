@@ -19,7 +19,7 @@ from ._layers import (
 )
 
 
-def shomr(s, p, v, t, *, training, noise, drop, use_hard_routing=None):
+def shomr(s, p, v, t, *, training, noise, drop, present=None, use_hard_routing=None):
     r"""Soft-hard modality routing; every path is computed, each sample takes its own.
 
     $c = \mathrm{softmax}(\mathrm{MLP}_c([v;t])) \in \mathbb{R}^{B \times 2}$,
@@ -29,7 +29,8 @@ def shomr(s, p, v, t, *, training, noise, drop, use_hard_routing=None):
     Soft: $s = \mathrm{LN}_1(c_v v + c_t t + a)$, $f = s + \mathrm{FFN}(s)$ ($(v+t)/2$
     where the fallback fires); hard: $P(v)$, $P(t)$ or
     $b = \mathrm{LN}_2(g v + (1-g) t + a)$, $f = b + \mathrm{FFN}(b)$, with $a$ the
-    token mean of self-attention over $[v, t]$.
+    token mean of self-attention over $[v, t]$. Missing modality: a sample with one
+    modality takes that modality's hard path; neither: route -1.
     """
     eps = s.layer_norm_eps
     h = ops.concatenate([v, t], axis=-1)  # (B, 2D)
@@ -48,6 +49,14 @@ def shomr(s, p, v, t, *, training, noise, drop, use_hard_routing=None):
     logits = linear(p, "router.out", drop(gelu(linear(p, "router.hidden", h))))  # (B, 3)
     r = ops.softmax(logits / s.routing_temperature)
     route = categorical(r, noise["route"]) if training else argmax(r)  # (B,)
+    if present is not None:
+        route = present.single_route(route)
+        r = present.route_probs(r, route)
+        mask = ops.cast(ops.stack([present.image, present.text], axis=1), c.dtype)
+        c = ops.where(present.both[:, None], c, mask)
+        hard = ops.logical_or(
+            ops.logical_and(hard, present.both), ops.logical_xor(present.image, present.text)
+        )
 
     x = tokens(v, t)  # (B, 2, D)
     a = ops.mean(attention(p, "attn", x, x, s.heads, drop=drop)[0], axis=1)  # (B, D)
@@ -56,6 +65,8 @@ def shomr(s, p, v, t, *, training, noise, drop, use_hard_routing=None):
     soft = soft + feed_forward(p, "ffn", soft, drop_hidden=drop, drop_out=drop)
     if s.fallback:
         fallback = ops.logical_and(ops.logical_not(hard), m < s.fallback_threshold)
+        if present is not None:
+            fallback = ops.logical_and(fallback, present.both)
     else:
         fallback = ops.zeros_like(m, dtype="bool")
     soft = ops.where(fallback[:, None], 0.5 * (v + t), soft)

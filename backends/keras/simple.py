@@ -1,19 +1,21 @@
 """``simple``: a post-norm Transformer encoder over ``[v, t]``, then the mean of the two tokens."""
 
 import keras
-from keras import ops
 
-from ._layers import FusionLayer, encoder_layer, tokens
+from ._layers import FusionLayer, encoder_layer, present_mean, tokens
 
 
-def simple(s, p, v, t, *, training, noise, drop):
+def simple(s, p, v, t, *, training, noise, drop, present=None):
     r"""$f(v, t) = \tfrac12 (X_1 + X_2)$,
     $X = \mathcal{T}([v, t]) \in \mathbb{R}^{B \times 2 \times D}$.
     """
+    if s.missing_modality != "key_mask":
+        present = None  # zero_fill: the rule runs unchanged on the zeroed rows
+    key_mask = None if present is None else present.key_mask()
     x = tokens(v, t)  # (B, 2, D)
     for i in range(s.layers):
-        x = encoder_layer(p, f"encoder.{i}", x, s.heads, s.layer_norm_eps, drop)
-    return ops.mean(x, axis=1), {}
+        x = encoder_layer(p, f"encoder.{i}", x, s.heads, s.layer_norm_eps, drop, key_mask)
+    return present_mean(x, present), {}
 
 
 @keras.saving.register_keras_serializable(package="fusion_spec")

@@ -1,21 +1,23 @@
 """``transformer_concat``: the encoder of ``simple`` over ``[v + e_v, t + e_t]``."""
 
 import keras
-from keras import ops
 
-from ._layers import FusionLayer, encoder_layer, tokens
+from ._layers import FusionLayer, encoder_layer, present_mean, tokens
 
 
-def transformer_concat(s, p, v, t, *, training, noise, drop):
+def transformer_concat(s, p, v, t, *, training, noise, drop, present=None):
     r"""$f(v, t) = \tfrac12 (X_1 + X_2)$ with $X = \mathcal{T}([v + e_v, t + e_t])$,
     $e \in \mathbb{R}^{2 \times D}$.
     """
+    if s.missing_modality != "key_mask":
+        present = None  # zero_fill: the rule runs unchanged on the zeroed rows
+    key_mask = None if present is None else present.key_mask()
     x = tokens(v, t)  # (B, 2, D)
     if s.modality_embeddings:
         x = x + p["modality_embedding"]  # (2, D) broadcast over B
     for i in range(s.layers):
-        x = encoder_layer(p, f"encoder.{i}", x, s.heads, s.layer_norm_eps, drop)
-    return ops.mean(x, axis=1), {}
+        x = encoder_layer(p, f"encoder.{i}", x, s.heads, s.layer_norm_eps, drop, key_mask)
+    return present_mean(x, present), {}
 
 
 @keras.saving.register_keras_serializable(package="fusion_spec")

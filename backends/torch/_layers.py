@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -127,10 +127,14 @@ class Attention(nn.Module):
     def extra_repr(self) -> str:
         return f"heads={self.heads}, scale={self.scale:.6g}, dropout={self.dropout}"
 
-    def mix(self, query: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+    def mix(
+        self, query: Tensor, keys: Tensor, key_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Heads' weighted values before the output projection.
 
-        ``query`` ``(B, Tq, D)``, ``keys`` (also the values) ``(B, Tk, D)``.
+        ``query`` ``(B, Tq, D)``, ``keys`` (also the values) ``(B, Tk, D)``;
+        ``key_mask`` ``(B, Tk)`` bool (a true entry per sample) gives masked keys the
+        score ``-inf``, hence weight exactly 0.
         Returns ``mixed`` ``(B, Tq, D)`` and the weights ``(B, h, Tq, Tk)`` before dropout.
 
         The rules attend over at most two tokens, so scores and mixing are
@@ -142,14 +146,18 @@ class Attention(nn.Module):
         k = self.key(keys).unflatten(-1, (h, dh))  # (B, Tk, h, dh)
         v = self.value(keys).unflatten(-1, (h, dh))  # (B, Tk, h, dh)
         scores = ((q * self.scale)[:, :, None] * k[:, None]).sum(dim=-1)  # (B, Tq, Tk, h)
+        if key_mask is not None:
+            scores = torch.where(key_mask[:, None, :, None], scores, -math.inf)
         weights = torch.softmax(scores, dim=2)
         dropped = dropout(weights, self.dropout, self.training)
         mixed = (dropped[..., None] * v[:, None]).sum(dim=2)  # (B, Tq, h, dh)
         return mixed.flatten(-2), weights.permute(0, 3, 1, 2)  # (B, Tq, D), (B, h, Tq, Tk)
 
-    def forward(self, query: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, query: Tensor, keys: Tensor, key_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """``(B, Tq, D)``, ``(B, Tk, D)`` -> output ``(B, Tq, D)``, weights ``(B, h, Tq, Tk)``."""
-        mixed, weights = self.mix(query, keys)
+        mixed, weights = self.mix(query, keys, key_mask)
         return self.output(mixed), weights
 
     def pooled(self, x: Tensor) -> Tensor:
@@ -180,14 +188,66 @@ class EncoderLayer(nn.Module):
     def extra_repr(self) -> str:
         return f"dropout={self.dropout}"
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.norm1(x + dropout(self.attn(x, x)[0], self.dropout, self.training))
+    def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        x = self.norm1(x + dropout(self.attn(x, x, key_mask)[0], self.dropout, self.training))
         return self.norm2(x + self.ffn(x))
 
 
 def tokens(v: Tensor, t: Tensor) -> Tensor:
     """The two-token sequence ``[v, t]``: ``(B, 2, D)``."""
     return torch.stack([v, t], dim=1)
+
+
+class Presence(NamedTuple):
+    """A call's presence mask, ``image`` and ``text`` ``(B,)`` bool, and its derived masks
+    (all computed on the device: no host synchronisation)."""
+
+    image: Tensor
+    text: Tensor
+
+    @property
+    def both(self) -> Tensor:
+        return self.image & self.text
+
+    @property
+    def neither(self) -> Tensor:
+        return ~(self.image | self.text)
+
+    @property
+    def image_only(self) -> Tensor:
+        return self.image & ~self.text
+
+    @property
+    def text_only(self) -> Tensor:
+        return self.text & ~self.image
+
+    def key_mask(self) -> Tensor:
+        """``(B, 2)`` keys to attend to: the present tokens; both for a sample with neither
+        (its output is replaced by zeros; an all-masked softmax would be NaN)."""
+        return torch.stack([self.image, self.text], dim=1) | self.neither[:, None]
+
+    def single_route(self, route: Tensor) -> Tensor:
+        """``route`` where both are present, else the present modality's route (0 image,
+        1 text), ``-1`` for neither."""
+        single = torch.where(self.image, 0, torch.where(self.text, 1, -1)).to(route.dtype)
+        return torch.where(self.both, route, single)
+
+    def route_probs(self, probs: Tensor, route: Tensor) -> Tensor:
+        """``probs`` ``(B, K)`` where both are present, else the one-hot of ``route``
+        (zeros for ``-1``)."""
+        classes = torch.arange(probs.shape[1], device=probs.device)
+        onehot = (route[:, None] == classes).to(probs.dtype)
+        return torch.where(self.both[:, None], probs, onehot)
+
+
+def present_mean(x: Tensor, present: Presence | None) -> Tensor:
+    """Mean of the tokens ``x`` ``(B, 2, D)``; with ``present``, of the present ones only."""
+    mean = x.mean(dim=1)
+    if present is None:
+        return mean
+    return torch.where(
+        present.both[:, None], mean, torch.where(present.image[:, None], x[:, 0], x[:, 1])
+    )
 
 
 def categorical(probs: Tensor, u: Tensor) -> Tensor:
@@ -242,7 +302,7 @@ def straight_through(out: Tensor, probs: Tensor, route: Tensor) -> Tensor:
     ``r_k - r_k.detach()`` is exactly 0 forward, so ``out`` is returned
     unchanged, while ``r_k`` receives the gradient ``<out, dL/dout>``.
     """
-    r_k = probs.gather(1, route[:, None]).to(out.dtype)  # (B, 1)
+    r_k = probs.gather(1, route.clamp(min=0)[:, None]).to(out.dtype)  # (B, 1); -1: no route
     return out + out * (r_k - r_k.detach())
 
 
@@ -335,6 +395,7 @@ class FusionModule(nn.Module):
         self,
         v: Tensor,
         t: Tensor,
+        present: Tensor | None = None,
         *,
         noise: Mapping[str, Any] | None = None,
         return_aux: bool = False,
@@ -346,6 +407,14 @@ class FusionModule(nn.Module):
             v, t: ``(B, D)`` real floating tensors (or NumPy arrays) on the module's
                 device; cast to the parameters' dtype (convert the module with
                 ``.to(dtype)`` to compute in another precision).
+            present: optional ``(B, 2)`` bool (or integer 0/1) tensor: which of
+                (image, text) each sample has. ``None`` is all present and computes
+                exactly what an all-true mask computes. An absent row is replaced by
+                zeros with ``torch.where`` before anything reads it (a NaN there
+                cannot leak; its gradient is exactly zero); the spec's
+                ``missing_modality`` says what the rule computes without it; a sample
+                with neither outputs zeros and aux ``neither`` reports it. An
+                ordinary input for ``torch.compile``, ``torch.export`` and ONNX.
             noise: optional ``{name: uniform [0, 1) tensor}``, exactly the spec's
                 ``s.noise(B, training=self.training, **call_options)``; when
                 ``None``, stochastic decisions draw ``torch.rand`` from
@@ -364,13 +433,30 @@ class FusionModule(nn.Module):
         Raises:
             spec.InputError: before any torch operation, for a bad argument.
         """
-        options = self._check_call({"v": v, "t": t}, noise, return_aux, call_options)
+        options = self._check_call(
+            {"v": v, "t": t, "present": present}, noise, return_aux, call_options
+        )
         v, t = self._tensor(v), self._tensor(t)
+        m = self._present(present)
+        if m is not None:
+            v = torch.where(m.image[:, None], v, 0.0)
+            t = torch.where(m.text[:, None], t, 0.0)
         u = self._noise(v, noise, options)
-        out, aux = self.fuse(v, t, noise=u, **options)
+        out, aux = self.fuse(v, t, noise=u, present=m, **options)
+        if m is not None:
+            out = torch.where(m.neither[:, None], 0.0, out)
+            aux["neither"] = m.neither.to(out.dtype)
         return (out, aux) if return_aux else out
 
-    def fuse(self, v: Tensor, t: Tensor, *, noise: dict[str, Tensor], **options: Any):
+    def fuse(
+        self,
+        v: Tensor,
+        t: Tensor,
+        *,
+        noise: dict[str, Tensor],
+        present: Presence | None = None,
+        **options: Any,
+    ):
         raise NotImplementedError
 
     # --- plumbing: the one checking layer ---------------------------------------------
@@ -410,6 +496,18 @@ class FusionModule(nn.Module):
 
     def _param_device(self) -> torch.device:
         return next(iter(self.parameters())).device
+
+    def _present(self, present: Any) -> Presence | None:
+        """The checked mask as a ``Presence`` of bools on the module's device (no value
+        check: that would read the tensor on the host)."""
+        if present is None:
+            return None
+        if not isinstance(present, Tensor):
+            present = torch.from_numpy(np.array(present, order="C"))
+        present = present.to(self._param_device())
+        if present.dtype != torch.bool:
+            present = present != 0
+        return Presence(present[:, 0], present[:, 1])
 
     def _noise(self, v: Tensor, noise: Mapping[str, Any] | None, options: dict) -> dict:
         """The declared noise arrays: injected (checked by ``_check_call``) or drawn uniform [0, 1).

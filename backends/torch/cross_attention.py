@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ._layers import Attention, FeedForward, FusionModule, layer_norm, tokens
@@ -14,6 +15,8 @@ class CrossAttentionFusion(FusionModule):
     Dropout as the original: attention weights and the FFN output.
     Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``attention_weights``
     ``(B, h, 2)``, per head the weight of $v$ and of $t$ (before dropout).
+    Missing modality (spec ``missing_modality``): ``key_mask`` queries with the
+    present token and gives the absent one weight 0.
     """
 
     kind = "cross_attention"
@@ -27,8 +30,18 @@ class CrossAttentionFusion(FusionModule):
         self.ffn = FeedForward(s.dim, s.ffn_mult * s.dim, output_dropout=s.dropout)
         self.reset_parameters()
 
-    def fuse(self, v: Tensor, t: Tensor, *, noise):
-        q = self.norm1(0.5 * (v + t))[:, None]  # (B, 1, D)
-        z, weights = self.attn(q, tokens(v, t))  # (B, 1, D), (B, h, 1, 2)
+    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None):
+        if self.spec.missing_modality != "key_mask":
+            present = None  # zero_fill: the rule runs unchanged on the zeroed rows
+        q = 0.5 * (v + t)
+        key_mask = None
+        if present is not None:
+            key_mask = present.key_mask()
+            single = torch.where(present.image[:, None], v, t)
+            q = torch.where(present.both[:, None], q, single)  # mean of the present tokens
+        z, weights = self.attn(self.norm1(q)[:, None], tokens(v, t), key_mask)  # (B, 1, D)
         z = z[:, 0]  # (B, D)
-        return z + self.ffn(self.norm2(z)), {"attention_weights": weights[:, :, 0]}
+        weights = weights[:, :, 0]  # (B, h, 2)
+        if present is not None:
+            weights = torch.where(present.neither[:, None, None], 0.0, weights)
+        return z + self.ffn(self.norm2(z)), {"attention_weights": weights}

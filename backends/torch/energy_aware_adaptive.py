@@ -43,6 +43,9 @@ class EnergyAwareAdaptiveFusion(FusionModule):
     Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``route_probs`` ``(B, 3)``,
     ``route`` ``(B,)`` int64, ``expected_energy`` ``(B,)``, ``energy_loss`` ``()``,
     ``output_kept`` ``(B,)`` 0/1.
+
+    Missing modality: a sample with one modality is routed to it (one-hot
+    ``route_probs``); neither: route ``-1``, zero ``route_probs``.
     """
 
     kind = "energy_aware_adaptive"
@@ -68,7 +71,7 @@ class EnergyAwareAdaptiveFusion(FusionModule):
         g = torch.sigmoid(self.gate(h))  # (N, D)
         return self.ffn(self.norm(g * v + (1.0 - g) * t + a))
 
-    def fuse(self, v: Tensor, t: Tensor, *, noise, progress=None):
+    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None, progress=None):
         s = self.spec
         h = torch.cat([v, t], dim=-1)  # (B, 2D)
 
@@ -77,6 +80,9 @@ class EnergyAwareAdaptiveFusion(FusionModule):
             route = categorical(r, noise["route"])  # (B,)
         else:
             route = argmax(r)
+        if present is not None:  # one modality: routed to it; neither: route -1
+            route = present.single_route(route)
+            r = present.route_probs(r, route)
 
         if self.skip_unrouted:
             both = computed_where(route == 2, self._both, v, t, h)

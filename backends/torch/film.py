@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ._layers import FusionModule
@@ -12,6 +13,8 @@ class FilmFusion(FusionModule):
 
     Asymmetric: text conditions vision. ``gamma`` and ``beta`` are linears $D \to D$.
     Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``gamma``, ``beta`` ``(B, D)``.
+    Missing modality (spec ``missing_modality``): ``identity`` leaves the image
+    unmodulated without text and outputs $\beta(t)$ without the image.
     """
 
     kind = "film"
@@ -22,7 +25,13 @@ class FilmFusion(FusionModule):
         self.beta = nn.Linear(self.spec.dim, self.spec.dim)
         self.reset_parameters()
 
-    def fuse(self, v: Tensor, t: Tensor, *, noise):
+    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None):
         gamma = self.gamma(t)  # (B, D)
         beta = self.beta(t)  # (B, D)
-        return gamma * v + beta, {"gamma": gamma, "beta": beta}
+        out = gamma * v + beta
+        if present is not None and self.spec.missing_modality == "identity":
+            image, text = present.image[:, None], present.text[:, None]
+            out = torch.where(image & text, out, torch.where(image, v, beta))
+            gamma = torch.where(text, gamma, 1.0)
+            beta = torch.where(text, beta, 0.0)
+        return out, {"gamma": gamma, "beta": beta}

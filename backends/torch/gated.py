@@ -12,7 +12,9 @@ class GatedFusion(FusionModule):
     r"""$g = \sigma(W_g [v; t] + b_g) \in (0, 1)^{B \times D}$, $f = g \odot v + (1 - g) \odot t$.
 
     ``gate`` is a linear $2D \to D$. Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``.
-    Aux: ``gate`` $g$ ``(B, D)``.
+    Aux: ``gate`` $g$ ``(B, D)``. Missing modality (spec ``missing_modality``):
+    ``present_alone`` outputs the present modality (gate reported 1 or 0),
+    ``zero_fill`` blends with zeros.
     """
 
     kind = "gated"
@@ -22,6 +24,16 @@ class GatedFusion(FusionModule):
         self.gate = nn.Linear(2 * self.spec.dim, self.spec.dim)
         self.reset_parameters()
 
-    def fuse(self, v: Tensor, t: Tensor, *, noise):
+    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None):
         g = torch.sigmoid(self.gate(torch.cat([v, t], dim=-1)))  # (B, D)
-        return g * v + (1.0 - g) * t, {"gate": g}
+        out = g * v + (1.0 - g) * t
+        if present is not None and self.spec.missing_modality == "present_alone":
+            out = torch.where(
+                present.both[:, None], out, torch.where(present.image[:, None], v, t)
+            )
+            g = torch.where(
+                present.image_only[:, None],
+                1.0,
+                torch.where(present.text_only[:, None], 0.0, g),
+            )
+        return out, {"gate": g}

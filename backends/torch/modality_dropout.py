@@ -27,7 +27,7 @@ class ModalityDropoutFusion(FusionModule):
         self.mlp = nn.ModuleList([nn.Linear(2 * d, d), nn.Linear(d, d)])
         self.reset_parameters()
 
-    def fuse(self, v: Tensor, t: Tensor, *, noise):
+    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None):
         s = self.spec
         ones = v.new_ones(v.shape[0])  # (B,)
         if self.training:
@@ -35,6 +35,9 @@ class ModalityDropoutFusion(FusionModule):
             keep_t = ones * (noise["drop_text"] >= s.p_txt).to(v.dtype)
         else:
             keep_v = keep_t = ones
+        if present is not None:  # an absent modality is a dropped one
+            keep_v = keep_v * present.image.to(v.dtype)
+            keep_t = keep_t * present.text.to(v.dtype)
         h = torch.cat([keep_v[:, None] * v, keep_t[:, None] * t], dim=-1)  # (B, 2D)
         out = self.mlp[1](torch.relu(self.mlp[0](h)))
         return out, {"keep_image": keep_v, "keep_text": keep_t}

@@ -47,6 +47,9 @@ class ShomrFusion(FusionModule):
     Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``confidence`` ``(B, 2)``,
     ``route_probs`` ``(B, 3)``, ``hard`` and ``fallback`` ``(B,)`` 0/1, ``route``
     ``(B,)`` int64.
+
+    Missing modality: a sample with one modality takes that modality's hard path
+    (route 0 or 1, whatever ``use_hard_routing`` says); neither: route ``-1``.
     """
 
     kind = "shomr"
@@ -85,7 +88,7 @@ class ShomrFusion(FusionModule):
     def _pooled(self, v: Tensor, t: Tensor) -> Tensor:
         return self.attn.pooled(tokens(v, t))  # (N, D)
 
-    def fuse(self, v: Tensor, t: Tensor, *, noise, use_hard_routing=None):
+    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None, use_hard_routing=None):
         s = self.spec
         h = torch.cat([v, t], dim=-1)  # (B, 2D)
 
@@ -98,6 +101,13 @@ class ShomrFusion(FusionModule):
 
         r = torch.softmax(self.router(h) / s.routing_temperature, dim=-1)  # (B, 3)
         route = categorical(r, noise["route"]) if self.training else argmax(r)  # (B,)
+        if present is not None:  # one modality: its own hard path; neither: route -1
+            route = present.single_route(route)
+            r = present.route_probs(r, route)
+            c = torch.where(
+                present.both[:, None], c, torch.stack([present.image, present.text], 1).to(c.dtype)
+            )
+            hard = (hard & present.both) | (present.image ^ present.text)  # (no bool Where in ORT)
         single_input = torch.where((route == 0)[:, None], v, t)  # (B, D): v on route 0, else t
 
         if self.skip_unrouted:
@@ -119,6 +129,8 @@ class ShomrFusion(FusionModule):
 
         if s.fallback:
             fallback = ~hard & (m < s.fallback_threshold)
+            if present is not None:
+                fallback = fallback & present.both
             soft = torch.where(fallback[:, None], 0.5 * (v + t), soft)
         else:
             fallback = torch.zeros_like(hard)

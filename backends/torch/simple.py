@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._layers import EncoderLayer, FusionModule, tokens
+from ._layers import EncoderLayer, FusionModule, present_mean, tokens
 
 
 class SimpleFusion(FusionModule):
@@ -27,8 +27,11 @@ class SimpleFusion(FusionModule):
         )
         self.reset_parameters()
 
-    def fuse(self, v: Tensor, t: Tensor, *, noise):
+    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None):
+        if self.spec.missing_modality != "key_mask":
+            present = None  # zero_fill: the rule runs unchanged on the zeroed rows
+        key_mask = None if present is None else present.key_mask()
         x = tokens(v, t)  # (B, 2, D)
         for layer in self.encoder:
-            x = layer(x)
-        return x.mean(dim=1), {}
+            x = layer(x, key_mask)
+        return present_mean(x, present), {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._layers import EncoderLayer, FusionModule, tokens
+from ._layers import EncoderLayer, FusionModule, present_mean, tokens
 
 
 class TransformerConcatFusion(FusionModule):
@@ -30,10 +30,13 @@ class TransformerConcatFusion(FusionModule):
         )
         self.reset_parameters()
 
-    def fuse(self, v: Tensor, t: Tensor, *, noise):
+    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None):
+        if self.spec.missing_modality != "key_mask":
+            present = None  # zero_fill: the rule runs unchanged on the zeroed rows
+        key_mask = None if present is None else present.key_mask()
         x = tokens(v, t)  # (B, 2, D)
         if self.spec.modality_embeddings:
             x = x + self.modality_embedding.to(x.dtype)  # (2, D) broadcast over B
         for layer in self.encoder:
-            x = layer(x)
-        return x.mean(dim=1), {}
+            x = layer(x, key_mask)
+        return present_mean(x, present), {}

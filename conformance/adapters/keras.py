@@ -19,6 +19,7 @@ from ..adapter import Adapter, NotSupported  # noqa: E402
 
 class KerasAdapter(Adapter):
     dtype = "float32"
+    supports_present = True
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -35,9 +36,9 @@ class KerasAdapter(Adapter):
     def _noise(noise):
         return None if noise is None else {k: np.asarray(u, np.float32) for k, u in noise.items()}
 
-    def forward(self, model, v, t, *, training, noise, options):
+    def forward(self, model, v, t, *, training, noise, options, present=None):
         out, aux = model(
-            v, t, training=training, noise=self._noise(noise), return_aux=True, **options
+            v, t, present, training=training, noise=self._noise(noise), return_aux=True, **options
         )
         return ops.convert_to_numpy(out), {k: ops.convert_to_numpy(a) for k, a in aux.items()}
 
@@ -49,8 +50,9 @@ class KerasAdapter(Adapter):
         by_id = {id(var): var for var in model.trainable_variables}
         return {name: var for name, var in model.canonical_variables.items() if id(var) in by_id}
 
-    def gradients(self, model, v, t, cotangent, *, training, noise, options):
+    def gradients(self, model, v, t, cotangent, *, training, noise, options, present=None):
         noise = self._noise(noise)
+        options = {**options, "present": present}
         variables = self._variables(model)
         if self.backend == "jax":
             grads = self._jax_gradients(model, variables, v, t, cotangent, training, noise, options)

@@ -27,6 +27,7 @@ class ReferenceModel:
 class ReferenceAdapter(Adapter):
     name = "reference"
     dtype = "float64"
+    supports_present = True
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -41,7 +42,7 @@ class ReferenceAdapter(Adapter):
         declared = model.spec.noise(batch, training=training, **options)
         return {n.name: model.rng.random(n.shape) for n in declared}
 
-    def forward(self, model, v, t, *, training, noise, options):
+    def forward(self, model, v, t, *, training, noise, options, present=None):
         if noise is None:
             noise = self.draw_noise(model, v.shape[0], training, options)
         return fusion_ref.forward(
@@ -49,6 +50,7 @@ class ReferenceAdapter(Adapter):
             model.params,
             v,
             t,
+            present,
             training=training,
             noise=noise or None,
             return_aux=True,
@@ -58,5 +60,5 @@ class ReferenceAdapter(Adapter):
     def canonical_params(self, model):
         return {k: v.copy() for k, v in model.params.items()}
 
-    def gradients(self, model, v, t, cotangent, *, training, noise, options):
+    def gradients(self, model, v, t, cotangent, *, training, noise, options, present=None):
         raise NotSupported("the reference is the oracle the finite differences are taken of")

@@ -32,10 +32,12 @@ class _OutputDrop(Broken):
         """Gate ``(1,)`` and flags ``(B, 2)`` from the backend's own RNG."""
         return model.rng.random(1), model.rng.random((batch, 2))
 
-    def forward(self, model, v, t, *, training, noise, options):
+    def forward(self, model, v, t, *, training, noise, options, present=None):
         s, progress = model.spec, options.get("progress")
         if s.kind != "energy_aware_adaptive" or not training or progress is None:
-            return super().forward(model, v, t, training=training, noise=noise, options=options)
+            return super().forward(
+                model, v, t, training=training, noise=noise, options=options, present=present
+            )
         B = v.shape[0]
         if noise is None:
             route = model.rng.random(B)
@@ -45,7 +47,7 @@ class _OutputDrop(Broken):
                 noise[k] for k in ("route", "output_drop_gate", "output_drop_flags")
             )
         out, aux = fusion_ref.forward(
-            s, model.params, v, t, training=True, noise={"route": route}, return_aux=True
+            s, model.params, v, t, present, training=True, noise={"route": route}, return_aux=True
         )
         dropped = self.active(np.asarray(gate), self.probability(s, progress)) & self.flagged(
             s, np.asarray(flags)
@@ -153,10 +155,12 @@ class EvalRoutingSampleIgnored(Broken):
     def build(self, s, params):
         return super().build(s.model_copy(update={"eval_routing": "argmax"}), params)
 
-    def forward(self, model, v, t, *, training, noise, options):
+    def forward(self, model, v, t, *, training, noise, options, present=None):
         if not training and noise:
             noise = {k: u for k, u in noise.items() if k != "route"}
-        return super().forward(model, v, t, training=training, noise=noise, options=options)
+        return super().forward(
+            model, v, t, training=training, noise=noise, options=options, present=present
+        )
 
 
 def _bug(name, cls, doc, caught_by, **kw):

@@ -24,12 +24,14 @@ class SharedUniform(Broken):
 
     bug = "modality-drop-shared-uniform"
 
-    def forward(self, model, v, t, *, training, noise, options):
+    def forward(self, model, v, t, *, training, noise, options, present=None):
         if training and noise is None:
             shape = model.spec.noise(v.shape[0], training=True)[0].shape
             u = model.rng.random(shape)
             noise = {"drop_image": u, "drop_text": u.copy()}
-        return super().forward(model, v, t, training=training, noise=noise, options=options)
+        return super().forward(
+            model, v, t, training=training, noise=noise, options=options, present=present
+        )
 
 
 class ProbabilitiesSwapped(Broken):

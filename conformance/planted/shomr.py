@@ -73,9 +73,11 @@ class ForcedRoutingIgnored(Broken):
 
     bug = "shomr-forced-routing-ignored"
 
-    def forward(self, model, v, t, *, training, noise, options):
+    def forward(self, model, v, t, *, training, noise, options, present=None):
         options = {k: o for k, o in options.items() if k != "use_hard_routing"}
-        return super().forward(model, v, t, training=training, noise=noise, options=options)
+        return super().forward(
+            model, v, t, training=training, noise=noise, options=options, present=present
+        )
 
 
 class TemperatureMultiplies(Broken):

@@ -7,18 +7,18 @@ from fusion_spec.fusion_ref import _layers
 from ._base import Broken, PlantedBug, patched_in
 
 
-def pre_norm_layer(p, name, x, heads, eps):
+def pre_norm_layer(p, name, x, heads, eps, key_mask=None):
     """A pre-norm encoder layer, ``x + MHA(LN1(x))`` then ``x + FFN(LN2(x))``."""
     h = _layers.layer_norm(p, f"{name}.norm1", x, eps)
-    x = x + _layers.attention(p, f"{name}.attn", h, h, heads)[0]
+    x = x + _layers.attention(p, f"{name}.attn", h, h, heads, key_mask)[0]
     return x + _layers.feed_forward(
         p, f"{name}.ffn", _layers.layer_norm(p, f"{name}.norm2", x, eps)
     )
 
 
-def first_layer_only(p, name, x, heads, eps):
+def first_layer_only(p, name, x, heads, eps, key_mask=None):
     """Every encoder layer but ``encoder.0`` skipped."""
-    return _layers.encoder_layer(p, name, x, heads, eps) if name.endswith(".0") else x
+    return _layers.encoder_layer(p, name, x, heads, eps, key_mask) if name.endswith(".0") else x
 
 
 class PreNorm(Broken):

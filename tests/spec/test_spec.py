@@ -61,6 +61,7 @@ def test_defaults_follow_the_original_constructors():
         "layer_norm_eps": 1e-05,
         "gelu": "erf",
         "ffn_mult": 4,
+        "missing_modality": "zero_fill",
     }
     assert spec.parse({"kind": "transformer_concat", "dim": 8}).layers == 4
     c = spec.parse({"kind": "concat_mlp", "dim": 8})
