@@ -38,6 +38,16 @@ be rounding. Gradients: ``atol = 1e-5`` is 23x the worst measured error.
 Float64 numbers are for float64 backends (the reference meets them exactly);
 bfloat16 numbers are not measured (no bundled bfloat16 backend) and follow from
 its epsilon 7.8e-3.
+
+``tensorfloat32`` is the policy of the TF32 opt-in (float32 storage, matrix
+products on inputs rounded to a 10-bit mantissa, unit roundoff 4.9e-4; selected
+by ``--precision tensorfloat32``). Not measured by us (no GPU with TF32 was
+available; on the CPU the products are float32 and meet it trivially): the
+issue that asked for it measured errors up to 4e-4 (scaled) for the Keras layers
+on JAX on an NVIDIA H200 with XLA's default TF32 products, so ``atol = 2e-3``
+is 5x that, ``rtol = 1e-2`` about 20 unit roundoffs; decisions and gradients
+likewise. It still separates the planted bugs above 4e-2 (LayerNorm eps and
+worse), not the tanh GELU (2.3e-4).
 """
 
 from __future__ import annotations
@@ -45,16 +55,23 @@ from __future__ import annotations
 TOLERANCES: dict[str, dict[str, float]] = {
     "float64": {"rtol": 1e-10, "atol": 1e-10},
     "float32": {"rtol": 1e-4, "atol": 1e-5},
+    "tensorfloat32": {"rtol": 1e-2, "atol": 2e-3},
     "bfloat16": {"rtol": 5e-2, "atol": 5e-2},
 }
 
 #: A differing decision is a boundary case when the reference margin is at most this.
-DECISION_MARGINS: dict[str, float] = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 5e-2}
+DECISION_MARGINS: dict[str, float] = {
+    "float64": 1e-9,
+    "float32": 1e-4,
+    "tensorfloat32": 2e-3,
+    "bfloat16": 5e-2,
+}
 
 #: Gradients: ``rtol`` on each finite difference, ``atol`` times the gradient's scale.
 GRADIENT_TOLERANCES: dict[str, dict[str, float]] = {
     "float64": {"rtol": 1e-6, "atol": 1e-7},
     "float32": {"rtol": 1e-4, "atol": 1e-5},
+    "tensorfloat32": {"rtol": 1e-2, "atol": 2e-3},
     "bfloat16": {"rtol": 1e-1, "atol": 5e-2},
 }
 

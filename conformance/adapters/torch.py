@@ -1,4 +1,10 @@
-"""The PyTorch backend (``fusion_spec.backends.torch``) as a conformance adapter, float32 on the CPU."""
+"""The PyTorch backend (``fusion_spec.backends.torch``) as a conformance adapter, float32.
+
+``device="cuda"`` runs the modules and every tensor on the current CUDA device;
+``precision`` sets ``torch.set_float32_matmul_precision`` for this process
+(``"float32"`` is ``"highest"``, PyTorch's default; ``"tensorfloat32"`` is
+``"high"``, TF32 products on GPUs that have them) and selects the tolerance policy.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import torch
 import fusion_spec.backends.torch as torch_backend
 
 from ..adapter import Adapter
+from . import check_settings
 
 
 def _numpy(x) -> np.ndarray:
@@ -16,30 +23,53 @@ def _numpy(x) -> np.ndarray:
 
 class TorchAdapter(Adapter):
     name = "torch"
-    dtype = "float32"
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, device: str = "cpu", precision: str = "float32"):
+        check_settings(device, precision)
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                "torch adapter: argument 'device' expected a usable device; received 'cuda', "
+                "but torch.cuda.is_available() is False"
+            )
+        torch.set_float32_matmul_precision("highest" if precision == "float32" else "high")
+        self.device = torch.device(device)
+        self.dtype = precision
         self.generator = torch.Generator().manual_seed(seed)
+        # stochastic decisions without injected noise draw on the inputs' device
+        self.device_generator = (
+            self.generator
+            if device == "cpu"
+            else torch.Generator(device=self.device).manual_seed(seed)
+        )
 
     def describe(self) -> str:
-        return f"torch {torch.__version__} (CPU, float32)"
+        where = (
+            f"CUDA {torch.version.cuda}, {torch.cuda.get_device_name(self.device)}"
+            if self.device.type == "cuda"
+            else "CPU"
+        )
+        return (
+            f"torch {torch.__version__} ({where}, float32, "
+            f"matmul precision {torch.get_float32_matmul_precision()})"
+        )
 
     def build(self, s, params):
-        return torch_backend.build(s, params, generator=self.generator)
+        module = torch_backend.build(s, params, generator=self.generator).to(self.device)
+        module.generator = self.device_generator
+        return module
+
+    def _tensor(self, x) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(x)).to(self.device)
 
     def _call(self, module, v, t, training, noise, options):
         module.train(training)
-        noise = (
-            None
-            if noise is None
-            else {k: torch.from_numpy(np.asarray(u)) for k, u in noise.items()}
-        )
+        noise = None if noise is None else {k: self._tensor(u) for k, u in noise.items()}
         return module(v, t, noise=noise, return_aux=True, **options)
 
     def forward(self, model, v, t, *, training, noise, options):
         with torch.no_grad():
             out, aux = self._call(
-                model, torch.from_numpy(v), torch.from_numpy(t), training, noise, options
+                model, self._tensor(v), self._tensor(t), training, noise, options
             )
         return _numpy(out), {k: _numpy(a) for k, a in aux.items()}
 
@@ -49,10 +79,10 @@ class TorchAdapter(Adapter):
 
     def gradients(self, model, v, t, cotangent, *, training, noise, options):
         model.zero_grad(set_to_none=True)
-        tv = torch.from_numpy(v).requires_grad_(True)
-        tt = torch.from_numpy(t).requires_grad_(True)
+        tv = self._tensor(v).requires_grad_(True)
+        tt = self._tensor(t).requires_grad_(True)
         out, _ = self._call(model, tv, tt, training, noise, options)
-        (out * torch.from_numpy(cotangent).to(out.dtype)).sum().backward()
+        (out * self._tensor(cotangent).to(out.dtype)).sum().backward()
         grads = {"v": _numpy(tv.grad), "t": _numpy(tt.grad)}
         for name, p in model.named_parameters():
             if p.grad is not None:
