@@ -14,7 +14,9 @@ Written from ``ORIGINAL_IMPLEMENTATION.md`` (not the dense transcription in
   price of one host synchronisation per route. ``energy_aware_adaptive`` samples
   its route in eval too (``torch.multinomial``), as the original does; our
   default takes the argmax, a different function (``eval_routing="argmax"``
-  here gives the like-for-like structure).
+  here gives the like-for-like structure). Under autocast the original's
+  ``out[idx] = path(...)`` writes a bfloat16 result into a float32 buffer and
+  raises; here each write casts to the buffer's dtype.
 * the other rules: the original modules as they are (imports fixed).
 
 ``original(s, params)`` builds the module of spec ``s`` holding the canonical
@@ -195,20 +197,20 @@ class SHoMRFusion(nn.Module):
             v, t = img_emb[idx], txt_emb[idx]
             a = _mean_self_attention(self.cross_attn, v, t)
             x = self.norm1(c[idx, 0:1] * v + c[idx, 1:2] * t + a)
-            out[idx] = x + self.ffn(x)
+            out[idx] = (x + self.ffn(x)).to(out.dtype)
         if hard.any():
             for kk, emb in ((0, img_emb), (1, txt_emb)):
                 mask = hard & (k == kk)
                 if mask.any():
                     idx = mask.nonzero(as_tuple=True)[0]
-                    out[idx] = self.proj_single(emb[idx])
+                    out[idx] = (self.proj_single(emb[idx])).to(out.dtype)
             mask = hard & (k == 2)
             if mask.any():
                 idx = mask.nonzero(as_tuple=True)[0]
                 v, t = img_emb[idx], txt_emb[idx]
                 g = self.gate(h[idx])
                 b = self.norm2(g * v + (1 - g) * t + _mean_self_attention(self.cross_attn, v, t))
-                out[idx] = b + self.ffn(b)
+                out[idx] = (b + self.ffn(b)).to(out.dtype)
         low = soft & (m < 0.3)
         if low.any():
             out[low] = ((img_emb + txt_emb) / 2)[low]
@@ -259,7 +261,7 @@ class EnergyAwareAdaptiveFusion(nn.Module):
             v, t = img_emb[idx], txt_emb[idx]
             g = self.gate(h[idx])
             b = g * v + (1 - g) * t + _mean_self_attention(self.cross_attn, v, t)
-            out[idx] = self.ffn(self.norm(b))
+            out[idx] = (self.ffn(self.norm(b))).to(out.dtype)
         return out
 
 
