@@ -138,9 +138,9 @@ class Attention(nn.Module):
         The rules attend over at most two tokens, so scores and mixing are
         broadcast products summed over one axis (``B Tq Tk D`` multiplies), not
         ``B h`` tiny batched matmuls on transposed copies; over exactly two keys
-        without attention dropout, ``mix_two`` does less.
+        ``mix_two`` does less.
         """
-        if keys.shape[1] == 2 and not (self.training and self.dropout > 0.0):
+        if keys.shape[1] == 2:
             return self.mix_two(query, keys)
         h, dh = self.heads, query.shape[-1] // self.heads
         q = self.query(query).unflatten(-1, (h, dh))  # (B, Tq, h, dh)
@@ -158,7 +158,8 @@ class Attention(nn.Module):
         $a_0 = \sigma(q \cdot (k_0 - k_1) \cdot s)$, $a_1 = 1 - a_0$ (computed as
         $\sigma(-\cdot)$), so the mix is $v_1 + a_0 (v_0 - v_1)$, and
         $k_0 - k_1 = W_k (x_0 - x_1)$: the key bias cancels and the key projection
-        runs once per sample instead of once per token. Same shapes as ``mix``.
+        runs once per sample instead of once per token. With attention dropout (in
+        training) the two dropped weights mix $v_0$ and $v_1$ directly. Same shapes as ``mix``.
         """
         h, dh = self.heads, query.shape[-1] // self.heads
         q = self.query(query).unflatten(-1, (h, dh))  # (B, Tq, h, dh)
@@ -166,8 +167,12 @@ class Attention(nn.Module):
         v = self.value(keys).unflatten(-1, (h, dh))  # (B, 2, h, dh)
         diff = (q * dk[:, None]).sum(dim=-1) * self.scale  # (B, Tq, h): score_0 - score_1
         w0 = torch.sigmoid(diff)  # (B, Tq, h)
-        mixed = v[:, 1, None] + w0[..., None] * (v[:, 0] - v[:, 1])[:, None]  # (B, Tq, h, dh)
         weights = torch.stack([w0, torch.sigmoid(-diff)], dim=-1)  # (B, Tq, h, 2)
+        if self.training and self.dropout > 0.0:
+            d = F.dropout(weights, self.dropout, training=True)[..., None]  # (B, Tq, h, 2, 1)
+            mixed = d[..., 0, :] * v[:, 0, None] + d[..., 1, :] * v[:, 1, None]  # (B, Tq, h, dh)
+        else:
+            mixed = v[:, 1, None] + w0[..., None] * (v[:, 0] - v[:, 1])[:, None]  # (B, Tq, h, dh)
         return mixed.flatten(-2), weights.transpose(1, 2)  # (B, Tq, D), (B, h, Tq, 2)
 
     def forward(self, query: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
@@ -460,7 +465,7 @@ class FusionModule(nn.Module):
         options = s.check_call_options(call_options)
         check_flag(s.kind, "return_aux", return_aux)
         batch = check_arrays(s, arrays, _meta)
-        device = self._param_device()
+        device = self._param_meta()[1]
         for name, x in arrays.items():
             if isinstance(x, Tensor) and x.device != device:
                 raise InputError(
@@ -474,17 +479,37 @@ class FusionModule(nn.Module):
 
     def _tensor(self, x: Any) -> Tensor:
         """A checked argument as a tensor of the parameters' dtype, on their device."""
-        param = next(iter(self.parameters()))
+        dtype, device = self._param_meta()
         if not isinstance(x, Tensor):
             a = np.asarray(x)
             if a.dtype.kind != "f":  # ml_dtypes' bfloat16: torch.from_numpy cannot read it
                 a = a.astype(np.float32)
             # np.array(order="C"): a negative-stride view has no torch equivalent
-            x = torch.from_numpy(np.array(a, order="C")).to(param.device)
-        return x.to(param.dtype)
+            x = torch.from_numpy(np.array(a, order="C")).to(device)
+        # ``Tensor.to`` costs microseconds even when it has nothing to do
+        return x if x.dtype == dtype else x.to(dtype)
+
+    def _param_meta(self) -> tuple[torch.dtype, torch.device]:
+        """The parameters' dtype and device, cached: walking ``parameters()`` costs
+        microseconds per call. The cache is dropped whenever the parameters may move
+        (``_apply``, behind ``.to``/``.double()``/``.cuda()``, and ``load_state_dict``).
+        """
+        meta = self.__dict__.get("_param_meta_cache")
+        if meta is None:
+            param = next(iter(self.parameters()))
+            meta = self.__dict__["_param_meta_cache"] = (param.dtype, param.device)
+        return meta
 
     def _param_device(self) -> torch.device:
-        return next(iter(self.parameters())).device
+        return self._param_meta()[1]
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_param_meta_cache", None)
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.__dict__.pop("_param_meta_cache", None)
+        return super()._load_from_state_dict(*args, **kwargs)
 
     def _noise(self, v: Tensor, noise: Mapping[str, Any] | None, options: dict) -> dict:
         """The declared noise arrays: injected (checked by ``_check_call``) or drawn uniform [0, 1).

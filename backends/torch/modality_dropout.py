@@ -33,8 +33,9 @@ class ModalityDropoutFusion(FusionModule):
         if self.training:
             keep_v = ones * (noise["drop_image"] >= s.p_img).to(v.dtype)  # (1,) or (B,) -> (B,)
             keep_t = ones * (noise["drop_text"] >= s.p_txt).to(v.dtype)
-        else:
+            h = torch.cat([keep_v[:, None] * v, keep_t[:, None] * t], dim=-1)  # (B, 2D)
+        else:  # nothing dropped: no multiplications by one
             keep_v = keep_t = ones
-        h = torch.cat([keep_v[:, None] * v, keep_t[:, None] * t], dim=-1)  # (B, 2D)
+            h = torch.cat([v, t], dim=-1)  # (B, 2D)
         out = self.mlp[1](torch.relu(self.mlp[0](h)))
         return out, {"keep_image": keep_v, "keep_text": keep_t}
