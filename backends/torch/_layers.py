@@ -163,7 +163,11 @@ class Attention(nn.Module):
         """
         h, dh = self.heads, query.shape[-1] // self.heads
         q = self.query(query).unflatten(-1, (h, dh))  # (B, Tq, h, dh)
-        dk = F.linear(keys[:, 0] - keys[:, 1], self.key.weight).unflatten(-1, (h, dh))  # (B, h, dh)
+        # k_0 - k_1; the bias cancels, and ``b - b`` (exactly 0) keeps it in the graph
+        # with its true gradient, 0, rather than none
+        zero_bias = self.key.bias - self.key.bias
+        dk = F.linear(keys[:, 0] - keys[:, 1], self.key.weight, zero_bias)  # (B, D)
+        dk = dk.unflatten(-1, (h, dh))  # (B, h, dh)
         v = self.value(keys).unflatten(-1, (h, dh))  # (B, 2, h, dh)
         diff = (q * dk[:, None]).sum(dim=-1) * self.scale  # (B, Tq, h): score_0 - score_1
         w0 = torch.sigmoid(diff)  # (B, Tq, h)
