@@ -21,7 +21,15 @@ BUNDLED: dict[str, str] = {
 #: The bundled adapters that take ``device`` and ``precision``.
 DEVICE_ADAPTERS = ("torch", "keras")
 DEVICES = ("cpu", "cuda")
-PRECISIONS = ("float32", "tensorfloat32")
+#: ``bfloat16``: parameters and computation in bfloat16; ``bfloat16-autocast``: float32
+#: parameters, bfloat16 autocast (torch) or the ``mixed_bfloat16`` policy (Keras). Both
+#: are judged by the ``bfloat16`` tolerance policy.
+PRECISIONS = ("float32", "tensorfloat32", "bfloat16", "bfloat16-autocast")
+
+
+def policy_dtype(precision: str) -> str:
+    """The tolerance policy (``spec.tolerance``) of an adapter at ``precision``."""
+    return "bfloat16" if precision.startswith("bfloat16") else precision
 
 #: The Keras backends the default CLI run spawns, one subprocess each.
 KERAS_BACKENDS = ("jax", "torch", "tensorflow", "numpy")

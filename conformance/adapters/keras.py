@@ -23,7 +23,15 @@ from keras import ops  # noqa: E402
 import fusion_spec.backends.keras as keras_backend  # noqa: E402
 
 from ..adapter import Adapter, NotSupported  # noqa: E402
-from . import check_settings  # noqa: E402
+from . import check_settings, policy_dtype  # noqa: E402
+
+#: Keras dtype policy of each adapter precision.
+POLICIES = {"bfloat16": "bfloat16", "bfloat16-autocast": "mixed_bfloat16"}
+
+
+def _numpy(x) -> np.ndarray:
+    x = ops.convert_to_numpy(x)
+    return x.astype(np.float32) if x.dtype.name == "bfloat16" else x
 
 
 def _framework_device(backend: str) -> tuple[str, str]:
@@ -55,7 +63,8 @@ class KerasAdapter(Adapter):
         self.seed = seed
         self.backend = keras.backend.backend()
         self.name = f"keras-{self.backend}"
-        self.dtype = precision
+        self.precision = precision
+        self.dtype = policy_dtype(precision)
         actual, self.where = _framework_device(self.backend)
         if actual != device:
             raise RuntimeError(
@@ -66,7 +75,7 @@ class KerasAdapter(Adapter):
             )
         tf32 = precision == "tensorfloat32"
         self.matmul_precision = "float32"
-        if self.backend == "jax":
+        if self.backend == "jax" and precision in ("float32", "tensorfloat32"):
             self.matmul_precision = precision
         elif self.backend == "torch":
             import torch
@@ -79,12 +88,19 @@ class KerasAdapter(Adapter):
 
     def describe(self) -> str:
         return (
-            f"keras {keras.__version__} on {self.where} ({self.backend}, float32, "
-            f"matmul precision {self.dtype})"
+            f"keras {keras.__version__} on {self.where} ({self.backend}, "
+            f"{POLICIES.get(self.precision, 'float32')}, matmul precision {self.matmul_precision})"
         )
 
     def build(self, s, params):
-        return keras_backend.build(s, params, seed=self.seed, matmul_precision=self.matmul_precision)
+        if self.precision not in POLICIES:
+            return keras_backend.build(
+                s, params, seed=self.seed, matmul_precision=self.matmul_precision
+            )
+        layer = keras_backend.LAYERS[s.kind](s, seed=self.seed, dtype=POLICIES[self.precision])
+        layer.build()
+        layer.load_canonical(params)
+        return layer
 
     @staticmethod
     def _noise(noise):
@@ -94,7 +110,7 @@ class KerasAdapter(Adapter):
         out, aux = model(
             v, t, training=training, noise=self._noise(noise), return_aux=True, **options
         )
-        return ops.convert_to_numpy(out), {k: ops.convert_to_numpy(a) for k, a in aux.items()}
+        return _numpy(out), {k: _numpy(a) for k, a in aux.items()}
 
     def canonical_params(self, model):
         return model.canonical_params()

@@ -14,11 +14,14 @@ import torch
 import fusion_spec.backends.torch as torch_backend
 
 from ..adapter import Adapter
-from . import check_settings
+from . import check_settings, policy_dtype
 
 
 def _numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if not isinstance(x, torch.Tensor):
+        return np.asarray(x)
+    x = x.detach().cpu()
+    return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
 
 
 class TorchAdapter(Adapter):
@@ -31,9 +34,10 @@ class TorchAdapter(Adapter):
                 "torch adapter: argument 'device' expected a usable device; received 'cuda', "
                 "but torch.cuda.is_available() is False"
             )
-        torch.set_float32_matmul_precision("highest" if precision == "float32" else "high")
+        torch.set_float32_matmul_precision("high" if precision == "tensorfloat32" else "highest")
         self.device = torch.device(device)
-        self.dtype = precision
+        self.precision = precision
+        self.dtype = policy_dtype(precision)
         self.generator = torch.Generator().manual_seed(seed)
         # stochastic decisions without injected noise draw on the inputs' device
         self.device_generator = (
@@ -48,13 +52,19 @@ class TorchAdapter(Adapter):
             if self.device.type == "cuda"
             else "CPU"
         )
+        what = {
+            "bfloat16": "bfloat16 params",
+            "bfloat16-autocast": "float32 params, bfloat16 autocast",
+        }.get(self.precision, "float32")
         return (
-            f"torch {torch.__version__} ({where}, float32, "
+            f"torch {torch.__version__} ({where}, {what}, "
             f"matmul precision {torch.get_float32_matmul_precision()})"
         )
 
     def build(self, s, params):
         module = torch_backend.build(s, params, generator=self.generator).to(self.device)
+        if self.precision == "bfloat16":
+            module = module.to(torch.bfloat16)
         module.generator = self.device_generator
         return module
 
@@ -64,7 +74,9 @@ class TorchAdapter(Adapter):
     def _call(self, module, v, t, training, noise, options):
         module.train(training)
         noise = None if noise is None else {k: self._tensor(u) for k, u in noise.items()}
-        return module(v, t, noise=noise, return_aux=True, **options)
+        autocast = self.precision == "bfloat16-autocast"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+            return module(v, t, noise=noise, return_aux=True, **options)
 
     def forward(self, model, v, t, *, training, noise, options):
         with torch.no_grad():
@@ -75,14 +87,14 @@ class TorchAdapter(Adapter):
 
     def canonical_params(self, model):
         """Read from ``named_parameters()``, torch's registry, so an unregistered param is missing."""
-        return {n: p.detach().cpu().numpy().copy() for n, p in model.named_parameters()}
+        return {n: _numpy(p).copy() for n, p in model.named_parameters()}
 
     def gradients(self, model, v, t, cotangent, *, training, noise, options):
         model.zero_grad(set_to_none=True)
         tv = self._tensor(v).requires_grad_(True)
         tt = self._tensor(t).requires_grad_(True)
         out, _ = self._call(model, tv, tt, training, noise, options)
-        (out * self._tensor(cotangent).to(out.dtype)).sum().backward()
+        (out.float() * self._tensor(cotangent)).sum().backward()
         grads = {"v": _numpy(tv.grad), "t": _numpy(tt.grad)}
         for name, p in model.named_parameters():
             if p.grad is not None:
