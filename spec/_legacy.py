@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import InputError, SpecError, WeightsError, describe
-from ._params import _array, check_params
+from ._params import _array, as_numpy, check_params
 from ._union import RULES, parse
 
 ATTENTION = {
