@@ -19,7 +19,15 @@ from pathlib import Path
 
 from . import golden, report, xfail
 from .adapter import load_adapter
-from .adapters import BUNDLED, KERAS_BACKENDS, not_installed
+from .adapters import (
+    BUNDLED,
+    DEVICE_ADAPTERS,
+    DEVICES,
+    KERAS_BACKENDS,
+    PRECISIONS,
+    device_env,
+    not_installed,
+)
 from .runner import hint_first, run_adapter, run_bundled
 from .suite import all_checks, select
 
@@ -87,11 +95,38 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="seed of each adapter's own RNG (adapters that take one; default: theirs, 0)",
     )
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="cpu",
+        help="device of the bundled torch and Keras adapters (default: %(default)s)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="matrix products of the bundled torch and Keras adapters: float32, or the "
+        "TF32 opt-in judged by its own tolerance policy (default: %(default)s)",
+    )
     p.add_argument("--jobs", type=int, default=2, help="Keras subprocesses at a time (default: 2)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--check", action="store_true", help="golden: compare only, write nothing")
     p.add_argument("--rows-out", help=argparse.SUPPRESS)
     return p
+
+
+def bundled_adapter(name: str, device: str, precision: str, seed: int | None = None):
+    """The bundled adapter ``name`` (``torch``, ``keras``, ...) on ``device`` at ``precision``.
+
+    Keras reads its device from the environment at import: ``device_env`` is
+    applied first (it takes effect when Keras is not imported yet; the adapter
+    refuses a framework that computes elsewhere).
+    """
+    if name == "keras":
+        os.environ.update(device_env(device))
+    if name in DEVICE_ADAPTERS:
+        return load_adapter(BUNDLED[name], seed, device=device, precision=precision)
+    return load_adapter(BUNDLED[name], seed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = None if args.quiet else sys.stderr
     began = time.perf_counter()
     if args.rows_out:  # a Keras subprocess of the bundled run
-        adapter = load_adapter(BUNDLED[args.backend[0]], args.seed)
+        adapter = bundled_adapter(args.backend[0], args.device, args.precision, args.seed)
         rows = run_adapter(adapter, checks, progress)
         payload = {
             "rows": rows,
@@ -117,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     forward_args = [a for p in args.include for a in ("--include", p)]
     forward_args += [a for p in args.exclude for a in ("--exclude", p)]
+    forward_args += ["--device", args.device, "--precision", args.precision]
     if args.quiet:
         forward_args.append("--quiet")
     if args.seed is not None:
@@ -125,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         rows, backends, seconds = [], {}, {}
         for target in args.backend:
             start = time.perf_counter()
-            adapter = load_adapter(BUNDLED.get(target, target), args.seed)
+            adapter = (
+                bundled_adapter(target, args.device, args.precision, args.seed)
+                if target in BUNDLED
+                else load_adapter(target, args.seed)
+            )
             backends[adapter.name] = adapter.describe()
             rows += run_adapter(adapter, checks, progress)
             seconds[adapter.name] = time.perf_counter() - start
@@ -147,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             args.jobs,
             progress,
             seed=args.seed,
+            device=args.device,
+            precision=args.precision,
         )
         for name, why in skipped.items():
             backends[name] = f"not judged: {why}"

@@ -93,11 +93,13 @@ class Adapter:
         return self.name
 
 
-def load_adapter(target: str, seed: int | None = None) -> Adapter:
+def load_adapter(target: str, seed: int | None = None, **kwargs: Any) -> Adapter:
     """Instantiate ``"package.module:ClassName"`` (or ``module:factory``) as an adapter.
 
     ``seed``: passed as ``seed=`` to an adapter that takes one (every bundled adapter
     does: it seeds the backend's own RNG, which the distribution checks judge).
+    ``kwargs`` go to the class or factory as they are (the bundled torch and Keras
+    adapters take ``device`` and ``precision``).
     """
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
@@ -111,7 +113,7 @@ def load_adapter(target: str, seed: int | None = None) -> Adapter:
     except AttributeError as e:
         raise ValueError(f"--backend {target!r}: module {module_name!r} has no {attr!r}") from e
     takes_seed = seed is not None and "seed" in inspect.signature(factory).parameters
-    adapter = factory(seed=seed) if takes_seed else factory()
+    adapter = factory(seed=seed, **kwargs) if takes_seed else factory(**kwargs)
     missing = [m for m in ("build", "forward", "canonical_params") if not hasattr(adapter, m)]
     if missing:
         raise TypeError(f"--backend {target!r}: the adapter lacks {missing}")

@@ -7,10 +7,17 @@ loads it where the package is only on ``PYTHONPATH``. Usage, from the adopter's 
     pytest --fusion-adapter=my_pkg.adapter:MyAdapter --fusion-only
     pytest --fusion-adapter=... --fusion-include='shomr/*' \\
         --fusion-exclude='*/distribution/*' --fusion-xfail=conformance-xfail.txt
+    pytest --fusion-adapter=keras --fusion-device=cuda --fusion-only
 
 ``--fusion-only`` collects nothing but the conformance items, so the command
 works the same from any directory: without it, pytest also collects the
 project's own tests (``testpaths`` of the repository you run it in).
+``--fusion-adapter`` also takes the bundled names (``reference``, ``torch``,
+``keras``). ``--fusion-device`` (``cpu``/``cuda``) and ``--fusion-precision``
+(``float32``, ``tensorfloat32``, ``bfloat16``, ``bfloat16-autocast``) are passed to
+the adapter as ``device=`` and ``precision=`` when given (the bundled torch and
+Keras adapters take them; for Keras the device's environment is set before Keras
+is imported).
 
 Each check becomes the item ``conformance[rule/category/name]``: it fails with
 the suite's message, is skipped with the adapter's reason when not applicable,
@@ -21,10 +28,13 @@ it. Boundary cases fail unless expected (they must be looked at). Without
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from . import xfail
 from .adapter import load_adapter
+from .adapters import BUNDLED, DEVICES, PRECISIONS, device_env
 from .suite import Check, all_checks, run_check, select
 
 
@@ -50,6 +60,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--fusion-only",
         action="store_true",
         help="collect only the conformance items (not the project's own tests)",
+    )
+    group.addoption(
+        "--fusion-device", choices=DEVICES, help="device= for the adapter (bundled: cpu, cuda)"
+    )
+    group.addoption(
+        "--fusion-precision",
+        choices=PRECISIONS,
+        help="precision= for the adapter (float32, or the TF32 opt-in tensorfloat32)",
     )
 
 
@@ -92,7 +110,17 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     target = config.getoption("--fusion-adapter")
     if not target:
         return
-    adapter = load_adapter(target)
+    settings = {
+        key: value
+        for key, value in (
+            ("device", config.getoption("--fusion-device")),
+            ("precision", config.getoption("--fusion-precision")),
+        )
+        if value is not None
+    }
+    if target in ("keras", BUNDLED["keras"]) and "device" in settings:
+        os.environ.update(device_env(settings["device"]))
+    adapter = load_adapter(BUNDLED.get(target, target), **settings)
     expected = (
         xfail.load(config.getoption("--fusion-xfail")) if config.getoption("--fusion-xfail") else []
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .adapter import Adapter, load_adapter
-from .adapters import BUNDLED
+from .adapters import BUNDLED, DEVICE_ADAPTERS, device_env
 from .suite import Check, run_check
 
 
@@ -92,9 +92,11 @@ SINGLE_THREAD = {
 }
 
 
-def spawn_keras(keras_backend: str, args: list[str], rows_out: Path) -> subprocess.Popen:
+def spawn_keras(
+    keras_backend: str, args: list[str], rows_out: Path, device: str = "cpu"
+) -> subprocess.Popen:
     """``python -m fusion_spec.conformance --backend keras`` under ``KERAS_BACKEND=keras_backend``."""
-    env = dict(os.environ, KERAS_BACKEND=keras_backend, **SINGLE_THREAD)
+    env = dict(os.environ, KERAS_BACKEND=keras_backend, **SINGLE_THREAD, **device_env(device))
     cmd = [
         sys.executable,
         "-m",
@@ -116,10 +118,16 @@ def run_bundled(
     jobs: int,
     progress: TextIO | None,
     seed: int | None = None,
+    *,
+    device: str = "cpu",
+    precision: str = "float32",
 ) -> tuple[list[dict], dict[str, str], dict[str, float]]:
     """The bundled backends ``names``; ``keras`` expands to one subprocess per Keras backend.
 
-    Returns rows, ``{backend: description}`` and wall seconds per backend.
+    ``device`` and ``precision`` go to the torch and Keras adapters (the Keras
+    subprocesses also get ``device_env(device)``; ``forward_args`` must carry
+    ``--device``/``--precision`` for them). Returns rows, ``{backend: description}``
+    and wall seconds per backend.
     """
     if "torch" in names:
         import torch
@@ -136,7 +144,7 @@ def run_bundled(
             while pending and len(running) < max(1, jobs):
                 kb = pending.pop(0)
                 out = Path(tmp) / f"keras-{kb}.json"
-                running.append((kb, spawn_keras(kb, forward_args, out), out))
+                running.append((kb, spawn_keras(kb, forward_args, out, device), out))
 
         def reap(block: bool):
             for item in list(running):
@@ -162,7 +170,11 @@ def run_bundled(
             if name == "keras":
                 continue
             began = time.perf_counter()
-            adapter = load_adapter(BUNDLED[name], seed)
+            adapter = (
+                load_adapter(BUNDLED[name], seed, device=device, precision=precision)
+                if name in DEVICE_ADAPTERS
+                else load_adapter(BUNDLED[name], seed)
+            )
             described[adapter.name] = adapter.describe()
             rows.extend(run_adapter(adapter, checks, progress))
             seconds[adapter.name] = time.perf_counter() - began

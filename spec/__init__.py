@@ -18,7 +18,7 @@ from ._base import (
 )
 from ._checks import CALL_INPUTS, ArgSpec, array_meta, check_arrays, check_flag, check_noise
 from ._errors import FusionError, InputError, SpecError, WeightsError, describe
-from ._legacy import from_legacy
+from ._legacy import from_legacy, to_legacy
 from ._params import as_numpy, check_params, init_params
 from ._union import RULES, SCHEMA_PATH, FusionSpec, json_schema, parse, render_schema, write_schema
 from ._weights import load_weights, save_weights
@@ -67,6 +67,7 @@ __all__ = [
     "check_params",
     "describe",
     "from_legacy",
+    "to_legacy",
     "init_params",
     "json_schema",
     "load_weights",

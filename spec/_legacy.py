@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import InputError, SpecError, WeightsError, describe
-from ._params import _array, check_params
+from ._params import _array, as_numpy, check_params
 from ._union import RULES, parse
 
 ATTENTION = {
@@ -268,3 +268,32 @@ def from_legacy(kind: str, state_dict: Mapping[str, Any], **init_kwargs: Any):
         )
     check_params(s, params, what="converted legacy params")
     return s, params
+
+
+def to_legacy(s, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The original module's ``state_dict`` (NumPy, float32) holding the canonical ``params``.
+
+    The inverse of ``from_legacy``: canonical names back to the key table, the
+    attention's query/key/value matrices packed into ``in_proj_weight``
+    ``(3D, D)``, ``modality_embedding`` ``(2, D)`` as ``modality_token``
+    ``(1, 2, D)``, and ``energy_aware_adaptive``'s ``lambda_energy`` from the
+    parameter or, when it is not trainable, the spec's ``energy_weight``.
+    ``from_legacy(s.kind, to_legacy(s, params), **fields)`` gives ``params`` back.
+    """
+    s = parse(s)
+    check_params(s, params, what="canonical params")
+    arrays = {k: as_numpy(v) for k, v in params.items()}
+    state: dict[str, np.ndarray] = {}
+    for key, names in _table(s).items():
+        if key == "lambda_energy" and not names:
+            value = np.asarray(s.energy_weight, dtype=np.float32)
+        elif not names:
+            continue
+        elif len(names) == 1:
+            value = arrays[names[0]]
+        else:
+            value = np.concatenate([arrays[n] for n in names], axis=0)
+        if key == "modality_token":
+            value = value[None]
+        state[key] = np.array(value, dtype=np.float32, order="C")
+    return state

@@ -35,9 +35,39 @@ with a wide margin); ``decision_margin = 1e-4`` is 50x the worst error of any
 probability, so a decision that differs with a larger reference margin cannot
 be rounding. Gradients: ``atol = 1e-5`` is 23x the worst measured error.
 
-Float64 numbers are for float64 backends (the reference meets them exactly);
-bfloat16 numbers are not measured (no bundled bfloat16 backend) and follow from
-its epsilon 7.8e-3.
+Float64 numbers are for float64 backends (the reference meets them exactly).
+
+bfloat16, measured (``--precision bfloat16`` and ``bfloat16-autocast`` of the bundled
+adapters, all forward and gradient cases, PyTorch 2.13 CPU and Keras 3.15.1 on jax 0.10.2):
+
+=========================================  ==============  ===============
+backend                                    worst forward   worst gradient
+=========================================  ==============  ===============
+torch, bfloat16 autocast (float32 params)  3.8e-2          6.7e-3
+torch, bfloat16 params                     2.0e-2 (*)      1.6e-2
+keras-jax, ``mixed_bfloat16`` policy       2.4e-2 (*)      2.3e-7 (**)
+=========================================  ==============  ===============
+
+The worst is ``attention_weights`` of ``cross_attention_large`` under autocast.
+(*) except that same case, whose inputs of magnitude 1e3 give attention scores of
+about 1e6: rounded to bfloat16 (inputs cast by bfloat16 params or the Keras
+policy) they carry absolute errors above 1e3, so the softmax is decided by
+rounding (error 1.0) under any tolerance; bfloat16 inputs cannot take that case.
+(**) the gradient check's ``stateless_call`` ran the products in float32.
+``atol = 1e-1`` is 2.6x the worst correct forward error, the gradient ``atol = 5e-2``
+3.2x the worst gradient error; ``rtol = 5e-2`` and the decision margin ``5e-2``
+are about 6 bfloat16 epsilons (7.8e-3); params stored in bfloat16 do not
+round-trip float32 params (the ``params_roundtrip`` property fails by design).
+
+``tensorfloat32`` is the policy of the TF32 opt-in (float32 storage, matrix
+products on inputs rounded to a 10-bit mantissa, unit roundoff 4.9e-4; selected
+by ``--precision tensorfloat32``). Not measured by us (no GPU with TF32 was
+available; on the CPU the products are float32 and meet it trivially): the
+issue that asked for it measured errors up to 4e-4 (scaled) for the Keras layers
+on JAX on an NVIDIA H200 with XLA's default TF32 products, so ``atol = 2e-3``
+is 5x that, ``rtol = 1e-2`` about 20 unit roundoffs; decisions and gradients
+likewise. It still separates the planted bugs above 4e-2 (LayerNorm eps and
+worse), not the tanh GELU (2.3e-4).
 """
 
 from __future__ import annotations
@@ -45,16 +75,23 @@ from __future__ import annotations
 TOLERANCES: dict[str, dict[str, float]] = {
     "float64": {"rtol": 1e-10, "atol": 1e-10},
     "float32": {"rtol": 1e-4, "atol": 1e-5},
-    "bfloat16": {"rtol": 5e-2, "atol": 5e-2},
+    "tensorfloat32": {"rtol": 1e-2, "atol": 2e-3},
+    "bfloat16": {"rtol": 5e-2, "atol": 1e-1},
 }
 
 #: A differing decision is a boundary case when the reference margin is at most this.
-DECISION_MARGINS: dict[str, float] = {"float64": 1e-9, "float32": 1e-4, "bfloat16": 5e-2}
+DECISION_MARGINS: dict[str, float] = {
+    "float64": 1e-9,
+    "float32": 1e-4,
+    "tensorfloat32": 2e-3,
+    "bfloat16": 5e-2,
+}
 
 #: Gradients: ``rtol`` on each finite difference, ``atol`` times the gradient's scale.
 GRADIENT_TOLERANCES: dict[str, dict[str, float]] = {
     "float64": {"rtol": 1e-6, "atol": 1e-7},
     "float32": {"rtol": 1e-4, "atol": 1e-5},
+    "tensorfloat32": {"rtol": 1e-2, "atol": 2e-3},
     "bfloat16": {"rtol": 1e-1, "atol": 5e-2},
 }
 

@@ -83,16 +83,22 @@ LAYERS: dict[str, type[FusionLayer]] = {
 
 
 def build(
-    s: Any, params: Mapping[str, Any] | None = None, *, seed: int | None = None
+    s: Any,
+    params: Mapping[str, Any] | None = None,
+    *,
+    seed: int | None = None,
+    matmul_precision: str = "float32",
 ) -> FusionLayer:
     """A built Keras layer for rule ``s`` (a spec or anything ``spec.parse`` accepts).
 
     With ``params`` (canonical names and shapes) the weights are loaded from
     them; otherwise they are drawn from the spec's initial distributions.
-    ``seed`` seeds the initializers and the layer's ``SeedGenerator``.
+    ``seed`` seeds the initializers and the layer's ``SeedGenerator``;
+    ``matmul_precision`` is ``"float32"`` or, on JAX, the TF32 opt-in
+    ``"tensorfloat32"`` (see ``FusionLayer``).
     """
     s = parse(s)
-    layer = LAYERS[s.kind](s, seed=seed)
+    layer = LAYERS[s.kind](s, seed=seed, matmul_precision=matmul_precision)
     layer.build()
     if params is not None:
         layer.load_canonical(params)

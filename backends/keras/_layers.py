@@ -13,6 +13,7 @@ dense weight canonically stored ``(out, in)`` is held as a Keras kernel
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple
@@ -38,6 +39,29 @@ from fusion_spec.spec import (
 from fusion_spec.spec._checks import numpy_host
 
 Drop = Callable[[Any], Any]
+
+#: ``matmul_precision`` values: float32 products (the default), or TensorFloat-32
+#: (10-bit mantissa inputs, float32 accumulation) as an explicit opt-in.
+MATMUL_PRECISIONS = ("float32", "tensorfloat32")
+
+
+def matmul_precision_scope(precision: str):
+    """The context in which a layer's matrix products run at ``precision``.
+
+    JAX: ``jax.default_matmul_precision(precision)``. XLA on a GPU otherwise runs
+    float32 matrix products in TF32 (errors up to 4e-4 on an H200, 40x the
+    float32 tolerance); the precision is read when a product is traced, so the
+    scope holds under ``jit`` too. Keras on torch computes float32 products in
+    float32 unless ``torch.backends.cuda.matmul.allow_tf32`` is set (off by
+    default); TensorFlow's TF32 switch is process-wide
+    (``tf.config.experimental.enable_tensor_float_32_execution``), so neither has a
+    per-layer scope: there the layer runs in whatever the process chose.
+    """
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.default_matmul_precision(precision)
+    return contextlib.nullcontext()
 
 
 def identity(x):
@@ -293,6 +317,13 @@ class FusionLayer(keras.layers.Layer):
         spec: the rule spec: a spec object or anything ``spec.parse`` accepts.
         seed: seeds the initializers and the ``SeedGenerator`` behind element-wise
             dropout and the stochastic decisions when no ``noise`` is injected.
+        matmul_precision: ``"float32"`` (default: on JAX every matrix product of
+            the layer is pinned to full float32, which XLA's GPU default is not)
+            or ``"tensorfloat32"``, the opt-in to TF32 products on JAX (faster on
+            GPUs, judged by the conformance suite's ``tensorfloat32`` tolerance
+            policy). On the torch and tensorflow backends only ``"float32"`` is
+            accepted: their TF32 switches are process-wide (see
+            ``matmul_precision_scope``).
 
     Weights: one Keras variable per canonical parameter, named after it; dense
     weights canonically ``(out, in)`` are held transposed as kernels ``(in, out)``
@@ -312,7 +343,13 @@ class FusionLayer(keras.layers.Layer):
     kind: ClassVar[str]
     fuse: ClassVar[Callable]
 
-    def __init__(self, spec: Any, seed: int | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        spec: Any,
+        seed: int | None = None,
+        matmul_precision: str = "float32",
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         s = parse(spec)
         if seed is not None and (
@@ -327,8 +364,23 @@ class FusionLayer(keras.layers.Layer):
                 f"{type(self).__name__}: argument 'spec' expected kind {self.kind!r}; "
                 f"received kind {s.kind!r}"
             )
+        backend = keras.backend.backend()
+        allowed = MATMUL_PRECISIONS if backend == "jax" else ("float32",)
+        if matmul_precision not in allowed:
+            why = (
+                ""
+                if backend == "jax"
+                else " (TF32 is a process-wide switch there: "
+                "torch.backends.cuda.matmul.allow_tf32 or "
+                "tf.config.experimental.enable_tensor_float_32_execution)"
+            )
+            raise ValueError(
+                f"{s.kind}: argument 'matmul_precision' expected one of {list(allowed)} on "
+                f"Keras's {backend} backend; received {matmul_precision!r}{why}"
+            )
         self.spec = s
         self.seed = seed
+        self.matmul_precision = matmul_precision
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.param_specs = tuple(s.params())
         self.transposed = tuple(p.name for p in self.param_specs if _is_dense(p))
@@ -435,15 +487,18 @@ class FusionLayer(keras.layers.Layer):
         s = self.spec
         options = s.check_call_options(call_options)
         training = bool(training)
+        # on the variables' device (Keras on torch: CUDA when present), even for CPU inputs
+        v, t = ops.convert_to_tensor(v), ops.convert_to_tensor(t)
         m = self._present(present)
         if m is not None:
             v = ops.where(m.image[:, None], v, ops.zeros_like(v))
             t = ops.where(m.text[:, None], t, ops.zeros_like(t))
         u = self._noise(v, training, noise, options)
         drop = dropout(float(getattr(s, "dropout", 0.0)), training, self.seed_generator)
-        out, aux = type(self).fuse(
-            s, self._canonical, v, t, training=training, noise=u, drop=drop, present=m, **options
-        )
+        with matmul_precision_scope(self.matmul_precision):
+            out, aux = type(self).fuse(
+                s, self._canonical, v, t, training=training, noise=u, drop=drop, present=m, **options
+            )
         if m is not None:
             out = ops.where(m.neither[:, None], ops.zeros_like(out), out)
             aux["neither"] = ops.cast(m.neither, out.dtype)
@@ -474,7 +529,12 @@ class FusionLayer(keras.layers.Layer):
 
     def get_config(self):
         base_config = super().get_config()
-        return {**base_config, "spec": self.spec.model_dump(mode="json"), "seed": self.seed}
+        config = {
+            "spec": self.spec.model_dump(mode="json"),
+            "seed": self.seed,
+            "matmul_precision": self.matmul_precision,
+        }
+        return {**base_config, **config}
 
     # --- canonical parameters -------------------------------------------------
     def load_canonical(self, params: Mapping[str, Any]) -> None:

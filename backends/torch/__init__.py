@@ -68,6 +68,7 @@ def build(
     params: Mapping[str, Any] | None = None,
     *,
     generator: torch.Generator | None = None,
+    dispatch: str | None = None,
     skip_unrouted: bool = False,
 ) -> FusionModule:
     """The module of rule ``s`` (a spec or anything ``spec.parse`` accepts), in float32.
@@ -79,11 +80,14 @@ def build(
     ``generator``. ``generator`` also drives the stochastic decisions of calls
     without injected ``noise``.
 
-    ``skip_unrouted=True`` (``shomr`` and ``energy_aware_adaptive`` only; the
-    module attribute of that name can be flipped later) computes each routed
-    path only for the samples that take it: one host synchronisation per path
-    and data-dependent shapes, so eager only (not for ``torch.compile(fullgraph=True)``
-    or export). ``benchmarks/torch_skip_bench.py`` measures where it pays off.
+    ``dispatch`` (``shomr`` and ``energy_aware_adaptive`` only; the module
+    attribute of that name can be flipped later): ``"auto"`` (default) runs each
+    routed path only on the samples that take it where that is cheaper and
+    allowed (eager, on the CPU), and computes the paths for every sample with
+    static shapes while compiling, exporting or capturing a CUDA graph and on
+    CUDA; ``"dense"`` and ``"sparse"`` force one (``_layers.DISPATCHES``).
+    ``skip_unrouted=True`` is the older spelling of ``dispatch="sparse"``.
+    ``benchmarks/bench.py`` measures both.
     """
     s = parse(s)
     cls = MODULES[s.kind]
@@ -93,15 +97,19 @@ def build(
             f"received {describe(generator)}"
         )
     check_flag(s.kind, "skip_unrouted", skip_unrouted)
-    if not skip_unrouted:
+    if skip_unrouted:
+        dispatch = "sparse"
+    if dispatch is None:
         module = cls(s, generator=generator)
     elif cls.routes:
-        module = cls(s, generator=generator, skip_unrouted=True)
+        module = cls(s, generator=generator, dispatch=dispatch)
     else:
         routed = [k for k, c in MODULES.items() if c.routes]
+        argument = "skip_unrouted" if skip_unrouted else "dispatch"
+        received = "True" if skip_unrouted else repr(dispatch)
         raise InputError(
-            f"{s.kind}: argument 'skip_unrouted' expected False for a rule without routing "
-            f"(only {routed} route samples); received True"
+            f"{s.kind}: argument {argument!r} expected {'False' if skip_unrouted else None} "
+            f"for a rule without routing (only {routed} route samples); received {received}"
         )
     if params is not None:
         module.load_canonical(params)

@@ -12,7 +12,9 @@ Nothing here reads a tensor value on the host (no ``item``, ``any`` or
 discrete decisions are computed for every sample and applied with
 ``torch.where``/``gather``, so shapes never depend on data and every rule
 compiles with ``torch.compile(fullgraph=True)``. The one exception is
-``computed_where``, taken only by the opt-in ``skip_unrouted`` path.
+``bucket_sizes``, the sparse dispatch of the routing rules, which
+``sparse_dispatch`` never takes while compiling, tracing, exporting or
+capturing a CUDA graph (see there).
 """
 
 from __future__ import annotations
@@ -139,8 +141,11 @@ class Attention(nn.Module):
 
         The rules attend over at most two tokens, so scores and mixing are
         broadcast products summed over one axis (``B Tq Tk D`` multiplies), not
-        ``B h`` tiny batched matmuls on transposed copies.
+        ``B h`` tiny batched matmuls on transposed copies; over exactly two keys
+        ``mix_two`` does less.
         """
+        if keys.shape[1] == 2 and key_mask is None:
+            return self.mix_two(query, keys)
         h, dh = self.heads, query.shape[-1] // self.heads
         q = self.query(query).unflatten(-1, (h, dh))  # (B, Tq, h, dh)
         k = self.key(keys).unflatten(-1, (h, dh))  # (B, Tk, h, dh)
@@ -152,6 +157,33 @@ class Attention(nn.Module):
         dropped = dropout(weights, self.dropout, self.training)
         mixed = (dropped[..., None] * v[:, None]).sum(dim=2)  # (B, Tq, h, dh)
         return mixed.flatten(-2), weights.permute(0, 3, 1, 2)  # (B, Tq, D), (B, h, Tq, Tk)
+
+    def mix_two(self, query: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``mix`` over two keys $x_0, x_1$: the softmax of two scores is a sigmoid.
+
+        $a_0 = \sigma(q \cdot (k_0 - k_1) \cdot s)$, $a_1 = 1 - a_0$ (computed as
+        $\sigma(-\cdot)$), so the mix is $v_1 + a_0 (v_0 - v_1)$, and
+        $k_0 - k_1 = W_k (x_0 - x_1)$: the key bias cancels and the key projection
+        runs once per sample instead of once per token. With attention dropout (in
+        training) the two dropped weights mix $v_0$ and $v_1$ directly. Same shapes as ``mix``.
+        """
+        h, dh = self.heads, query.shape[-1] // self.heads
+        q = self.query(query).unflatten(-1, (h, dh))  # (B, Tq, h, dh)
+        # k_0 - k_1; the bias cancels, and ``b - b`` (exactly 0) keeps it in the graph
+        # with its true gradient, 0, rather than none
+        zero_bias = self.key.bias - self.key.bias
+        dk = F.linear(keys[:, 0] - keys[:, 1], self.key.weight, zero_bias)  # (B, D)
+        dk = dk.unflatten(-1, (h, dh))  # (B, h, dh)
+        v = self.value(keys).unflatten(-1, (h, dh))  # (B, 2, h, dh)
+        diff = (q * dk[:, None]).sum(dim=-1) * self.scale  # (B, Tq, h): score_0 - score_1
+        w0 = torch.sigmoid(diff)  # (B, Tq, h)
+        weights = torch.stack([w0, torch.sigmoid(-diff)], dim=-1)  # (B, Tq, h, 2)
+        if self.training and self.dropout > 0.0:
+            d = F.dropout(weights, self.dropout, training=True)[..., None]  # (B, Tq, h, 2, 1)
+            mixed = d[..., 0, :] * v[:, 0, None] + d[..., 1, :] * v[:, 1, None]  # (B, Tq, h, dh)
+        else:
+            mixed = v[:, 1, None] + w0[..., None] * (v[:, 0] - v[:, 1])[:, None]  # (B, Tq, h, dh)
+        return mixed.flatten(-2), weights.transpose(1, 2)  # (B, Tq, D), (B, h, Tq, 2)
 
     def forward(
         self, query: Tensor, keys: Tensor, key_mask: Tensor | None = None
@@ -284,16 +316,59 @@ def poison_undecided(out: Tensor, probs: Tensor) -> Tensor:
     return torch.where(undecided, torch.full_like(out, float("nan")), out)
 
 
-def computed_where(mask: Tensor, fn, *args: Tensor) -> Tensor:
-    """``fn(*args)`` on the rows where ``mask`` ``(B,)`` is true, zeros elsewhere: ``(B, ...)``.
+#: Routing rules' dispatch: ``"dense"`` computes the shared expensive path for every
+#: sample and selects with ``torch.where`` (static shapes, no host synchronisation:
+#: compiles, exports, CUDA-graph capturable); ``"sparse"`` sorts the samples into
+#: one bucket per path and runs each path on its bucket only (one host read of the
+#: bucket sizes, data-dependent shapes: eager only); ``"auto"`` picks per call.
+DISPATCHES = ("auto", "dense", "sparse")
 
-    The opt-in ``skip_unrouted`` path only: the number of rows depends on the data,
-    so this is the backend's one host synchronisation (``nonzero``). ``fn`` maps
-    ``(N, ...)`` row blocks of ``args`` to ``(N, ...)``; gradients flow to the rows taken.
+#: ``"auto"``: smallest batch at which a call on this device type goes sparse
+#: (``None``: never). CPU: sparse already wins at B = 16 (``benchmarks/bench.py
+#: --dispatch``); reading the bucket sizes of a CPU tensor costs no device round
+#: trip. CUDA: dense, host-synchronisation-free and graph-capturable, until the
+#: crossover is measured on a GPU (``tools/gpu_checks.py`` prints it).
+SPARSE_MIN_BATCH: dict[str, int | None] = {"cpu": 1, "cuda": None}
+
+
+def static_shapes_required() -> bool:
+    """True while compiling, tracing, exporting or capturing a CUDA graph."""
+    return (
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+        or (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+    )
+
+
+def sparse_dispatch(dispatch: str, x: Tensor) -> bool:
+    """Whether a routing rule's call on ``x`` ``(B, D)`` takes the sparse path.
+
+    ``"auto"`` never does where shapes must be static (``static_shapes_required``),
+    so ``torch.compile(fullgraph=True)``, ``torch.export`` and CUDA graphs always
+    see the dense path; otherwise it follows ``SPARSE_MIN_BATCH``.
     """
-    index = torch.nonzero(mask).squeeze(1)  # (N,)
-    rows = fn(*(a.index_select(0, index) for a in args))  # (N, ...)
-    return rows.new_zeros((mask.shape[0], *rows.shape[1:])).index_copy(0, index, rows)
+    if dispatch != "auto":
+        return dispatch == "sparse"
+    if static_shapes_required():
+        return False
+    threshold = SPARSE_MIN_BATCH.get(x.device.type)
+    return threshold is not None and x.shape[0] >= threshold
+
+
+def bucket_sizes(key: Tensor, buckets: int) -> tuple[Tensor, list[int]]:
+    """Rows sorted by ``key`` ``(B,)`` (values ``0 .. buckets-1``) and each bucket's size.
+
+    The sparse dispatch's one host read (the sizes become shapes): a stable sort
+    puts bucket ``k``'s rows at ``order[start_k : start_k + size_k]``.
+    """
+    order = torch.argsort(key, stable=True)  # (B,)
+    return order, torch.bincount(key, minlength=buckets).tolist()
+
+
+def unsort(order: Tensor, rows: Tensor) -> Tensor:
+    """Rows given in ``order`` ``(B,)`` back in batch order: ``out[order[i]] = rows[i]``."""
+    return rows.new_empty(rows.shape).index_copy(0, order, rows)
 
 
 def straight_through(out: Tensor, probs: Tensor, route: Tensor) -> Tensor:
@@ -344,7 +419,16 @@ class FusionModule(nn.Module):
         self.dropout_rate = float(getattr(s, "dropout", 0.0))
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.spec.model_dump().items())
+        text = ", ".join(f"{k}={v!r}" for k, v in self.spec.model_dump().items())
+        return text + (f", dispatch={self.dispatch!r}" if self.routes else "")
+
+    def _check_dispatch(self, dispatch: str) -> str:
+        if dispatch not in DISPATCHES:
+            raise ValueError(
+                f"{self.kind}: argument 'dispatch' expected one of {list(DISPATCHES)}; "
+                f"received {dispatch!r}"
+            )
+        return dispatch
 
     # --- parameters -------------------------------------------------------------------
     @torch.no_grad()
@@ -471,7 +555,7 @@ class FusionModule(nn.Module):
         options = s.check_call_options(call_options)
         check_flag(s.kind, "return_aux", return_aux)
         batch = check_arrays(s, arrays, _meta)
-        device = self._param_device()
+        device = self._param_meta()[1]
         for name, x in arrays.items():
             if isinstance(x, Tensor) and x.device != device:
                 raise InputError(
@@ -485,17 +569,37 @@ class FusionModule(nn.Module):
 
     def _tensor(self, x: Any) -> Tensor:
         """A checked argument as a tensor of the parameters' dtype, on their device."""
-        param = next(iter(self.parameters()))
+        dtype, device = self._param_meta()
         if not isinstance(x, Tensor):
             a = np.asarray(x)
             if a.dtype.kind != "f":  # ml_dtypes' bfloat16: torch.from_numpy cannot read it
                 a = a.astype(np.float32)
             # np.array(order="C"): a negative-stride view has no torch equivalent
-            x = torch.from_numpy(np.array(a, order="C")).to(param.device)
-        return x.to(param.dtype)
+            x = torch.from_numpy(np.array(a, order="C")).to(device)
+        # ``Tensor.to`` costs microseconds even when it has nothing to do
+        return x if x.dtype == dtype else x.to(dtype)
+
+    def _param_meta(self) -> tuple[torch.dtype, torch.device]:
+        """The parameters' dtype and device, cached: walking ``parameters()`` costs
+        microseconds per call. The cache is dropped whenever the parameters may move
+        (``_apply``, behind ``.to``/``.double()``/``.cuda()``, and ``load_state_dict``).
+        """
+        meta = self.__dict__.get("_param_meta_cache")
+        if meta is None:
+            param = next(iter(self.parameters()))
+            meta = self.__dict__["_param_meta_cache"] = (param.dtype, param.device)
+        return meta
 
     def _param_device(self) -> torch.device:
-        return next(iter(self.parameters())).device
+        return self._param_meta()[1]
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_param_meta_cache", None)
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.__dict__.pop("_param_meta_cache", None)
+        return super()._load_from_state_dict(*args, **kwargs)
 
     def _present(self, present: Any) -> Presence | None:
         """The checked mask as a ``Presence`` of bools on the module's device (no value

@@ -11,13 +11,15 @@ from ._layers import (
     FusionModule,
     RouterMlp,
     argmax,
+    bucket_sizes,
     categorical,
-    computed_where,
     layer_norm,
     poison_undecided,
     select,
+    sparse_dispatch,
     straight_through,
     tokens,
+    unsort,
 )
 
 
@@ -34,11 +36,10 @@ class EnergyAwareAdaptiveFusion(FusionModule):
     Training with call option ``progress``: a sample's output is zeroed where the
     batch gate $u_g < p(\mathrm{progress})$ and either of its two flags $< p_{flag}$.
 
-    The "both" path is computed for every sample and selected with ``torch.where``
-    (no host synchronisation; compiles and exports). ``skip_unrouted=True`` computes
-    it only for the samples routed to it: less work when few take it, at the price
-    of one host synchronisation per call and data-dependent shapes (eager only;
-    see ``benchmarks/torch_skip_bench.py`` for the crossover).
+    ``dispatch`` (see ``_layers.DISPATCHES``): ``"dense"`` computes the "both" path
+    for every sample and selects with ``torch.where`` (no host synchronisation;
+    compiles, exports, CUDA graphs); ``"sparse"`` runs it on the rows routed to it
+    only (one host read of the bucket sizes); ``"auto"`` (default) chooses per call.
 
     Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``route_probs`` ``(B, 3)``,
     ``route`` ``(B,)`` int64, ``expected_energy`` ``(B,)``, ``energy_loss`` ``()``,
@@ -51,11 +52,11 @@ class EnergyAwareAdaptiveFusion(FusionModule):
     kind = "energy_aware_adaptive"
     routes = True
 
-    def __init__(self, spec, *, generator=None, skip_unrouted: bool = False):
+    def __init__(self, spec, *, generator=None, dispatch: str = "auto"):
         super().__init__(spec, generator=generator)
         s = self.spec
         d = s.dim
-        self.skip_unrouted = skip_unrouted
+        self.dispatch = self._check_dispatch(dispatch)
         self.router = RouterMlp(2 * d, d, 3)
         self.gate = nn.Linear(2 * d, d)
         self.attn = Attention(d, s.heads, dropout=s.dropout)
@@ -84,11 +85,15 @@ class EnergyAwareAdaptiveFusion(FusionModule):
             route = present.single_route(route)
             r = present.route_probs(r, route)
 
-        if self.skip_unrouted:
-            both = computed_where(route == 2, self._both, v, t, h)
+        if sparse_dispatch(self.dispatch, v):
+            order, (n_kept, _) = bucket_sizes((route == 2).to(torch.int64), 2)
+            rows, idx = order[:n_kept], order[n_kept:]  # image/text rows, then "both" rows
+            kept = torch.where((route[rows] == 0)[:, None], v[rows], t[rows])
+            both = self._both(v[idx], t[idx], h[idx])  # (n_both, D)
+            out = unsort(order, torch.cat([kept, both]))
         else:
-            both = self._both(v, t, h)
-        out = poison_undecided(select(route, v, t, both), r)
+            out = select(route, v, t, self._both(v, t, h))
+        out = poison_undecided(out, r)
         if s.straight_through:
             out = straight_through(out, r, route)
 

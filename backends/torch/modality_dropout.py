@@ -38,6 +38,9 @@ class ModalityDropoutFusion(FusionModule):
         if present is not None:  # an absent modality is a dropped one
             keep_v = keep_v * present.image.to(v.dtype)
             keep_t = keep_t * present.text.to(v.dtype)
-        h = torch.cat([keep_v[:, None] * v, keep_t[:, None] * t], dim=-1)  # (B, 2D)
+        if self.training or present is not None:
+            h = torch.cat([keep_v[:, None] * v, keep_t[:, None] * t], dim=-1)  # (B, 2D)
+        else:  # nothing dropped: no multiplications by one
+            h = torch.cat([v, t], dim=-1)  # (B, 2D)
         out = self.mlp[1](torch.relu(self.mlp[0](h)))
         return out, {"keep_image": keep_v, "keep_text": keep_t}

@@ -11,15 +11,21 @@ from ._layers import (
     FusionModule,
     RouterMlp,
     argmax,
+    bucket_sizes,
     categorical,
-    computed_where,
     dropout,
     gelu,
     layer_norm,
     poison_undecided,
+    sparse_dispatch,
     straight_through,
     tokens,
+    unsort,
 )
+
+#: Sparse dispatch buckets: hard samples on the "both" route, soft samples (both on
+#: the attention + FFN path, in that order), hard samples on the image/text route.
+BOTH, SOFT, SINGLE = 0, 1, 2
 
 
 class ShomrFusion(FusionModule):
@@ -36,11 +42,13 @@ class ShomrFusion(FusionModule):
     * hard: $P(v)$, $P(t)$ with $P = \mathrm{GELU}(W_p \cdot + b_p)$, or
       $b = \mathrm{LN}_2(g v + (1-g) t + a)$, $f = b + \mathrm{FFN}(b)$, $g = \sigma(W_g [v;t] + b_g)$.
 
-    Every path is computed for every sample and selected with ``torch.where`` (no
-    host synchronisation; compiles and exports). ``skip_unrouted=True`` computes
-    each path only for the samples that take it: less work, at the price of host
-    synchronisations and data-dependent shapes (eager only; see
-    ``benchmarks/torch_skip_bench.py`` for the crossover). Dropout as the original:
+    Soft and "both" samples share the attention and the FFN, so each sample runs
+    that deep path once, with its own mixing weights and LayerNorm, or the
+    projection $P$. ``dispatch`` (see ``_layers.DISPATCHES``): ``"dense"`` computes
+    the deep path, the gate and $P$ for every sample and selects with ``torch.where``
+    (no host synchronisation; compiles, exports, CUDA graphs); ``"sparse"`` sorts
+    the samples into the three buckets and runs each path on its own rows (one host
+    read of the bucket sizes); ``"auto"`` (default) chooses per call. Dropout as the original:
     after the confidence/router/projection GELUs, attention weights, FFN. With
     ``straight_through`` a hard sample's output is multiplied by $1 + r_k - \mathrm{sg}(r_k)$.
 
@@ -55,11 +63,11 @@ class ShomrFusion(FusionModule):
     kind = "shomr"
     routes = True
 
-    def __init__(self, spec, *, generator=None, skip_unrouted: bool = False):
+    def __init__(self, spec, *, generator=None, dispatch: str = "auto"):
         super().__init__(spec, generator=generator)
         s = self.spec
         d, p = s.dim, s.dropout
-        self.skip_unrouted = skip_unrouted
+        self.dispatch = self._check_dispatch(dispatch)
         self.confidence = RouterMlp(2 * d, d, 2, dropout=p)
         self.router = RouterMlp(2 * d, d, 3, dropout=p)
         self.attn = Attention(d, s.heads, dropout=p)
@@ -70,15 +78,8 @@ class ShomrFusion(FusionModule):
         self.single = nn.Linear(d, d)
         self.reset_parameters()
 
-    def _soft(self, v: Tensor, t: Tensor, c: Tensor, a: Tensor) -> Tensor:
-        r"""$s + \mathrm{FFN}(s)$, $s = \mathrm{LN}_1(c_v v + c_t t + a)$: rows ``(N, D)``."""
-        x = self.norm1(c[:, :1] * v + c[:, 1:] * t + a)
-        return x + self.ffn(x)
-
-    def _both(self, v: Tensor, t: Tensor, h: Tensor, a: Tensor) -> Tensor:
-        r"""$b + \mathrm{FFN}(b)$, $b = \mathrm{LN}_2(g v + (1-g) t + a)$: rows ``(N, D)``."""
-        g = torch.sigmoid(self.gate(h))  # (N, D)
-        x = self.norm2(g * v + (1.0 - g) * t + a)
+    def _deep(self, x: Tensor) -> Tensor:
+        r"""$x + \mathrm{FFN}(x)$ for normalised rows ``x`` ``(N, D)`` (soft and "both")."""
         return x + self.ffn(x)
 
     def _single(self, x: Tensor) -> Tensor:
@@ -87,6 +88,33 @@ class ShomrFusion(FusionModule):
 
     def _pooled(self, v: Tensor, t: Tensor) -> Tensor:
         return self.attn.pooled(tokens(v, t))  # (N, D)
+
+    def _dense(self, v, t, h, c, hard, route) -> Tensor:
+        """Every path on every sample, selected per sample: ``(B, D)``."""
+        g = torch.sigmoid(self.gate(h))  # (B, D)
+        hard_ = hard[:, None]
+        a = self._pooled(v, t)
+        soft = self.norm1(c[:, :1] * v + c[:, 1:] * t + a)
+        both = self.norm2(g * v + (1.0 - g) * t + a)
+        deep = self._deep(torch.where(hard_, both, soft))
+        single = self._single(torch.where((route == 0)[:, None], v, t))
+        return torch.where((hard & (route < 2))[:, None], single, deep)
+
+    def _sparse(self, v, t, h, c, hard, route) -> Tensor:
+        """Each path on its own bucket of rows, scattered back: ``(B, D)``."""
+        key = torch.where(hard, torch.where(route == 2, BOTH, SINGLE), SOFT)  # (B,)
+        order, (n_both, n_soft, _) = bucket_sizes(key, 3)
+        deep_rows, single_rows = order[: n_both + n_soft], order[n_both + n_soft :]
+        v_d, t_d = v[deep_rows], t[deep_rows]  # (n_both + n_soft, D), "both" rows first
+        a = self._pooled(v_d, t_d)
+        g = torch.sigmoid(self.gate(h[deep_rows[:n_both]]))  # (n_both, D)
+        c_s = c[deep_rows[n_both:]]  # (n_soft, 2)
+        v_b, v_s, t_b, t_s = v_d[:n_both], v_d[n_both:], t_d[:n_both], t_d[n_both:]
+        both = self.norm2(g * v_b + (1.0 - g) * t_b + a[:n_both])
+        soft = self.norm1(c_s[:, :1] * v_s + c_s[:, 1:] * t_s + a[n_both:])
+        deep = self._deep(torch.cat([both, soft]))
+        x1 = torch.where((route[single_rows] == 0)[:, None], v[single_rows], t[single_rows])
+        return unsort(order, torch.cat([deep, self._single(x1)]))
 
     def fuse(self, v: Tensor, t: Tensor, *, noise, present=None, use_hard_routing=None):
         s = self.spec
@@ -108,38 +136,20 @@ class ShomrFusion(FusionModule):
                 present.both[:, None], c, torch.stack([present.image, present.text], 1).to(c.dtype)
             )
             hard = (hard & present.both) | (present.image ^ present.text)  # (no bool Where in ORT)
-        single_input = torch.where((route == 0)[:, None], v, t)  # (B, D): v on route 0, else t
 
-        if self.skip_unrouted:
-            soft = computed_where(
-                ~hard, lambda v, t, c: self._soft(v, t, c, self._pooled(v, t)), v, t, c
-            )
-            both = computed_where(
-                hard & (route == 2),
-                lambda v, t, h: self._both(v, t, h, self._pooled(v, t)),
-                v,
-                t,
-                h,
-            )
-            single = computed_where(hard & (route < 2), self._single, single_input)
-        else:
-            a = self._pooled(v, t)
-            soft, both = self._soft(v, t, c, a), self._both(v, t, h, a)
-            single = self._single(single_input)
-
+        paths = self._sparse if sparse_dispatch(self.dispatch, v) else self._dense
+        out = paths(v, t, h, c, hard, route)  # (B, D)
+        routed = poison_undecided(out, r)  # on the hard (routed) samples only
+        if s.straight_through:
+            routed = straight_through(routed, r, route)
+        out = torch.where(hard[:, None], routed, out)
         if s.fallback:
             fallback = ~hard & (m < s.fallback_threshold)
             if present is not None:
                 fallback = fallback & present.both
-            soft = torch.where(fallback[:, None], 0.5 * (v + t), soft)
+            out = torch.where(fallback[:, None], 0.5 * (v + t), out)
         else:
             fallback = torch.zeros_like(hard)
-
-        routed = poison_undecided(torch.where((route == 2)[:, None], both, single), r)
-        if s.straight_through:
-            routed = straight_through(routed, r, route)
-
-        out = torch.where(hard[:, None], routed, soft)
         aux = {
             "confidence": c,
             "route_probs": r,

@@ -1,9 +1,17 @@
 """The Keras backend (``fusion_spec.backends.keras``) as a conformance adapter, on the process's Keras backend.
 
 Keras reads ``KERAS_BACKEND`` once per process, so this adapter judges
-exactly one of jax, torch or numpy; its ``name`` says which. Gradients use
-that backend's autodiff (``jax.grad`` over ``stateless_call``, or
-``torch.autograd``); Keras's NumPy backend has none.
+exactly one of jax, torch, tensorflow or numpy; its ``name`` says which. Gradients use
+that backend's autodiff (``jax.grad`` over ``stateless_call``, ``torch.autograd``
+or ``tf.GradientTape``); Keras's NumPy backend has none.
+
+``device``: where the framework was told to compute before it was imported
+(``adapters.device_env``: the CLI and the pytest plugin set it); the adapter
+checks that the framework really is there and refuses otherwise. ``precision``:
+``"float32"`` (every product in float32: the layers pin JAX's precision, and
+the process's TF32 switches of torch and TensorFlow are turned off) or
+``"tensorfloat32"`` (the TF32 opt-in: the layers' ``matmul_precision`` on JAX,
+the process-wide switches elsewhere), which selects its own tolerance policy.
 """
 
 from __future__ import annotations
@@ -15,22 +23,87 @@ from keras import ops  # noqa: E402
 import fusion_spec.backends.keras as keras_backend  # noqa: E402
 
 from ..adapter import Adapter, NotSupported  # noqa: E402
+from . import check_settings, policy_dtype  # noqa: E402
+
+#: Keras dtype policy of each adapter precision.
+POLICIES = {"bfloat16": "bfloat16", "bfloat16-autocast": "mixed_bfloat16"}
+
+
+def _numpy(x) -> np.ndarray:
+    x = ops.convert_to_numpy(x)
+    return x.astype(np.float32) if x.dtype.name == "bfloat16" else x
+
+
+def _framework_device(backend: str) -> tuple[str, str]:
+    """``("cpu" | "cuda", description)`` of where this process's Keras backend computes."""
+    if backend == "jax":
+        import jax
+
+        dev = jax.devices()[0]
+        where = "cpu" if dev.platform == "cpu" else "cuda"
+        return where, f"jax {jax.__version__}, {dev.device_kind}"
+    if backend == "torch":
+        import torch
+
+        dev = ops.convert_to_tensor(np.zeros(1, np.float32)).device
+        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
+        return dev.type, f"torch {torch.__version__}, {name}"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        where = "cuda" if gpus else "cpu"
+        return where, f"tensorflow {tf.__version__}, {gpus[0].name if gpus else 'CPU'}"
+    return "cpu", f"numpy {np.__version__}, CPU"
 
 
 class KerasAdapter(Adapter):
     dtype = "float32"
     supports_present = True
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, device: str = "cpu", precision: str = "float32"):
+        check_settings(device, precision)
         self.seed = seed
         self.backend = keras.backend.backend()
         self.name = f"keras-{self.backend}"
+        self.precision = precision
+        self.dtype = policy_dtype(precision)
+        actual, self.where = _framework_device(self.backend)
+        if actual != device:
+            raise RuntimeError(
+                f"{self.name} adapter: argument 'device' expected the framework on {device!r}; "
+                f"received it on {actual!r} ({self.where}). Set the environment of "
+                "fusion_spec.conformance.adapters.device_env before Keras is imported "
+                "(the CLI's and the pytest plugin's --device do)."
+            )
+        tf32 = precision == "tensorfloat32"
+        self.matmul_precision = "float32"
+        if self.backend == "jax" and precision in ("float32", "tensorfloat32"):
+            self.matmul_precision = precision
+        elif self.backend == "torch":
+            import torch
+
+            torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        elif self.backend == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.experimental.enable_tensor_float_32_execution(tf32)
 
     def describe(self) -> str:
-        return f"keras {keras.__version__} on {self.backend} (CPU, float32)"
+        return (
+            f"keras {keras.__version__} on {self.where} ({self.backend}, "
+            f"{POLICIES.get(self.precision, 'float32')}, matmul precision {self.matmul_precision})"
+        )
 
     def build(self, s, params):
-        return keras_backend.build(s, params, seed=self.seed)
+        if self.precision not in POLICIES:
+            return keras_backend.build(
+                s, params, seed=self.seed, matmul_precision=self.matmul_precision
+            )
+        layer = keras_backend.LAYERS[s.kind](s, seed=self.seed, dtype=POLICIES[self.precision])
+        layer.build()
+        layer.load_canonical(params)
+        return layer
 
     @staticmethod
     def _noise(noise):
@@ -40,7 +113,7 @@ class KerasAdapter(Adapter):
         out, aux = model(
             v, t, present, training=training, noise=self._noise(noise), return_aux=True, **options
         )
-        return ops.convert_to_numpy(out), {k: ops.convert_to_numpy(a) for k, a in aux.items()}
+        return _numpy(out), {k: _numpy(a) for k, a in aux.items()}
 
     def canonical_params(self, model):
         return model.canonical_params()
@@ -109,15 +182,15 @@ class KerasAdapter(Adapter):
         return grads
 
     def _torch_gradients(self, model, variables, v, t, cotangent, training, noise, options):
-        import torch
 
         for var in variables.values():
             var.value.grad = None
-        tv = torch.from_numpy(v).requires_grad_(True)
-        tt = torch.from_numpy(t).requires_grad_(True)
+        # on Keras's device (CUDA when there is one), not torch.from_numpy's CPU
+        tv = ops.convert_to_tensor(v).detach().requires_grad_(True)
+        tt = ops.convert_to_tensor(t).detach().requires_grad_(True)
         out, _ = model(tv, tt, training=training, noise=noise, return_aux=True, **options)
-        (out * torch.from_numpy(cotangent)).sum().backward()
-        grads = {"v": tv.grad.numpy(), "t": tt.grad.numpy()}
+        (out * ops.convert_to_tensor(cotangent)).sum().backward()
+        grads = {"v": tv.grad.detach().cpu().numpy(), "t": tt.grad.detach().cpu().numpy()}
         for name, var in variables.items():
             if var.value.grad is not None:
                 grads[name] = var.value.grad.detach().cpu().numpy()

@@ -1,4 +1,10 @@
-"""The PyTorch backend (``fusion_spec.backends.torch``) as a conformance adapter, float32 on the CPU."""
+"""The PyTorch backend (``fusion_spec.backends.torch``) as a conformance adapter, float32.
+
+``device="cuda"`` runs the modules and every tensor on the current CUDA device;
+``precision`` sets ``torch.set_float32_matmul_precision`` for this process
+(``"float32"`` is ``"highest"``, PyTorch's default; ``"tensorfloat32"`` is
+``"high"``, TF32 products on GPUs that have them) and selects the tolerance policy.
+"""
 
 from __future__ import annotations
 
@@ -8,53 +14,89 @@ import torch
 import fusion_spec.backends.torch as torch_backend
 
 from ..adapter import Adapter
+from . import check_settings, policy_dtype
 
 
 def _numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if not isinstance(x, torch.Tensor):
+        return np.asarray(x)
+    x = x.detach().cpu()
+    return (x.float() if x.dtype == torch.bfloat16 else x).numpy()
 
 
 class TorchAdapter(Adapter):
     name = "torch"
-    dtype = "float32"
     supports_present = True
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, device: str = "cpu", precision: str = "float32"):
+        check_settings(device, precision)
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                "torch adapter: argument 'device' expected a usable device; received 'cuda', "
+                "but torch.cuda.is_available() is False"
+            )
+        torch.set_float32_matmul_precision("high" if precision == "tensorfloat32" else "highest")
+        self.device = torch.device(device)
+        self.precision = precision
+        self.dtype = policy_dtype(precision)
         self.generator = torch.Generator().manual_seed(seed)
+        # stochastic decisions without injected noise draw on the inputs' device
+        self.device_generator = (
+            self.generator
+            if device == "cpu"
+            else torch.Generator(device=self.device).manual_seed(seed)
+        )
 
     def describe(self) -> str:
-        return f"torch {torch.__version__} (CPU, float32)"
+        where = (
+            f"CUDA {torch.version.cuda}, {torch.cuda.get_device_name(self.device)}"
+            if self.device.type == "cuda"
+            else "CPU"
+        )
+        what = {
+            "bfloat16": "bfloat16 params",
+            "bfloat16-autocast": "float32 params, bfloat16 autocast",
+        }.get(self.precision, "float32")
+        return (
+            f"torch {torch.__version__} ({where}, {what}, "
+            f"matmul precision {torch.get_float32_matmul_precision()})"
+        )
 
     def build(self, s, params):
-        return torch_backend.build(s, params, generator=self.generator)
+        module = torch_backend.build(s, params, generator=self.generator).to(self.device)
+        if self.precision == "bfloat16":
+            module = module.to(torch.bfloat16)
+        module.generator = self.device_generator
+        return module
+
+    def _tensor(self, x) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(x)).to(self.device)
 
     def _call(self, module, v, t, training, noise, options, present=None):
         module.train(training)
-        present = None if present is None else torch.from_numpy(np.asarray(present))
-        noise = (
-            None
-            if noise is None
-            else {k: torch.from_numpy(np.asarray(u)) for k, u in noise.items()}
-        )
-        return module(v, t, present, noise=noise, return_aux=True, **options)
+        present = None if present is None else self._tensor(present)
+        noise = None if noise is None else {k: self._tensor(u) for k, u in noise.items()}
+        autocast = self.precision == "bfloat16-autocast"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+            return module(v, t, present, noise=noise, return_aux=True, **options)
 
     def forward(self, model, v, t, *, training, noise, options, present=None):
         with torch.no_grad():
             out, aux = self._call(
-                model, torch.from_numpy(v), torch.from_numpy(t), training, noise, options, present
+                model, self._tensor(v), self._tensor(t), training, noise, options, present
             )
         return _numpy(out), {k: _numpy(a) for k, a in aux.items()}
 
     def canonical_params(self, model):
         """Read from ``named_parameters()``, torch's registry, so an unregistered param is missing."""
-        return {n: p.detach().cpu().numpy().copy() for n, p in model.named_parameters()}
+        return {n: _numpy(p).copy() for n, p in model.named_parameters()}
 
     def gradients(self, model, v, t, cotangent, *, training, noise, options, present=None):
         model.zero_grad(set_to_none=True)
-        tv = torch.from_numpy(v).requires_grad_(True)
-        tt = torch.from_numpy(t).requires_grad_(True)
+        tv = self._tensor(v).requires_grad_(True)
+        tt = self._tensor(t).requires_grad_(True)
         out, _ = self._call(model, tv, tt, training, noise, options, present)
-        (out * torch.from_numpy(cotangent).to(out.dtype)).sum().backward()
+        (out.float() * self._tensor(cotangent)).sum().backward()
         grads = {"v": _numpy(tv.grad), "t": _numpy(tt.grad)}
         for name, p in model.named_parameters():
             if p.grad is not None:

@@ -6,6 +6,7 @@ import ast
 import functools
 import io
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -292,8 +293,9 @@ def test_energy_loss_reaches_router_and_trainable_weight():
 # --- no host synchronisation ------------------------------------------------------------------
 
 HOST_SYNC = re.compile(r"\.item\(|\.any\(|\.all\(|\.nonzero\(|\.tolist\(|\.cpu\(\)|torch\.nonzero")
-#: The opt-in skip_unrouted path's one synchronisation point (tested below never to run by default).
-SYNC_ALLOWED = {("_layers.py", "computed_where")}
+#: The sparse dispatch's one host read (never taken while compiling, exporting, capturing
+#: a CUDA graph or, by default, on CUDA; tested below).
+SYNC_ALLOWED = {("_layers.py", "bucket_sizes")}
 
 
 def _allowed_lines(path: Path) -> set[int]:
@@ -306,7 +308,7 @@ def _allowed_lines(path: Path) -> set[int]:
 
 def test_forward_code_never_synchronises_with_the_host():
     """No ``.item()``, ``.any()``, ``.nonzero()``, ... in the backend's source,
-    except in the body of the opt-in ``computed_where``."""
+    except in the body of the sparse dispatch's ``bucket_sizes``."""
     offenders, exempted = [], []
     for path in sorted(TORCH_BACKEND.glob("*.py")):
         allowed = _allowed_lines(path)
@@ -314,25 +316,48 @@ def test_forward_code_never_synchronises_with_the_host():
             if HOST_SYNC.search(line):
                 (exempted if i in allowed else offenders).append(f"{path.name}:{i}: {line.strip()}")
     assert not offenders, offenders
-    assert len(exempted) == 1, exempted  # the one nonzero of computed_where
+    assert len(exempted) == 1, exempted  # the one tolist of bucket_sizes
     assert {f"{kind}.py" for kind in spec.RULES} <= {p.name for p in TORCH_BACKEND.glob("*.py")}
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_default_forward_never_calls_nonzero(case, monkeypatch):
-    """Routing by torch.where only: a forward with nonzero disabled still runs (eval and training)."""
-
+def _refuse_host_reads(monkeypatch) -> None:
     def refuse(*args, **kwargs):
-        raise AssertionError("torch.nonzero called: the forward synchronises with the host")
+        raise AssertionError("a tensor value was read on the host: the forward synchronises")
 
     monkeypatch.setattr(torch, "nonzero", refuse)
-    monkeypatch.setattr(torch.Tensor, "nonzero", refuse)
-    monkeypatch.setattr(torch.Tensor, "item", refuse)
+    for name in ("nonzero", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_dense_forward_never_reads_the_host(case, monkeypatch):
+    """Routing by torch.where only: a forward with host reads disabled still runs (eval, training)."""
+    _refuse_host_reads(monkeypatch)
     s = make_spec(case)
-    module = bt.build(s)
+    module = bt.build(s, dispatch="dense") if bt.MODULES[s.kind].routes else bt.build(s)
     v, t = (torch.from_numpy(x) for x in inputs(s))
     for training in (False, True):
         module.train(training)(v, t, return_aux=True)
+
+
+@pytest.mark.parametrize("case", ["shomr", "energy_aware_adaptive_variant"])
+def test_auto_dispatch_is_dense_where_shapes_must_be_static(case, monkeypatch):
+    """The default ("auto") goes sparse on the CPU in eager mode, dense while compiling."""
+    s = make_spec(case)
+    module = bt.build(s)
+    v, t = (torch.from_numpy(x) for x in inputs(s))
+    calls = []
+    rule_module = sys.modules[type(module).__module__]
+    monkeypatch.setattr(rule_module, "bucket_sizes", lambda *a: calls.append(a) or _sizes(*a))
+    module(v, t)
+    assert len(calls) == 1  # eager, CPU: sparse
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    _refuse_host_reads(monkeypatch)
+    module(v, t)
+    assert len(calls) == 1  # "compiling": dense, no host read
+
+
+_sizes = bt._layers.bucket_sizes
 
 
 def test_routing_makes_no_host_transfer_under_a_sync_debug_mode():

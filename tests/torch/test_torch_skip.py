@@ -1,4 +1,4 @@
-"""The opt-in ``skip_unrouted`` path computes the same function as the default one."""
+"""The routing rules' sparse dispatch computes the same function as the dense one."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ OPTIONS = {
 
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("case", ROUTED)
-def test_skip_unrouted_matches_dense(case, training):
+def test_sparse_matches_dense(case, training):
     s = make_spec(case)
     params = perturbed_params(s)
-    dense = bt.build(s, params).train(training)
-    skipping = bt.build(s, params, skip_unrouted=True).train(training)
+    dense = bt.build(s, params, dispatch="dense").train(training)
+    skipping = bt.build(s, params, dispatch="sparse").train(training)
     gen = torch.Generator().manual_seed(0)
     v, t = (torch.from_numpy(x).double() for x in inputs(s))
     dense.double()
@@ -52,15 +52,41 @@ def test_skip_unrouted_matches_dense(case, training):
             torch.testing.assert_close(b.grad, a.grad, rtol=1e-10, atol=1e-12, msg=name)
 
 
-def test_skip_unrouted_with_no_sample_on_a_path():
-    """Empty row blocks: every sample soft, so no hard path runs."""
+@pytest.mark.parametrize("use_hard_routing", [False, True])
+def test_sparse_with_no_sample_on_a_path(use_hard_routing):
+    """Empty buckets: every sample soft (no hard path runs), or every sample hard."""
     s = make_spec("shomr")
-    module = bt.build(s, perturbed_params(s), skip_unrouted=True).eval()
-    dense = bt.build(s, perturbed_params(s)).eval()
+    module = bt.build(s, perturbed_params(s), skip_unrouted=True).eval()  # the older spelling
+    assert module.dispatch == "sparse"
+    dense = bt.build(s, perturbed_params(s), dispatch="dense").eval()
     v, t = (torch.from_numpy(x) for x in inputs(s))
     torch.testing.assert_close(
-        module(v, t, use_hard_routing=False), dense(v, t, use_hard_routing=False)
+        module(v, t, use_hard_routing=use_hard_routing),
+        dense(v, t, use_hard_routing=use_hard_routing),
     )
+
+
+@pytest.mark.parametrize("route", [0, 2])
+def test_energy_sparse_with_every_sample_on_one_route(route):
+    s = make_spec("energy_aware_adaptive")
+    params = perturbed_params(s)
+    sparse = bt.build(s, params, dispatch="sparse").train()
+    dense = bt.build(s, params, dispatch="dense").train()
+    v, t = (torch.from_numpy(x) for x in inputs(s))
+    u = torch.full((BATCH,), 0.0 if route == 0 else 0.999999)  # first or last route
+    for module in (sparse, dense):
+        module.ffn.output_dropout = 0.0
+        module.attn.dropout = 0.0
+    expected, aux = dense(v, t, noise={"route": u}, return_aux=True)
+    assert set(aux["route"].tolist()) == {route}
+    torch.testing.assert_close(sparse(v, t, noise={"route": u}), expected)
+
+
+def test_dispatch_is_validated():
+    with pytest.raises(ValueError, match=r"shomr: argument 'dispatch' expected one of"):
+        bt.build(make_spec("shomr"), dispatch="fast")
+    with pytest.raises(ValueError, match=r"gated: argument 'dispatch' expected None"):
+        bt.build(make_spec("gated"), dispatch="dense")
 
 
 def test_skip_unrouted_only_for_routing_rules():
