@@ -82,17 +82,31 @@ LAYERS: dict[str, type[FusionLayer]] = {
 }
 
 
+#: Keyword arguments of ``build`` that go to the layer rather than to the spec.
+LAYER_ARGUMENTS = frozenset({"energy_loss", "name", "dtype", "trainable"})
+
+
 def build(
-    s: Any, params: Mapping[str, Any] | None = None, *, seed: int | None = None
+    s: Any,
+    params: Mapping[str, Any] | None = None,
+    *,
+    seed: int | None = None,
+    **fields: Any,
 ) -> FusionLayer:
     """A built Keras layer for rule ``s`` (a spec or anything ``spec.parse`` accepts).
+
+    ``build("gated", dim=64)``: ``s`` and ``fields`` go to ``spec.parse(s, **fields)``;
+    a keyword that is a layer argument (``energy_loss``, ``name``, ``dtype``, ...) goes
+    to the layer instead.
 
     With ``params`` (canonical names and shapes) the weights are loaded from
     them; otherwise they are drawn from the spec's initial distributions.
     ``seed`` seeds the initializers and the layer's ``SeedGenerator``.
     """
-    s = parse(s)
-    layer = LAYERS[s.kind](s, seed=seed)
+    spec_fields = {k: v for k, v in fields.items() if k not in LAYER_ARGUMENTS}
+    layer_kwargs = {k: v for k, v in fields.items() if k in LAYER_ARGUMENTS}
+    s = parse(s, **spec_fields)
+    layer = LAYERS[s.kind](s, seed=seed, **layer_kwargs)
     layer.build()
     if params is not None:
         layer.load_canonical(params)

@@ -69,8 +69,11 @@ def build(
     *,
     generator: torch.Generator | None = None,
     skip_unrouted: bool = False,
+    **fields: Any,
 ) -> FusionModule:
     """The module of rule ``s`` (a spec or anything ``spec.parse`` accepts), in float32.
+
+    ``build("gated", dim=64)``: ``s`` and ``fields`` go to ``spec.parse(s, **fields)``.
 
     With ``params`` (canonical names and shapes, NumPy arrays or tensors, e.g.
     from ``spec.init_params``, ``spec.load_weights`` or ``spec.from_legacy``) the
@@ -85,7 +88,7 @@ def build(
     and data-dependent shapes, so eager only (not for ``torch.compile(fullgraph=True)``
     or export). ``benchmarks/torch_skip_bench.py`` measures where it pays off.
     """
-    s = parse(s)
+    s = parse(s, **fields)
     cls = MODULES[s.kind]
     if generator is not None and not isinstance(generator, torch.Generator):
         raise InputError(
