@@ -150,7 +150,7 @@ def train_torch(kind: str, task: Task, seed: int, *, dim: int, steps: int, batch
     model.train()
     start = time.perf_counter()
     energy = []
-    for step in range(steps):
+    for _ in range(steps):
         idx = torch.randint(0, len(y), (batch,), generator=gen)
         logits, aux = model(x_v[idx], x_t[idx])
         loss = nn.functional.cross_entropy(logits, y[idx])

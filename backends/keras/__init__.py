@@ -57,7 +57,7 @@ _import_keras()
 from ._layers import FusionLayer  # noqa: E402
 from .concat_mlp import ConcatMlpFusion  # noqa: E402
 from .cross_attention import CrossAttentionFusion  # noqa: E402
-from .energy_aware_adaptive import EnergyAwareAdaptiveFusion  # noqa: E402
+from .energy_aware_adaptive import EnergyAwareAdaptiveFusion, ProgressCallback  # noqa: E402
 from .film import FilmFusion  # noqa: E402
 from .gated import GatedFusion  # noqa: E402
 from .modality_dropout import ModalityDropoutFusion  # noqa: E402
@@ -83,7 +83,7 @@ LAYERS: dict[str, type[FusionLayer]] = {
 
 
 #: Keyword arguments of ``build`` that go to the layer rather than to the spec.
-LAYER_ARGUMENTS = frozenset({"energy_loss", "name", "dtype", "trainable"})
+LAYER_ARGUMENTS = frozenset({"energy_loss", "track_progress", "name", "dtype", "trainable"})
 
 
 def build(
@@ -122,6 +122,7 @@ __all__ = [
     "FusionLayer",
     "GatedFusion",
     "ModalityDropoutFusion",
+    "ProgressCallback",
     "ShomrFusion",
     "SimpleFusion",
     "TransformerConcatFusion",

@@ -277,6 +277,9 @@ class FusionLayer(keras.layers.Layer):
         self._canonical: dict[str, keras.Variable] = {}
 
     # --- Keras lifecycle ----------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name}, built={self.built}, spec={self.spec!r}>"
+
     def build(self, v_shape=None, t_shape=None):
         for name, shape in (("v", v_shape), ("t", t_shape)):
             if shape is not None and (len(shape) != 2 or shape[-1] not in (None, self.spec.dim)):
@@ -296,10 +299,17 @@ class FusionLayer(keras.layers.Layer):
             )
         for p in self.param_specs:
             if p.init.tied_to is not None:
-                self._canonical[p.name].assign(self._canonical[p.init.tied_to])
+                # a copy: assigning the variable itself shares its buffer on JAX, which a
+                # compiled train step then donates twice
+                source = self._canonical[p.init.tied_to]
+                self._canonical[p.name].assign(ops.convert_to_numpy(source.value))
 
     def __call__(self, v=None, t=None, *args: Any, **kwargs: Any):
-        """The one checking layer: every argument is checked before Keras or a backend sees it."""
+        """The one checking layer: every argument is checked before Keras or a backend sees it.
+
+        ``layer(v, t)`` or, Keras's convention for two inputs, ``layer([v, t])``.
+        """
+        v, t = self._pair(v, t)
         if args:
             raise InputError(
                 f"{self.kind}: expected two positional arguments (v, t) and keywords "
@@ -320,7 +330,7 @@ class FusionLayer(keras.layers.Layer):
         s = self.spec
         training = check_flag(s.kind, "training", training, allow_none=True)
         check_flag(s.kind, "return_aux", return_aux)
-        options = s.check_call_options(call_options)
+        options = self._call_options(call_options, bool(training))
         batch = check_arrays(s, arrays, array_meta)
         if noise is not None:
             declared = s.noise(batch, training=training, **options)
@@ -341,9 +351,11 @@ class FusionLayer(keras.layers.Layer):
                 are checked; values (in ``[0, 1)``, no NaN) where given as NumPy
                 arrays (reading a backend tensor's values would synchronise).
             return_aux: also return the spec's aux outputs (margins omitted):
-                values as floats, decisions as float 0/1, ``route`` as int32.
+                values as floats, decisions as float 0/1, ``route`` as int32 (as
+                in the PyTorch backend; int64 would need JAX's x64 mode).
             **call_options: the rule's call options (``use_hard_routing`` for
-                ``shomr``, ``progress`` as a Python float for ``energy_aware_adaptive``).
+                ``shomr``; ``progress`` for ``energy_aware_adaptive``: a float, or a
+                scalar tensor or variable, which a compiled step can take).
 
         Returns:
             ``fused`` ``(B, D)``, or ``(fused, aux)`` with ``return_aux=True``.
@@ -353,14 +365,38 @@ class FusionLayer(keras.layers.Layer):
                 arguments (docs/errors.md).
         """
         s = self.spec
-        options = s.check_call_options(call_options)
         training = bool(training)
+        options = self._call_options(call_options, training)
         u = self._noise(v, training, noise, options)
         drop = dropout(float(getattr(s, "dropout", 0.0)), training, self.seed_generator)
         out, aux = type(self).fuse(
             s, self._canonical, v, t, training=training, noise=u, drop=drop, **options
         )
+        self._after_call(aux)
         return (out, aux) if return_aux else out
+
+    def _pair(self, v, t):
+        """``(v, t)`` from ``layer(v, t)`` or ``layer([v, t])``."""
+        if t is None and isinstance(v, (list, tuple)):
+            if len(v) != 2:
+                raise InputError(
+                    f"{self.kind}: expected two inputs, layer(v, t) or layer([v, t]); "
+                    f"received a {type(v).__name__} of {len(v)}"
+                )
+            return v[0], v[1]
+        if isinstance(v, (list, tuple)):
+            raise InputError(
+                f"{self.kind}: expected layer(v, t) or layer([v, t]); received a "
+                f"{type(v).__name__} and 't' as well"
+            )
+        return v, t
+
+    def _call_options(self, call_options: dict, training: bool) -> dict:
+        """The spec checks the call options; subclasses add tensor-valued ones."""
+        return self.spec.check_call_options(call_options)
+
+    def _after_call(self, aux: dict) -> None:
+        """Hook after the math (``energy_aware_adaptive`` adds its energy loss here)."""
 
     def compute_output_shape(self, v_shape, t_shape):
         return (v_shape[0], self.spec.dim)
@@ -369,7 +405,7 @@ class FusionLayer(keras.layers.Layer):
         self, v, t, training=None, noise=None, return_aux=False, **call_options
     ):
         s = self.spec
-        options = s.check_call_options(call_options)
+        options = self._call_options(call_options, bool(training))
         batch = v.shape[0]
         out = keras.KerasTensor((batch, s.dim), dtype=self.compute_dtype)
         if not return_aux:

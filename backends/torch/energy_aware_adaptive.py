@@ -41,7 +41,7 @@ class EnergyAwareAdaptiveFusion(FusionModule):
     see ``benchmarks/torch_skip_bench.py`` for the crossover).
 
     Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``route_probs`` ``(B, 3)``,
-    ``route`` ``(B,)`` int64, ``expected_energy`` ``(B,)``, ``energy_loss`` ``()``,
+    ``route`` ``(B,)`` int32, ``expected_energy`` ``(B,)``, ``energy_loss`` ``()``,
     ``output_kept`` ``(B,)`` 0/1.
     """
 
@@ -101,7 +101,7 @@ class EnergyAwareAdaptiveFusion(FusionModule):
 
         aux = {
             "route_probs": r,
-            "route": route,
+            "route": route.to(torch.int32),
             "expected_energy": expected,
             "energy_loss": energy_loss,
             "output_kept": kept,
