@@ -197,3 +197,18 @@ def test_progress_traced_under_jax_jit():
     assert s.output_drop_probability(0.4) == pytest.approx(0.4)
     np.testing.assert_array_equal(np.asarray(kept(0.4)), np.ones(16))  # gate 0.5 >= p 0.4
     np.testing.assert_array_equal(np.asarray(kept(0.6)), np.zeros(16))  # gate 0.5 < p 0.6
+
+
+@needs_training
+def test_fit_a_freshly_initialised_encoder_with_tied_layers():
+    """Layers 1.. start as copies of layer 0 (tied_to): separate buffers, so a compiled
+    JAX step can donate each (sharing one raised 'donate the same buffer twice')."""
+    layer = bk.build("transformer_concat", dim=D, heads=2, layers=2, seed=0)
+    before = layer.canonical_params()
+    np.testing.assert_array_equal(before["encoder.1.ffn.up.weight"], before["encoder.0.ffn.up.weight"])
+    model = _model(layer)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    v, t = _inputs(16)
+    model.fit([v, t], np.zeros((16, D), np.float32), batch_size=8, epochs=1, verbose=0)
+    after = layer.canonical_params()
+    assert not np.array_equal(after["encoder.1.ffn.up.weight"], before["encoder.1.ffn.up.weight"])
