@@ -465,11 +465,16 @@ class FusionLayer(keras.layers.Layer):
 
     # --- plumbing ---------------------------------------------------------------
     def _noise(self, v, training: bool, noise: Mapping[str, Any] | None, options: dict) -> dict:
-        """The declared noise: injected (checked in ``__call__``) or drawn uniform [0, 1)."""
+        """The declared noise: injected (checked in ``__call__``) or drawn uniform [0, 1).
+
+        Float64 for float64 inputs, float32 otherwise, as in the PyTorch backend (a
+        bfloat16 uniform, under a mixed-precision policy, is too coarse for a route draw).
+        """
         declared = self.spec.noise(v.shape[0], training=training, **options)
+        dtype = "float64" if keras.backend.standardize_dtype(v.dtype) == "float64" else "float32"
         if noise is None:
             return {
-                n.name: keras.random.uniform(n.shape, dtype=v.dtype, seed=self.seed_generator)
+                n.name: keras.random.uniform(n.shape, dtype=dtype, seed=self.seed_generator)
                 for n in declared
             }
-        return {n.name: ops.cast(noise[n.name], v.dtype) for n in declared}
+        return {n.name: ops.cast(noise[n.name], dtype) for n in declared}
