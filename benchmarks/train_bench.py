@@ -156,7 +156,7 @@ def train_torch(kind: str, task: Task, seed: int, *, dim: int, steps: int, batch
         loss = nn.functional.cross_entropy(logits, y[idx])
         if "energy_loss" in aux:
             loss = loss + aux["energy_loss"]
-            energy.append(float(aux["expected_energy"].mean()))
+            energy.append(float(aux["expected_energy"].detach().mean()))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -314,7 +314,7 @@ def plot(report: dict, path: Path) -> None:
 
     cfg = report["config"]
     kinds = [BASELINE, *cfg["rules"]]
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / len(cfg["frameworks"])
     for j, fw in enumerate(cfg["frameworks"]):
         for i, kind in enumerate(kinds):
@@ -327,7 +327,7 @@ def plot(report: dict, path: Path) -> None:
     ax.set_xticks(range(len(kinds)), ["baseline", *cfg["rules"]], rotation=30, ha="right")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
