@@ -54,8 +54,8 @@ def parse(obj: Any, /, **fields: Any):
     (also for a string that is neither a kind nor a JSON object).
     """
     if isinstance(obj, FusionSpecBase):
-        obj = obj.model_dump()
-    elif isinstance(obj, (str, bytes)):
+        return obj.replace(**fields)  # validated again against its own rule
+    if isinstance(obj, (str, bytes)):
         text = obj.decode() if isinstance(obj, bytes) else obj
         if text.strip().startswith("{"):
             if not fields:
@@ -66,18 +66,18 @@ def parse(obj: Any, /, **fields: Any):
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
-                raise SpecError(f"parse: argument 'obj' is not valid JSON: {e}") from None
+                raise SpecError(f"spec: parse argument 'obj' is not valid JSON: {e}") from None
         elif text in RULES:
             obj = {"kind": text}
         else:
             raise SpecError(
-                f"parse: argument 'obj' expected a kind (one of {list(RULES)}), a JSON "
+                f"spec: parse argument 'obj' expected a kind (one of {list(RULES)}), a JSON "
                 f"object, a dict or a spec; received the string {text[:80]!r}"
             )
     if fields:
         if not isinstance(obj, dict):
             raise SpecError(
-                f"parse: fields {sorted(fields)} need a kind, a dict or a spec as the first "
+                f"spec: parse fields {sorted(fields)} need a kind, a dict or a spec as the first "
                 f"argument; received {type(obj).__name__}"
             )
         obj = {**obj, **fields}

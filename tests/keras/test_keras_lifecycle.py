@@ -135,7 +135,7 @@ def test_call_errors_name_rule_argument_and_received():
         ValueError, match=r"shomr: noise 'route' expected shape \(8,\); received \(4,\)"
     ):
         layer(v, t, training=True, noise={"route": np.zeros(4)})
-    with pytest.raises(ValueError, match=r"shomr: argument 'v' expected shape \(B, 16\); received"):
+    with pytest.raises(ValueError, match=r"shomr: input 'v' expected shape \(B, 16\); received"):
         bk.ShomrFusion(s).build((None, 12), (None, 16))
     with pytest.raises(TypeError, match=r"shomr: unexpected call option\(s\) \['progress'\]"):
         layer(v, t, progress=0.5)

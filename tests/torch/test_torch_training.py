@@ -210,7 +210,7 @@ def test_build_takes_kind_and_fields():
     params = spec.init_params(spec.parse("gated", dim=4), seed=0)
     loaded = bt.build("gated", params, dim=4)
     np.testing.assert_array_equal(loaded.canonical_params()["gate.weight"], params["gate.weight"])
-    with pytest.raises(ValueError, match="Field required"):
+    with pytest.raises(spec.SpecError, match="gated: field 'dim' is required and was not given"):
         bt.build("gated")
 
 
