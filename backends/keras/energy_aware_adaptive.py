@@ -4,6 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from fusion_spec.spec import InputError
+
 from ._layers import (
     FusionLayer,
     argmax,
@@ -131,13 +133,14 @@ class EnergyAwareAdaptiveFusion(FusionLayer):
 
     def _call_options(self, call_options, training):
         progress = call_options.get("progress")
-        tensor = progress is not None and not isinstance(progress, (int, float, np.number))
+        # a framework tensor or Keras variable (NumPy arrays and scalars: the spec checks them)
+        tensor = hasattr(progress, "shape") and not isinstance(progress, (np.ndarray, np.generic))
         if tensor:
-            shape = tuple(getattr(progress, "shape", ()))
+            shape = tuple(progress.shape)
             if shape != ():
-                raise ValueError(
-                    f"{self.kind}: progress expected None, a float in [0, 1] or a scalar "
-                    f"tensor; received shape {shape}"
+                raise InputError(
+                    f"{self.kind}: call option 'progress' expected None, a float in [0, 1] or "
+                    f"a scalar tensor; received a tensor of shape {shape}"
                 )
             call_options = {**call_options, "progress": None}
         options = self.spec.check_call_options(call_options)
