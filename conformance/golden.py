@@ -7,7 +7,7 @@
   ``input/present`` ``(B, 2)`` bool for the missing-modality cases; ``noise/{name}`` float32;
   ``param/{name}`` float32 canonical params (dense weights ``(out, in)``);
 * ``expected/output`` and ``expected/aux/{name}`` float64 from the reference
-  (decisions float 0/1, ``route`` int64, margins included);
+  (decisions float 0/1, ``route`` int64, margins included; backends return int32);
 * gradient cases: ``gradient/cotangent`` ``R`` float32, ``gradient/v`` and
   ``gradient/t`` (finite differences of ``sum(output * R)``), and per parameter
   ``gradient/direction/{param}/{i}`` with its directional derivative in the

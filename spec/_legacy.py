@@ -37,6 +37,15 @@ ENCODER_LAYER = {
 }
 
 
+#: Fields whose default serves training and whose other value is the original's behaviour;
+#: from_legacy sets the original's unless the caller gives the field.
+FIDELITY: dict[str, dict[str, Any]] = {
+    "transformer_concat": {"modality_embedding_std": 1.0},
+    "shomr": {"straight_through": False},
+    "energy_aware_adaptive": {"straight_through": False},
+}
+
+
 def _modules(pairs: dict[str, str]) -> dict[str, tuple[str, ...]]:
     """Expand ``{legacy module: canonical module}`` to weight and bias keys."""
     table = {}
@@ -180,7 +189,7 @@ def _infer(kind: str, arrays: dict[str, np.ndarray], given: dict[str, Any]) -> d
                 )
             inferred["energy_weight"] = float(value.reshape(-1)[0])
     inferred = {k: v for k, v in inferred.items() if k not in given}
-    if "dim" not in inferred and "dim" not in given and kind != "energy_aware_adaptive":
+    if "dim" not in inferred and "dim" not in given:
         raise WeightsError(
             f"{kind}: cannot infer dim from the legacy state_dict (none of "
             f"{[k for k, _ in _DIM_KEYS.get(kind, [('mlp.0.weight', 0)])]} present; "
@@ -199,6 +208,9 @@ def from_legacy(kind: str, state_dict: Mapping[str, Any], **init_kwargs: Any):
     ``heads`` cannot be and defaults to the original's 8. For
     ``energy_aware_adaptive`` the trained ``lambda_energy`` becomes the spec's
     ``energy_weight`` (or the parameter, with ``energy_weight_trainable=True``).
+    The fidelity options of ``FIDELITY`` (no straight-through router gradient, the
+    original's ``torch.randn`` modality embeddings) are set unless given: the
+    loaded module behaves, and keeps training, as the original did.
     Raises ``WeightsError`` naming missing, unexpected and mis-shaped keys.
     """
     if not isinstance(kind, str) or kind not in RULES:
@@ -220,8 +232,9 @@ def from_legacy(kind: str, state_dict: Mapping[str, Any], **init_kwargs: Any):
     if problems:
         raise WeightsError(f"{kind}: legacy state_dict: " + "; ".join(problems))
     inferred = _infer(kind, arrays, init_kwargs)
+    fidelity = {k: v for k, v in FIDELITY.get(kind, {}).items() if k not in init_kwargs}
     try:
-        s = parse({"kind": kind, **inferred, **init_kwargs})
+        s = parse({"kind": kind, **fidelity, **inferred, **init_kwargs})
     except SpecError as e:
         loc = e.errors[0]["loc"] if e.errors else ()
         if loc and loc[0] in init_kwargs and loc[0] not in inferred:

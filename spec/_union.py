@@ -9,6 +9,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, TypeAdapter, ValidationError
 
 from ._base import FusionSpecBase, spec_error
+from ._errors import SpecError
 from .concat_mlp import ConcatMlpSpec
 from .cross_attention import CrossAttentionSpec
 from .energy_aware_adaptive import EnergyAwareAdaptiveSpec
@@ -39,19 +40,48 @@ _ADAPTER: TypeAdapter = TypeAdapter(FusionSpec)
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 
 
-def parse(obj: Any):
-    """Build a rule spec from a dict, a JSON string or an existing spec.
+def parse(obj: Any, /, **fields: Any):
+    """Build a rule spec from a kind and fields, a dict, a JSON string or an existing spec.
+
+    ``parse("gated", dim=64)`` is ``parse({"kind": "gated", "dim": 64})``. ``fields``
+    also override the fields of a dict, a JSON object or a spec
+    (``parse(s, dropout=0.0)``, as ``s.replace(dropout=0.0)``).
 
     A spec instance is validated again (a copy made with pydantic's
     ``model_copy(update=...)`` or ``model_construct`` skips validation), so every
     entry point that takes a spec refuses an invalid one. Raises ``SpecError``
-    whose first line names the rule, the field, the rule broken and the received value.
+    whose first line names the rule, the field, the rule broken and the received value
+    (also for a string that is neither a kind nor a JSON object).
     """
     if isinstance(obj, FusionSpecBase):
-        return type(obj)(**obj.model_dump())
+        return obj.replace(**fields)  # validated again against its own rule
+    if isinstance(obj, (str, bytes)):
+        text = obj.decode() if isinstance(obj, bytes) else obj
+        if text.strip().startswith("{"):
+            if not fields:
+                try:
+                    return _ADAPTER.validate_json(text)
+                except ValidationError as e:
+                    raise spec_error(e, kinds=tuple(RULES)) from None
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise SpecError(f"spec: parse argument 'obj' is not valid JSON: {e}") from None
+        elif text in RULES:
+            obj = {"kind": text}
+        else:
+            raise SpecError(
+                f"spec: parse argument 'obj' expected a kind (one of {list(RULES)}), a JSON "
+                f"object, a dict or a spec; received the string {text[:80]!r}"
+            )
+    if fields:
+        if not isinstance(obj, dict):
+            raise SpecError(
+                f"spec: parse fields {sorted(fields)} need a kind, a dict or a spec as the first "
+                f"argument; received {type(obj).__name__}"
+            )
+        obj = {**obj, **fields}
     try:
-        if isinstance(obj, (str, bytes)):
-            return _ADAPTER.validate_json(obj)
         return _ADAPTER.validate_python(obj)
     except ValidationError as e:
         raise spec_error(e, kinds=tuple(RULES)) from None

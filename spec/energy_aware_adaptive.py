@@ -67,7 +67,6 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
     )
 
     kind: Literal["energy_aware_adaptive"] = "energy_aware_adaptive"
-    dim: int = Field(512, gt=0, description="Embedding size D of v, t and the output.")
     energy_budget_mJ: float = Field(
         8.0, ge=0.0, le=ENERGY_MAX, description="Energy budget E_budget in mJ, in [0, 1e6]."
     )
@@ -96,10 +95,13 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
         description="Eval route: argmax of r (deterministic), or 'sample' as the original did.",
     )
     straight_through: bool = Field(
-        False,
+        True,
         description=(
             "Multiply the routed output by 1 + r_k - stop_gradient(r_k) so the router "
-            "receives a straight-through gradient. False (the original): none."
+            "receives a straight-through gradient from the task loss (forward value "
+            "unchanged). False (the original; from_legacy sets it): the router learns "
+            "from the energy loss alone, which is 0 while the expected energy is "
+            "within the budget."
         ),
     )
     output_drop_start: float = Field(

@@ -88,11 +88,12 @@ class ShomrSpec(AttentionSpecBase):
     )
     fallback_threshold: float = Field(0.3, ge=0.0, le=1.0, description="See fallback.")
     straight_through: bool = Field(
-        False,
+        True,
         description=(
             "Multiply a hard sample's routed output by 1 + r_k - stop_gradient(r_k): "
-            "forward value unchanged, the router receives a straight-through gradient. "
-            "False (the original): the router gets no gradient."
+            "forward value unchanged, the router receives a straight-through gradient "
+            "(without it an untrained router hard-routes most samples for good). "
+            "False (the original; from_legacy sets it): the router gets no gradient."
         ),
     )
 

@@ -37,6 +37,17 @@ class TransformerConcatSpec(AttentionSpecBase):
         ),
     )
 
+    modality_embedding_std: float = Field(
+        0.02,
+        gt=0.0,
+        description=(
+            "Standard deviation of the modality embeddings' initial N(0, std^2): small "
+            "beside typical embeddings, as BERT/ViT position embeddings. 1.0 is the "
+            "original's torch.randn, which leaves training at chance for some seeds "
+            "(from_legacy sets it)."
+        ),
+    )
+
     missing_modality: Literal["zero_fill", "key_mask"] = missing_field(
         "zero_fill",
         "'zero_fill': the absent embedding is zeros (its token keeps its modality "
@@ -60,7 +71,12 @@ class TransformerConcatSpec(AttentionSpecBase):
     def params(self):
         specs = []
         if self.modality_embeddings:
-            init = Init("normal", std=1.0, origin="torch.randn (the original's modality_token)")
+            origin = (
+                "torch.randn (the original's modality_token)"
+                if self.modality_embedding_std == 1.0
+                else "small, as BERT/ViT position embeddings (the original: torch.randn)"
+            )
+            init = Init("normal", std=self.modality_embedding_std, origin=origin)
             specs.append(
                 ParamSpec(
                     "modality_embedding",

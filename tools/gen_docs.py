@@ -41,7 +41,7 @@ from fusion_spec.spec import tolerance  # noqa: E402
 DOCS = ROOT / "docs"
 #: dtype of the integer aux ``route`` per implementation (tests/docs/test_generated.py
 #: checks the reference's and PyTorch's against these).
-ROUTE_DTYPES = {"the reference": "int64", "PyTorch": "int64", "Keras": "int32"}
+ROUTE_DTYPES = {"the reference": "int64", "PyTorch": "int32", "Keras": "int32"}
 #: dim at which initial distributions and costs are stated.
 DIM = 512
 #: a small dim for the cost table (what the tests run).

@@ -57,7 +57,7 @@ _import_keras()
 from ._layers import FusionLayer  # noqa: E402
 from .concat_mlp import ConcatMlpFusion  # noqa: E402
 from .cross_attention import CrossAttentionFusion  # noqa: E402
-from .energy_aware_adaptive import EnergyAwareAdaptiveFusion  # noqa: E402
+from .energy_aware_adaptive import EnergyAwareAdaptiveFusion, ProgressCallback  # noqa: E402
 from .film import FilmFusion  # noqa: E402
 from .gated import GatedFusion  # noqa: E402
 from .modality_dropout import ModalityDropoutFusion  # noqa: E402
@@ -82,14 +82,23 @@ LAYERS: dict[str, type[FusionLayer]] = {
 }
 
 
+#: Keyword arguments of ``build`` that go to the layer rather than to the spec.
+LAYER_ARGUMENTS = frozenset({"energy_loss", "track_progress", "name", "dtype", "trainable"})
+
+
 def build(
     s: Any,
     params: Mapping[str, Any] | None = None,
     *,
     seed: int | None = None,
     matmul_precision: str = "float32",
+    **fields: Any,
 ) -> FusionLayer:
     """A built Keras layer for rule ``s`` (a spec or anything ``spec.parse`` accepts).
+
+    ``build("gated", dim=64)``: ``s`` and ``fields`` go to ``spec.parse(s, **fields)``;
+    a keyword that is a layer argument (``energy_loss``, ``name``, ``dtype``, ...) goes
+    to the layer instead.
 
     With ``params`` (canonical names and shapes) the weights are loaded from
     them; otherwise they are drawn from the spec's initial distributions.
@@ -97,8 +106,10 @@ def build(
     ``matmul_precision`` is ``"float32"`` or, on JAX, the TF32 opt-in
     ``"tensorfloat32"`` (see ``FusionLayer``).
     """
-    s = parse(s)
-    layer = LAYERS[s.kind](s, seed=seed, matmul_precision=matmul_precision)
+    spec_fields = {k: v for k, v in fields.items() if k not in LAYER_ARGUMENTS}
+    layer_kwargs = {k: v for k, v in fields.items() if k in LAYER_ARGUMENTS}
+    s = parse(s, **spec_fields)
+    layer = LAYERS[s.kind](s, seed=seed, matmul_precision=matmul_precision, **layer_kwargs)
     layer.build()
     if params is not None:
         layer.load_canonical(params)
@@ -114,6 +125,7 @@ __all__ = [
     "FusionLayer",
     "GatedFusion",
     "ModalityDropoutFusion",
+    "ProgressCallback",
     "ShomrFusion",
     "SimpleFusion",
     "TransformerConcatFusion",

@@ -387,6 +387,9 @@ class FusionLayer(keras.layers.Layer):
         self._canonical: dict[str, keras.Variable] = {}
 
     # --- Keras lifecycle ----------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name}, built={self.built}, spec={self.spec!r}>"
+
     def build(self, v_shape=None, t_shape=None, present_shape=None):
         for name, shape in (("v", v_shape), ("t", t_shape)):
             if shape is not None and (len(shape) != 2 or shape[-1] not in (None, self.spec.dim)):
@@ -411,10 +414,20 @@ class FusionLayer(keras.layers.Layer):
             )
         for p in self.param_specs:
             if p.init.tied_to is not None:
-                self._canonical[p.name].assign(self._canonical[p.init.tied_to])
+                # a copy: assigning the variable itself shares its buffer on JAX, which a
+                # compiled train step then donates twice
+                source = self._canonical[p.init.tied_to]
+                self._canonical[p.name].assign(ops.convert_to_numpy(source.value))
 
     def __call__(self, v=None, t=None, *args: Any, **kwargs: Any):
-        """The one checking layer: every argument is checked before Keras or a backend sees it."""
+        """The one checking layer: every argument is checked before Keras or a backend sees it.
+
+        ``layer(v, t)``, ``layer(v, t, present)`` or, Keras's convention for several
+        inputs, ``layer([v, t])`` and ``layer([v, t, present])``.
+        """
+        if t is None and isinstance(v, (list, tuple)) and len(v) == 3 and not args:
+            v, t, args = v[0], v[1], (v[2],)
+        v, t = self._pair(v, t)
         if len(args) > 1:
             raise InputError(
                 f"{self.kind}: expected at most three positional arguments (v, t, present) and "
@@ -442,7 +455,7 @@ class FusionLayer(keras.layers.Layer):
         s = self.spec
         training = check_flag(s.kind, "training", training, allow_none=True)
         check_flag(s.kind, "return_aux", return_aux)
-        options = s.check_call_options(call_options)
+        options = self._call_options(call_options, bool(training))
         batch = check_arrays(s, arrays, array_meta)
         if noise is not None:
             declared = s.noise(batch, training=training, **options)
@@ -473,9 +486,11 @@ class FusionLayer(keras.layers.Layer):
                 are checked; values (in ``[0, 1)``, no NaN) where given as NumPy
                 arrays (reading a backend tensor's values would synchronise).
             return_aux: also return the spec's aux outputs (margins omitted):
-                values as floats, decisions as float 0/1, ``route`` as int32.
+                values as floats, decisions as float 0/1, ``route`` as int32 (as
+                in the PyTorch backend; int64 would need JAX's x64 mode).
             **call_options: the rule's call options (``use_hard_routing`` for
-                ``shomr``, ``progress`` as a Python float for ``energy_aware_adaptive``).
+                ``shomr``; ``progress`` for ``energy_aware_adaptive``: a float, or a
+                scalar tensor or variable, which a compiled step can take).
 
         Returns:
             ``fused`` ``(B, D)``, or ``(fused, aux)`` with ``return_aux=True``.
@@ -485,8 +500,8 @@ class FusionLayer(keras.layers.Layer):
                 arguments (docs/errors.md).
         """
         s = self.spec
-        options = s.check_call_options(call_options)
         training = bool(training)
+        options = self._call_options(call_options, training)
         # on the variables' device (Keras on torch: CUDA when present), even for CPU inputs
         v, t = ops.convert_to_tensor(v), ops.convert_to_tensor(t)
         m = self._present(present)
@@ -502,7 +517,30 @@ class FusionLayer(keras.layers.Layer):
         if m is not None:
             out = ops.where(m.neither[:, None], ops.zeros_like(out), out)
             aux["neither"] = ops.cast(m.neither, out.dtype)
+        self._after_call(aux)
         return (out, aux) if return_aux else out
+    def _pair(self, v, t):
+        """``(v, t)`` from ``layer(v, t)`` or ``layer([v, t])``."""
+        if t is None and isinstance(v, (list, tuple)):
+            if len(v) != 2:
+                raise InputError(
+                    f"{self.kind}: expected two inputs, layer(v, t) or layer([v, t]); "
+                    f"received a {type(v).__name__} of {len(v)}"
+                )
+            return v[0], v[1]
+        if isinstance(v, (list, tuple)):
+            raise InputError(
+                f"{self.kind}: expected layer(v, t) or layer([v, t]); received a "
+                f"{type(v).__name__} and 't' as well"
+            )
+        return v, t
+
+    def _call_options(self, call_options: dict, training: bool) -> dict:
+        """The spec checks the call options; subclasses add tensor-valued ones."""
+        return self.spec.check_call_options(call_options)
+
+    def _after_call(self, aux: dict) -> None:
+        """Hook after the math (``energy_aware_adaptive`` adds its energy loss here)."""
 
     def compute_output_shape(self, v_shape, t_shape, present_shape=None):
         return (v_shape[0], self.spec.dim)
@@ -511,7 +549,7 @@ class FusionLayer(keras.layers.Layer):
         self, v, t, present=None, training=None, noise=None, return_aux=False, **call_options
     ):
         s = self.spec
-        options = s.check_call_options(call_options)
+        options = self._call_options(call_options, bool(training))
         batch = v.shape[0]
         out = keras.KerasTensor((batch, s.dim), dtype=self.compute_dtype)
         if not return_aux:
@@ -588,11 +626,16 @@ class FusionLayer(keras.layers.Layer):
         return Presence(present[:, 0], present[:, 1])
 
     def _noise(self, v, training: bool, noise: Mapping[str, Any] | None, options: dict) -> dict:
-        """The declared noise: injected (checked in ``__call__``) or drawn uniform [0, 1)."""
+        """The declared noise: injected (checked in ``__call__``) or drawn uniform [0, 1).
+
+        Float64 for float64 inputs, float32 otherwise, as in the PyTorch backend (a
+        bfloat16 uniform, under a mixed-precision policy, is too coarse for a route draw).
+        """
         declared = self.spec.noise(v.shape[0], training=training, **options)
+        dtype = "float64" if keras.backend.standardize_dtype(v.dtype) == "float64" else "float32"
         if noise is None:
             return {
-                n.name: keras.random.uniform(n.shape, dtype=v.dtype, seed=self.seed_generator)
+                n.name: keras.random.uniform(n.shape, dtype=dtype, seed=self.seed_generator)
                 for n in declared
             }
-        return {n.name: ops.cast(noise[n.name], v.dtype) for n in declared}
+        return {n.name: ops.cast(noise[n.name], dtype) for n in declared}

@@ -1,7 +1,10 @@
 """``energy_aware_adaptive``: route to ``v``, ``t`` or ``FFN(LN(g v + (1-g) t + a))``."""
 
 import keras
+import numpy as np
 from keras import ops
+
+from fusion_spec.spec import InputError
 
 from ._layers import (
     FusionLayer,
@@ -57,7 +60,14 @@ def energy_aware_adaptive(s, p, v, t, *, training, noise, drop, present=None, pr
         gate_u = noise["output_drop_gate"][0]
         flags = noise["output_drop_flags"]  # (B, 2)
         flagged = ops.any(flags < s.output_drop_flag_p, axis=-1)  # (B,)
-        dropped = ops.logical_and(gate_u < s.output_drop_probability(progress), flagged)
+        if isinstance(progress, float):
+            p_drop = s.output_drop_probability(progress)
+        else:  # a scalar tensor or variable, e.g. under jit
+            p_drop = ops.minimum(
+                s.output_drop_max,
+                s.output_drop_start + s.output_drop_ramp * ops.cast(progress, gate_u.dtype),
+            )
+        dropped = ops.logical_and(gate_u < p_drop, flagged)
         kept = 1.0 - ops.cast(dropped, v.dtype)
         out = out * kept[:, None]
 
@@ -75,9 +85,19 @@ def energy_aware_adaptive(s, p, v, t, *, training, noise, drop, present=None, pr
 class EnergyAwareAdaptiveFusion(FusionLayer):
     r"""``energy_aware_adaptive`` as a Keras layer: per sample $v$, $t$ or the fused "both" path.
 
-    Call option ``progress`` (a Python float in ``[0, 1]``) enables the
-    progressive output dropout in training. The energy loss is reported in the
-    aux outputs, not added to the model's losses (the original did not return it).
+    Args:
+        spec, seed: as ``FusionLayer``.
+        energy_loss: add the energy loss $\lambda \max(0, \bar e - E_{budget})$ of every
+            call to the layer's losses (``layer.losses``), so that ``model.fit`` trains
+            the router towards the budget with no wrapper and a ``.keras`` file keeps
+            the choice. ``False``: only reported in the aux outputs, as the original did.
+        track_progress: hold the training progress in a non-trainable scalar variable
+            ``progress`` (saved with the weights), used in training when a call
+            gives no ``progress``; ``ProgressCallback`` sets it from the epoch.
+
+    Call option ``progress``: a float in ``[0, 1]``, or a scalar tensor or variable
+    (traced, so one compiled step serves every epoch); given in training (or
+    tracked), it enables the progressive output dropout.
     Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``route_probs`` ``(B, 3)``,
     ``route`` ``(B,)`` int32, ``expected_energy`` ``(B,)``, ``energy_loss`` ``()``,
     ``output_kept`` ``(B,)`` float 0/1.
@@ -85,3 +105,98 @@ class EnergyAwareAdaptiveFusion(FusionLayer):
 
     kind = "energy_aware_adaptive"
     fuse = staticmethod(energy_aware_adaptive)
+
+    def __init__(
+        self,
+        spec,
+        seed=None,
+        *,
+        energy_loss: bool = True,
+        track_progress: bool = False,
+        **kwargs,
+    ):
+        super().__init__(spec, seed=seed, **kwargs)
+        for name, value in (("energy_loss", energy_loss), ("track_progress", track_progress)):
+            if not isinstance(value, bool):
+                raise TypeError(
+                    f"{self.kind}: argument {name!r} expected True or False; received {value!r}"
+                )
+        self.energy_loss = energy_loss
+        self.track_progress = track_progress
+        self.progress = None
+
+    def build(self, v_shape=None, t_shape=None):
+        super().build(v_shape, t_shape)
+        if self.track_progress:
+            self.progress = self.add_weight(
+                name="progress",
+                shape=(),
+                initializer=keras.initializers.Constant(0.0),
+                trainable=False,
+            )
+
+    def _call_options(self, call_options, training):
+        progress = call_options.get("progress")
+        # a framework tensor or Keras variable (NumPy arrays and scalars: the spec checks them)
+        tensor = hasattr(progress, "shape") and not isinstance(progress, (np.ndarray, np.generic))
+        if tensor:
+            shape = tuple(progress.shape)
+            if shape != ():
+                raise InputError(
+                    f"{self.kind}: call option 'progress' expected None, a float in [0, 1] or "
+                    f"a scalar tensor; received a tensor of shape {shape}"
+                )
+            call_options = {**call_options, "progress": None}
+        options = self.spec.check_call_options(call_options)
+        if tensor:
+            options["progress"] = progress  # not range-checked: that would read it on the host
+        elif options["progress"] is None and training and self.progress is not None:
+            options["progress"] = self.progress.value
+        return options
+
+    def _after_call(self, aux):
+        if self.energy_loss:
+            self.add_loss(aux["energy_loss"])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "energy_loss": self.energy_loss,
+            "track_progress": self.track_progress,
+        }
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Sets ``progress = epoch / epochs`` (the original's ``current_epoch / total_epochs``)
+    at the start of each epoch, in every ``energy_aware_adaptive`` layer of the model
+    built with ``track_progress=True``.
+
+    Args:
+        epochs: the total number of epochs; by default the ``epochs`` of ``fit``.
+    """
+
+    def __init__(self, epochs: int | None = None):
+        super().__init__()
+        if epochs is not None and (not isinstance(epochs, int) or epochs <= 0):
+            raise ValueError(
+                f"ProgressCallback: argument 'epochs' expected a positive int; received {epochs!r}"
+            )
+        self.epochs = epochs
+        self._layers = []
+
+    def on_train_begin(self, logs=None):
+        self._layers = [
+            layer
+            for layer in self.model._flatten_layers(include_self=False, recursive=True)
+            if getattr(layer, "progress", None) is not None
+        ]
+        if not self._layers:
+            raise ValueError(
+                "ProgressCallback: expected an energy_aware_adaptive layer built with "
+                "track_progress=True in the model; received a model with none"
+            )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        epochs = self.epochs or self.params["epochs"]
+        for layer in self._layers:
+            layer.progress.assign(min(1.0, epoch / epochs))

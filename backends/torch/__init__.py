@@ -70,8 +70,11 @@ def build(
     generator: torch.Generator | None = None,
     dispatch: str | None = None,
     skip_unrouted: bool = False,
+    **fields: Any,
 ) -> FusionModule:
     """The module of rule ``s`` (a spec or anything ``spec.parse`` accepts), in float32.
+
+    ``build("gated", dim=64)``: ``s`` and ``fields`` go to ``spec.parse(s, **fields)``.
 
     With ``params`` (canonical names and shapes, NumPy arrays or tensors, e.g.
     from ``spec.init_params``, ``spec.load_weights`` or ``spec.from_legacy``) the
@@ -89,7 +92,7 @@ def build(
     ``skip_unrouted=True`` is the older spelling of ``dispatch="sparse"``.
     ``benchmarks/bench.py`` measures both.
     """
-    s = parse(s)
+    s = parse(s, **fields)
     cls = MODULES[s.kind]
     if generator is not None and not isinstance(generator, torch.Generator):
         raise InputError(
@@ -155,6 +158,9 @@ def _fusion_state_dict(kind: str, state: Mapping[str, Any]) -> dict[str, Any]:
     ``fusion.fusion.layers.``: bare means *every* key is the module's own).
     """
     roots = _LEGACY_ROOTS[kind]
+    if state and all(isinstance(key, str) and key.startswith("module.") for key in state):
+        # DistributedDataParallel / DataParallel wrap the model as "module."
+        state = {k[len("module.") :]: v for k, v in state.items()}
     if state and all(isinstance(key, str) and key.startswith(roots) for key in state):
         return dict(state)
     inner = {
@@ -211,8 +217,9 @@ def load_legacy_checkpoint(
     ``path_or_state_dict``: a file written by ``torch.save`` (read with
     ``torch.load(..., map_location="cpu", weights_only=True)``: no pickled code
     runs) or the loaded mapping: the fusion module's bare ``state_dict``, a full
-    model's (fusion keys under ``fusion.``), or a dict holding either under
-    ``"state_dict"`` or ``"model"``. ``init_kwargs`` are the original
+    model's (fusion keys under ``fusion.``), either saved from a
+    ``DistributedDataParallel``/``DataParallel`` wrapper (every key under
+    ``module.``), or a dict holding one of these under ``"state_dict"`` or ``"model"``. ``init_kwargs`` are the original
     constructor's arguments the weights cannot tell (``heads``, ``dropout``, ...)
     and any spec field; ``dim``, ``layers`` and ``hidden_mult`` are inferred.
     Conversion is ``spec.from_legacy``; raises ``spec.WeightsError`` on a mismatch.

@@ -225,6 +225,11 @@ class EncoderLayer(nn.Module):
         return self.norm2(x + self.ffn(x))
 
 
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` are the same device (an index defaults to 0)."""
+    return a.type == b.type and (a.index or 0) == (b.index or 0)
+
+
 def tokens(v: Tensor, t: Tensor) -> Tensor:
     """The two-token sequence ``[v, t]``: ``(B, 2, D)``."""
     return torch.stack([v, t], dim=1)
@@ -283,7 +288,8 @@ def present_mean(x: Tensor, present: Presence | None) -> Tensor:
 
 
 def categorical(probs: Tensor, u: Tensor) -> Tensor:
-    """Route = first ``k`` with ``u < p_0 + ... + p_k``, the last index if none: ``(B,)`` int64.
+    """Route = first ``k`` with ``u < p_0 + ... + p_k``, the last index if none: ``(B,)`` int64
+    (an index for ``gather``; the aux output ``route`` is int32, as in Keras).
 
     The cumulative sum of non-negative terms is non-decreasing, so the first such
     ``k`` is the number of inner boundaries ``cdf_k <= u`` (``k < K - 1``).
@@ -416,6 +422,8 @@ class FusionModule(nn.Module):
             )
         self.spec = s
         self.generator = generator
+        # device -> generator seeded once from ``generator``, for a module moved off its device
+        self._device_generators: dict[str, torch.Generator] = {}
         self.dropout_rate = float(getattr(s, "dropout", 0.0))
 
     def extra_repr(self) -> str:
@@ -443,14 +451,30 @@ class FusionModule(nn.Module):
         params = dict(self.named_parameters())
         for p in self.spec.params():
             target, init = params[p.name], p.init
+            generator = self._generator_for(target.device)
             if init.tied_to is not None:
                 target.copy_(params[init.tied_to])
             elif init.kind == "uniform":
-                target.uniform_(-init.bound, init.bound, generator=self.generator)
+                target.uniform_(-init.bound, init.bound, generator=generator)
             elif init.kind == "normal":
-                target.normal_(0.0, init.std, generator=self.generator)
+                target.normal_(0.0, init.std, generator=generator)
             else:
                 target.fill_(init.value)
+
+    def _generator_for(self, device: torch.device) -> torch.Generator | None:
+        """``self.generator`` where it lives; on another device, a generator of that device
+        seeded once from it (so a module built with a CPU generator keeps working after
+        ``.to("cuda")``); ``None`` on ``meta``, which has no random numbers."""
+        g = self.generator
+        if g is None or _same_device(g.device, device):
+            return g
+        if device.type == "meta":
+            return None
+        key = str(device)
+        if key not in self._device_generators:
+            seed = int(torch.randint(0, 2**62, (), generator=g))  # once per device
+            self._device_generators[key] = torch.Generator(device=device).manual_seed(seed)
+        return self._device_generators[key]
 
     @torch.no_grad()
     def load_canonical(self, params: Mapping[str, Any]) -> None:
@@ -507,12 +531,15 @@ class FusionModule(nn.Module):
                 tensor's values would synchronise with the device).
             return_aux: also return the spec's aux outputs (margins omitted):
                 values in the output dtype, decisions as 0/1 in the output dtype,
-                ``route`` as int64.
+                ``route`` as int32 (as in the Keras backend).
             **call_options: the rule's call options (``use_hard_routing`` for
                 ``shomr``, ``progress`` as a Python float for ``energy_aware_adaptive``).
 
         Returns:
             ``fused`` ``(B, D)``, or ``(fused, aux)`` with ``return_aux=True``.
+            Under ``torch.autocast`` the math runs in the autocast dtype where
+            autocast says so, and the output and float aux come back in the
+            parameters' dtype (float32 for a float32 module) for every rule.
 
         Raises:
             spec.InputError: before any torch operation, for a bad argument.
@@ -527,10 +554,17 @@ class FusionModule(nn.Module):
             t = torch.where(m.text[:, None], t, 0.0)
         u = self._noise(v, noise, options)
         out, aux = self.fuse(v, t, noise=u, present=m, **options)
+        # One output dtype for every rule under autocast (a no-op otherwise): the rules
+        # end in different ops (linear: the autocast dtype; layer norm: float32).
+        dtype = v.dtype
+        out = out.to(dtype)
         if m is not None:
             out = torch.where(m.neither[:, None], 0.0, out)
-            aux["neither"] = m.neither.to(out.dtype)
-        return (out, aux) if return_aux else out
+            aux["neither"] = m.neither.to(dtype)
+        if not return_aux:
+            return out
+        aux = {k: a.to(dtype) if a.is_floating_point() else a for k, a in aux.items()}
+        return out, aux
 
     def fuse(
         self,
@@ -624,7 +658,8 @@ class FusionModule(nn.Module):
         if noise is None:
             # torch.compile cannot trace a Generator argument: without one, draws from
             # the global generator trace into the graph (fullgraph=True).
-            extra = {} if self.generator is None else {"generator": self.generator}
+            generator = self._generator_for(v.device)
+            extra = {} if generator is None else {"generator": generator}
             return {
                 n.name: torch.rand(n.shape, device=v.device, dtype=dtype, **extra) for n in declared
             }

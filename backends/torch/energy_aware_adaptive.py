@@ -42,7 +42,7 @@ class EnergyAwareAdaptiveFusion(FusionModule):
     only (one host read of the bucket sizes); ``"auto"`` (default) chooses per call.
 
     Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``route_probs`` ``(B, 3)``,
-    ``route`` ``(B,)`` int64, ``expected_energy`` ``(B,)``, ``energy_loss`` ``()``,
+    ``route`` ``(B,)`` int32, ``expected_energy`` ``(B,)``, ``energy_loss`` ``()``,
     ``output_kept`` ``(B,)`` 0/1.
 
     Missing modality: a sample with one modality is routed to it (one-hot
@@ -112,7 +112,7 @@ class EnergyAwareAdaptiveFusion(FusionModule):
 
         aux = {
             "route_probs": r,
-            "route": route,
+            "route": route.to(torch.int32),
             "expected_energy": expected,
             "energy_loss": energy_loss,
             "output_kept": kept,

@@ -54,7 +54,7 @@ class ShomrFusion(FusionModule):
 
     Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``confidence`` ``(B, 2)``,
     ``route_probs`` ``(B, 3)``, ``hard`` and ``fallback`` ``(B,)`` 0/1, ``route``
-    ``(B,)`` int64.
+    ``(B,)`` int32.
 
     Missing modality: a sample with one modality takes that modality's hard path
     (route 0 or 1, whatever ``use_hard_routing`` says); neither: route ``-1``.
@@ -154,7 +154,7 @@ class ShomrFusion(FusionModule):
             "confidence": c,
             "route_probs": r,
             "hard": hard.to(out.dtype),
-            "route": route,
+            "route": route.to(torch.int32),
             "fallback": fallback.to(out.dtype),
         }
         return out, aux

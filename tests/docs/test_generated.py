@@ -129,7 +129,7 @@ def test_init_formulas_are_functions_of_the_sizes():
         r"$a = 1/\sqrt{4D}$"
     )
     assert gen_docs.init_formula("transformer_concat", "modality_embedding") == (
-        r"$\mathcal{N}(0, 1^2)$"
+        r"$\mathcal{N}(0, 0.02^2)$"  # modality_embedding_std; the original's 1.0 is an option
     )
     # beside the number at D = 512
     assert "($a = 0.03125$)" in gen_docs.params_block("gated")

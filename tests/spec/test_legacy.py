@@ -251,3 +251,19 @@ def test_legacy_errors_say_which_values_were_inferred():
     sd["lambda_energy"] = np.array([0.5], np.float32)
     with pytest.raises(spec.SpecError, match=r"field 'heads': input should be greater than 0; received heads=0"):
         spec.from_legacy("energy_aware_adaptive", sd, heads=0)  # the caller's own field: SpecError
+
+
+@pytest.mark.parametrize("kind", ["transformer_concat", "shomr", "energy_aware_adaptive"])
+def test_from_legacy_sets_the_original_options(kind):
+    """A converted checkpoint keeps the original's behaviour (no straight-through router
+    gradient, torch.randn modality embeddings); a given field wins over it."""
+    module = original(kind)
+    s, _ = convert(kind, module)
+    fidelity = spec._legacy.FIDELITY[kind]
+    assert fidelity and {f: getattr(s, f) for f in fidelity} == fidelity
+    for field, value in fidelity.items():
+        assert type(s).model_fields[field].default != value, "the default serves training"
+        given, _ = convert(kind, module, **{field: type(s).model_fields[field].default})
+        assert getattr(given, field) == type(s).model_fields[field].default
+    if kind != "transformer_concat":
+        assert any(n.startswith("router.") for n in s.no_output_gradient())

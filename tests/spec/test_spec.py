@@ -70,9 +70,37 @@ def test_defaults_follow_the_original_constructors():
     assert (m.p_img, m.p_txt, m.drop_granularity) == (0.3, 0.3, "batch")
     h = spec.parse({"kind": "shomr", "dim": 8})
     assert (h.confidence_threshold, h.routing_temperature, h.fallback) == (0.6, 1.0, True)
-    e = spec.parse({"kind": "energy_aware_adaptive"})
-    assert (e.dim, e.heads, e.energy_budget_mJ, e.energy_costs_mJ) == (512, 8, 8.0, (3.2, 4.1, 9.8))
-    assert (e.eval_routing, e.energy_weight, e.straight_through) == ("argmax", 0.01, False)
+    assert h.straight_through is True  # training default; the original: False
+    e = spec.parse({"kind": "energy_aware_adaptive", "dim": 8})
+    assert (e.heads, e.energy_budget_mJ, e.energy_costs_mJ) == (8, 8.0, (3.2, 4.1, 9.8))
+    assert (e.eval_routing, e.energy_weight, e.straight_through) == ("argmax", 0.01, True)
+    tc = spec.parse({"kind": "transformer_concat", "dim": 8})
+    assert (tc.modality_embeddings, tc.modality_embedding_std) == (True, 0.02)
+
+
+@pytest.mark.parametrize("kind", list(spec.RULES))
+def test_every_rule_requires_dim(kind):
+    message = rf"{kind}: field 'dim' is required and was not given"
+    with pytest.raises(spec.SpecError, match=message):
+        spec.parse({"kind": kind})
+    with pytest.raises(spec.SpecError, match=message):
+        spec.parse(kind)
+
+
+def test_parse_kind_and_fields():
+    assert spec.parse("gated", dim=64) == spec.parse({"kind": "gated", "dim": 64})
+    s = spec.parse("shomr", dim=8, heads=2, straight_through=False)
+    assert (s.dim, s.heads, s.straight_through) == (8, 2, False)
+    # fields override a dict, a JSON object and a spec, and are validated again
+    assert spec.parse({"kind": "gated", "dim": 4}, dim=6).dim == 6
+    assert spec.parse('{"kind": "gated", "dim": 4}', dim=6).dim == 6
+    assert spec.parse(s, dim=16).dim == 16 and s.dim == 8
+    with pytest.raises(spec.SpecError, match="heads"):
+        spec.parse(s, heads=3)
+    with pytest.raises(spec.SpecError, match=r"expected a kind \(one of \['simple'.*received the string 'gatd'"):
+        spec.parse("gatd", dim=4)
+    with pytest.raises(spec.SpecError, match=r"fields \['dim'\] need a kind, a dict or a spec"):
+        spec.parse(3, dim=4)
 
 
 def test_frozen_and_extra_forbidden():
@@ -121,7 +149,7 @@ def test_frozen_and_extra_forbidden():
             "simple: field 'gelu': input should be 'erf'; received gelu='tanh'",
         ),
         (
-            {"kind": "energy_aware_adaptive", "energy_costs_mJ": [1, -2, 3]},
+            {"kind": "energy_aware_adaptive", "dim": 8, "energy_costs_mJ": [1, -2, 3]},
             "energy_aware_adaptive: field 'energy_costs_mJ': every cost expected in [0, 1e6]; "
             "received energy_costs_mJ=[1, -2, 3]",
         ),
@@ -343,7 +371,7 @@ def test_output_drop_probability():
     assert e.output_drop_probability(1.0) == pytest.approx(0.4)
     assert np.isclose(
         spec.parse(
-            {"kind": "energy_aware_adaptive", "output_drop_max": 0.2}
+            {"kind": "energy_aware_adaptive", "dim": 8, "output_drop_max": 0.2}
         ).output_drop_probability(1.0),
         0.2,
     )

@@ -74,7 +74,7 @@ def assert_matches_reference(
             assert value.dtype == out.dtype, (a.name, value.dtype)
             np.testing.assert_allclose(to_numpy(value), ref_aux[a.name], **tol, err_msg=a.name)
         elif a.dtype == "int":
-            assert value.dtype == torch.int64, (a.name, value.dtype)
+            assert value.dtype == torch.int32, (a.name, value.dtype)
             np.testing.assert_array_equal(
                 to_numpy(value)[sure], ref_aux[a.name][sure], err_msg=a.name
             )
