@@ -80,7 +80,8 @@ class _TorchBug(TorchAdapter):
 
 def _route_factor(out, probs, route):
     """``r_k - stop_gradient(r_k)`` per sample ``(B, 1)``: 0 forward, ``dr_k`` backward."""
-    r_k = probs.gather(1, route[:, None]).to(out.dtype)
+    # route -1 (a sample with neither modality, output zero) reads column 0
+    r_k = probs.gather(1, route.clamp(min=0)[:, None]).to(out.dtype)
     return r_k - r_k.detach()
 
 

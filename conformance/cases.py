@@ -897,7 +897,9 @@ def export_shomr_fallback_mixed():
     )
 
 
-def _shomr_straight_through(name: str, seed: int, use_hard_routing, doc: str) -> Case:
+def _shomr_straight_through(
+    name: str, seed: int, use_hard_routing, doc: str, straight_through: bool = True
+) -> Case:
     return case(
         name,
         "shomr",
@@ -905,7 +907,7 @@ def _shomr_straight_through(name: str, seed: int, use_hard_routing, doc: str) ->
         training=True,
         dim=8,
         heads=2,
-        straight_through=True,
+        straight_through=straight_through,
         confidence_threshold=0.6,
         options={"use_hard_routing": use_hard_routing},
         edit=confidence_from_v0(),
@@ -931,6 +933,37 @@ def export_shomr_straight_through_soft():
         108,
         False,
         "Every sample soft: straight_through changes nothing, the router gets no gradient.",
+    )
+
+
+def export_shomr_no_straight_through_hard():
+    return _shomr_straight_through(
+        "shomr_no_straight_through_hard",
+        109,
+        True,
+        "straight_through=False (the original's behaviour), every sample hard: the router "
+        "gets no gradient.",
+        straight_through=False,
+    )
+
+
+def export_shomr_no_straight_through_automatic():
+    return _shomr_straight_through(
+        "shomr_no_straight_through_automatic",
+        110,
+        None,
+        "straight_through=False, automatic routing with hard and soft samples.",
+        straight_through=False,
+    )
+
+
+def export_shomr_no_straight_through_soft():
+    return _shomr_straight_through(
+        "shomr_no_straight_through_soft",
+        111,
+        False,
+        "straight_through=False, every sample soft.",
+        straight_through=False,
     )
 
 
@@ -1089,6 +1122,21 @@ def export_energy_aware_adaptive_straight_through():
         heads=2,
         straight_through=True,
         gradient=True,
+    )
+
+
+def export_energy_aware_adaptive_no_straight_through():
+    return case(
+        "energy_aware_adaptive_no_straight_through",
+        "energy_aware_adaptive",
+        seed=126,
+        training=True,
+        dim=8,
+        heads=2,
+        straight_through=False,
+        gradient=True,
+        doc="straight_through=False (the original's behaviour): the router gets gradient "
+        "from the energy term only.",
     )
 
 

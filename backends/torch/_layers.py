@@ -144,8 +144,8 @@ class Attention(nn.Module):
         ``B h`` tiny batched matmuls on transposed copies; over exactly two keys
         ``mix_two`` does less.
         """
-        if keys.shape[1] == 2 and key_mask is None:
-            return self.mix_two(query, keys)
+        if keys.shape[1] == 2:
+            return self.mix_two(query, keys, key_mask)
         h, dh = self.heads, query.shape[-1] // self.heads
         q = self.query(query).unflatten(-1, (h, dh))  # (B, Tq, h, dh)
         k = self.key(keys).unflatten(-1, (h, dh))  # (B, Tk, h, dh)
@@ -158,7 +158,9 @@ class Attention(nn.Module):
         mixed = (dropped[..., None] * v[:, None]).sum(dim=2)  # (B, Tq, h, dh)
         return mixed.flatten(-2), weights.permute(0, 3, 1, 2)  # (B, Tq, D), (B, h, Tq, Tk)
 
-    def mix_two(self, query: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
+    def mix_two(
+        self, query: Tensor, keys: Tensor, key_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         r"""``mix`` over two keys $x_0, x_1$: the softmax of two scores is a sigmoid.
 
         $a_0 = \sigma(q \cdot (k_0 - k_1) \cdot s)$, $a_1 = 1 - a_0$ (computed as
@@ -176,6 +178,10 @@ class Attention(nn.Module):
         dk = dk.unflatten(-1, (h, dh))  # (B, h, dh)
         v = self.value(keys).unflatten(-1, (h, dh))  # (B, 2, h, dh)
         diff = (q * dk[:, None]).sum(dim=-1) * self.scale  # (B, Tq, h): score_0 - score_1
+        if key_mask is not None:  # a masked key's score is -inf: weight exactly 0 or 1
+            only_0 = (key_mask[:, 0] & ~key_mask[:, 1])[:, None, None]  # (B, 1, 1)
+            only_1 = (key_mask[:, 1] & ~key_mask[:, 0])[:, None, None]
+            diff = torch.where(only_0, math.inf, torch.where(only_1, -math.inf, diff))
         w0 = torch.sigmoid(diff)  # (B, Tq, h)
         weights = torch.stack([w0, torch.sigmoid(-diff)], dim=-1)  # (B, Tq, h, 2)
         if self.training and self.dropout > 0.0:

@@ -3,6 +3,8 @@ compile, export and ONNX (the mask an ordinary input)."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -168,7 +170,13 @@ def test_torch_export_with_the_mask_as_an_input(case):
     for batch in (8, 3):
         v, t = (torch.from_numpy(x) for x in inputs(s, seed=batch, batch=batch))
         mask = torch.from_numpy(np.resize(PRESENT[::-1], (batch, 2)).copy())
-        assert torch.equal(program.module()(v, t, mask), module(v, t, mask))
+        # the exported graph is the dense dispatch; eager "auto" may sort the routing
+        # rules' samples into buckets (another summation order), so compare dense to dense
+        eager = module
+        if hasattr(module, "dispatch"):
+            eager = copy.deepcopy(module)
+            eager.dispatch = "dense"
+        assert torch.equal(program.module()(v, t, mask), eager(v, t, mask))
 
 
 @pytest.mark.parametrize("case", KIND_CASES)
