@@ -525,7 +525,7 @@ class FusionLayer(keras.layers.Layer):
             if len(v) != 2:
                 raise InputError(
                     f"{self.kind}: expected two inputs, layer(v, t) or layer([v, t]); "
-                    f"received a {type(v).__name__} of {len(v)}"
+                    f"received a {type(v).__name__} of {len(v)} (three: [v, t, present])"
                 )
             return v[0], v[1]
         if isinstance(v, (list, tuple)):

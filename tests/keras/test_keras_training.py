@@ -42,7 +42,14 @@ def test_layer_takes_a_pair_as_well_as_two_arguments():
     assert model.output.shape == (None, D)
     with pytest.raises(spec.InputError, match=r"gated: argument 't' expected an array or tensor of shape \(B, 8\); received None"):
         layer(v)
-    with pytest.raises(spec.InputError, match=r"gated: expected two inputs, layer\(v, t\) or layer\(\[v, t\]\); received a list of 3"):
+    with pytest.raises(spec.InputError, match=r"gated: expected two inputs, layer\(v, t\) or layer\(\[v, t\]\); received a list of 4 \(three: \[v, t, present\]\)"):
+        layer([v, t, v, t])
+    # three inputs: [v, t, present], as a functional model with the mask passes them
+    present = np.array([[True, False]] * v.shape[0])
+    np.testing.assert_array_equal(
+        to_numpy(layer([v, t, present])), to_numpy(layer(v, t, present))
+    )
+    with pytest.raises(spec.InputError, match=r"gated: argument 'present' expected shape \(B, 2\)"):
         layer([v, t, v])
 
 
