@@ -137,7 +137,11 @@ class EnergyAwareAdaptiveFusion(FusionLayer):
 
     def _call_options(self, call_options, training):
         progress = call_options.get("progress")
-        # a framework tensor or Keras variable (NumPy arrays and scalars: the spec checks them)
+        if isinstance(progress, (np.ndarray, np.generic)) and np.shape(progress) == ():
+            # a 0-d NumPy value (Keras's numpy backend's tensors are NumPy arrays): a float
+            call_options = {**call_options, "progress": float(progress)}
+            progress = call_options["progress"]
+        # a framework tensor or Keras variable (NumPy arrays: the spec checks them)
         tensor = hasattr(progress, "shape") and not isinstance(progress, (np.ndarray, np.generic))
         if tensor:
             shape = tuple(progress.shape)

@@ -157,7 +157,7 @@ def test_autocast_output_dtype_is_the_parameters_dtype(kind, device, dtype):
     s = spec.parse(kind, **{**DDP_SPECS[kind], "dim": 16})
     module = bt.build(s).to(device)
     v, t = (torch.from_numpy(x).to(device) for x in inputs(s, batch=BATCH))
-    reference = module.eval()(v, t)
+    reference, reference_aux = module.eval()(v, t, return_aux=True)
     for training in (False, True):
         module.train(training)
         with torch.autocast(device, dtype=dtype):
@@ -171,7 +171,14 @@ def test_autocast_output_dtype_is_the_parameters_dtype(kind, device, dtype):
             p.grad is None or torch.isfinite(p.grad).all() for p in module.parameters()
         )
         if not training:  # bfloat16 keeps 8 bits of mantissa: relative error ~ 2^-8 per op
-            torch.testing.assert_close(fused, reference, rtol=0.1, atol=0.1)
+            # a routing decision near its threshold may flip in bfloat16 (a different path,
+            # not a rounding error): compare the samples whose decisions agree
+            same = torch.ones(fused.shape[0], dtype=torch.bool, device=fused.device)
+            for name in ("route", "hard", "fallback"):
+                if name in aux:
+                    same &= aux[name] == reference_aux[name]
+            assert same.any(), (kind, "every decision flipped under autocast")
+            torch.testing.assert_close(fused[same], reference[same], rtol=0.1, atol=0.1)
 
 
 # --- devices, builders, checkpoints -----------------------------------------------------------
