@@ -50,17 +50,17 @@ def _stored_copy(tmp_path, monkeypatch, edit_tensors=None, edit_manifest=None):
     monkeypatch.setattr(golden, "MANIFEST", mpath)
 
 
-def _gradient_case(manifest):
-    return next(c for c in manifest["cases"] if c["gradient"] and c["directional_derivatives"])
+def _gradient_case():
+    """The current goldens, and the first gradient case's name, a parameter and its bounds."""
+    new = golden.generate()
+    case = next(c for c in new[1]["cases"] if c["gradient"] and c["directional_derivatives"])
+    param = next(iter(case["directional_derivatives"]))
+    return new, case["name"], param, case["finite_difference_rounding"]
 
 
 def test_goldens_from_another_machine_pass_within_their_rounding(tmp_path, monkeypatch):
     """Another CPU rounds finite differences and reference sums differently: accepted."""
-    new = golden.generate()
-    case = _gradient_case(new[1])
-    name = case["name"]
-    param = next(iter(case["directional_derivatives"]))
-    bound = case["finite_difference_rounding"]
+    new, name, param, bound = _gradient_case()
 
     def tensors(t):
         t[f"{name}/gradient/v"] = t[f"{name}/gradient/v"] + 0.5 * bound["v"]
@@ -75,11 +75,7 @@ def test_goldens_from_another_machine_pass_within_their_rounding(tmp_path, monke
 
 
 def test_drift_beyond_rounding_names_the_case_key_and_size(tmp_path, monkeypatch):
-    new = golden.generate()
-    case = _gradient_case(new[1])
-    name = case["name"]
-    param = next(iter(case["directional_derivatives"]))
-    bound = case["finite_difference_rounding"]
+    new, name, param, bound = _gradient_case()
 
     def tensors(t):
         t[f"{name}/gradient/t"] = t[f"{name}/gradient/t"] + 3 * bound["t"]

@@ -246,12 +246,14 @@ def test_one_step_fit_updates_every_param_that_gets_gradient(case):
     assert changed >= set(before) - frozen - key_biases
 
 
-# --- JAX: jit_compile ----------------------------------------------------------------
+# --- XLA: jit_compile ----------------------------------------------------------------
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow", reason="XLA through tf.function on TensorFlow")
-@pytest.mark.parametrize("case", CASE_IDS)
-def test_jit_compile_on_tensorflow_matches_reference(case):
+def _jit_compiled_model_matches_reference(case):
+    """A functional model compiled with ``jit_compile=True`` computes the reference in eval.
+
+    Returns the spec, params, layer and inputs for the backend's own further checks.
+    """
     s = make_spec(case)
     params = perturbed_params(s, seed=8)
     layer = bk.build(s, params)
@@ -261,6 +263,13 @@ def test_jit_compile_on_tensorflow_matches_reference(case):
     got = to_numpy(model.predict_on_batch([v, t]))
     if not s.noise(BATCH, training=False):
         np.testing.assert_allclose(got, fusion_ref.forward(s, params, v, t), **TOL)
+    return s, params, layer, v, t
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="XLA through tf.function on TensorFlow")
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_jit_compile_on_tensorflow_matches_reference(case):
+    _jit_compiled_model_matches_reference(case)
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="jit_compile=True is checked on the JAX backend")
@@ -268,15 +277,7 @@ def test_jit_compile_on_tensorflow_matches_reference(case):
 def test_jit_compile_on_jax_matches_reference(case):
     import jax
 
-    s = make_spec(case)
-    params = perturbed_params(s, seed=8)
-    layer = bk.build(s, params)
-    v, t = inputs(s, seed=8)
-    model = functional_model(layer)
-    model.compile(jit_compile=True)
-    got = to_numpy(model.predict_on_batch([v, t]))
-    if not s.noise(BATCH, training=False):
-        np.testing.assert_allclose(got, fusion_ref.forward(s, params, v, t), **TOL)
+    s, params, layer, v, t = _jit_compiled_model_matches_reference(case)
 
     options = {"progress": 0.5} if s.kind == "energy_aware_adaptive" else {}
     noise = uniform_noise(s, BATCH, seed=8, training=True, **options)
