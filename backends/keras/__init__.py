@@ -110,9 +110,10 @@ def build(
     layer_kwargs = {k: v for k, v in fields.items() if k in LAYER_ARGUMENTS}
     s = parse(s, **spec_fields)
     layer = LAYERS[s.kind](s, seed=seed, matmul_precision=matmul_precision, **layer_kwargs)
-    layer.build()
     if params is not None:
-        layer.load_canonical(params)
+        layer.load_canonical(params)  # builds with them (no random initial draw)
+    else:
+        layer.build()
     return layer
 
 

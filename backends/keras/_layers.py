@@ -295,6 +295,22 @@ def _initializer(init: Init, seed: int | None):
     return keras.initializers.Constant(init.value)
 
 
+def _given(value: np.ndarray):
+    """An initializer returning ``value`` (already in the variable's layout).
+
+    Building with canonical params skips the spec's random initializers: on JAX
+    each of them compiles a random-number program per shape, only to be
+    overwritten by ``load_canonical``.
+    """
+
+    def initializer(shape, dtype=None):
+        if tuple(shape) != value.shape:
+            raise WeightsError(f"initial value of shape {value.shape} for a variable {tuple(shape)}")
+        return value
+
+    return initializer
+
+
 #: Seeds are non-negative 31-bit ints (Keras initializers and TensorFlow's RNG).
 SEED_MAX = 2**31 - 1
 
@@ -385,6 +401,7 @@ class FusionLayer(keras.layers.Layer):
         self.param_specs = tuple(s.params())
         self.transposed = tuple(p.name for p in self.param_specs if _is_dense(p))
         self._canonical: dict[str, keras.Variable] = {}
+        self._initial_values: dict[str, np.ndarray] | None = None
 
     # --- Keras lifecycle ----------------------------------------------------------
     def __repr__(self) -> str:
@@ -402,18 +419,21 @@ class FusionLayer(keras.layers.Layer):
                 f"{self.kind}: input 'present' expected shape (B, 2) (image, text per "
                 f"sample); received shape {tuple(present_shape)}"
             )
+        initial = self._initial_values or {}
         for i, p in enumerate(self.param_specs):
             shape = p.shape[::-1] if p.name in self.transposed else p.shape
-            self._canonical[p.name] = self.add_weight(
-                name=_keras_name(p),
-                shape=shape,
-                initializer=_initializer(
+            if p.name in initial:  # build(s, params): no random draw that load would overwrite
+                init = _given(initial[p.name])
+            else:
+                init = _initializer(
                     p.init, None if self.seed is None else (int(self.seed) + i) % SEED_MAX
-                ),
-                trainable=p.trained,
+                )
+            self._canonical[p.name] = self.add_weight(
+                name=_keras_name(p), shape=shape, initializer=init, trainable=p.trained
             )
+        self._initial_values = None
         for p in self.param_specs:
-            if p.init.tied_to is not None:
+            if p.init.tied_to is not None and p.name not in initial:
                 # a copy: assigning the variable itself shares its buffer on JAX, which a
                 # compiled train step then donates twice
                 source = self._canonical[p.init.tied_to]
@@ -580,23 +600,31 @@ class FusionLayer(keras.layers.Layer):
 
         Raises ``spec.WeightsError`` naming missing, unexpected or mis-shaped entries.
         """
-        check_params(self.spec, params, what="canonical params")
+        values = self._held_values(params)
         if not self.built:
+            self._initial_values = values
             self.build()
+            return
         for p in self.param_specs:
-            value = np.asarray(as_numpy(params[p.name]), dtype=np.float32)
-            if p.name in self.transposed:
-                assert value.shape == p.shape and value.shape[::-1] == tuple(
-                    self._canonical[p.name].shape
-                )
-                value = value.T
+            value = values[p.name]
             variable = self._canonical[p.name]
             if value.shape != tuple(variable.shape):
                 raise WeightsError(
                     f"{self.kind}: param {p.name!r} expected Keras shape {tuple(variable.shape)}; "
                     f"received {value.shape}"
                 )
-            variable.assign(np.array(value, order="C"))  # 0-d stays 0-d
+            variable.assign(value)
+
+    def _held_values(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Checked canonical ``params`` as C-contiguous float32 in the variables' layout."""
+        check_params(self.spec, params, what="canonical params")
+        values = {}
+        for p in self.param_specs:
+            value = np.asarray(as_numpy(params[p.name]), dtype=np.float32)
+            if p.name in self.transposed:
+                value = value.T
+            values[p.name] = np.array(value, order="C")  # 0-d stays 0-d
+        return values
 
     @property
     def canonical_variables(self) -> dict[str, keras.Variable]:

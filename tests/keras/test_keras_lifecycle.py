@@ -296,3 +296,26 @@ def test_jit_compile_on_jax_matches_reference(case):
         s, params, v, t, training=True, noise=noise, return_aux=True, **options
     )
     assert_matches_reference(s, out, aux, ref, ref_aux, training=True, **options)
+
+
+def test_build_with_params_draws_no_random_initial_values(monkeypatch):
+    """``build(s, params)`` creates the variables from ``params`` (on JAX each random
+    initializer compiles a program per shape, only to be overwritten), tied copies
+    included: they hold their own loaded values, not their source's."""
+    from fusion_spec.backends.keras import _layers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a random initializer ran although params were given")
+
+    monkeypatch.setattr(_layers, "_initializer", refuse)
+    s = spec.parse(dict(CASES["transformer_concat"], layers=3))
+    params = perturbed_params(s, seed=7)
+    tied = [p.name for p in s.params() if p.init.tied_to is not None]
+    assert tied and any(
+        not np.array_equal(params[p.name], params[p.init.tied_to])
+        for p in s.params()
+        if p.init.tied_to is not None
+    )
+    back = bk.build(s, params).canonical_params()
+    for name, value in back.items():
+        np.testing.assert_array_equal(value, params[name], name)
