@@ -13,6 +13,7 @@ argument is one more ``ArgSpec`` line there plus its keyword in each forward.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,8 @@ def array_meta(x: Any) -> Meta:
 
 def _fits(shape: tuple, want: tuple) -> bool:
     """Same rank, and equal sizes wherever both are known (``None`` or a symbol matches)."""
+    if shape == want:  # the common case, without a generator
+        return True
     return len(shape) == len(want) and all(
         not isinstance(w, int) or d is None or d == w for d, w in zip(shape, want, strict=True)
     )
@@ -100,29 +103,31 @@ def check_flag(kind: str, name: str, value: Any, *, allow_none: bool = False) ->
 
 
 def check_arrays(s, arrays: Mapping[str, Any], meta: Callable[[Any], Meta] = array_meta) -> Any:
-    """Check the declared array arguments; returns the batch size (``None`` if symbolic)."""
+    """Check the declared array arguments; returns the batch size (``None`` if symbolic).
+
+    Runs on every call: the wanted shapes come from a per-(inputs, dim) cache and
+    the message strings are built only on an error.
+    """
     batch, first = None, None
-    for arg in s.inputs():
+    for arg, want, fixed, batch_axis in _plan(s.inputs(), s.dim):
         x = arrays.get(arg.name)
-        expected = _shape_text(arg.shape, s.dim)
         if x is None:
             if arg.optional:
                 continue
             raise InputError(
                 f"{s.kind}: argument {arg.name!r} expected an array or tensor of shape "
-                f"{expected}; received None"
+                f"{_shape_text(arg.shape, s.dim)}; received None"
             )
         m = meta(x)
         if m is None:
             raise InputError(
                 f"{s.kind}: argument {arg.name!r} expected an array or tensor of shape "
-                f"{expected}; received {describe(x)}"
+                f"{_shape_text(arg.shape, s.dim)}; received {describe(x)}"
             )
         shape, kind = m
-        want = tuple(s.dim if d == "D" else d for d in arg.shape)
-        if not _fits(shape, want):
+        if len(shape) != len(want) or any(shape[i] not in (None, w) for i, w in fixed):
             raise InputError(
-                f"{s.kind}: argument {arg.name!r} expected shape {expected}; "
+                f"{s.kind}: argument {arg.name!r} expected shape {_shape_text(arg.shape, s.dim)}; "
                 f"received shape {tuple(shape)}"
             )
         if kind not in arg.kinds:
@@ -130,8 +135,8 @@ def check_arrays(s, arrays: Mapping[str, Any], meta: Callable[[Any], Meta] = arr
                 f"{s.kind}: argument {arg.name!r} expected {_kind_text(arg.kinds)}; "
                 f"received {_dtype(x)}"
             )
-        if "B" in arg.shape:
-            b = shape[arg.shape.index("B")]
+        if batch_axis is not None:
+            b = shape[batch_axis]
             if first is None:
                 batch, first = b, (arg.name, shape)
             elif b is not None and batch is not None and b != batch:
@@ -142,6 +147,18 @@ def check_arrays(s, arrays: Mapping[str, Any], meta: Callable[[Any], Meta] = arr
             elif batch is None:
                 batch = b
     return batch
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(inputs: tuple[ArgSpec, ...], dim: int) -> tuple[tuple, ...]:
+    """Per declared input: the spec, its wanted shape (``D`` resolved), its fixed sizes
+    ``((axis, size), ...)`` and its batch axis: what ``_fits`` asks, precomputed."""
+    plan = []
+    for arg in inputs:
+        want = tuple(dim if d == "D" else d for d in arg.shape)
+        fixed = tuple((i, w) for i, w in enumerate(want) if isinstance(w, int))
+        plan.append((arg, want, fixed, arg.shape.index("B") if "B" in arg.shape else None))
+    return tuple(plan)
 
 
 def check_noise(

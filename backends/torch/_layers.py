@@ -51,6 +51,20 @@ def gelu(x: Tensor) -> Tensor:
     return F.gelu(x, approximate="none")
 
 
+def blend(g: Tensor, v: Tensor, t: Tensor) -> Tensor:
+    """``g v + (1 - g) t`` as one ``torch.lerp`` kernel (four element-wise ops otherwise).
+
+    In the promoted dtype of ``g`` and ``v`` (under autocast ``g`` comes out of a
+    linear in bfloat16 while ``v`` is float32; ``lerp`` wants one dtype).
+    """
+    dtype = torch.promote_types(g.dtype, v.dtype)
+    if g.dtype != dtype:
+        g = g.to(dtype)
+    if v.dtype != dtype:
+        v, t = v.to(dtype), t.to(dtype)
+    return torch.lerp(t, v, g)
+
+
 def layer_norm(dim: int, eps: float) -> nn.LayerNorm:
     r"""Affine $\mathrm{LN}(x) = (x - \mu) / \sqrt{\sigma^2 + \epsilon} \odot w + b$, biased variance.
 
@@ -130,14 +144,19 @@ class Attention(nn.Module):
         return f"heads={self.heads}, scale={self.scale:.6g}, dropout={self.dropout}"
 
     def mix(
-        self, query: Tensor, keys: Tensor, key_mask: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
+        self,
+        query: Tensor,
+        keys: Tensor,
+        key_mask: Tensor | None = None,
+        need_weights: bool = True,
+    ) -> tuple[Tensor, Tensor | None]:
         """Heads' weighted values before the output projection.
 
         ``query`` ``(B, Tq, D)``, ``keys`` (also the values) ``(B, Tk, D)``;
         ``key_mask`` ``(B, Tk)`` bool (a true entry per sample) gives masked keys the
         score ``-inf``, hence weight exactly 0.
-        Returns ``mixed`` ``(B, Tq, D)`` and the weights ``(B, h, Tq, Tk)`` before dropout.
+        Returns ``mixed`` ``(B, Tq, D)`` and the weights ``(B, h, Tq, Tk)`` before dropout
+        (``None`` unless ``need_weights``: only aux outputs read them).
 
         The rules attend over at most two tokens, so scores and mixing are
         broadcast products summed over one axis (``B Tq Tk D`` multiplies), not
@@ -145,7 +164,7 @@ class Attention(nn.Module):
         ``mix_two`` does less.
         """
         if keys.shape[1] == 2:
-            return self.mix_two(query, keys, key_mask)
+            return self.mix_two(query, keys, key_mask, need_weights)
         h, dh = self.heads, query.shape[-1] // self.heads
         q = self.query(query).unflatten(-1, (h, dh))  # (B, Tq, h, dh)
         k = self.key(keys).unflatten(-1, (h, dh))  # (B, Tk, h, dh)
@@ -156,11 +175,31 @@ class Attention(nn.Module):
         weights = torch.softmax(scores, dim=2)
         dropped = dropout(weights, self.dropout, self.training)
         mixed = (dropped[..., None] * v[:, None]).sum(dim=2)  # (B, Tq, h, dh)
-        return mixed.flatten(-2), weights.permute(0, 3, 1, 2)  # (B, Tq, D), (B, h, Tq, Tk)
+        out = weights.permute(0, 3, 1, 2) if need_weights else None
+        return mixed.flatten(-2), out  # (B, Tq, D), (B, h, Tq, Tk)
+
+    def _score_diff(self, query: Tensor, keys: Tensor, key_mask: Tensor | None) -> Tensor:
+        """``score_0 - score_1`` of two keys ``(B, 2, D)`` per query and head: ``(B, Tq, h)``."""
+        h, dh = self.heads, query.shape[-1] // self.heads
+        q = self.query(query).unflatten(-1, (h, dh))  # (B, Tq, h, dh)
+        # k_0 - k_1; the bias cancels, and ``b - b`` (exactly 0) keeps it in the graph
+        # with its true gradient, 0, rather than none
+        zero_bias = self.key.bias - self.key.bias
+        dk = F.linear(keys[:, 0] - keys[:, 1], self.key.weight, zero_bias)  # (B, D)
+        diff = (q * dk.unflatten(-1, (h, dh))[:, None]).sum(dim=-1) * self.scale  # (B, Tq, h)
+        if key_mask is not None:  # a masked key's score is -inf: weight exactly 0 or 1
+            only_0 = (key_mask[:, 0] & ~key_mask[:, 1])[:, None, None]  # (B, 1, 1)
+            only_1 = (key_mask[:, 1] & ~key_mask[:, 0])[:, None, None]
+            diff = torch.where(only_0, math.inf, torch.where(only_1, -math.inf, diff))
+        return diff
 
     def mix_two(
-        self, query: Tensor, keys: Tensor, key_mask: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
+        self,
+        query: Tensor,
+        keys: Tensor,
+        key_mask: Tensor | None = None,
+        need_weights: bool = True,
+    ) -> tuple[Tensor, Tensor | None]:
         r"""``mix`` over two keys $x_0, x_1$: the softmax of two scores is a sigmoid.
 
         $a_0 = \sigma(q \cdot (k_0 - k_1) \cdot s)$, $a_1 = 1 - a_0$ (computed as
@@ -170,41 +209,50 @@ class Attention(nn.Module):
         training) the two dropped weights mix $v_0$ and $v_1$ directly. Same shapes as ``mix``.
         """
         h, dh = self.heads, query.shape[-1] // self.heads
-        q = self.query(query).unflatten(-1, (h, dh))  # (B, Tq, h, dh)
-        # k_0 - k_1; the bias cancels, and ``b - b`` (exactly 0) keeps it in the graph
-        # with its true gradient, 0, rather than none
-        zero_bias = self.key.bias - self.key.bias
-        dk = F.linear(keys[:, 0] - keys[:, 1], self.key.weight, zero_bias)  # (B, D)
-        dk = dk.unflatten(-1, (h, dh))  # (B, h, dh)
+        diff = self._score_diff(query, keys, key_mask)  # (B, Tq, h): score_0 - score_1
         v = self.value(keys).unflatten(-1, (h, dh))  # (B, 2, h, dh)
-        diff = (q * dk[:, None]).sum(dim=-1) * self.scale  # (B, Tq, h): score_0 - score_1
-        if key_mask is not None:  # a masked key's score is -inf: weight exactly 0 or 1
-            only_0 = (key_mask[:, 0] & ~key_mask[:, 1])[:, None, None]  # (B, 1, 1)
-            only_1 = (key_mask[:, 1] & ~key_mask[:, 0])[:, None, None]
-            diff = torch.where(only_0, math.inf, torch.where(only_1, -math.inf, diff))
         w0 = torch.sigmoid(diff)  # (B, Tq, h)
-        weights = torch.stack([w0, torch.sigmoid(-diff)], dim=-1)  # (B, Tq, h, 2)
-        if self.training and self.dropout > 0.0:
+        dropping = self.training and self.dropout > 0.0
+        weights = None
+        if need_weights or dropping:
+            weights = torch.stack([w0, torch.sigmoid(-diff)], dim=-1)  # (B, Tq, h, 2)
+        if dropping:
             d = F.dropout(weights, self.dropout, training=True)[..., None]  # (B, Tq, h, 2, 1)
             mixed = d[..., 0, :] * v[:, 0, None] + d[..., 1, :] * v[:, 1, None]  # (B, Tq, h, dh)
         else:
             mixed = v[:, 1, None] + w0[..., None] * (v[:, 0] - v[:, 1])[:, None]  # (B, Tq, h, dh)
-        return mixed.flatten(-2), weights.transpose(1, 2)  # (B, Tq, D), (B, h, Tq, 2)
+        out = weights.transpose(1, 2) if need_weights else None
+        return mixed.flatten(-2), out  # (B, Tq, D), (B, h, Tq, 2)
 
     def forward(
-        self, query: Tensor, keys: Tensor, key_mask: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """``(B, Tq, D)``, ``(B, Tk, D)`` -> output ``(B, Tq, D)``, weights ``(B, h, Tq, Tk)``."""
-        mixed, weights = self.mix(query, keys, key_mask)
+        self,
+        query: Tensor,
+        keys: Tensor,
+        key_mask: Tensor | None = None,
+        need_weights: bool = True,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``(B, Tq, D)``, ``(B, Tk, D)`` -> output ``(B, Tq, D)``, weights ``(B, h, Tq, Tk)``
+        (``None`` unless ``need_weights``)."""
+        mixed, weights = self.mix(query, keys, key_mask, need_weights)
         return self.output(mixed), weights
 
     def pooled(self, x: Tensor) -> Tensor:
         r"""Token mean of self-attention over ``x`` ``(B, T, D)``: ``(B, D)``.
 
         $\tfrac1T \sum_i (W_o m_i + b_o) = W_o (\tfrac1T \sum_i m_i) + b_o$, so the
-        output projection runs once per sample instead of once per token.
+        output projection runs once per sample instead of once per token. Over two
+        tokens without attention dropout the mix is linear in the weights,
+        $\tfrac12 \sum_i (v_1 + a_{i0} (v_0 - v_1)) = v_1 + \bar a_0 (v_0 - v_1)$: the
+        weights are averaged over the queries before mixing (``(B, h)``, not
+        ``(B, 2, h, dh)``).
         """
-        return self.output(self.mix(x, x)[0].mean(dim=1))
+        if x.shape[1] != 2 or (self.training and self.dropout > 0.0):
+            return self.output(self.mix(x, x, need_weights=False)[0].mean(dim=1))
+        h, dh = self.heads, x.shape[-1] // self.heads
+        a0 = torch.sigmoid(self._score_diff(x, x, None)).mean(dim=1)  # (B, h)
+        v = self.value(x).unflatten(-1, (h, dh))  # (B, 2, h, dh)
+        mixed = v[:, 1] + a0[..., None] * (v[:, 0] - v[:, 1])  # (B, h, dh)
+        return self.output(mixed.flatten(-2))
 
 
 class EncoderLayer(nn.Module):
@@ -227,7 +275,8 @@ class EncoderLayer(nn.Module):
         return f"dropout={self.dropout}"
 
     def forward(self, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
-        x = self.norm1(x + dropout(self.attn(x, x, key_mask)[0], self.dropout, self.training))
+        a = self.attn(x, x, key_mask, need_weights=False)[0]
+        x = self.norm1(x + dropout(a, self.dropout, self.training))
         return self.norm2(x + self.ffn(x))
 
 
@@ -378,6 +427,13 @@ def bucket_sizes(key: Tensor, buckets: int) -> tuple[Tensor, list[int]]:
     return order, torch.bincount(key, minlength=buckets).tolist()
 
 
+def rows_of(x: Tensor, index: Tensor) -> Tensor:
+    """``x[index]`` along the batch axis as ``index_select``: its backward is an
+    ``index_add``, where advanced indexing's is an accumulating ``index_put`` (slower
+    on the CPU)."""
+    return x.index_select(0, index)
+
+
 def unsort(order: Tensor, rows: Tensor) -> Tensor:
     """Rows given in ``order`` ``(B,)`` back in batch order: ``out[order[i]] = rows[i]``."""
     return rows.new_empty(rows.shape).index_copy(0, order, rows)
@@ -389,6 +445,8 @@ def straight_through(out: Tensor, probs: Tensor, route: Tensor) -> Tensor:
     ``r_k - r_k.detach()`` is exactly 0 forward, so ``out`` is returned
     unchanged, while ``r_k`` receives the gradient ``<out, dL/dout>``.
     """
+    if not (probs.requires_grad and torch.is_grad_enabled()):
+        return out  # nothing to carry a gradient: the forward value is ``out`` as is
     r_k = probs.gather(1, route.clamp(min=0)[:, None]).to(out.dtype)  # (B, 1); -1: no route
     return out + out * (r_k - r_k.detach())
 
@@ -401,7 +459,7 @@ class FusionModule(nn.Module):
 
     Subclasses set ``kind``, register their submodules in ``__init__`` under the
     canonical names, call ``reset_parameters()``, and implement the rule's math
-    in ``fuse(v, t, *, noise, **options) -> (fused, aux)``. The base owns what
+    in ``fuse(v, t, *, noise, present, want_aux, **options) -> (fused, aux)``. The base owns what
     every rule shares: spec parsing, initialisation from the spec's
     distributions, canonical params in and out, input/option/noise checks and
     error wording.
@@ -431,6 +489,7 @@ class FusionModule(nn.Module):
         # device -> generator seeded once from ``generator``, for a module moved off its device
         self._device_generators: dict[str, torch.Generator] = {}
         self.dropout_rate = float(getattr(s, "dropout", 0.0))
+        self._default_options = s.check_call_options({})
 
     def extra_repr(self) -> str:
         text = ", ".join(f"{k}={v!r}" for k, v in self.spec.model_dump().items())
@@ -559,11 +618,12 @@ class FusionModule(nn.Module):
             v = torch.where(m.image[:, None], v, 0.0)
             t = torch.where(m.text[:, None], t, 0.0)
         u = self._noise(v, noise, options)
-        out, aux = self.fuse(v, t, noise=u, present=m, **options)
+        out, aux = self.fuse(v, t, noise=u, present=m, want_aux=return_aux, **options)
         # One output dtype for every rule under autocast (a no-op otherwise): the rules
         # end in different ops (linear: the autocast dtype; layer norm: float32).
         dtype = v.dtype
-        out = out.to(dtype)
+        if out.dtype != dtype:
+            out = out.to(dtype)
         if m is not None:
             out = torch.where(m.neither[:, None], 0.0, out)
             aux["neither"] = m.neither.to(dtype)
@@ -579,8 +639,12 @@ class FusionModule(nn.Module):
         *,
         noise: dict[str, Tensor],
         present: Presence | None = None,
+        want_aux: bool = True,
         **options: Any,
     ):
+        """The rule's math: ``(fused, aux)``. With ``want_aux=False`` (the call did not ask
+        for aux outputs) a rule may skip what only its aux outputs need and return
+        ``{}`` or a partial dict."""
         raise NotImplementedError
 
     # --- plumbing: the one checking layer ---------------------------------------------
@@ -592,7 +656,8 @@ class FusionModule(nn.Module):
         ``arrays`` holds the spec's declared array arguments (``spec.inputs()``).
         """
         s = self.spec
-        options = s.check_call_options(call_options)
+        # the defaults, validated once (most calls pass no option)
+        options = s.check_call_options(call_options) if call_options else self._default_options
         check_flag(s.kind, "return_aux", return_aux)
         batch = check_arrays(s, arrays, _meta)
         device = self._param_meta()[1]

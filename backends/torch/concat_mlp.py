@@ -25,9 +25,10 @@ class ConcatMlpFusion(FusionModule):
         self.mlp = nn.ModuleList(nn.Linear(widths[i], widths[i + 1]) for i in range(s.layers))
         self.reset_parameters()
 
-    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None):
+    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None, want_aux=True):
         # missing modality: zero-fill, the forward already zeroed the absent rows
         h = torch.cat([v, t], dim=-1)  # (B, 2D)
-        for layer in self.mlp[:-1]:
-            h = dropout(gelu(layer(h)), self.dropout_rate, self.training)  # (B, H D)
-        return self.mlp[-1](h), {}
+        last = len(self.mlp) - 1  # (slicing a ModuleList builds a new module per call)
+        for i, layer in enumerate(self.mlp):
+            h = layer(h) if i == last else dropout(gelu(layer(h)), self.dropout_rate, self.training)
+        return h, {}

@@ -30,7 +30,7 @@ class CrossAttentionFusion(FusionModule):
         self.ffn = FeedForward(s.dim, s.ffn_mult * s.dim, output_dropout=s.dropout)
         self.reset_parameters()
 
-    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None):
+    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None, want_aux=True):
         if self.spec.missing_modality != "key_mask":
             present = None  # zero_fill: the rule runs unchanged on the zeroed rows
         q = 0.5 * (v + t)
@@ -39,9 +39,14 @@ class CrossAttentionFusion(FusionModule):
             key_mask = present.key_mask()
             single = torch.where(present.image[:, None], v, t)
             q = torch.where(present.both[:, None], q, single)  # mean of the present tokens
-        z, weights = self.attn(self.norm1(q)[:, None], tokens(v, t), key_mask)  # (B, 1, D)
+        z, weights = self.attn(
+            self.norm1(q)[:, None], tokens(v, t), key_mask, need_weights=want_aux
+        )  # (B, 1, D)
         z = z[:, 0]  # (B, D)
+        out = z + self.ffn(self.norm2(z))
+        if not want_aux:
+            return out, {}
         weights = weights[:, :, 0]  # (B, h, 2)
         if present is not None:
             weights = torch.where(present.neither[:, None, None], 0.0, weights)
-        return z + self.ffn(self.norm2(z)), {"attention_weights": weights}
+        return out, {"attention_weights": weights}

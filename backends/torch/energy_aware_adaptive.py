@@ -11,15 +11,16 @@ from ._layers import (
     FusionModule,
     RouterMlp,
     argmax,
+    blend,
     bucket_sizes,
     categorical,
     layer_norm,
     poison_undecided,
+    rows_of,
     select,
     sparse_dispatch,
     straight_through,
     tokens,
-    unsort,
 )
 
 
@@ -70,9 +71,9 @@ class EnergyAwareAdaptiveFusion(FusionModule):
         r"""$\mathrm{FFN}(\mathrm{LN}(g v + (1-g) t + a))$ for rows ``(N, D)``, ``h = [v; t]``."""
         a = self.attn.pooled(tokens(v, t))  # (N, D)
         g = torch.sigmoid(self.gate(h))  # (N, D)
-        return self.ffn(self.norm(g * v + (1.0 - g) * t + a))
+        return self.ffn(self.norm(blend(g, v, t) + a))
 
-    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None, progress=None):
+    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None, want_aux=True, progress=None):
         s = self.spec
         h = torch.cat([v, t], dim=-1)  # (B, 2D)
 
@@ -86,16 +87,29 @@ class EnergyAwareAdaptiveFusion(FusionModule):
             r = present.route_probs(r, route)
 
         if sparse_dispatch(self.dispatch, v):
+            # the "both" path on its rows only, scattered into zeros; image/text rows
+            # selected element-wise (cheaper than a gather and its backward)
             order, (n_kept, _) = bucket_sizes((route == 2).to(torch.int64), 2)
-            rows, idx = order[:n_kept], order[n_kept:]  # image/text rows, then "both" rows
-            kept = torch.where((route[rows] == 0)[:, None], v[rows], t[rows])
-            both = self._both(v[idx], t[idx], h[idx])  # (n_both, D)
-            out = unsort(order, torch.cat([kept, both]))
+            idx = order[n_kept:]  # the "both" rows
+            h_b = rows_of(h, idx)  # (n_both, 2D): one gather for v, t and h
+            d = v.shape[1]
+            both = self._both(h_b[:, :d], h_b[:, d:], h_b)  # (n_both, D)
+            both = both.new_zeros((v.shape[0], both.shape[1])).index_copy(0, idx, both)
+            out = select(route, v, t, both)
         else:
             out = select(route, v, t, self._both(v, t, h))
         out = poison_undecided(out, r)
         if s.straight_through:
             out = straight_through(out, r, route)
+
+        kept = None
+        if self.training and progress is not None:
+            gate = noise["output_drop_gate"] < s.output_drop_probability(progress)  # (1,)
+            flagged = noise["output_drop_flags"].amin(dim=-1) < s.output_drop_flag_p  # (B,)
+            kept = 1.0 - (gate & flagged).to(r.dtype)  # (B,)
+            out = out * kept[:, None].to(out.dtype)
+        if not want_aux:  # the energy terms are aux outputs only
+            return out, {}
 
         c_v, c_t, c_b = s.energy_costs_mJ
         expected = c_v * r[:, 0] + c_t * r[:, 1] + c_b * r[:, 2]  # (B,)
@@ -103,13 +117,8 @@ class EnergyAwareAdaptiveFusion(FusionModule):
         mean_energy = expected.sum() / max(expected.shape[0], 1)  # 0, not NaN, for B = 0
         energy_loss = weight * torch.relu(mean_energy - s.energy_budget_mJ)
 
-        kept = torch.ones_like(expected)  # (B,)
-        if self.training and progress is not None:
-            gate = noise["output_drop_gate"] < s.output_drop_probability(progress)  # (1,)
-            flagged = noise["output_drop_flags"].amin(dim=-1) < s.output_drop_flag_p  # (B,)
-            kept = 1.0 - (gate & flagged).to(expected.dtype)
-            out = out * kept[:, None].to(out.dtype)
-
+        if kept is None:
+            kept = torch.ones_like(expected)  # (B,)
         aux = {
             "route_probs": r,
             "route": route.to(torch.int32),

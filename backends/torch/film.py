@@ -25,10 +25,10 @@ class FilmFusion(FusionModule):
         self.beta = nn.Linear(self.spec.dim, self.spec.dim)
         self.reset_parameters()
 
-    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None):
+    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None, want_aux=True):
         gamma = self.gamma(t)  # (B, D)
         beta = self.beta(t)  # (B, D)
-        out = gamma * v + beta
+        out = torch.addcmul(beta, gamma, v)  # gamma v + beta, one kernel
         if present is not None and self.spec.missing_modality == "identity":
             image, text = present.image[:, None], present.text[:, None]
             out = torch.where(image & text, out, torch.where(image, v, beta))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._layers import FusionModule
+from ._layers import FusionModule, blend
 
 
 class GatedFusion(FusionModule):
@@ -24,9 +24,9 @@ class GatedFusion(FusionModule):
         self.gate = nn.Linear(2 * self.spec.dim, self.spec.dim)
         self.reset_parameters()
 
-    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None):
+    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None, want_aux=True):
         g = torch.sigmoid(self.gate(torch.cat([v, t], dim=-1)))  # (B, D)
-        out = g * v + (1.0 - g) * t
+        out = blend(g, v, t)  # g v + (1 - g) t
         if present is not None and self.spec.missing_modality == "present_alone":
             out = torch.where(
                 present.both[:, None], out, torch.where(present.image[:, None], v, t)

@@ -27,20 +27,24 @@ class ModalityDropoutFusion(FusionModule):
         self.mlp = nn.ModuleList([nn.Linear(2 * d, d), nn.Linear(d, d)])
         self.reset_parameters()
 
-    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None):
+    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None, want_aux=True):
         s = self.spec
-        ones = v.new_ones(v.shape[0])  # (B,)
+        batch, d = v.shape
+        h = torch.cat([v, t], dim=-1)  # (B, 2D)
+        keep = None  # (1, 2) or (B, 2) bool: keep (image, text)
         if self.training:
-            keep_v = ones * (noise["drop_image"] >= s.p_img).to(v.dtype)  # (1,) or (B,) -> (B,)
-            keep_t = ones * (noise["drop_text"] >= s.p_txt).to(v.dtype)
-        else:
-            keep_v = keep_t = ones
+            keep = torch.stack([noise["drop_image"] >= s.p_img, noise["drop_text"] >= s.p_txt], -1)
         if present is not None:  # an absent modality is a dropped one
-            keep_v = keep_v * present.image.to(v.dtype)
-            keep_t = keep_t * present.text.to(v.dtype)
-        if self.training or present is not None:
-            h = torch.cat([keep_v[:, None] * v, keep_t[:, None] * t], dim=-1)  # (B, 2D)
-        else:  # nothing dropped: no multiplications by one
-            h = torch.cat([v, t], dim=-1)  # (B, 2D)
+            mask = torch.stack([present.image, present.text], dim=-1)  # (B, 2)
+            keep = mask if keep is None else keep & mask
+        if keep is not None:  # one multiplication of both halves (nothing to do in eval)
+            h = (h.view(batch, 2, d) * keep[:, :, None].to(h.dtype)).view(batch, 2 * d)
         out = self.mlp[1](torch.relu(self.mlp[0](h)))
+        if not want_aux:
+            return out, {}
+        if keep is None:
+            keep_v = keep_t = v.new_ones(batch)
+        else:
+            kept = keep.to(v.dtype).expand(batch, 2)
+            keep_v, keep_t = kept[:, 0], kept[:, 1]
         return out, {"keep_image": keep_v, "keep_text": keep_t}

@@ -11,12 +11,14 @@ from ._layers import (
     FusionModule,
     RouterMlp,
     argmax,
+    blend,
     bucket_sizes,
     categorical,
     dropout,
     gelu,
     layer_norm,
     poison_undecided,
+    rows_of,
     sparse_dispatch,
     straight_through,
     tokens,
@@ -95,7 +97,7 @@ class ShomrFusion(FusionModule):
         hard_ = hard[:, None]
         a = self._pooled(v, t)
         soft = self.norm1(c[:, :1] * v + c[:, 1:] * t + a)
-        both = self.norm2(g * v + (1.0 - g) * t + a)
+        both = self.norm2(blend(g, v, t) + a)
         deep = self._deep(torch.where(hard_, both, soft))
         single = self._single(torch.where((route == 0)[:, None], v, t))
         return torch.where((hard & (route < 2))[:, None], single, deep)
@@ -105,18 +107,24 @@ class ShomrFusion(FusionModule):
         key = torch.where(hard, torch.where(route == 2, BOTH, SINGLE), SOFT)  # (B,)
         order, (n_both, n_soft, _) = bucket_sizes(key, 3)
         deep_rows, single_rows = order[: n_both + n_soft], order[n_both + n_soft :]
-        v_d, t_d = v[deep_rows], t[deep_rows]  # (n_both + n_soft, D), "both" rows first
+        d = v.shape[1]
+        h_d = rows_of(h, deep_rows)  # (n_both + n_soft, 2D), "both" rows first: one gather
+        v_d, t_d = h_d[:, :d], h_d[:, d:]
         a = self._pooled(v_d, t_d)
-        g = torch.sigmoid(self.gate(h[deep_rows[:n_both]]))  # (n_both, D)
-        c_s = c[deep_rows[n_both:]]  # (n_soft, 2)
+        g = torch.sigmoid(self.gate(h_d[:n_both]))  # (n_both, D)
+        c_s = rows_of(c, deep_rows[n_both:])  # (n_soft, 2)
         v_b, v_s, t_b, t_s = v_d[:n_both], v_d[n_both:], t_d[:n_both], t_d[n_both:]
-        both = self.norm2(g * v_b + (1.0 - g) * t_b + a[:n_both])
+        both = self.norm2(blend(g, v_b, t_b) + a[:n_both])
         soft = self.norm1(c_s[:, :1] * v_s + c_s[:, 1:] * t_s + a[n_both:])
         deep = self._deep(torch.cat([both, soft]))
-        x1 = torch.where((route[single_rows] == 0)[:, None], v[single_rows], t[single_rows])
+        # the image/text rows: one gather of the chosen modality's row of h viewed (2B, D)
+        pick = 2 * single_rows + (rows_of(route, single_rows) != 0).to(single_rows.dtype)
+        x1 = rows_of(h.reshape(-1, d), pick)  # (n_single, D)
         return unsort(order, torch.cat([deep, self._single(x1)]))
 
-    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None, use_hard_routing=None):
+    def fuse(
+        self, v: Tensor, t: Tensor, *, noise, present=None, want_aux=True, use_hard_routing=None
+    ):
         s = self.spec
         h = torch.cat([v, t], dim=-1)  # (B, 2D)
 
@@ -148,8 +156,10 @@ class ShomrFusion(FusionModule):
             if present is not None:
                 fallback = fallback & present.both
             out = torch.where(fallback[:, None], 0.5 * (v + t), out)
-        else:
+        elif want_aux:
             fallback = torch.zeros_like(hard)
+        if not want_aux:
+            return out, {}
         aux = {
             "confidence": c,
             "route_probs": r,

@@ -27,7 +27,7 @@ class SimpleFusion(FusionModule):
         )
         self.reset_parameters()
 
-    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None):
+    def fuse(self, v: Tensor, t: Tensor, *, noise, present=None, want_aux=True):
         if self.spec.missing_modality != "key_mask":
             present = None  # zero_fill: the rule runs unchanged on the zeroed rows
         key_mask = None if present is None else present.key_mask()

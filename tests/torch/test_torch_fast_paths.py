@@ -1,0 +1,77 @@
+"""The per-call shortcuts of the PyTorch backend compute what the full path computes.
+
+A call without ``return_aux`` skips what only aux outputs need (energy terms,
+attention weights, keep masks in eval); without a gradient to carry, the
+straight-through factor is skipped; two-token pooled attention averages the
+weights before mixing. None of this may change the output.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_cases import BATCH, CALL_IDS, CALLS, inputs, make_spec, perturbed_params
+
+from fusion_spec.backends import torch as bt
+from fusion_spec.backends.torch import _layers
+
+
+def _noise(s, training: bool, options: dict, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    noise = {
+        n.name: torch.rand(n.shape, generator=gen, dtype=torch.float64)
+        for n in s.noise(BATCH, training=training, **options)
+    }
+    return noise or None
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize(("case", "options"), CALLS, ids=CALL_IDS)
+def test_output_without_aux_is_the_output_with_aux(case, options, training):
+    """Bit-identical: both calls run the same kernels on the same inputs and noise (the
+    shortcut only drops aux work), so any difference is a changed computation."""
+    s = make_spec(case)
+    module = bt.build(s, perturbed_params(s)).train(training)
+    v, t = (torch.from_numpy(x) for x in inputs(s))
+    noise = _noise(s, training, options)
+    with torch.no_grad():
+        plain = module(v, t, noise=noise, **options)
+        with_aux, _ = module(v, t, noise=noise, return_aux=True, **options)
+    if training and getattr(s, "dropout", 0.0) > 0.0:
+        pytest.skip("element-wise dropout draws from the global generator per call")
+    torch.testing.assert_close(plain, with_aux, rtol=0.0, atol=0.0)
+
+
+@pytest.mark.parametrize("case", ["shomr", "energy_aware_adaptive"])
+def test_straight_through_skip_keeps_the_forward_value(case):
+    """With and without autograd: ``out + out (r - sg(r))`` is ``out`` exactly (finite out)."""
+    s = make_spec(case)
+    assert s.straight_through
+    module = bt.build(s, perturbed_params(s)).train(True)
+    v, t = (torch.from_numpy(x) for x in inputs(s))
+    noise = _noise(s, True, {})
+    with torch.no_grad():
+        skipped = module(v, t, noise=noise)
+    graded = module(v.requires_grad_(), t, noise=noise)
+    assert graded.requires_grad
+    torch.testing.assert_close(skipped, graded.detach(), rtol=0.0, atol=0.0)
+
+
+@pytest.mark.parametrize("heads", [1, 4])
+def test_pooled_two_token_attention_is_the_token_mean(heads):
+    """The fast pooled path against ``output(mean_q(mix(x, x)))``, in float64 (only the
+    order of the additions differs: a few ulp of the values, far below 1e-12)."""
+    torch.manual_seed(0)
+    attn = _layers.Attention(16, heads).double().eval()
+    x = torch.randn(5, 2, 16, dtype=torch.float64)
+    general = attn.output(attn.mix(x, x, need_weights=False)[0].mean(dim=1))
+    torch.testing.assert_close(attn.pooled(x), general, rtol=1e-12, atol=1e-12)
+
+
+def test_blend_under_autocast_keeps_the_parameters_dtype():
+    s = make_spec("gated")
+    module = bt.build(s, perturbed_params(s)).eval()
+    v, t = (torch.from_numpy(x) for x in inputs(s))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, aux = module(v, t, return_aux=True)
+    assert out.dtype == torch.float32 and aux["gate"].dtype == torch.float32
