@@ -14,7 +14,10 @@ precision (float32; bfloat16 autocast) and batch size, it times, interleaved
   ``energy_aware_adaptive``'s original samples its route in eval where ours takes
   the argmax (a different function), so its eval rows also give ``orig_argmax``,
   the original's structure on our routes;
-* with ``--dispatch``, the routing rules' ``dense`` and ``sparse`` dispatch;
+* with ``--dispatch``, the routing rules' ``dense`` and ``sparse`` dispatch, and in
+  training ``no_st``: ``straight_through=False`` (the original's gradient: its router
+  gets none through the output; ours by default trains it, one more backward pass
+  through the router MLP over the whole batch);
 * ``keras-jax``: the Keras layer's ``stateless_call`` under ``jax.jit`` (the
   compiled column; eager JAX dispatch is not a way anyone runs a model).
 
@@ -166,6 +169,8 @@ def _torch_case(args, torch, bt, original, dev, sync, kind, mode, precision, B) 
     if args.dispatch and kind in ROUTING:
         models["dense"] = bt.build(s, params, dispatch="dense").to(dev)
         models["sparse"] = bt.build(s, params, dispatch="sparse").to(dev)
+        if train:  # the original trains no router through its output: ours without that
+            models["no_st"] = bt.build(s.replace(straight_through=False), params).to(dev)
     for m in models.values():
         m.train(train)
     autocast = precision == "bfloat16"
@@ -406,6 +411,8 @@ def _cell(r: dict) -> str:
             parts.append(f"{label}{ms[key]:.3g}" + (f" ({ratio:.2f}x)" if ratio else ""))
     if "orig_argmax" in ms:
         parts.append(f"vs our routes {r['speedup']['ours'] / r['speedup']['orig_argmax']:.2f}x")
+    if "no_st" in ms:
+        parts.append(f"without straight-through {r['speedup']['no_st']:.2f}x")
     return "; ".join(parts)
 
 

@@ -596,7 +596,9 @@ class FusionModule(nn.Module):
                 tensor's values would synchronise with the device).
             return_aux: also return the spec's aux outputs (margins omitted):
                 values in the output dtype, decisions as 0/1 in the output dtype,
-                ``route`` as int32 (as in the Keras backend).
+                ``route`` as int32 (as in the Keras backend). Without it, work that
+                only aux outputs need (energy terms, attention weights, keep masks) is
+                skipped: the output is the same either way.
             **call_options: the rule's call options (``use_hard_routing`` for
                 ``shomr``, ``progress`` as a Python float for ``energy_aware_adaptive``).
 
