@@ -43,9 +43,12 @@ $w_b = 1$ for the routed samples (``hard`` for ``shomr``, all for
 
 from __future__ import annotations
 
+import json
+import os
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -111,6 +114,42 @@ class Expected:
     scale: float = 1.0
     #: "v", "t", param -> absolute rounding bound of each difference (see ROUNDING_ULPS)
     rounding: dict[str, float] = field(default_factory=dict)
+
+
+def save_expected(expected: Expected, path: Path) -> None:
+    """Write ``expected`` as an ``.npz`` (no pickle): arrays under ``inputs/NAME`` and
+    ``directions/PARAM/I``, the rest as JSON. Written to a temporary name and renamed,
+    so a reader in another process sees the whole file or none."""
+    meta = {
+        "directions": {k: len(v) for k, v in expected.directions.items()},
+        "derivatives": {k: [float(x) for x in v] for k, v in expected.derivatives.items()},
+        "excluded": sorted(expected.excluded),
+        "scale": float(expected.scale),
+        "rounding": {k: float(x) for k, x in expected.rounding.items()},
+    }
+    arrays = {f"inputs/{k}": v for k, v in expected.inputs.items()}
+    for k, dirs in expected.directions.items():
+        arrays.update({f"directions/{k}/{i}": d for i, d in enumerate(dirs)})
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_expected(path: Path) -> Expected | None:
+    """``save_expected``'s file as ``Expected``; ``None`` when there is none yet."""
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(z["meta"].tobytes().decode())
+        return Expected(
+            inputs={k[len("inputs/") :]: z[k] for k in z.files if k.startswith("inputs/")},
+            directions={k: [z[f"directions/{k}/{i}"] for i in range(n)] for k, n in meta["directions"].items()},
+            derivatives=meta["derivatives"],
+            excluded=set(meta["excluded"]),
+            scale=meta["scale"],
+            rounding=meta["rounding"],
+        )
 
 
 class _Loss:

@@ -20,11 +20,13 @@ margin differ; reported, not passed); ``n/a`` (with the adapter's reason);
 from __future__ import annotations
 
 import fnmatch
+import os
 import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -178,7 +180,22 @@ def check_forward(adapter: Adapter, case: Case) -> Outcome:
 
 @cache
 def expected_gradients(name: str) -> gradients.Expected:
-    return gradients.finite_differences(next(c for c in all_cases() if c.name == name))
+    """The case's finite-difference gradients (the reference's, float64), computed once per
+    run: with ``SHARED_EXPECTED`` set (the bundled run sets it for itself and its Keras
+    subprocesses) they go through files there, so the processes of one run share them."""
+    shared = os.environ.get(SHARED_EXPECTED)
+    if shared:
+        cached = gradients.load_expected(Path(shared) / f"{name}.npz")
+        if cached is not None:
+            return cached
+    expected = gradients.finite_differences(next(c for c in all_cases() if c.name == name))
+    if shared:
+        gradients.save_expected(expected, Path(shared) / f"{name}.npz")
+    return expected
+
+
+#: Environment variable naming a directory where one run's processes share expected gradients.
+SHARED_EXPECTED = "FUSION_CONFORMANCE_SHARED_EXPECTED"
 
 
 def check_gradient(adapter: Adapter, case: Case) -> Outcome:

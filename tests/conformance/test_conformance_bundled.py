@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 
 from fusion_spec.conformance.suite import all_checks, run_check
@@ -61,3 +62,28 @@ def test_keras_on_jax_torch_and_numpy(tmp_path):
     assert not bad, "\n".join(bad)
     na = {r["backend"] for r in rows if r["status"] == "n/a"}
     assert na == {"keras-numpy"}, "only Keras's NumPy backend lacks gradients"
+
+
+def test_shared_expected_gradients_round_trip_exactly(tmp_path):
+    """The bundled run's processes share finite-difference gradients through .npz files:
+    what a process reads back is what another computed, bit for bit (floats go through
+    JSON as repr, arrays as stored)."""
+    from fusion_spec.conformance import gradients
+    from fusion_spec.conformance.cases import all_cases
+
+    case = next(c for c in all_cases() if c.spec.kind == "energy_aware_adaptive")
+    expected = gradients.finite_differences(case)
+    path = tmp_path / "case.npz"
+    assert gradients.load_expected(path) is None
+    gradients.save_expected(expected, path)
+    back = gradients.load_expected(path)
+    assert back.excluded == expected.excluded and back.scale == expected.scale
+    assert back.rounding == expected.rounding and back.derivatives == {
+        k: [float(x) for x in v] for k, v in expected.derivatives.items()
+    }
+    for name, value in expected.inputs.items():
+        np.testing.assert_array_equal(back.inputs[name], value)
+    for name, dirs in expected.directions.items():
+        assert len(back.directions[name]) == len(dirs)
+        for a, b in zip(back.directions[name], dirs, strict=True):
+            np.testing.assert_array_equal(a, b)
