@@ -727,6 +727,8 @@ class FusionModule(nn.Module):
         uniform is too coarse to draw a categorical route).
         """
         declared = self.spec.noise(v.shape[0], training=self.training, **options)
+        if not declared:  # a deterministic call (every eval call of most rules)
+            return {}
         dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
         if noise is None:
             # torch.compile cannot trace a Generator argument: without one, draws from

@@ -45,6 +45,6 @@ class ModalityDropoutFusion(FusionModule):
         if keep is None:
             keep_v = keep_t = v.new_ones(batch)
         else:
-            kept = keep.to(v.dtype).expand(batch, 2)
+            kept = keep.to(v.dtype).expand(batch, 2).contiguous()  # (B, 2), own storage
             keep_v, keep_t = kept[:, 0], kept[:, 1]
         return out, {"keep_image": keep_v, "keep_text": keep_t}
