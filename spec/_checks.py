@@ -13,7 +13,6 @@ argument is one more ``ArgSpec`` line there plus its keyword in each forward.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -105,8 +104,7 @@ def check_flag(kind: str, name: str, value: Any, *, allow_none: bool = False) ->
 def check_arrays(s, arrays: Mapping[str, Any], meta: Callable[[Any], Meta] = array_meta) -> Any:
     """Check the declared array arguments; returns the batch size (``None`` if symbolic).
 
-    Runs on every call: the wanted shapes come from a per-(inputs, dim) cache and
-    the message strings are built only on an error.
+    Runs on every call: the message strings are built only on an error.
     """
     batch, first = None, None
     for arg, want, fixed, batch_axis in _plan(s.inputs(), s.dim):
@@ -149,16 +147,28 @@ def check_arrays(s, arrays: Mapping[str, Any], meta: Callable[[Any], Meta] = arr
     return batch
 
 
-@functools.lru_cache(maxsize=256)
 def _plan(inputs: tuple[ArgSpec, ...], dim: int) -> tuple[tuple, ...]:
     """Per declared input: the spec, its wanted shape (``D`` resolved), its fixed sizes
-    ``((axis, size), ...)`` and its batch axis: what ``_fits`` asks, precomputed."""
+    ``((axis, size), ...)`` and its batch axis: what ``_fits`` asks.
+
+    Cached in a plain dict by the identity of ``inputs`` (a module constant) and
+    ``dim``: not ``functools.lru_cache``, whose hashing of the argument specs costs
+    more than the lookup saves and which ``torch.compile`` warns about.
+    """
+    key = (id(inputs), dim)  # unambiguous: the entry keeps ``inputs`` alive, so its id
+    hit = _PLANS.get(key)  # cannot be reused by another object while cached
+    if hit is not None:
+        return hit[1]
     plan = []
     for arg in inputs:
         want = tuple(dim if d == "D" else d for d in arg.shape)
         fixed = tuple((i, w) for i, w in enumerate(want) if isinstance(w, int))
         plan.append((arg, want, fixed, arg.shape.index("B") if "B" in arg.shape else None))
-    return tuple(plan)
+    _PLANS[key] = (inputs, tuple(plan))
+    return _PLANS[key][1]
+
+
+_PLANS: dict[tuple[int, int], tuple[tuple, tuple]] = {}
 
 
 def check_noise(

@@ -63,3 +63,20 @@ def test_compiled_training_draws_its_own_noise_and_dropout():
     assert not torch.equal(first, second)
     assert aux["route"].dtype == torch.int32
     assert set(aux["route"].tolist()) <= {0, 1, 2}
+
+
+def test_compiling_emits_no_warning_from_our_code():
+    """Tracing the call path warns about nothing of ours (a ``functools.lru_cache`` in
+    the checks made dynamo warn on every compile); torch's own deprecation notices aside."""
+    import warnings
+
+    s = make_spec("gated")
+    compiled = torch.compile(bt.build(s, perturbed_params(s)).eval(), fullgraph=True)
+    v, t = (torch.from_numpy(x) for x in inputs(s))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled(v, t)
+    ours = [
+        str(w.message) for w in caught if "fusion_spec" in w.filename or "lru_cache" in str(w.message)
+    ]
+    assert not ours, ours
