@@ -75,3 +75,29 @@ def test_blend_under_autocast_keeps_the_parameters_dtype():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, aux = module(v, t, return_aux=True)
     assert out.dtype == torch.float32 and aux["gate"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("case", ["shomr", "energy_aware_adaptive"])
+def test_straight_through_gradient_under_torch_func(case):
+    """The skip reads ``requires_grad``; under ``torch.func.grad`` (no ``.grad`` fields,
+    wrapped tensors) the router still gets its straight-through gradient, equal to
+    autograd's (float64: only the order of the additions may differ)."""
+    from torch.func import functional_call, grad
+
+    s = make_spec(case)
+    assert s.straight_through
+    module = bt.build(s.replace(dropout=0.0), perturbed_params(s)).double().train(True)
+    v, t = (torch.from_numpy(x).double() for x in inputs(s))
+    noise = _noise(s, True, {})
+    params = {k: p.detach() for k, p in module.named_parameters()}
+
+    def loss(p):
+        return functional_call(module, p, (v, t), {"noise": noise}).sum()
+
+    by_func = grad(loss)(params)
+    module(v, t, noise=noise).sum().backward()
+    router = "router.out.weight"
+    assert by_func[router].abs().sum() > 0
+    torch.testing.assert_close(
+        by_func[router], module.get_parameter(router).grad, rtol=1e-12, atol=1e-12
+    )
