@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -66,25 +67,41 @@ QUICK_BATCHES = (16, 256, 4096)
 # --- timing ---------------------------------------------------------------------------
 
 
-def interleaved_medians(fns: dict, budget_s: float, sync=None) -> dict[str, float]:
-    """Median milliseconds per call of each of ``fns``, one call of each per round.
+def interleaved_medians(
+    fns: dict, budget_s: float, sync=None, sample_s: float = 0.002
+) -> dict[str, float]:
+    """Median milliseconds per call of each of ``fns``, interleaved round by round.
 
-    Warm-up: two rounds. Rounds: as many as fit ``budget_s`` (at least 3, at most 25).
+    Warm-up: two calls of each. A sample times ``repeats`` calls in a row, the same
+    ``repeats`` for every function of the case, chosen from the slowest warm-up call so
+    that a sample lasts at least ``sample_s`` (a 0.15 ms call is timed 14 calls at a
+    time: one ``perf_counter`` pair per call would add its own jitter). Each round times
+    one sample of every function, starting with a different one each round (a fixed
+    order would always give one of them the caches the other left). Rounds: as many as
+    fit ``budget_s``, at least 5, at most 41.
     """
     sync = sync or (lambda: None)
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    slowest = 0.0
     for _ in range(2):
         for fn in fns.values():
-            fn()
-    sync()
-    began = time.perf_counter()
-    rounds = 0
-    while rounds < 3 or (rounds < 25 and time.perf_counter() - began < budget_s):
-        for name, fn in fns.items():
             start = time.perf_counter()
             fn()
             sync()
-            times[name].append(time.perf_counter() - start)
+            slowest = max(slowest, time.perf_counter() - start)
+    repeats = max(1, math.ceil(sample_s / max(slowest, 1e-9)))
+    began = time.perf_counter()
+    rounds = 0
+    while rounds < 5 or (rounds < 41 and time.perf_counter() - began < budget_s):
+        for i in range(len(names)):
+            name = names[(rounds + i) % len(names)]
+            fn = fns[name]
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            sync()
+            times[name].append((time.perf_counter() - start) / repeats)
         rounds += 1
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 

@@ -611,9 +611,20 @@ class FusionModule(nn.Module):
         Raises:
             spec.InputError: before any torch operation, for a bad argument.
         """
-        options = self._check_call(
-            {"v": v, "t": t, "present": present}, noise, return_aux, call_options
-        )
+        key = None  # a plain call's signature, remembered once checked (not while tracing)
+        if present is None and noise is None and not call_options:
+            key = None if torch.compiler.is_compiling() else _signature(v, t, return_aux)
+        if key is not None and key in self.__dict__.get("_checked", ()):
+            options = self._default_options  # this signature passed every check before
+        else:
+            options = self._check_call(
+                {"v": v, "t": t, "present": present}, noise, return_aux, call_options
+            )
+            if key is not None:
+                checked = self.__dict__.setdefault("_checked", set())
+                if len(checked) >= _CHECKED_MAX:  # many batch sizes: start over
+                    checked.clear()
+                checked.add(key)
         v, t = self._tensor(v), self._tensor(t)
         m = self._present(present)
         if m is not None:
@@ -701,12 +712,18 @@ class FusionModule(nn.Module):
         return self._param_meta()[1]
 
     def _apply(self, fn, recurse=True):
-        self.__dict__.pop("_param_meta_cache", None)
+        self._forget_meta()
         return super()._apply(fn, recurse)
 
     def _load_from_state_dict(self, *args, **kwargs):
-        self.__dict__.pop("_param_meta_cache", None)
+        self._forget_meta()
         return super()._load_from_state_dict(*args, **kwargs)
+
+    def _forget_meta(self) -> None:
+        """Drop what depends on the parameters' dtype and device: their cached metadata
+        and the call signatures already checked against them."""
+        self.__dict__.pop("_param_meta_cache", None)
+        self.__dict__.pop("_checked", None)
 
     def _present(self, present: Any) -> Presence | None:
         """The checked mask as a ``Presence`` of bools on the module's device (no value
@@ -745,6 +762,20 @@ class FusionModule(nn.Module):
                 u = torch.from_numpy(np.array(np.asarray(u, dtype=np.float64), order="C"))
             out[n.name] = u.to(device=v.device, dtype=dtype)
         return out
+
+
+#: At most this many call signatures are remembered as checked per module.
+_CHECKED_MAX = 64
+
+
+def _signature(v: Any, t: Any, return_aux: Any) -> tuple | None:
+    """What ``_check_call`` decides from for a call with only ``v``, ``t`` and ``return_aux``
+    (no ``present``, noise or options): shapes, dtypes and devices of two plain tensors
+    and a bool flag. ``None`` for anything else (NumPy arrays, tensor subclasses, a
+    non-bool flag), which is checked on every call."""
+    if type(v) is not Tensor or type(t) is not Tensor or type(return_aux) is not bool:
+        return None
+    return (v.shape, t.shape, v.dtype, t.dtype, v.device, t.device, return_aux)
 
 
 def _meta(x: Any):

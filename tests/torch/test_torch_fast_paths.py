@@ -101,3 +101,37 @@ def test_straight_through_gradient_under_torch_func(case):
     torch.testing.assert_close(
         by_func[router], module.get_parameter(router).grad, rtol=1e-12, atol=1e-12
     )
+
+
+def test_a_checked_call_signature_still_fails_after_the_module_moves():
+    """The remembered signatures are dropped with the parameters' metadata: a CPU input to
+    a module moved to ``meta`` is refused even though the same call passed before."""
+    module = bt.build("gated", dim=4)
+    v, t = torch.randn(3, 4), torch.randn(3, 4)
+    module(v, t)
+    module(v, t)  # answered from the remembered signature
+    module.to("meta")
+    with pytest.raises(bt.InputError, match=r"gated: argument 'v' expected a tensor on meta"):
+        module(v, t)
+
+
+def test_a_checked_call_signature_does_not_cover_other_calls():
+    """Only the exact signature is remembered: another shape, dtype or flag is checked."""
+    module = bt.build("gated", dim=4)
+    v, t = torch.randn(3, 4), torch.randn(3, 4)
+    module(v, t, return_aux=True)
+    with pytest.raises(
+        bt.InputError, match=r"'t' expected shape \(B, 4\); received shape \(3, 5\)"
+    ):
+        module(v, torch.randn(3, 5))
+    with pytest.raises(bt.InputError, match="return_aux"):
+        module(v, t, return_aux=1)  # equal to True as a dict key, still refused
+    with pytest.raises(bt.InputError, match="'v' expected a floating dtype; received int64"):
+        module(v.to(torch.int64), t)
+
+
+def test_checked_call_signatures_are_bounded():
+    module = bt.build("gated", dim=4)
+    for batch in range(1, 2 * _layers._CHECKED_MAX + 2):
+        module(torch.randn(batch, 4), torch.randn(batch, 4))
+    assert 0 < len(module.__dict__["_checked"]) <= _layers._CHECKED_MAX
