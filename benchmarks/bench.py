@@ -2,9 +2,10 @@
 
 For each rule (default configuration, ``D = 512``, 8 heads, the original teacher's
 depths), framework (``torch``; ``keras-jax`` in a subprocess), device (CPU, and
-CUDA when present), mode (eval forward; training step = forward + backward),
+CUDA when present), mode (eval forward; training step = zero_grad + forward + backward),
 precision (float32; bfloat16 autocast) and batch size, it times, interleaved
-(one call of each variant per round, the median of the rounds):
+(one sample of each variant per round, each sample several calls long for fast calls,
+the order rotated every round; the median of the rounds):
 
 * ``ours``: ``fusion_spec.backends.torch.build(s, params)`` called eagerly
   (routing rules with their default ``dispatch="auto"``);
@@ -18,6 +19,9 @@ precision (float32; bfloat16 autocast) and batch size, it times, interleaved
   training ``no_st``: ``straight_through=False`` (the original's gradient: its router
   gets none through the output; ours by default trains it, one more backward pass
   through the router MLP over the whole batch);
+* with ``--control``, ``original_again``: a second copy of the original. Its ratio
+  to the original (``A/A``) is the cell's noise floor: two copies of one module
+  differ by a few percent in fast cells (caches, allocator, the other core);
 * ``keras-jax``: the Keras layer's ``stateless_call`` under ``jax.jit`` (the
   compiled column; eager JAX dispatch is not a way anyone runs a model).
 
@@ -181,6 +185,8 @@ def _torch_case(args, torch, bt, original, dev, sync, kind, mode, precision, B) 
     if "compiled" in args.variants:
         models["compiled"] = torch.compile(models["ours"], fullgraph=True, dynamic=False)
     models["original"] = original(s, params).to(dev)
+    if args.control:  # the noise floor: the original against a second copy of itself
+        models["original_again"] = original(s, params).to(dev)
     if kind == "energy_aware_adaptive" and not train:
         models["orig_argmax"] = original(s, params, eval_routing="argmax").to(dev)
     if args.dispatch and kind in ROUTING:
@@ -194,6 +200,10 @@ def _torch_case(args, torch, bt, original, dev, sync, kind, mode, precision, B) 
 
     def caller(m):
         def run():
+            if train:  # as a training loop does (optimizer.zero_grad): gradients are
+                # written fresh each step, not accumulated into the previous step's
+                m.zero_grad(set_to_none=True)
+                v.grad = t.grad = None
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
                 if train:
                     out = m(v, t)
@@ -430,6 +440,8 @@ def _cell(r: dict) -> str:
         parts.append(f"vs our routes {r['speedup']['ours'] / r['speedup']['orig_argmax']:.2f}x")
     if "no_st" in ms:
         parts.append(f"without straight-through {r['speedup']['no_st']:.2f}x")
+    if "original_again" in ms:
+        parts.append(f"A/A {r['speedup']['original_again']:.2f}x")
     return "; ".join(parts)
 
 
@@ -516,6 +528,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--precisions", nargs="*", choices=("float32", "bfloat16"))
     p.add_argument("--variants", nargs="*", choices=("eager", "compiled"))
     p.add_argument("--dispatch", action="store_true", help="also time dense and sparse dispatch")
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="also time a second copy of the original: each cell's A/A ratio is its noise floor",
+    )
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--budget", type=float, default=2.0, help="seconds of timed rounds per case")
