@@ -11,10 +11,11 @@ Nothing here reads a tensor value on the host (no ``item``, ``any`` or
 ``nonzero`` calls, no boolean-mask indexing, no Python branch on a tensor):
 discrete decisions are computed for every sample and applied with
 ``torch.where``/``gather``, so shapes never depend on data and every rule
-compiles with ``torch.compile(fullgraph=True)``. The one exception is
-``bucket_sizes``, the sparse dispatch of the routing rules, which
-``sparse_dispatch`` never takes while compiling, tracing, exporting or
-capturing a CUDA graph (see there).
+compiles with ``torch.compile(fullgraph=True)``. The exceptions read CPU
+tensors in eager calls only, where that costs no device round trip
+(``host_readable``): ``bucket_sizes``, the sparse dispatch of the routing rules,
+which ``sparse_dispatch`` never takes while compiling, tracing, exporting or
+capturing a CUDA graph (see there), and ``modality_dropout``'s one draw per batch.
 """
 
 from __future__ import annotations
@@ -402,16 +403,37 @@ def static_shapes_required() -> bool:
     )
 
 
+def _transformed(x: Tensor) -> bool:
+    """True for a tensor inside a ``torch.func`` transform (``vmap``, ``grad``): its
+    values cannot be read on the host (``vmap``) and its shapes are per sample."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(x)
+
+
+def host_readable(x: Tensor) -> bool:
+    """Whether reading ``x``'s values on the host is free and allowed: a CPU tensor (no
+    device round trip) in an eager call (not while compiling, tracing or exporting,
+    where shapes and branches must not depend on values, nor inside a ``torch.func``
+    transform)."""
+    return x.device.type == "cpu" and not static_shapes_required() and not _transformed(x)
+
+
+def batch_flags(flags: Tensor) -> list[bool]:
+    """The values of a ``(1, K)`` bool tensor, read on the host: one decision per batch.
+    For ``host_readable`` tensors only (the caller checks)."""
+    return flags[0].tolist()
+
+
 def sparse_dispatch(dispatch: str, x: Tensor) -> bool:
     """Whether a routing rule's call on ``x`` ``(B, D)`` takes the sparse path.
 
     ``"auto"`` never does where shapes must be static (``static_shapes_required``),
     so ``torch.compile(fullgraph=True)``, ``torch.export`` and CUDA graphs always
-    see the dense path; otherwise it follows ``SPARSE_MIN_BATCH``.
+    see the dense path, nor inside ``torch.func`` transforms (``vmap`` cannot read a
+    value); otherwise it follows ``SPARSE_MIN_BATCH``.
     """
     if dispatch != "auto":
         return dispatch == "sparse"
-    if static_shapes_required():
+    if static_shapes_required() or _transformed(x):
         return False
     threshold = SPARSE_MIN_BATCH.get(x.device.type)
     return threshold is not None and x.shape[0] >= threshold

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._layers import FusionModule
+from ._layers import FusionModule, batch_flags, host_readable
 
 
 class ModalityDropoutFusion(FusionModule):
@@ -15,6 +15,9 @@ class ModalityDropoutFusion(FusionModule):
     ``drop_image``, ``drop_text``: shape ``(1,)`` (one draw for the batch, the
     original's ``torch.rand(1)``) or ``(B,)`` with ``drop_granularity="sample"``;
     $k_v = k_t = 1$ in eval. ``mlp.0``: $2D \to D$, ``mlp.1``: $D \to D$.
+    A batch's one draw is read on the host in eager CPU calls (no round trip there)
+    and only a dropped half is multiplied; elsewhere both halves are multiplied by
+    the keep mask (no host synchronisation).
     Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``keep_image``,
     ``keep_text`` ``(B,)`` 0/1.
     """
@@ -30,15 +33,21 @@ class ModalityDropoutFusion(FusionModule):
     def fuse(self, v: Tensor, t: Tensor, *, noise, present=None, want_aux=True):
         s = self.spec
         batch, d = v.shape
-        h = torch.cat([v, t], dim=-1)  # (B, 2D)
         keep = None  # (1, 2) or (B, 2) bool: keep (image, text)
         if self.training:
             keep = torch.stack([noise["drop_image"] >= s.p_img, noise["drop_text"] >= s.p_txt], -1)
         if present is not None:  # an absent modality is a dropped one
             mask = torch.stack([present.image, present.text], dim=-1)  # (B, 2)
             keep = mask if keep is None else keep & mask
-        if keep is not None:  # one multiplication of both halves (nothing to do in eval)
-            h = (h.view(batch, 2, d) * keep[:, :, None].to(h.dtype)).view(batch, 2 * d)
+        if keep is not None and keep.shape[0] == 1 and host_readable(keep):
+            # one draw for the batch, on the CPU and eager: read it (no device round trip)
+            # and zero only a dropped half, as the original's ``if torch.rand(1) < p``
+            keep_v, keep_t = batch_flags(keep)
+            h = torch.cat([v if keep_v else v * 0.0, t if keep_t else t * 0.0], dim=-1)
+        else:
+            h = torch.cat([v, t], dim=-1)  # (B, 2D)
+            if keep is not None:  # one multiplication of both halves (nothing to do in eval)
+                h = (h.view(batch, 2, d) * keep[:, :, None].to(h.dtype)).view(batch, 2 * d)
         out = self.mlp[1](torch.relu(self.mlp[0](h)))
         if not want_aux:
             return out, {}

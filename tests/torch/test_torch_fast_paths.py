@@ -8,6 +8,8 @@ weights before mixing. None of this may change the output.
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from torch_cases import BATCH, CALL_IDS, CALLS, inputs, make_spec, perturbed_params
@@ -135,3 +137,62 @@ def test_checked_call_signatures_are_bounded():
     for batch in range(1, 2 * _layers._CHECKED_MAX + 2):
         module(torch.randn(batch, 4), torch.randn(batch, 4))
     assert 0 < len(module.__dict__["_checked"]) <= _layers._CHECKED_MAX
+
+
+@pytest.mark.parametrize("drops", [(False, False), (True, False), (False, True), (True, True)])
+def test_modality_dropout_host_read_is_the_mask_multiply(drops, monkeypatch):
+    """Eager CPU calls read the batch's draw and multiply only a dropped half; the traced
+    path multiplies both halves by the mask. Bit-identical outputs and input gradients
+    (``x * 1`` is exact), a NaN in a dropped half included (``NaN * 0`` is NaN both ways)."""
+    s = make_spec("modality_dropout")
+    module = bt.build(s, perturbed_params(s)).train(True)
+    noise = {
+        "drop_image": torch.tensor([0.0 if drops[0] else 0.99], dtype=torch.float64),
+        "drop_text": torch.tensor([0.0 if drops[1] else 0.99], dtype=torch.float64),
+    }
+    v0, t0 = (torch.from_numpy(x) for x in inputs(s))
+    v0[0, 0] = float("nan")
+
+    def run():
+        v, t = v0.clone().requires_grad_(), t0.clone().requires_grad_()
+        out, aux = module(v, t, noise=noise, return_aux=True)
+        torch.nan_to_num(out, nan=0.0).sum().backward()
+        return out, aux, v.grad, t.grad
+
+    rule = sys.modules[type(module).__module__]
+    reads = []
+    monkeypatch.setattr(rule, "batch_flags", lambda x: reads.append(x) or _layers.batch_flags(x))
+    read = run()
+    assert len(reads) == 1  # eager, CPU: the draw was read
+    monkeypatch.setattr(_layers, "static_shapes_required", lambda: True)
+    masked = run()
+    assert len(reads) == 1  # "compiling": the mask multiply, no read
+    for a, b in zip(read, masked, strict=True):
+        torch.testing.assert_close(a, b, rtol=0.0, atol=0.0, equal_nan=True)
+    assert read[1]["keep_image"].tolist() == [0.0 if drops[0] else 1.0] * v0.shape[0]
+
+
+@pytest.mark.parametrize("case", ["modality_dropout", "shomr", "energy_aware_adaptive"])
+def test_per_sample_calls_under_vmap(case):
+    """``torch.func.vmap`` (per-sample gradients, ...): the rules that read CPU tensors in
+    eager calls take their host-free path there, and each sample's output is what a
+    batch of one computes with the same noise. Float64 (the vmapped products sum in
+    another order: 1e-12 is about 1e4 float64 epsilons, far below any real change)."""
+    s = make_spec(case)
+    if getattr(s, "dropout", 0.0) > 0.0:  # element-wise dropout draws per call
+        s = s.replace(dropout=0.0)
+    module = bt.build(s, perturbed_params(s)).double().train(True)
+    v, t = (torch.from_numpy(x).double() for x in inputs(s))
+    noise = {
+        k: u.expand(v.shape[0], *u.shape[1:]) if u.shape[0] == 1 else u
+        for k, u in _noise(s, True, {}, seed=3).items()
+    }  # one row of noise per sample (a batch of one draws one)
+
+    def one(a, b, u):
+        return module(a[None], b[None], noise={k: x[None] for k, x in u.items()})[0]
+
+    mapped = torch.func.vmap(one)(v, t, noise)
+    looped = torch.stack(
+        [one(v[i], t[i], {k: x[i] for k, x in noise.items()}) for i in range(len(v))]
+    )
+    torch.testing.assert_close(mapped, looped, rtol=1e-12, atol=1e-12)
