@@ -19,6 +19,10 @@ the order rotated every round; the median of the rounds):
   training ``no_st``: ``straight_through=False`` (the original's gradient: its router
   gets none through the output; ours by default trains it, one more backward pass
   through the router MLP over the whole batch);
+* routing rules in training: every variant takes the same route draws (a pool of
+  16: our noise, and the routes it gave passed to the original's ``route=``), so the
+  ratio compares the same work (``shomr``'s routers have dropout in training, so its
+  routes are paired up to samples near a boundary);
 * with ``--control``, ``original_again``: a second copy of the original. Its ratio
   to the original (``A/A``) is the cell's noise floor: two copies of one module
   differ by a few percent in fast cells (caches, allocator, the other core);
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import math
 import os
@@ -173,6 +178,28 @@ def _torch_gemm_rate(dev, m: int, k: int, n: int, sync) -> float:
     return 2.0 * m * k * n / (ms["gemm"] * 1e-3) / 1e9
 
 
+def route_draws(torch, s, ours, v, t, count: int = 16) -> tuple[list, dict]:
+    """``count`` route draws of a routing rule in training: our noise and the routes it
+    gives (for the original's ``route=``), and the mean share of each cost route.
+
+    How much work a call does depends on how many samples its draw sends down the
+    expensive path; timing every variant on the same draws pairs the comparison
+    (independent draws add their spread to every ratio).
+    """
+    gen = torch.Generator().manual_seed(v.shape[0] + 1)
+    draws, shares = [], []
+    with torch.no_grad():
+        for _ in range(count):
+            noise = {
+                n.name: torch.rand(n.shape, generator=gen).to(v.device)
+                for n in s.noise(v.shape[0], training=True)
+            }
+            _, aux = ours.train(True)(v, t, noise=noise, return_aux=True)
+            draws.append((noise, aux["route"].long()))
+            shares.append(route_shares(s.kind, {k: a.cpu() for k, a in aux.items()}))
+    return draws, {k: float(np.mean([x[k] for x in shares])) for k in shares[0]}
+
+
 def _torch_case(args, torch, bt, original, dev, sync, kind, mode, precision, B) -> dict:
     train = mode == "train"
     s = spec.parse({"kind": kind, "dim": args.dim})
@@ -197,19 +224,29 @@ def _torch_case(args, torch, bt, original, dev, sync, kind, mode, precision, B) 
     for m in models.values():
         m.train(train)
     autocast = precision == "bfloat16"
+    draws = train_shares = None
+    if train and kind in ROUTING:
+        draws, train_shares = route_draws(torch, s, models["ours"], v, t)
 
-    def caller(m):
+    def caller(name, m):
+        originals = ("original", "original_again", "orig_argmax")
+        calls = itertools.count()
+
         def run():
             if train:  # as a training loop does (optimizer.zero_grad): gradients are
                 # written fresh each step, not accumulated into the previous step's
                 m.zero_grad(set_to_none=True)
                 v.grad = t.grad = None
+            kwargs = {}
+            if draws is not None:  # call i of every variant takes draw i: paired routes
+                noise, route = draws[next(calls) % len(draws)]
+                kwargs = {"route": route} if name in originals else {"noise": noise}
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
                 if train:
-                    out = m(v, t)
+                    out = m(v, t, **kwargs)
                 else:
                     with torch.inference_mode():
-                        out = m(v, t)
+                        out = m(v, t, **kwargs)
             if train:
                 out.float().sum().backward()
 
@@ -219,11 +256,12 @@ def _torch_case(args, torch, bt, original, dev, sync, kind, mode, precision, B) 
         _, aux = models["ours"].train(False)(v, t, return_aux=True)
         models["ours"].train(train)
     shares = route_shares(kind, {k: a.cpu() for k, a in aux.items()}) if kind in ROUTING else None
+    shares = train_shares or shares  # the routes the timed calls took
     began = time.perf_counter()
     if "compiled" in models:
-        caller(models["compiled"])()  # compile outside the timed rounds
+        caller("compiled", models["compiled"])()  # compile outside the timed rounds
     compile_s = time.perf_counter() - began
-    ms = interleaved_medians({k: caller(m) for k, m in models.items()}, args.budget, sync)
+    ms = interleaved_medians({k: caller(k, m) for k, m in models.items()}, args.budget, sync)
     return {
         "framework": "torch",
         "device": str(dev),
@@ -233,7 +271,7 @@ def _torch_case(args, torch, bt, original, dev, sync, kind, mode, precision, B) 
         "batch": B,
         "ms": ms,
         "compile_s": round(compile_s, 2) if "compiled" in models else None,
-        "eval_routes": shares,
+        "routes": shares,
         "macs": rule_macs(s, B, shares) * (3 if train else 1),
     }
 
@@ -334,7 +372,7 @@ def _keras_case(args, bk, device, policy, kind, mode, B) -> dict:
         "batch": B,
         "ms": ms,
         "compile_s": round(compile_s, 2),
-        "eval_routes": shares,
+        "routes": shares,
         "macs": rule_macs(s, B, shares) * (3 if train else 1),
     }
 
