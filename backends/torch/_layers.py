@@ -183,9 +183,12 @@ class Attention(nn.Module):
         """``score_0 - score_1`` of two keys ``(B, 2, D)`` per query and head: ``(B, Tq, h)``."""
         h, dh = self.heads, query.shape[-1] // self.heads
         q = self.query(query).unflatten(-1, (h, dh))  # (B, Tq, h, dh)
-        # k_0 - k_1; the bias cancels, and ``b - b`` (exactly 0) keeps it in the graph
-        # with its true gradient, 0, rather than none
-        zero_bias = self.key.bias - self.key.bias
+        # k_0 - k_1; the bias cancels. Under autograd ``b - b`` (exactly 0) keeps it in
+        # the graph with its true gradient, 0, rather than none (DDP wants every
+        # parameter to get one); without autograd it is one kernel fewer
+        zero_bias = None
+        if self.key.bias.requires_grad and torch.is_grad_enabled():
+            zero_bias = self.key.bias - self.key.bias
         dk = F.linear(keys[:, 0] - keys[:, 1], self.key.weight, zero_bias)  # (B, D)
         diff = (q * dk.unflatten(-1, (h, dh))[:, None]).sum(dim=-1) * self.scale  # (B, Tq, h)
         if key_mask is not None:  # a masked key's score is -inf: weight exactly 0 or 1
@@ -221,7 +224,7 @@ class Attention(nn.Module):
             d = F.dropout(weights, self.dropout, training=True)[..., None]  # (B, Tq, h, 2, 1)
             mixed = d[..., 0, :] * v[:, 0, None] + d[..., 1, :] * v[:, 1, None]  # (B, Tq, h, dh)
         else:
-            mixed = v[:, 1, None] + w0[..., None] * (v[:, 0] - v[:, 1])[:, None]  # (B, Tq, h, dh)
+            mixed = blend(w0[..., None], v[:, 0, None], v[:, 1, None])  # (B, Tq, h, dh)
         out = weights.transpose(1, 2) if need_weights else None
         return mixed.flatten(-2), out  # (B, Tq, D), (B, h, Tq, 2)
 
@@ -252,7 +255,7 @@ class Attention(nn.Module):
         h, dh = self.heads, x.shape[-1] // self.heads
         a0 = torch.sigmoid(self._score_diff(x, x, None)).mean(dim=1)  # (B, h)
         v = self.value(x).unflatten(-1, (h, dh))  # (B, 2, h, dh)
-        mixed = v[:, 1] + a0[..., None] * (v[:, 0] - v[:, 1])  # (B, h, dh)
+        mixed = blend(a0[..., None], v[:, 0], v[:, 1])  # (B, h, dh): v_1 + a_0 (v_0 - v_1)
         return self.output(mixed.flatten(-2))
 
 
