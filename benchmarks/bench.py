@@ -87,7 +87,8 @@ def interleaved_medians(
     time: one ``perf_counter`` pair per call would add its own jitter). Each round times
     one sample of every function, starting with a different one each round (a fixed
     order would always give one of them the caches the other left). Rounds: as many as
-    fit ``budget_s``, at least 5, at most 41.
+    fit ``budget_s``, at least 5, at most 301 (fast cells spread by a few percent from
+    round to round: their medians need the rounds).
     """
     sync = sync or (lambda: None)
     names = list(fns)
@@ -102,7 +103,7 @@ def interleaved_medians(
     repeats = max(1, math.ceil(sample_s / max(slowest, 1e-9)))
     began = time.perf_counter()
     rounds = 0
-    while rounds < 5 or (rounds < 41 and time.perf_counter() - began < budget_s):
+    while rounds < 5 or (rounds < 301 and time.perf_counter() - began < budget_s):
         for i in range(len(names)):
             name = names[(rounds + i) % len(names)]
             fn = fns[name]
