@@ -406,10 +406,15 @@ def static_shapes_required() -> bool:
     )
 
 
+#: ``torch.func``'s test for its wrapped tensors (a private function: ``None`` where a
+#: PyTorch lacks it, and then no call counts as transformed)
+_functorch_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+
+
 def _transformed(x: Tensor) -> bool:
     """True for a tensor inside a ``torch.func`` transform (``vmap``, ``grad``): its
     values cannot be read on the host (``vmap``) and its shapes are per sample."""
-    return torch._C._functorch.is_functorch_wrapped_tensor(x)
+    return _functorch_wrapped is not None and _functorch_wrapped(x)
 
 
 def host_readable(x: Tensor) -> bool:

@@ -42,8 +42,8 @@ class ModalityDropoutFusion(FusionModule):
         if keep is not None and keep.shape[0] == 1 and host_readable(keep):
             # one draw for the batch, on the CPU and eager: read it (no device round trip)
             # and zero only a dropped half, as the original's ``if torch.rand(1) < p``
-            keep_v, keep_t = batch_flags(keep)
-            h = torch.cat([v if keep_v else v * 0.0, t if keep_t else t * 0.0], dim=-1)
+            image_kept, text_kept = batch_flags(keep)
+            h = torch.cat([v if image_kept else v * 0.0, t if text_kept else t * 0.0], dim=-1)
         else:
             h = torch.cat([v, t], dim=-1)  # (B, 2D)
             if keep is not None:  # one multiplication of both halves (nothing to do in eval)
