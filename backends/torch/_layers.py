@@ -15,7 +15,8 @@ compiles with ``torch.compile(fullgraph=True)``. The exceptions read CPU
 tensors in eager calls only, where that costs no device round trip
 (``host_readable``): ``bucket_sizes``, the sparse dispatch of the routing rules,
 which ``sparse_dispatch`` never takes while compiling, tracing, exporting or
-capturing a CUDA graph (see there), and ``modality_dropout``'s one draw per batch.
+capturing a CUDA graph (see there), and ``modality_dropout``'s one draw per batch
+(``batch_values``).
 """
 
 from __future__ import annotations
@@ -425,10 +426,21 @@ def host_readable(x: Tensor) -> bool:
     return x.device.type == "cpu" and not static_shapes_required() and not _transformed(x)
 
 
-def batch_flags(flags: Tensor) -> list[bool]:
-    """The values of a ``(1, K)`` bool tensor, read on the host: one decision per batch.
+def batch_values(*xs: Tensor) -> list[float]:
+    """The values of one-element tensors (one draw for the batch), read on the host.
     For ``host_readable`` tensors only (the caller checks)."""
-    return flags[0].tolist()
+    return [x.item() for x in xs]
+
+
+def as_dtype(value: float, dtype: torch.dtype) -> float:
+    """``value`` rounded to ``dtype``, as a Python float: what torch compares a tensor of
+    ``dtype`` against when given the scalar ``value`` (``x >= 0.7`` on float32 compares
+    with ``float32(0.7)``, just below 0.7)."""
+    host = _HOST_FLOATS.get(dtype)
+    return float(host(value)) if host is not None else float(torch.tensor(value, dtype=dtype))
+
+
+_HOST_FLOATS = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def sparse_dispatch(dispatch: str, x: Tensor) -> bool:

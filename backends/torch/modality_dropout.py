@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._layers import FusionModule, batch_flags, host_readable
+from ._layers import FusionModule, as_dtype, batch_values, host_readable
 
 
 class ModalityDropoutFusion(FusionModule):
@@ -34,15 +34,25 @@ class ModalityDropoutFusion(FusionModule):
         s = self.spec
         batch, d = v.shape
         keep = None  # (1, 2) or (B, 2) bool: keep (image, text)
+        kept_on_host = None  # (image, text) kept: one draw for the batch, read on the host
         if self.training:
-            keep = torch.stack([noise["drop_image"] >= s.p_img, noise["drop_text"] >= s.p_txt], -1)
+            u_v, u_t = noise["drop_image"], noise["drop_text"]
+            if present is None and u_v.shape[0] == 1 and host_readable(u_v):
+                # on the CPU and eager: read the draw (no device round trip) and compare
+                # it as torch would, with p in the noise's dtype, as the original's
+                # ``if torch.rand(1) < p``; no tensor op unless a half is dropped
+                values = batch_values(u_v, u_t)
+                kept_on_host = [
+                    x >= as_dtype(p, u_v.dtype)
+                    for x, p in zip(values, (s.p_img, s.p_txt), strict=True)
+                ]
+            else:
+                keep = torch.stack([u_v >= s.p_img, u_t >= s.p_txt], -1)
         if present is not None:  # an absent modality is a dropped one
             mask = torch.stack([present.image, present.text], dim=-1)  # (B, 2)
             keep = mask if keep is None else keep & mask
-        if keep is not None and keep.shape[0] == 1 and host_readable(keep):
-            # one draw for the batch, on the CPU and eager: read it (no device round trip)
-            # and zero only a dropped half, as the original's ``if torch.rand(1) < p``
-            image_kept, text_kept = batch_flags(keep)
+        if kept_on_host is not None:
+            image_kept, text_kept = kept_on_host
             h = torch.cat([v if image_kept else v * 0.0, t if text_kept else t * 0.0], dim=-1)
         else:
             h = torch.cat([v, t], dim=-1)  # (B, 2D)
@@ -51,6 +61,8 @@ class ModalityDropoutFusion(FusionModule):
         out = self.mlp[1](torch.relu(self.mlp[0](h)))
         if not want_aux:
             return out, {}
+        if kept_on_host is not None:
+            keep = torch.tensor([kept_on_host], device=v.device)  # (1, 2)
         if keep is None:
             keep_v = keep_t = v.new_ones(batch)
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch_cases import BATCH, CALL_IDS, CALLS, inputs, make_spec, perturbed_params
@@ -139,16 +140,25 @@ def test_checked_call_signatures_are_bounded():
     assert 0 < len(module.__dict__["_checked"]) <= _layers._CHECKED_MAX
 
 
-@pytest.mark.parametrize("drops", [(False, False), (True, False), (False, True), (True, True)])
-def test_modality_dropout_host_read_is_the_mask_multiply(drops, monkeypatch):
+@pytest.mark.parametrize(
+    "draw",
+    [(0.99, 0.99), (0.0, 0.99), (0.99, 0.0), (0.0, 0.0), "boundary"],
+    ids=["keep-both", "drop-image", "drop-text", "drop-both", "boundary"],
+)
+def test_modality_dropout_host_read_is_the_mask_multiply(draw, monkeypatch):
     """Eager CPU calls read the batch's draw and multiply only a dropped half; the traced
-    path multiplies both halves by the mask. Bit-identical outputs and input gradients
-    (``x * 1`` is exact), a NaN in a dropped half included (``NaN * 0`` is NaN both ways)."""
+    path multiplies both halves by the mask. Bit-identical outputs, aux and input
+    gradients (``x * 1`` is exact), a NaN in a dropped half included (``NaN * 0`` is NaN
+    both ways). "boundary": the draw is exactly float32(p) with float32(0.7) < 0.7, which
+    torch keeps (it compares with p rounded to float32) and a float64 comparison drops."""
     s = make_spec("modality_dropout")
+    if draw == "boundary":
+        s = s.replace(p_img=0.7, p_txt=0.7)
+        draw = (float(np.float32(0.7)), 0.0)
     module = bt.build(s, perturbed_params(s)).train(True)
     noise = {
-        "drop_image": torch.tensor([0.0 if drops[0] else 0.99], dtype=torch.float64),
-        "drop_text": torch.tensor([0.0 if drops[1] else 0.99], dtype=torch.float64),
+        "drop_image": torch.tensor([draw[0]], dtype=torch.float32),
+        "drop_text": torch.tensor([draw[1]], dtype=torch.float32),
     }
     v0, t0 = (torch.from_numpy(x) for x in inputs(s))
     v0[0, 0] = float("nan")
@@ -161,7 +171,9 @@ def test_modality_dropout_host_read_is_the_mask_multiply(drops, monkeypatch):
 
     rule = sys.modules[type(module).__module__]
     reads = []
-    monkeypatch.setattr(rule, "batch_flags", lambda x: reads.append(x) or _layers.batch_flags(x))
+    monkeypatch.setattr(
+        rule, "batch_values", lambda *x: reads.append(x) or _layers.batch_values(*x)
+    )
     read = run()
     assert len(reads) == 1  # eager, CPU: the draw was read
     monkeypatch.setattr(_layers, "static_shapes_required", lambda: True)
@@ -169,7 +181,11 @@ def test_modality_dropout_host_read_is_the_mask_multiply(drops, monkeypatch):
     assert len(reads) == 1  # "compiling": the mask multiply, no read
     for a, b in zip(read, masked, strict=True):
         torch.testing.assert_close(a, b, rtol=0.0, atol=0.0, equal_nan=True)
-    assert read[1]["keep_image"].tolist() == [0.0 if drops[0] else 1.0] * v0.shape[0]
+    kept = [float(u >= p) for u, p in zip(draw, (s.p_img, s.p_txt), strict=True)]
+    if draw[0] == float(np.float32(0.7)):
+        kept[0] = 1.0  # torch's float32 comparison keeps it
+    assert read[1]["keep_image"].tolist() == [kept[0]] * v0.shape[0]
+    assert read[1]["keep_text"].tolist() == [kept[1]] * v0.shape[0]
 
 
 @pytest.mark.parametrize("case", ["modality_dropout", "shomr", "energy_aware_adaptive"])
