@@ -195,7 +195,7 @@ def route_draws(torch, s, ours, v, t, count: int = 16) -> tuple[list, dict]:
                 n.name: torch.rand(n.shape, generator=gen).to(v.device)
                 for n in s.noise(v.shape[0], training=True)
             }
-            _, aux = ours.train(True)(v, t, noise=noise, return_aux=True)
+            _, aux = ours(v, t, noise=noise, return_aux=True)  # in training mode
             draws.append((noise, aux["route"].long()))
             shares.append(route_shares(s.kind, {k: a.cpu() for k, a in aux.items()}))
     return draws, {k: float(np.mean([x[k] for x in shares])) for k in shares[0]}
