@@ -163,6 +163,10 @@ def case(
     """
     if training and "dropout" in spec.RULES[kind].model_fields:
         fields.setdefault("dropout", 0.0)
+    if "router_init_bias" in spec.RULES[kind].model_fields:
+        # the router bias drawn as the original's (uniform): the decisions of the routing
+        # cases sit where they were designed; *_router_init_bias cases take the default
+        fields.setdefault("router_init_bias", None)
     s = make_spec(kind, **fields)
     params = perturbed(s, seed)
     if edit is not None:
@@ -253,6 +257,9 @@ def first_feature(values) -> Callable[[np.ndarray, np.ndarray], None]:
 #: ``v[:, 0]`` under ``confidence_from_v0(1)``: max confidence 0.537, 0.653, 0.586, 0.802,
 #: 0.5, 0.676 (soft, hard, soft, hard, soft, hard at threshold 0.6).
 MIXED_CONFIDENCE = (0.25, 0.8, 0.5, 1.5, 0.0, 0.9)
+
+#: The spec's default router_init_bias (the catalogue's other cases use None).
+DEFAULT_ROUTER_BIAS = spec.RULES["shomr"].model_fields["router_init_bias"].default
 
 #: Router probabilities (1/2, 1/2, 0), exact in every IEEE format.
 HALF_HALF_ZERO = (0.0, 0.0, -200.0)
@@ -633,7 +640,7 @@ def export_cross_attention_training():
 
 
 def export_shomr_default():
-    return case("shomr_default", "shomr", seed=81, dim=8)
+    return case("shomr_default", "shomr", seed=81, dim=8, router_init_bias=DEFAULT_ROUTER_BIAS)
 
 
 def export_shomr_batch1():
@@ -975,7 +982,13 @@ def export_shomr_dim12():
 
 
 def export_energy_aware_adaptive_default():
-    return case("energy_aware_adaptive_default", "energy_aware_adaptive", seed=111, dim=8)
+    return case(
+        "energy_aware_adaptive_default",
+        "energy_aware_adaptive",
+        seed=111,
+        dim=8,
+        router_init_bias=DEFAULT_ROUTER_BIAS,
+    )
 
 
 def export_energy_aware_adaptive_batch1():
@@ -1352,11 +1365,109 @@ def _missing_exports() -> dict[str, Callable[[], Case]]:
     return out
 
 
+# --- input normalisation (input_norm="batch") ------------------------------------------
+
+#: Rows with both, image only, text only, both, neither, both: 4 image rows, 4 text rows.
+PRESENT_NORM = np.array([[1, 1], [1, 0], [0, 1], [1, 1], [0, 0], [1, 1]], dtype=bool)
+#: The image rows' common offset and spread: a ReLU tower's output, far from standardised.
+IMAGE_OFFSET, IMAGE_SPREAD = 3.0, 0.5
+
+
+def _offset_image(v, t):
+    v *= np.float32(IMAGE_SPREAD)
+    v += np.float32(IMAGE_OFFSET)
+
+
+def _running_stats(s, params):
+    """Running statistics as training leaves them: the image's offset and spread."""
+    rng = np.random.default_rng(17)
+    d = s.dim
+    stats = {
+        "image.running_mean": IMAGE_OFFSET + 0.1 * rng.standard_normal(d),
+        "image.running_var": IMAGE_SPREAD**2 * rng.uniform(0.5, 1.5, d),
+        "text.running_mean": 0.1 * rng.standard_normal(d),
+        "text.running_var": rng.uniform(0.5, 1.5, d),
+    }
+    for name, value in stats.items():
+        params[f"input_norm.{name}"] = value.astype(np.float32)
+
+
+def _input_norm(kind: str, seed: int, *, training: bool, lone: bool = False) -> Case:
+    name = f"{kind}_input_norm" + ("_lone_text" if lone else "") + ("_training" if training else "")
+    present = PRESENT_NORM
+    if lone:  # one text row: too few for batch statistics, the running ones apply
+        present = np.array([[1, 1], [1, 0], [0, 0], [1, 0], [0, 0], [1, 0]], dtype=bool)
+    return case(
+        name,
+        kind,
+        seed=seed,
+        training=training,
+        present=present if training else None,
+        edit=_running_stats,
+        edit_inputs=_offset_image,
+        gradient=True,
+        doc=(
+            "input_norm='batch' with image inputs of offset 3 and spread 0.5: "
+            + (
+                "training, the batch statistics over the present rows (gradients through "
+                "them), running statistics updated."
+                if training
+                else "eval, the running statistics."
+            )
+            + (" One text row: the running statistics normalise it." if lone else "")
+        ),
+        input_norm="batch",
+        input_norm_momentum=0.25,
+        **_MISSING_FIELDS[kind],
+    )
+
+
+def export_shomr_router_init_bias():
+    return case(
+        "shomr_router_init_bias",
+        "shomr",
+        seed=1301,
+        dim=8,
+        heads=2,
+        router_init_bias=DEFAULT_ROUTER_BIAS,
+        gradient=True,
+        doc="The default router_init_bias: route logits start at (0, 0, 2) plus the perturbation.",
+    )
+
+
+def export_energy_aware_adaptive_router_init_bias_training():
+    return case(
+        "energy_aware_adaptive_router_init_bias_training",
+        "energy_aware_adaptive",
+        seed=1302,
+        dim=8,
+        heads=2,
+        training=True,
+        router_init_bias=DEFAULT_ROUTER_BIAS,
+        gradient=True,
+        doc="The default router_init_bias in training: 'both' drawn most often.",
+    )
+
+
+def _input_norm_exports() -> dict[str, Callable[[], Case]]:
+    out = {}
+    for i, kind in enumerate(spec.RULES):
+        for training in (False, True):
+            name = f"{kind}_input_norm" + ("_training" if training else "")
+            out[name] = lambda k=kind, seed=1200 + 10 * i + training, tr=training: _input_norm(
+                k, seed, training=tr
+            )
+    out["gated_input_norm_lone_text_training"] = lambda: _input_norm(
+        "gated", 1290, training=True, lone=True
+    )
+    return out
+
+
 # --- the catalogue ---------------------------------------------------------------------
 
 EXPORTS: dict[str, Callable[[], Case]] = {
     name[len("export_") :]: fn for name, fn in list(globals().items()) if name.startswith("export_")
-} | _missing_exports()
+} | _missing_exports() | _input_norm_exports()
 
 _CACHE: dict[str, Case] = {}
 

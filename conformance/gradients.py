@@ -9,7 +9,9 @@ $\partial_d L \approx (L(x + h d) - L(x - h d)) / 2h$:
 * ``v`` and ``t`` element-wise. Every rule's output row ``b`` depends only on
   sample ``b`` (given the noise), so perturbing column ``j`` of all samples at once
   and reading the per-sample losses $L_b$ gives $\partial L / \partial x_{bj}$ for
-  every ``b``: ``2 D`` reference calls per input instead of ``2 B D``.
+  every ``b``: ``2 D`` reference calls per input instead of ``2 B D``. Except in
+  training with ``input_norm="batch"``, whose batch statistics couple the rows:
+  there each present element is perturbed alone (``2 B D`` calls).
 * each parameter tensor along two seeded random unit directions $d$: the
   backend's $\langle g, d \rangle$ against the difference quotient. A wrong
   gradient is off along almost every direction, so two directions catch it
@@ -213,6 +215,9 @@ def finite_differences(case: Case) -> Expected:
     s = case.spec
     excluded = set(s.no_output_gradient()) | {p.name for p in s.params() if not p.trained}
     rounding_unit = ROUNDING_ULPS * np.finfo(np.float64).eps * loss.magnitude()
+    # input_norm="batch" in training normalises with the batch's statistics: each output
+    # row reads every row, so the per-column shortcut below does not apply
+    coupled = case.training and s.input_norm == "batch"
     inputs, rounding = {}, {}
     for column, name in enumerate(("v", "t")):
         x = loss.base[name]
@@ -221,12 +226,25 @@ def finite_differences(case: Case) -> Expected:
         h = STEP * max(1.0, float(np.max(np.abs(rows), initial=0.0)))
         rounding[name] = rounding_unit / h
         grad = np.zeros_like(x)
-        for j in range(x.shape[1]):
-            for sign in (1.0, -1.0):
-                shifted = dict(loss.base)
-                shifted[name] = x.copy()
-                shifted[name][:, j] += sign * h
-                grad[:, j] += sign * loss(shifted, loss.params, f"{name}[:, {j}]")
+        if coupled:  # every loss reads every row: one element at a time, the losses summed
+            present_rows = (
+                range(x.shape[0]) if case.present is None
+                else np.flatnonzero(case.present[:, column])
+            )
+            for b in present_rows:
+                for j in range(x.shape[1]):
+                    for sign in (1.0, -1.0):
+                        shifted = dict(loss.base)
+                        shifted[name] = x.copy()
+                        shifted[name][b, j] += sign * h
+                        grad[b, j] += sign * np.sum(loss(shifted, loss.params, f"{name}[{b}, {j}]"))
+        else:
+            for j in range(x.shape[1]):
+                for sign in (1.0, -1.0):
+                    shifted = dict(loss.base)
+                    shifted[name] = x.copy()
+                    shifted[name][:, j] += sign * h
+                    grad[:, j] += sign * loss(shifted, loss.params, f"{name}[:, {j}]")
         inputs[name] = grad / (2 * h)
     rng = np.random.default_rng(zlib.crc32(("directions/" + case.name).encode()))
     directions, derivatives = {}, {}

@@ -144,6 +144,12 @@ def check_forward(adapter: Adapter, case: Case) -> Outcome:
             problems.append(d.message)
     rows = ~boundary
     reports = [compare_values("output", out, ref_out, adapter.dtype, rows=rows)]
+    if case.training and s.input_norm == "batch":  # the state a training call leaves
+        held = adapter.canonical_params(model)
+        for name, value in fusion_ref.running_stats(
+            s, case.params, case.v, case.t, case.present
+        ).items():
+            reports.append(compare_values(name, held.get(name), value, adapter.dtype))
     for a in declared:
         if a.role == "value":
             per_sample = len(a.shape) > 0 and a.shape[0] == B

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from fusion_spec.spec import check_flag
+from fusion_spec.spec import check_flag, parse
 
 from ._base import prepare
-from ._layers import Presence, erf, gelu
+from ._layers import Presence, erf, gelu, input_norm
 from .concat_mlp import concat_mlp
 from .cross_attention import cross_attention
 from .energy_aware_adaptive import energy_aware_adaptive
@@ -80,6 +80,7 @@ def forward(
         v64 = np.where(m.image[:, None], v64, 0.0)
         t64 = np.where(m.text[:, None], t64, 0.0)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        v64, t64, _ = _normalise(s, p, v64, t64, m, training)
         out, aux = RULES[s.kind](
             s, p, v64, t64, training=training, noise=u, present=m, **options
         )
@@ -89,4 +90,37 @@ def forward(
     return (out, aux) if return_aux else out
 
 
-__all__ = ["RULES", "Presence", "erf", "forward", "gelu"]
+def _normalise(s, p, v, t, m, training):
+    """``v``, ``t`` after ``input_norm`` and the running statistics after the call."""
+    if s.input_norm == "none":
+        return v, t, {}
+    v, (mean_v, var_v) = input_norm(s, p, v, None if m is None else m.image, "image", training)
+    t, (mean_t, var_t) = input_norm(s, p, t, None if m is None else m.text, "text", training)
+    return v, t, {
+        "input_norm.image.running_mean": mean_v,
+        "input_norm.image.running_var": var_v,
+        "input_norm.text.running_mean": mean_t,
+        "input_norm.text.running_var": var_t,
+    }
+
+
+def running_stats(s, params: Mapping[str, Any], v, t, present=None, *, training: bool = True):
+    """The running statistics of ``input_norm="batch"`` after one call on ``v``, ``t``.
+
+    ``{name: float64 array}`` under the canonical names of the state parameters
+    (empty for ``input_norm="none"``): what a backend's state holds after a
+    training call (eval calls leave it unchanged). Checks its arguments as
+    ``forward`` does.
+    """
+    training = check_flag(parse(s).kind, "training", training)
+    # checked as an eval call: the statistics read neither noise nor dropout
+    s, _, p, v64, t64, mask, _, _ = prepare(s, params, v, t, False, None, {}, present)
+    m = None
+    if mask is not None:
+        m = Presence(mask[:, 0], mask[:, 1])
+        v64 = np.where(m.image[:, None], v64, 0.0)
+        t64 = np.where(m.text[:, None], t64, 0.0)
+    return _normalise(s, p, v64, t64, m, training)[2]
+
+
+__all__ = ["RULES", "Presence", "erf", "forward", "gelu", "running_stats"]

@@ -225,3 +225,27 @@ def present_mean(x: np.ndarray, present: Presence | None) -> np.ndarray:
     return np.where(
         present.both[:, None], mean, np.where(present.image[:, None], x[:, 0], x[:, 1])
     )
+
+
+def input_norm(s, p: dict, x: np.ndarray, present, modality: str, training: bool):
+    """``input_norm="batch"``: standardise ``x`` ``(B, D)`` per feature; absent rows stay 0.
+
+    Training: the mean and biased variance over the rows where the modality is
+    present (``present`` ``(B,)`` bool, ``None`` for all), when there are at least
+    two of them; else the running statistics. Eval: the running statistics.
+    Returns ``(x_hat, (running_mean, running_var))``: the statistics after this call
+    (updated in training with momentum ``m`` and the unbiased variance
+    ``var * n / (n - 1)``, as ``torch.nn.BatchNorm1d``; unchanged otherwise).
+    """
+    mean = p[f"input_norm.{modality}.running_mean"]
+    var = p[f"input_norm.{modality}.running_var"]
+    stats = (mean, var)
+    w = np.ones(x.shape[0]) if present is None else present.astype(np.float64)
+    n = w.sum()
+    if training and n >= 2:
+        m = s.input_norm_momentum
+        mean = (w[:, None] * x).sum(axis=0) / n  # (D,)
+        var = (w[:, None] * (x - mean) ** 2).sum(axis=0) / n  # (D,)
+        stats = ((1 - m) * stats[0] + m * mean, (1 - m) * stats[1] + m * var * n / (n - 1))
+    y = (x - mean) / np.sqrt(var + s.input_norm_eps)
+    return np.where(w[:, None] > 0, y, 0.0), stats

@@ -36,7 +36,8 @@ class Init:
     """Initial distribution of one canonical parameter.
 
     ``kind`` is ``"uniform"`` (on ``(-bound, bound)``), ``"normal"``
-    (mean 0, standard deviation ``std``), ``"constant"`` (every entry ``value``).
+    (mean 0, standard deviation ``std``), ``"constant"`` (every entry ``value``, or
+    entry ``i`` ``values[i]`` of a 1-D parameter when ``values`` is given).
     ``tied_to`` names another parameter whose initial value this one copies
     (the original deep-copies one encoder layer ``layers`` times).
     ``origin`` says which PyTorch initialiser of the original it reproduces.
@@ -48,12 +49,23 @@ class Init:
     value: float = 0.0
     tied_to: str | None = None
     origin: str = ""
+    values: tuple[float, ...] | None = None
+
+    def array(self, shape: tuple[int, ...]):
+        """The constant initial value of a parameter of ``shape`` (float64 NumPy array)."""
+        import numpy as np
+
+        if self.values is None:
+            return np.full(shape, self.value)
+        return np.array(self.values, dtype=np.float64).reshape(shape)
 
     def describe(self) -> str:
         if self.kind == "uniform":
             text = f"U(-{self.bound:.6g}, {self.bound:.6g})"
         elif self.kind == "normal":
             text = f"N(0, {self.std:.6g}^2)"
+        elif self.values is not None:
+            text = "(" + ", ".join(f"{x:.6g}" for x in self.values) + ")"
         else:
             text = f"constant {self.value:.6g}"
         if self.tied_to:
@@ -145,6 +157,31 @@ class FusionSpecBase(BaseModel):
 
     kind: str
     dim: int = Field(gt=0, description="Embedding size D of v, t and the output.")
+    input_norm: Literal["none", "batch"] = Field(
+        "none",
+        description=(
+            "'batch': standardise v and t per feature before the rule, with the batch's "
+            "statistics in training (over the samples that have the modality; gradients "
+            "flow through them) and running statistics in eval, as BatchNorm without "
+            "affine. Encoders trained from scratch whose outputs carry a large common "
+            "offset (ReLU features, a CNN's pooled map) otherwise die in the first "
+            "epochs under the rules that mix v and t in one feature space. 'none': the "
+            "original (from_legacy)."
+        ),
+    )
+    input_norm_momentum: float = Field(
+        0.1,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "Running statistics update m of input_norm='batch': "
+            "running = (1 - m) running + m batch (PyTorch's convention; Keras's "
+            "BatchNormalization momentum is 1 - m)."
+        ),
+    )
+    input_norm_eps: float = Field(
+        1e-5, gt=0.0, le=1.0, description="epsilon of input_norm='batch': (x - mu) / sqrt(var + eps)."
+    )
 
     #: Keyword arguments this rule accepts at call time.
     call_options: ClassVar[tuple[CallOption, ...]] = ()
@@ -192,7 +229,34 @@ class FusionSpecBase(BaseModel):
 
     # --- declarations -----------------------------------------------------
     def params(self) -> list[ParamSpec]:
+        """Every canonical parameter: the rule's own, then the input normalisation's state."""
+        return self.rule_params() + self.input_norm_params()
+
+    def rule_params(self) -> list[ParamSpec]:
+        """The rule's own canonical parameters (each rule declares them)."""
         raise NotImplementedError
+
+    def input_norm_params(self) -> list[ParamSpec]:
+        """The running statistics of ``input_norm="batch"`` (state, not trained); else none.
+
+        ``input_norm.{image,text}.running_mean`` start at 0, ``running_var`` at 1.
+        ``params()`` ends with them.
+        """
+        if self.input_norm == "none":
+            return []
+        specs = []
+        for modality in ("image", "text"):
+            for stat, value in (("running_mean", 0.0), ("running_var", 1.0)):
+                specs.append(
+                    ParamSpec(
+                        f"input_norm.{modality}.{stat}",
+                        (self.dim,),
+                        Init("constant", value=value, origin="torch.nn.BatchNorm1d buffers"),
+                        trained=False,
+                        doc=f"Running {stat[8:]} of the {modality} features (updated in training).",
+                    )
+                )
+        return specs
 
     def inputs(self) -> tuple[ArgSpec, ...]:
         """The call's array arguments (``v``, ``t``, ...), checked by every implementation."""
@@ -423,6 +487,33 @@ def encoder_layer_macs(dim: int, tokens: int, ffn_mult: int) -> int:
 
 
 # --- fields shared by the rules ----------------------------------------------
+
+
+ROUTE_NAMES = ("image", "text", "both")
+
+
+def router_init_bias_field():
+    return Field(
+        (0.0, 0.0, 2.0),
+        description=(
+            "Initial bias of the route logits (image, text, both): the router starts "
+            "preferring 'both' (softmax 0.79 at bias 2), so both towers receive gradient "
+            "while they learn and the router leaves 'both' where a single modality does "
+            "as well. Without it, a text tower that learns first draws every sample to "
+            "its route and the image tower stops learning (route collapse). None: "
+            "torch.nn.Linear's default uniform bias (the original; from_legacy sets it)."
+        ),
+    )
+
+
+def router_logits(name: str, fan_in: int, init_bias, doc: str = "") -> list[ParamSpec]:
+    """``linear(name, fan_in, 3)``, its bias starting at ``init_bias`` unless ``None``."""
+    specs = linear(name, fan_in, len(ROUTE_NAMES), doc)
+    if init_bias is None:
+        return specs
+    weight, bias = specs
+    init = Init("constant", values=tuple(float(b) for b in init_bias), origin="spec router_init_bias")
+    return [weight, ParamSpec(bias.name, bias.shape, init, bias.trained, bias.doc, bias.dtype)]
 
 
 def dropout_field():

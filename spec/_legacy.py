@@ -41,8 +41,8 @@ ENCODER_LAYER = {
 #: from_legacy sets the original's unless the caller gives the field.
 FIDELITY: dict[str, dict[str, Any]] = {
     "transformer_concat": {"modality_embedding_std": 1.0},
-    "shomr": {"straight_through": False},
-    "energy_aware_adaptive": {"straight_through": False},
+    "shomr": {"straight_through": False, "router_init_bias": None},
+    "energy_aware_adaptive": {"straight_through": False, "router_init_bias": None},
 }
 
 

@@ -33,7 +33,7 @@ def init_params(s, seed: int = 0) -> dict[str, np.ndarray]:
         elif init.kind == "normal":
             value = rng.normal(0.0, init.std, size=p.shape)
         else:
-            value = np.full(p.shape, init.value)
+            value = init.array(p.shape)
         params[p.name] = np.array(value, dtype=np.float32, order="C")
     return params
 

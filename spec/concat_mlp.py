@@ -46,7 +46,7 @@ class ConcatMlpSpec(FusionSpecBase):
         hidden = self.hidden_mult * self.dim
         return [2 * self.dim] + [hidden] * (self.layers - 1) + [self.dim]
 
-    def params(self):
+    def rule_params(self):
         w = self._widths()
         specs = []
         for i in range(self.layers):

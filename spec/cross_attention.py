@@ -48,7 +48,7 @@ class CrossAttentionSpec(AttentionSpecBase):
         ),
     }
 
-    def params(self):
+    def rule_params(self):
         d = self.dim
         return (
             layer_norm("norm1", d, "Normalises the mean query.")

@@ -22,6 +22,8 @@ from ._base import (
     linear,
     linear_macs,
     missing_field,
+    router_init_bias_field,
+    router_logits,
 )
 from ._errors import InputError, describe
 
@@ -94,6 +96,7 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
         "argmax",
         description="Eval route: argmax of r (deterministic), or 'sample' as the original did.",
     )
+    router_init_bias: tuple[float, float, float] | None = router_init_bias_field()
     straight_through: bool = Field(
         True,
         description=(
@@ -150,11 +153,13 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
     def samples_route(self, training: bool) -> bool:
         return training or self.eval_routing == "sample"
 
-    def params(self):
+    def rule_params(self):
         d = self.dim
         specs = (
             linear("router.hidden", 2 * d, d, "Router MLP, GELU after.")
-            + linear("router.out", d, 3, "Route logits for (image, text, both).")
+            + router_logits(
+                "router.out", d, self.router_init_bias, "Route logits for (image, text, both)."
+            )
             + linear("gate", 2 * d, d, "Gate of the 'both' path.")
             + attention("attn", d)
             + layer_norm("norm", d)

@@ -36,7 +36,7 @@ class FilmSpec(FusionSpecBase):
         ),
     }
 
-    def params(self):
+    def rule_params(self):
         return linear("gamma", self.dim, self.dim) + linear("beta", self.dim, self.dim)
 
     def aux(self, batch, *, training=False, **options):

@@ -33,7 +33,7 @@ class GatedSpec(FusionSpecBase):
         ),
     }
 
-    def params(self):
+    def rule_params(self):
         return linear("gate", 2 * self.dim, self.dim)
 
     def aux(self, batch, *, training=False, **options):

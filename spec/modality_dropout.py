@@ -55,7 +55,7 @@ class ModalityDropoutSpec(FusionSpecBase):
     def _noise_shape(self, batch: int) -> tuple[int, ...]:
         return (1,) if self.drop_granularity == "batch" else (batch,)
 
-    def params(self):
+    def rule_params(self):
         return linear("mlp.0", 2 * self.dim, self.dim) + linear("mlp.1", self.dim, self.dim)
 
     def noise(self, batch, *, training, **options):

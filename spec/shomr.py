@@ -20,6 +20,8 @@ from ._base import (
     linear,
     linear_macs,
     missing_field,
+    router_init_bias_field,
+    router_logits,
 )
 from ._errors import InputError, describe
 
@@ -87,6 +89,7 @@ class ShomrSpec(AttentionSpecBase):
         ),
     )
     fallback_threshold: float = Field(0.3, ge=0.0, le=1.0, description="See fallback.")
+    router_init_bias: tuple[float, float, float] | None = router_init_bias_field()
     straight_through: bool = Field(
         True,
         description=(
@@ -116,13 +119,15 @@ class ShomrSpec(AttentionSpecBase):
         ),
     }
 
-    def params(self):
+    def rule_params(self):
         d = self.dim
         return (
             linear("confidence.hidden", 2 * d, d, "Confidence MLP, GELU after.")
             + linear("confidence.out", d, 2, "Confidence logits for (v, t).")
             + linear("router.hidden", 2 * d, d, "Router MLP, GELU after.")
-            + linear("router.out", d, 3, "Route logits for (image, text, both).")
+            + router_logits(
+                "router.out", d, self.router_init_bias, "Route logits for (image, text, both)."
+            )
             + attention("attn", d)
             + linear("gate", 2 * d, d, "Gate of the hard 'both' path.")
             + layer_norm("norm1", d, "Soft path.")

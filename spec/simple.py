@@ -41,7 +41,7 @@ class SimpleSpec(AttentionSpecBase):
         ),
     }
 
-    def params(self):
+    def rule_params(self):
         return encoder("encoder", self.dim, self.layers, self.ffn_mult)
 
     def macs(self):

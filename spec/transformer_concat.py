@@ -68,7 +68,7 @@ class TransformerConcatSpec(AttentionSpecBase):
         ),
     }
 
-    def params(self):
+    def rule_params(self):
         specs = []
         if self.modality_embeddings:
             origin = (

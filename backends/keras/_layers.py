@@ -288,6 +288,8 @@ def _keras_name(p: ParamSpec) -> str:
 
 def _initializer(init: Init, seed: int | None):
     """The spec's initial distribution as a Keras initializer (tied copies are assigned after)."""
+    if init.values is not None:
+        return _given(init.array((len(init.values),)).astype(np.float32))
     if init.kind == "uniform":
         return keras.initializers.RandomUniform(-init.bound, init.bound, seed=seed)
     if init.kind == "normal":
@@ -528,6 +530,9 @@ class FusionLayer(keras.layers.Layer):
         if m is not None:
             v = ops.where(m.image[:, None], v, ops.zeros_like(v))
             t = ops.where(m.text[:, None], t, ops.zeros_like(t))
+        if s.input_norm == "batch":
+            v = self._input_norm(v, None if m is None else m.image, "image", training)
+            t = self._input_norm(t, None if m is None else m.text, "text", training)
         u = self._noise(v, training, noise, options)
         drop = dropout(float(getattr(s, "dropout", 0.0)), training, self.seed_generator)
         with matmul_precision_scope(self.matmul_precision):
@@ -539,6 +544,34 @@ class FusionLayer(keras.layers.Layer):
             aux["neither"] = ops.cast(m.neither, out.dtype)
         self._after_call(aux)
         return (out, aux) if return_aux else out
+    def _input_norm(self, x, present, modality: str, training: bool):
+        r"""``input_norm="batch"`` of one modality: $(x - \mu) / \sqrt{\sigma^2 + \epsilon}$.
+
+        Training: the batch's mean and biased variance over the rows where the
+        modality is present (the running statistics with fewer than two), and the
+        running statistics (non-trainable variables) move by the spec's momentum
+        towards them (unbiased variance); eval: the running statistics. Absent rows
+        stay 0.
+        """
+        s = self.spec
+        mean_var = self._canonical[f"input_norm.{modality}.running_mean"]
+        var_var = self._canonical[f"input_norm.{modality}.running_var"]
+        mean, var = ops.cast(mean_var.value, x.dtype), ops.cast(var_var.value, x.dtype)
+        if training:
+            w = ops.ones_like(x[:, 0]) if present is None else ops.cast(present, x.dtype)  # (B,)
+            n = ops.sum(w)
+            count = ops.maximum(n, 1.0)
+            mean_b = ops.matmul(w, x) / count  # (D,)
+            var_b = ops.matmul(w, ops.square(x - mean_b)) / count  # (D,)
+            enough = n >= 2.0
+            m = s.input_norm_momentum
+            unbiased = ops.stop_gradient(var_b * (n / ops.maximum(n - 1.0, 1.0)))
+            mean_var.assign(ops.where(enough, mean + m * (ops.stop_gradient(mean_b) - mean), mean))
+            var_var.assign(ops.where(enough, var + m * (unbiased - var), var))
+            mean, var = ops.where(enough, mean_b, mean), ops.where(enough, var_b, var)
+        y = (x - mean) * ops.rsqrt(var + s.input_norm_eps)
+        return y if present is None else ops.where(present[:, None], y, ops.zeros_like(y))
+
     def _pair(self, v, t):
         """``(v, t)`` from ``layer(v, t)`` or ``layer([v, t])``."""
         if t is None and isinstance(v, (list, tuple)):

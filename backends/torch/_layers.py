@@ -493,6 +493,40 @@ def straight_through(out: Tensor, probs: Tensor, route: Tensor) -> Tensor:
     return out + out * (r_k - r_k.detach())
 
 
+class RunningStats(nn.Module):
+    r"""``input_norm="batch"`` of one modality: $\hat x = (x - \mu) / \sqrt{\sigma^2 + \epsilon}$ per feature.
+
+    Training: $\mu$, $\sigma^2$ (biased) over the rows where the modality is present,
+    gradients flowing through them; with fewer than two such rows, the running
+    statistics. The buffers ``running_mean``, ``running_var`` then move by
+    ``momentum`` towards $\mu$ and the unbiased variance, in place, without a host
+    read. Eval: the running statistics. Absent rows stay 0.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_var", torch.ones(dim))
+
+    def forward(self, x: Tensor, present: Tensor | None, s) -> Tensor:
+        mean, var = self.running_mean, self.running_var
+        if self.training:
+            mean, var = mean.clone(), var.clone()  # the values before this call's update
+            w = torch.ones_like(x[:, 0]) if present is None else present.to(x.dtype)  # (B,)
+            n = w.sum()
+            mean_b = (w @ x) / n.clamp(min=1)  # (D,)
+            var_b = (w @ (x - mean_b).square()) / n.clamp(min=1)  # (D,)
+            enough = n >= 2
+            with torch.no_grad():
+                m = s.input_norm_momentum
+                unbiased = var_b * (n / (n - 1).clamp(min=1))
+                self.running_mean.copy_(torch.where(enough, mean.lerp(mean_b, m), mean))
+                self.running_var.copy_(torch.where(enough, var.lerp(unbiased, m), var))
+            mean, var = torch.where(enough, mean_b, mean), torch.where(enough, var_b, var)
+        y = (x - mean) * torch.rsqrt(var + s.input_norm_eps)
+        return y if present is None else torch.where(present[:, None], y, 0.0)
+
+
 # --- the module base ------------------------------------------------------------------
 
 
@@ -532,6 +566,10 @@ class FusionModule(nn.Module):
         self._device_generators: dict[str, torch.Generator] = {}
         self.dropout_rate = float(getattr(s, "dropout", 0.0))
         self._default_options = s.check_call_options({})
+        if s.input_norm == "batch":
+            self.input_norm = nn.ModuleDict(
+                {"image": RunningStats(s.dim), "text": RunningStats(s.dim)}
+            )
 
     def extra_repr(self) -> str:
         text = ", ".join(f"{k}={v!r}" for k, v in self.spec.model_dump().items())
@@ -555,7 +593,7 @@ class FusionModule(nn.Module):
         zero attention biases, ...) and which encoder layers start as copies
         (``tied_to``) of layer 0, as the original's ``deepcopy`` made them.
         """
-        params = dict(self.named_parameters())
+        params = self._canonical_tensors()
         for p in self.spec.params():
             target, init = params[p.name], p.init
             generator = self._generator_for(target.device)
@@ -566,7 +604,11 @@ class FusionModule(nn.Module):
             elif init.kind == "normal":
                 target.normal_(0.0, init.std, generator=generator)
             else:
-                target.fill_(init.value)
+                target.copy_(torch.from_numpy(init.array(p.shape)))
+
+    def _canonical_tensors(self) -> dict[str, Tensor]:
+        """Parameters and the state buffers (``input_norm``'s running statistics) by name."""
+        return {**dict(self.named_parameters()), **dict(self.named_buffers())}
 
     def _generator_for(self, device: torch.device) -> torch.Generator | None:
         """``self.generator`` where it lives; on another device, a generator of that device
@@ -590,7 +632,7 @@ class FusionModule(nn.Module):
         Raises ``spec.WeightsError`` naming missing, unexpected or mis-shaped entries.
         """
         check_params(self.spec, params, what="canonical params")
-        own = dict(self.named_parameters())
+        own = self._canonical_tensors()
         for name, value in params.items():
             a = as_numpy(value)
             a = a.astype(np.float32) if a.dtype.kind != "f" else a  # ml_dtypes' bfloat16
@@ -598,7 +640,7 @@ class FusionModule(nn.Module):
 
     def canonical_params(self) -> dict[str, np.ndarray]:
         """The parameters under their canonical names: C-contiguous float32 NumPy arrays."""
-        own = dict(self.named_parameters())
+        own = self._canonical_tensors()
         # np.array(order="C"), not np.ascontiguousarray, which turns a 0-d array into 1-d
         return {
             p.name: np.array(own[p.name].detach().to("cpu", torch.float32).numpy(), order="C")
@@ -672,6 +714,9 @@ class FusionModule(nn.Module):
         if m is not None:
             v = torch.where(m.image[:, None], v, 0.0)
             t = torch.where(m.text[:, None], t, 0.0)
+        if self.spec.input_norm == "batch":
+            v = self.input_norm["image"](v, None if m is None else m.image, self.spec)
+            t = self.input_norm["text"](t, None if m is None else m.text, self.spec)
         u = self._noise(v, noise, options)
         out, aux = self.fuse(v, t, noise=u, present=m, want_aux=return_aux, **options)
         # One output dtype for every rule under autocast (a no-op otherwise): the rules

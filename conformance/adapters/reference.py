@@ -45,7 +45,9 @@ class ReferenceAdapter(Adapter):
     def forward(self, model, v, t, *, training, noise, options, present=None):
         if noise is None:
             noise = self.draw_noise(model, v.shape[0], training, options)
-        return fusion_ref.forward(
+        if training:  # input_norm="batch": the state a training call leaves (float64)
+            state = fusion_ref.running_stats(model.spec, model.params, v, t, present)
+        result = fusion_ref.forward(
             model.spec,
             model.params,
             v,
@@ -56,6 +58,9 @@ class ReferenceAdapter(Adapter):
             return_aux=True,
             **options,
         )
+        if training:
+            model.params.update(state)
+        return result
 
     def canonical_params(self, model):
         return {k: v.copy() for k, v in model.params.items()}

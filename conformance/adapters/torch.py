@@ -88,8 +88,10 @@ class TorchAdapter(Adapter):
         return _numpy(out), {k: _numpy(a) for k, a in aux.items()}
 
     def canonical_params(self, model):
-        """Read from ``named_parameters()``, torch's registry, so an unregistered param is missing."""
-        return {n: _numpy(p).copy() for n, p in model.named_parameters()}
+        """Read from torch's registries (``named_parameters()``, ``named_buffers()`` for the
+        running statistics), so an unregistered param is missing."""
+        tensors = [*model.named_parameters(), *model.named_buffers()]
+        return {n: _numpy(p).copy() for n, p in tensors}
 
     def gradients(self, model, v, t, cotangent, *, training, noise, options, present=None):
         model.zero_grad(set_to_none=True)

@@ -20,7 +20,7 @@ def test_init_params_match_declarations(kind):
         if p.init.kind == "uniform" and p.init.tied_to is None:
             assert np.all(np.abs(a) <= p.init.bound)
         if p.init.kind == "constant":
-            assert np.all(a == np.float32(p.init.value))
+            assert np.all(a == p.init.array(p.shape).astype(np.float32))
         if p.init.tied_to is not None:
             np.testing.assert_array_equal(a, params[p.init.tied_to])
     again = spec.init_params(s, seed=3)

@@ -55,6 +55,9 @@ def test_defaults_follow_the_original_constructors():
     assert spec.parse({"kind": "simple", "dim": 8}).model_dump() == {
         "kind": "simple",
         "dim": 8,
+        "input_norm": "none",
+        "input_norm_momentum": 0.1,
+        "input_norm_eps": 1e-05,
         "heads": 8,
         "layers": 2,
         "dropout": 0.1,
