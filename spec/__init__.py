@@ -20,7 +20,16 @@ from ._checks import CALL_INPUTS, ArgSpec, array_meta, check_arrays, check_flag,
 from ._errors import FusionError, InputError, SpecError, WeightsError, describe
 from ._legacy import from_legacy, to_legacy
 from ._params import as_numpy, check_params, init_params
-from ._union import RULES, SCHEMA_PATH, FusionSpec, json_schema, parse, render_schema, write_schema
+from ._union import (
+    RULES,
+    SCHEMA_PATH,
+    FusionSpec,
+    json_schema,
+    parse,
+    parse_stored,
+    render_schema,
+    write_schema,
+)
 from ._weights import load_weights, save_weights
 from .concat_mlp import ConcatMlpSpec
 from .cross_attention import CrossAttentionSpec
@@ -72,6 +81,7 @@ __all__ = [
     "json_schema",
     "load_weights",
     "parse",
+    "parse_stored",
     "render_schema",
     "save_weights",
     "write_schema",

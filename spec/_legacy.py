@@ -40,10 +40,15 @@ ENCODER_LAYER = {
 #: Fields whose default serves training and whose other value is the original's behaviour;
 #: from_legacy sets the original's unless the caller gives the field.
 FIDELITY: dict[str, dict[str, Any]] = {
-    "transformer_concat": {"modality_embedding_std": 1.0},
-    "shomr": {"straight_through": False, "router_init_bias": None},
-    "energy_aware_adaptive": {"straight_through": False, "router_init_bias": None},
+    kind: {"input_norm": "none"}
+    for kind in (
+        "simple", "concat_mlp", "gated", "film", "modality_dropout",
+        "transformer_concat", "cross_attention", "shomr", "energy_aware_adaptive",
+    )
 }
+FIDELITY["transformer_concat"]["modality_embedding_std"] = 1.0
+FIDELITY["shomr"] |= {"straight_through": False, "router_init_bias": None}
+FIDELITY["energy_aware_adaptive"] |= {"straight_through": False, "router_init_bias": None}
 
 
 def _modules(pairs: dict[str, str]) -> dict[str, tuple[str, ...]]:

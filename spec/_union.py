@@ -87,6 +87,29 @@ def parse(obj: Any, /, **fields: Any):
         raise spec_error(e, kinds=tuple(RULES)) from None
 
 
+#: Fields added after artefacts were first stored whose default changes the function:
+#: the value a stored spec without the field meant (the behaviour before the field).
+STORED_DEFAULTS: dict[str, Any] = {"input_norm": "none"}
+
+
+def parse_stored(obj: Any, /):
+    """``parse`` for a spec read back from a weight file or a saved model.
+
+    A stored spec that lacks a field of ``STORED_DEFAULTS`` was written before the
+    field existed and computes what that field's earlier behaviour computes, so it
+    takes that value, not today's default: files saved before ``input_norm`` load
+    as ``input_norm="none"``, with the parameters they hold.
+    """
+    if isinstance(obj, (str, bytes)):
+        try:
+            obj = json.loads(obj)
+        except ValueError:
+            return parse(obj)  # parse words the error
+    if isinstance(obj, dict):
+        obj = {**STORED_DEFAULTS, **obj}
+    return parse(obj)
+
+
 def json_schema() -> dict:
     """JSON Schema of the union of all rule specs."""
     schema = _ADAPTER.json_schema()

@@ -13,7 +13,7 @@ from safetensors.numpy import save_file
 
 from ._errors import SpecError, WeightsError, describe
 from ._params import as_numpy, check_params
-from ._union import parse
+from ._union import parse, parse_stored
 
 FORMAT = "fusion-spec/1"
 SPEC_KEY = "fusion_spec"
@@ -111,7 +111,7 @@ def load_weights(path: str | os.PathLike):
             f"{path}: expected format {FORMAT!r}, received {metadata.get('format')!r}"
         )
     try:
-        s = parse(metadata[SPEC_KEY])
+        s = parse_stored(metadata[SPEC_KEY])
     except SpecError as e:
         raise WeightsError(f"{path}: the embedded spec is invalid: {e}") from e
     check_params(s, params, dtype="float32", what=f"weights in {path}")

@@ -35,6 +35,7 @@ from fusion_spec.spec import (
     check_params,
     describe,
     parse,
+    parse_stored,
 )
 from fusion_spec.spec._checks import numpy_host
 
@@ -617,6 +618,15 @@ class FusionLayer(keras.layers.Layer):
             if a.role != "margin"
         }
         return out, aux
+
+    @classmethod
+    def from_config(cls, config):
+        """A layer from ``get_config()``; a stored spec from before a field keeps its meaning
+        (``spec.parse_stored``)."""
+        config = dict(config)
+        if isinstance(config.get("spec"), dict):
+            config["spec"] = parse_stored(config["spec"]).model_dump(mode="json")
+        return super().from_config(config)
 
     def get_config(self):
         base_config = super().get_config()

@@ -25,9 +25,10 @@ def test_reference_run_writes_matrix_and_reports(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "gated" in out and "reference" in out and "wall time:" in out
-    # gradients: the reference is the oracle (n/a), incl. the two gated_missing cases
-    assert "| gated | ✓ 13/13 (3 n/a) |" in md
-    assert js["summary"] == {"pass": 13, "n/a": 3}
+    # gradients: the reference is the oracle (n/a), incl. the two gated_missing cases and
+    # the three gated_input_norm* cases
+    assert "| gated | ✓ 16/16 (6 n/a) |" in md
+    assert js["summary"] == {"pass": 16, "n/a": 6}
     assert {r["id"].split("/")[0] for r in js["results"]} == {"gated"}
     first = next(r for r in js["results"] if r["category"] == "forward")
     assert {"max_abs", "max_rel", "max_ulp"} <= set(first["tensors"][0])
