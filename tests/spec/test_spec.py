@@ -103,6 +103,19 @@ def test_parse_kind_and_fields():
         spec.parse(3, dim=4)
 
 
+def test_parse_reads_bytes_as_utf8_and_refuses_other_bytes():
+    assert spec.parse(b'{"kind": "gated", "dim": 4}') == spec.parse("gated", dim=4)
+    assert spec.parse(b"gated", dim=4) == spec.parse("gated", dim=4)
+    with pytest.raises(spec.SpecError) as info:
+        spec.parse(b"\xff\xfe")
+    assert str(info.value) == (
+        "spec: parse argument 'obj' expected UTF-8 text (a kind or a JSON object); received "
+        "bytes b'\\xff\\xfe' that are not UTF-8 (invalid start byte at byte 0)"
+    )
+    with pytest.raises(spec.SpecError, match=r"received bytes b'\{\\xff\\xfex{17}'\.\.\. that"):
+        spec.parse(b"{\xff\xfe" + b"x" * 40)
+
+
 def test_frozen_and_extra_forbidden():
     s = make_spec("gated")
     with pytest.raises(spec.SpecError, match=r"gated: specs are frozen.*s.replace\(dim=...\)"):
