@@ -258,9 +258,17 @@ def _main(argv: list[str] | None) -> int:
             not_judged.append(f"not judged: {name}, {why}")
     warnings = xfail.apply(rows, expected) if expected is not None else []
     seconds["total"] = time.perf_counter() - began
-    report.write(
-        rows, backends, warnings, json_path=args.json, markdown_path=args.markdown, seconds=seconds
-    )
+    try:
+        report.write(
+            rows,
+            backends,
+            warnings,
+            json_path=args.json,
+            markdown_path=args.markdown,
+            seconds=seconds,
+        )
+    except OSError as e:  # checked before the run; the disk may still fill up
+        raise UsageError(f"cannot write the reports: {e}") from None
     counts = report.summarise(rows)
     _print_lines(_summary(rows, counts, seconds, not_judged, args))
     for w in warnings:
@@ -318,22 +326,30 @@ def _xfail(path: str):
 
 
 def _check_writable(option: str, path: str) -> None:
-    """Refuse, before the run, a report path that cannot be written: a folder, a file
-    under a non-folder, a folder without write permission."""
+    """Refuse, before the run, a report path that cannot be written (a folder, a path under
+    a file, no permission, a read-only or virtual file system): by trying, since
+    ``os.access`` answers yes to root everywhere. Missing folders are created, as the
+    report would create them; a file created by the try is removed again."""
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"{option} {path}: expected a file path; received a directory")
-    if target.exists():
-        if not os.access(target, os.W_OK):
-            raise UsageError(f"{option} {path}: the file is not writable")
-        return
     folder = target.parent
-    while not folder.exists():  # report.write creates the missing folders
+    while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
-        raise UsageError(f"{option} {path}: cannot create it: {folder} is not a directory")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {path}: cannot create it: {folder} is not writable")
+        raise UsageError(f"{option} {path}: cannot write the report: {folder} is not a directory")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            os.close(os.open(target, os.O_WRONLY | os.O_APPEND))  # changes nothing
+        else:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            target.unlink()
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(path) else ""
+        raise UsageError(
+            f"{option} {path}: cannot write the report: {e.strerror or e}{where}"
+        ) from None
 
 
 def _print_lines(lines) -> int:
