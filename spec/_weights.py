@@ -41,7 +41,7 @@ def _path(path: Any, what: str) -> str:
         ) from None
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
     """What a non-regular file is, in words, for error messages."""
     for test, name in (
         (stat.S_ISDIR, "a directory"),
@@ -94,7 +94,7 @@ def save_weights(path: str | os.PathLike, s, params: Mapping[str, Any]) -> None:
         shown = path if target == os.path.abspath(path) else f"{path} (-> {target})"
         raise WeightsError(
             f"{shown}: cannot write the weight file: expected a regular file or a new path, "
-            f"received {_kind(mode)}; nothing was replaced"
+            f"received {file_kind(mode)}; nothing was replaced"
         )
     data = save(tensors, metadata={"format": FORMAT, SPEC_KEY: s.model_dump_json()})
     try:
@@ -168,7 +168,7 @@ def _read_regular(path: str) -> bytes:
         if not stat.S_ISREG(mode):
             raise WeightsError(
                 f"{path}: not a readable safetensors file (expected a regular file, "
-                f"received {_kind(mode)})"
+                f"received {file_kind(mode)})"
             )
         return f.read()
 
@@ -187,7 +187,7 @@ def _read(path: str) -> tuple[dict[str, str], dict[str, np.ndarray]]:
     if not stat.S_ISREG(mode):
         raise WeightsError(
             f"{path}: not a readable safetensors file (expected a regular file, "
-            f"received {_kind(mode)})"
+            f"received {file_kind(mode)})"
         )
     try:
         data = _read_regular(path)
