@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: venv report test test-core test-keras lint chromium clean
+.PHONY: venv report test test-core test-keras test-floors lint chromium clean
 
 venv: $(STAMP)
 
@@ -36,5 +36,21 @@ test-keras: venv
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -q tests/keras
 	KERAS_BACKEND=numpy $(PY) -m pytest -q tests/keras
 
+# The declared floors of the core dependencies (requirements/floors.txt) in a venv of
+# their own: the spec and reference tests. A job of its own, not part of `make test`.
+# numpy 1.24 has wheels up to Python 3.11: PYTHON_FLOORS is a 3.10 or 3.11 interpreter.
+PYTHON_FLOORS ?= python3.11
+FLOORS := .venv-floors/.installed
+
+$(FLOORS): requirements/floors.txt pyproject.toml
+	$(PYTHON_FLOORS) -m venv .venv-floors
+	.venv-floors/bin/python -m pip install --quiet --upgrade pip
+	.venv-floors/bin/python -m pip install --quiet -r requirements/floors.txt
+	.venv-floors/bin/python -m pip install --quiet --no-deps -e .
+	touch $(FLOORS)
+
+test-floors: $(FLOORS)
+	.venv-floors/bin/python -m pytest -q -n 2 tests/spec tests/reference
+
 clean:
-	rm -rf .venv site reports
+	rm -rf .venv .venv-floors site reports

@@ -35,7 +35,8 @@ import pytest
 from . import xfail
 from .adapter import load_adapter
 from .adapters import BUNDLED, DEVICES, PRECISIONS, device_env
-from .suite import Check, all_checks, run_check, select
+from .runner import DEFAULT_TIMEOUT, run_check_within
+from .suite import Check, all_checks, select
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -69,6 +70,60 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=PRECISIONS,
         help="precision= for the adapter (float32, or the TF32 opt-in tensorfloat32)",
     )
+    group.addoption(
+        "--fusion-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds each check may run before it fails 'timed out after N s' and is "
+        "abandoned (0: no limit; default: %(default)g)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Loads the adapter and the expected-failures file once, before collection: a bad
+    ``--fusion-*`` argument is a usage error (one line, exit code 4), not an internal one."""
+    target = config.getoption("--fusion-adapter")
+    if not target:
+        return
+    timeout = config.getoption("--fusion-timeout")
+    if not timeout >= 0:
+        raise pytest.UsageError(
+            f"--fusion-timeout expected a number of seconds >= 0 (0: no limit); received {timeout}"
+        )
+    settings = {
+        key: value
+        for key, value in (
+            ("device", config.getoption("--fusion-device")),
+            ("precision", config.getoption("--fusion-precision")),
+        )
+        if value is not None
+    }
+    if target in ("keras", BUNDLED["keras"]) and "device" in settings:
+        os.environ.update(device_env(settings["device"]))
+    try:
+        adapter = load_adapter(BUNDLED.get(target, target), **settings)
+    except Exception as e:  # noqa: BLE001 (any failure to make it is the user's argument)
+        first = (str(e).splitlines() or [""])[0]
+        unknown = ":" not in target and target not in BUNDLED
+        bundled = f"; bundled: {', '.join(BUNDLED)}" if unknown else ""
+        raise pytest.UsageError(
+            f"--fusion-adapter {target!r}: cannot load the adapter "
+            f"({type(e).__name__}: {first}){bundled}"
+        ) from None
+    path = config.getoption("--fusion-xfail")
+    try:
+        expected = xfail.load(path) if path else []
+    except OSError as e:
+        raise pytest.UsageError(
+            f"--fusion-xfail {path}: cannot read the expected-failures file ({e.strerror or e})"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise pytest.UsageError(f"--fusion-xfail {e}") from None
+    config.stash[_STATE] = (adapter, expected, timeout or None)
+
+
+_STATE = pytest.StashKey[tuple]()
 
 
 def pytest_ignore_collect(collection_path, config: pytest.Config) -> bool | None:
@@ -81,13 +136,14 @@ def pytest_ignore_collect(collection_path, config: pytest.Config) -> bool | None
 class ConformanceItem(pytest.Item):
     """One check of the suite on the configured adapter."""
 
-    def __init__(self, *, check: Check, adapter, **kwargs):
+    def __init__(self, *, check: Check, adapter, timeout: float | None = None, **kwargs):
         super().__init__(**kwargs)
         self.check = check
         self.adapter = adapter
+        self.timeout = timeout
 
     def runtest(self) -> None:
-        outcome = run_check(self.adapter, self.check)
+        outcome = run_check_within(self.adapter, self.check, self.timeout)
         if outcome.status == "n/a":
             pytest.skip(f"not applicable: {outcome.message}")
         if outcome.status != "pass":
@@ -107,29 +163,19 @@ class ConformanceFailure(AssertionError):
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items) -> None:
-    target = config.getoption("--fusion-adapter")
-    if not target:
+    if _STATE not in config.stash:
         return
-    settings = {
-        key: value
-        for key, value in (
-            ("device", config.getoption("--fusion-device")),
-            ("precision", config.getoption("--fusion-precision")),
-        )
-        if value is not None
-    }
-    if target in ("keras", BUNDLED["keras"]) and "device" in settings:
-        os.environ.update(device_env(settings["device"]))
-    adapter = load_adapter(BUNDLED.get(target, target), **settings)
-    expected = (
-        xfail.load(config.getoption("--fusion-xfail")) if config.getoption("--fusion-xfail") else []
-    )
+    adapter, expected, timeout = config.stash[_STATE]
     checks = select(
         all_checks(), config.getoption("--fusion-include"), config.getoption("--fusion-exclude")
     )
     for check in checks:
         item = ConformanceItem.from_parent(
-            session, name=f"conformance[{check.id}]", check=check, adapter=adapter
+            session,
+            name=f"conformance[{check.id}]",
+            check=check,
+            adapter=adapter,
+            timeout=timeout,
         )
         entry = next((e for e in expected if e.matches(adapter.name, check.id)), None)
         if entry is not None:

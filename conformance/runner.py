@@ -14,13 +14,17 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TextIO
 
 from .adapter import Adapter, load_adapter
 from .adapters import BUNDLED, DEVICE_ADAPTERS, device_env
-from .suite import SHARED_EXPECTED, Check, run_check
+from .suite import SHARED_EXPECTED, Check, Outcome, run_check
+
+#: Seconds a check may run before it is abandoned and reported as an error (``--timeout``).
+DEFAULT_TIMEOUT = 120.0
 
 
 def row(adapter: Adapter, check: Check, outcome) -> dict:
@@ -39,16 +43,23 @@ def row(adapter: Adapter, check: Check, outcome) -> dict:
 
 
 def run_adapter(
-    adapter: Adapter, checks: list[Check], progress: TextIO | None = None
+    adapter: Adapter,
+    checks: list[Check],
+    progress: TextIO | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> list[dict]:
-    """Every check on one adapter; one progress line per rule, and one per failing check."""
+    """Every check on one adapter; one progress line per rule, and one per failing check.
+
+    ``timeout``: seconds each check may take (``None`` or 0: no limit); see
+    ``run_check_within``.
+    """
     rows: list[dict] = []
     rule, start = None, time.perf_counter()
     for check in checks:
         if check.rule != rule:
             _rule_done(adapter, rule, rows, start, progress)
             rule, start = check.rule, time.perf_counter()
-        outcome = run_check(adapter, check)
+        outcome = run_check_within(adapter, check, timeout)
         rows.append(row(adapter, check, outcome))
         if progress and outcome.status in ("fail", "error"):
             print(
@@ -59,6 +70,41 @@ def run_adapter(
             )
     _rule_done(adapter, rule, rows, start, progress)
     return rows
+
+
+def run_check_within(adapter: Adapter, check: Check, timeout: float | None) -> Outcome:
+    """``run_check`` with a time limit: a check still running after ``timeout`` seconds
+    is an ``error`` outcome "timed out after N s", and the run goes on.
+
+    The check runs in a daemon thread that is abandoned when it overruns: Python cannot
+    stop a thread, and a hung adapter call (a lock, a blocking read, a loop) may never
+    return, but it no longer holds up the run, and a daemon thread does not keep the
+    process alive at exit. ``None`` or 0: no limit (the check runs in this thread).
+    """
+    if not timeout:
+        return run_check(adapter, check)
+    result: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            result["outcome"] = run_check(adapter, check)
+        except BaseException as e:  # noqa: BLE001 (re-raised in the caller's thread)
+            result["raised"] = e
+
+    worker = threading.Thread(target=work, name=f"conformance {check.id}", daemon=True)
+    began = time.perf_counter()
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        return Outcome(
+            "error",
+            f"timed out after {timeout:g} s (--timeout): the check was abandoned, still "
+            "running in a background thread",
+            seconds=time.perf_counter() - began,
+        )
+    if "raised" in result:
+        raise result["raised"]  # a bug of the suite itself (gradients.CaseError)
+    return result["outcome"]
 
 
 def hint_first(message: str) -> str:
@@ -127,12 +173,13 @@ def run_bundled(
     *,
     device: str = "cpu",
     precision: str = "float32",
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> tuple[list[dict], dict[str, str], dict[str, float]]:
     """The bundled backends ``names``; ``keras`` expands to one subprocess per Keras backend.
 
     ``device`` and ``precision`` go to the torch and Keras adapters (the Keras
     subprocesses also get ``device_env(device)``; ``forward_args`` must carry
-    ``--device``/``--precision`` for them). Returns rows, ``{backend: description}``
+    ``--device``/``--precision``/``--timeout`` for them). Returns rows, ``{backend: description}``
     and wall seconds per backend.
     """
     if "torch" in names:
@@ -193,7 +240,7 @@ def run_bundled(
                 else load_adapter(BUNDLED[name], seed)
             )
             described[adapter.name] = adapter.describe()
-            rows.extend(run_adapter(adapter, checks, progress))
+            rows.extend(run_adapter(adapter, checks, progress, timeout))
             seconds[adapter.name] = time.perf_counter() - began
             in_process.remove(name)
             reap()

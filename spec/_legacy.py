@@ -195,12 +195,31 @@ def _infer(kind: str, arrays: dict[str, np.ndarray], given: dict[str, Any]) -> d
             inferred["energy_weight"] = float(value.reshape(-1)[0])
     inferred = {k: v for k, v in inferred.items() if k not in given}
     if "dim" not in inferred and "dim" not in given:
-        raise WeightsError(
-            f"{kind}: cannot infer dim from the legacy state_dict (none of "
-            f"{[k for k, _ in _DIM_KEYS.get(kind, [('mlp.0.weight', 0)])]} present; "
-            f"received keys {sorted(arrays)}); pass dim=..."
-        )
+        raise WeightsError(_no_dim(kind, arrays))
     return inferred
+
+
+def _no_dim(kind: str, arrays: dict[str, np.ndarray]) -> str:
+    """Why dim cannot be read: the keys that give it are absent, or present without the
+    axis that holds it (0-d or empty)."""
+    if kind == "concat_mlp":
+        keys = [k for k in sorted(arrays) if re.match(r"mlp\.(\d+)\.weight$", k)]
+        expected = "a key 'mlp.<3i>.weight' (axis 0 gives dim)"
+        pairs = [(k, 0) for k in keys[-1:]]
+    else:
+        pairs = [(k, axis) for k, axis in _DIM_KEYS[kind] if k in arrays]
+        expected = "one of " + ", ".join(f"{k!r} (axis {axis})" for k, axis in _DIM_KEYS[kind])
+    if pairs:
+        found = ", ".join(f"{k!r} of shape {arrays[k].shape}" for k, _ in pairs)
+        received = f"{found}, without that axis or with it empty"
+    else:
+        names = [repr(k) for k in sorted(arrays)]
+        shown = names if len(names) <= 6 else [*names[:6], f"... {len(names) - 6} more"]
+        received = f"none of them (keys: {', '.join(shown)})" if names else "no keys"
+    return (
+        f"{kind}: cannot infer dim from the legacy state_dict: expected {expected}; "
+        f"received {received}; pass dim=..."
+    )
 
 
 def from_legacy(kind: str, state_dict: Mapping[str, Any], **init_kwargs: Any):

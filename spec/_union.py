@@ -56,7 +56,7 @@ def parse(obj: Any, /, **fields: Any):
     if isinstance(obj, FusionSpecBase):
         return obj.replace(**fields)  # validated again against its own rule
     if isinstance(obj, (str, bytes)):
-        text = obj.decode() if isinstance(obj, bytes) else obj
+        text = _text(obj)
         if text.strip().startswith("{"):
             if not fields:
                 try:
@@ -108,6 +108,20 @@ def parse_stored(obj: Any, /):
     if isinstance(obj, dict):
         obj = {**STORED_DEFAULTS, **obj}
     return parse(obj)
+
+
+def _text(obj: str | bytes) -> str:
+    """``obj`` as text: bytes are read as UTF-8 (JSON's encoding), a SpecError otherwise."""
+    if isinstance(obj, str):
+        return obj
+    try:
+        return obj.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(
+            f"spec: parse argument 'obj' expected UTF-8 text (a kind or a JSON object); "
+            f"received bytes {obj[:20]!r}{'...' if len(obj) > 20 else ''} that are not UTF-8 "
+            f"({e.reason} at byte {e.start})"
+        ) from None
 
 
 def json_schema() -> dict:

@@ -11,8 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_checks_smoke_runs_every_step_and_writes_its_figures(tmp_path):
-    cmd = [sys.executable, "tools/gpu_checks.py", "--smoke", "--out", str(tmp_path)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    """Functional only: ``--budget 0`` lifts the steps' time limits (how long they take is
+    the script's output, not a pass condition: a loaded machine is slower, not wrong)."""
+    cmd = [sys.executable, "tools/gpu_checks.py", "--smoke", "--budget", "0", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = (tmp_path / "summary.md").read_text()
     assert summary.count("| ok |") == 5, summary

@@ -23,9 +23,11 @@ import numpy as np
 from keras import ops
 
 from fusion_spec.spec import (
+    FusionError,
     Init,
     InputError,
     ParamSpec,
+    SpecError,
     WeightsError,
     array_meta,
     as_numpy,
@@ -326,6 +328,17 @@ def _host_array(x: Any) -> Any:
     return x
 
 
+def _fusion_error(e: BaseException) -> FusionError | None:
+    """The ``FusionError`` that ``e`` wraps (its cause or context chain), if any."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, FusionError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 class FusionLayer(keras.layers.Layer):
     """Keras layer computing one fusion rule ``f(v, t)``: ``(B, D), (B, D) -> (B, D)``.
 
@@ -379,7 +392,7 @@ class FusionLayer(keras.layers.Layer):
                 f"received {describe(seed)}"
             )
         if s.kind != self.kind:
-            raise ValueError(
+            raise InputError(
                 f"{type(self).__name__}: argument 'spec' expected kind {self.kind!r}; "
                 f"received kind {s.kind!r}"
             )
@@ -393,7 +406,7 @@ class FusionLayer(keras.layers.Layer):
                 "torch.backends.cuda.matmul.allow_tf32 or "
                 "tf.config.experimental.enable_tensor_float_32_execution)"
             )
-            raise ValueError(
+            raise InputError(
                 f"{s.kind}: argument 'matmul_precision' expected one of {list(allowed)} on "
                 f"Keras's {backend} backend; received {matmul_precision!r}{why}"
             )
@@ -418,7 +431,7 @@ class FusionLayer(keras.layers.Layer):
                     f"received shape {tuple(shape)}"
                 )
         if present_shape is not None and (len(present_shape) != 2 or present_shape[-1] != 2):
-            raise ValueError(
+            raise InputError(
                 f"{self.kind}: input 'present' expected shape (B, 2) (image, text per "
                 f"sample); received shape {tuple(present_shape)}"
             )
@@ -619,15 +632,6 @@ class FusionLayer(keras.layers.Layer):
         }
         return out, aux
 
-    @classmethod
-    def from_config(cls, config):
-        """A layer from ``get_config()``; a stored spec from before a field keeps its meaning
-        (``spec.parse_stored``)."""
-        config = dict(config)
-        if isinstance(config.get("spec"), dict):
-            config["spec"] = parse_stored(config["spec"]).model_dump(mode="json")
-        return super().from_config(config)
-
     def get_config(self):
         base_config = super().get_config()
         config = {
@@ -636,6 +640,33 @@ class FusionLayer(keras.layers.Layer):
             "matmul_precision": self.matmul_precision,
         }
         return {**base_config, **config}
+
+    @classmethod
+    def from_config(cls, config):
+        """The layer of a saved config (``keras.saving.load_model``).
+
+        Keras's own ``from_config`` turns every constructor error into a ``TypeError``
+        ("could not be deserialized properly") that hides it. A ``FusionError`` (an
+        edited ``.keras`` file with an invalid spec, seed or precision) is raised
+        instead as a ``SpecError``: its first line is the rule's, naming the field, what
+        was expected and what was received. (A ``SpecError``, not an ``InputError``:
+        Keras wraps any ``TypeError`` again on the way up.) A stored spec from before a
+        field keeps its meaning (``spec.parse_stored``).
+        """
+        config = dict(config)
+        if isinstance(config.get("spec"), dict):
+            config["spec"] = parse_stored(config["spec"]).model_dump(mode="json")
+        try:
+            return super().from_config(config)
+        except TypeError as e:
+            cause = _fusion_error(e)
+            if cause is None:
+                raise
+            raise SpecError(
+                f"{cause}\n(in the saved Keras config of {cls.__name__} "
+                f"{config.get('name')!r})",
+                getattr(cause, "errors", None),
+            ) from cause
 
     # --- canonical parameters -------------------------------------------------
     def load_canonical(self, params: Mapping[str, Any]) -> None:

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from fusion_spec.spec import InputError
+from fusion_spec.spec import InputError, describe
 
 from ._layers import (
     FusionLayer,
@@ -118,8 +118,9 @@ class EnergyAwareAdaptiveFusion(FusionLayer):
         super().__init__(spec, seed=seed, **kwargs)
         for name, value in (("energy_loss", energy_loss), ("track_progress", track_progress)):
             if not isinstance(value, bool):
-                raise TypeError(
-                    f"{self.kind}: argument {name!r} expected True or False; received {value!r}"
+                raise InputError(
+                    f"{self.kind}: argument {name!r} expected True or False; "
+                    f"received {describe(value)}"
                 )
         self.energy_loss = energy_loss
         self.track_progress = track_progress
@@ -181,9 +182,12 @@ class ProgressCallback(keras.callbacks.Callback):
 
     def __init__(self, epochs: int | None = None):
         super().__init__()
-        if epochs is not None and (not isinstance(epochs, int) or epochs <= 0):
-            raise ValueError(
-                f"ProgressCallback: argument 'epochs' expected a positive int; received {epochs!r}"
+        if epochs is not None and (
+            not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0
+        ):
+            raise InputError(
+                f"ProgressCallback: argument 'epochs' expected None or a positive int; "
+                f"received {describe(epochs)}"
             )
         self.epochs = epochs
         self._layers = []
@@ -195,7 +199,7 @@ class ProgressCallback(keras.callbacks.Callback):
             if getattr(layer, "progress", None) is not None
         ]
         if not self._layers:
-            raise ValueError(
+            raise InputError(
                 "ProgressCallback: expected an energy_aware_adaptive layer built with "
                 "track_progress=True in the model; received a model with none"
             )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +35,7 @@ from fusion_spec.spec import (
     from_legacy,
     parse,
 )
+from fusion_spec.spec._weights import file_kind
 
 from ._layers import FusionModule
 from .concat_mlp import ConcatMlpFusion
@@ -185,8 +187,9 @@ def _read_checkpoint(path: str) -> Any:
     """
     if not os.path.exists(path):
         raise WeightsError(f"{path}: no such checkpoint file")
-    if os.path.isdir(path):
-        raise WeightsError(f"{path}: expected a checkpoint file; received a directory")
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):  # before opening it: a FIFO would block
+        raise WeightsError(f"{path}: expected a checkpoint file; received {file_kind(mode)}")
     if os.path.getsize(path) == 0:
         raise WeightsError(f"{path}: not a torch.save checkpoint (the file is empty)")
     try:

@@ -140,7 +140,7 @@ def test_call_errors_name_rule_argument_and_received():
     with pytest.raises(TypeError, match=r"shomr: unexpected call option\(s\) \['progress'\]"):
         layer(v, t, progress=0.5)
     with pytest.raises(
-        ValueError,
+        spec.InputError,
         match=r"ShomrFusion: argument 'spec' expected kind 'shomr'; received kind 'gated'",
     ):
         bk.ShomrFusion({"kind": "gated", "dim": 4})
@@ -179,6 +179,73 @@ def test_keras_file_round_trip_in_a_functional_model(case, tmp_path):
     assert layer.spec == s
     for name, value in layer.canonical_params().items():
         np.testing.assert_array_equal(value, model.layers[-1].canonical_params()[name], name)
+
+
+def _edited_keras_file(tmp_path, **layer_config):
+    """A .keras file of a functional gated model whose layer config was edited by hand."""
+    import json
+    import zipfile
+
+    s = make_spec("gated")
+    path, edited = tmp_path / "m.keras", tmp_path / "edited.keras"
+    functional_model(bk.build(s, name="fusion")).save(path)
+    with zipfile.ZipFile(path) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    config = json.loads(files["config.json"])
+    (layer,) = [x for x in config["config"]["layers"] if x["class_name"] == "GatedFusion"]
+    for key, value in layer_config.items():
+        if key == "dim":
+            layer["config"]["spec"]["dim"] = value
+        else:
+            layer["config"][key] = value
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(edited, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return edited
+
+
+@pytest.mark.parametrize(
+    "edit, first_line",
+    [
+        ({"dim": -4}, "gated: field 'dim': input should be greater than 0; received dim=-4"),
+        (
+            {"seed": -1},
+            "gated: argument 'seed' expected None or an int in [0, 2**31 - 1); received int -1",
+        ),
+    ],
+)
+def test_an_edited_keras_file_raises_the_fusion_error_not_keras_wrapper(tmp_path, edit, first_line):
+    """Keras turns a constructor's error into "could not be deserialized properly"; the
+    layer's from_config lets the rule's own first line through."""
+    with pytest.raises(spec.SpecError) as info:
+        keras.saving.load_model(_edited_keras_file(tmp_path, **edit))
+    assert str(info.value).split("\n") == [
+        first_line,
+        "(in the saved Keras config of GatedFusion 'fusion')",
+    ]
+    assert isinstance(info.value.__cause__, spec.FusionError)
+
+
+def test_layer_arguments_are_input_errors():
+    s = make_spec("energy_aware_adaptive")
+    with pytest.raises(
+        spec.InputError,
+        match=r"^energy_aware_adaptive: argument 'energy_loss' expected True or False; "
+        r"received int 1$",
+    ):
+        bk.EnergyAwareAdaptiveFusion(s, energy_loss=1)
+    for epochs, received in ((0, "int 0"), (True, "bool True"), (2.0, "float 2.0")):
+        with pytest.raises(spec.InputError) as info:
+            bk.ProgressCallback(epochs)
+        assert str(info.value) == (
+            f"ProgressCallback: argument 'epochs' expected None or a positive int; "
+            f"received {received}"
+        )
+    with pytest.raises(
+        spec.InputError, match=r"^gated: input 'present' expected shape \(B, 2\) .*received shape \(None, 3\)$"
+    ):
+        bk.build("gated", dim=s.dim).build((None, s.dim), (None, s.dim), (None, 3))
 
 
 def test_symbolic_shapes_with_aux():

@@ -67,7 +67,7 @@ def test_tensorfloat32_is_an_explicit_opt_in():
 
 def test_matmul_precision_is_validated_and_serialised():
     s = spec.parse({"kind": "gated", "dim": 4})
-    with pytest.raises(ValueError, match=r"gated: argument 'matmul_precision' expected one of"):
+    with pytest.raises(spec.InputError, match=r"gated: argument 'matmul_precision' expected one of"):
         build(s, matmul_precision="bfloat16")
     assert build(s).get_config()["matmul_precision"] == "float32"
     if BACKEND == "jax":
@@ -75,5 +75,5 @@ def test_matmul_precision_is_validated_and_serialised():
         clone = type(layer).from_config(layer.get_config())
         assert clone.matmul_precision == "tensorfloat32"
     else:
-        with pytest.raises(ValueError, match="process-wide switch"):
+        with pytest.raises(spec.InputError, match="process-wide switch"):
             build(s, matmul_precision="tensorfloat32")

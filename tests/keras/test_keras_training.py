@@ -157,7 +157,7 @@ def test_progress_callback_sets_the_schedule_from_the_epoch(tmp_path):
     loaded = keras.models.load_model(tmp_path / "p.keras")
     (fusion,) = [x for x in loaded.layers if isinstance(x, bk.EnergyAwareAdaptiveFusion)]
     assert fusion.track_progress and float(to_numpy(fusion.progress.value)) == 0.75
-    with pytest.raises(ValueError, match="track_progress=True"):
+    with pytest.raises(spec.InputError, match="track_progress=True"):
         plain = _model(bk.build("gated", dim=D))
         plain.compile(optimizer="sgd", loss="mse")
         plain.fit([v, t], y, epochs=1, verbose=0, callbacks=[bk.ProgressCallback()])

@@ -1,4 +1,8 @@
 import json
+import os
+import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -156,7 +160,7 @@ def test_bfloat16_and_float16_files_load_without_ml_dtypes(tmp_path):
         ("absent.safetensors", None, r"absent.safetensors: not a readable safetensors file \(no such file\)"),
         ("empty.safetensors", lambda p: p.write_bytes(b""), r"empty.safetensors: not a readable safetensors file \("),
         ("random.safetensors", lambda p: p.write_bytes(bytes(range(256)) * 3), r"random.safetensors: not a readable safetensors file"),
-        ("dir", lambda p: p.mkdir(), r"dir: not a readable safetensors file \(a directory\)"),
+        ("dir", lambda p: p.mkdir(), r"dir: not a readable safetensors file \(expected a regular file, received a directory\)"),
         ("int.safetensors", lambda p: save_file({"x": np.zeros(2, np.int32)}, str(p)), r"unsupported tensor dtypes \('x': I32\); expected F32, F16 or BF16"),
     ],
 )
@@ -206,3 +210,155 @@ def test_save_errors_name_the_path_and_reason(tmp_path):
     with pytest.raises(spec.SpecError, match=r"gated: field 'dim'"):
         spec.save_weights(tmp_path / "w.safetensors", s.model_copy(update={"dim": -1}), params)
     assert not (tmp_path / "w.safetensors").exists()
+
+
+# --- the file system: symlinks, special files, modes, temporary files ----------------------
+
+
+def _saved(path) -> bytes:
+    s = make_spec("gated")
+    spec.save_weights(path, s, spec.init_params(s))
+    return path.read_bytes()
+
+
+def test_save_follows_a_symlink_and_keeps_it(tmp_path):
+    target = tmp_path / "real.safetensors"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(target)
+    data = _saved(link)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_bytes() == data != b"old"
+    assert spec.load_weights(link)[0] == make_spec("gated")
+    dangling = tmp_path / "dangling.safetensors"
+    dangling.symlink_to(tmp_path / "new.safetensors")
+    _saved(dangling)
+    assert dangling.is_symlink() and (tmp_path / "new.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dangling.safetensors", "link.safetensors", "new.safetensors", "real.safetensors"
+    ]
+
+
+@pytest.mark.parametrize("make, kind", [
+    (os.mkfifo, "a FIFO"),
+    (os.mkdir, "a directory"),
+])
+def test_save_never_replaces_a_special_file(tmp_path, make, kind):
+    s = make_spec("gated")
+    path = tmp_path / "special"
+    make(path)
+    link = tmp_path / "link"
+    link.symlink_to(path)
+    for given, shown in ((path, f"{path}"), (link, f"{link} (-> {path})")):
+        with pytest.raises(spec.WeightsError) as info:
+            spec.save_weights(given, s, spec.init_params(s))
+        assert str(info.value) == (
+            f"{shown}: cannot write the weight file: expected a regular file or a new path, "
+            f"received {kind}; nothing was replaced"
+        )
+    mode = os.lstat(path).st_mode
+    assert (stat.S_ISFIFO(mode) if kind == "a FIFO" else stat.S_ISDIR(mode))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "special"]
+
+
+def test_save_never_replaces_a_device_node(tmp_path, monkeypatch):
+    """/dev/null is a character device on every Linux and macOS; the writer is replaced by
+    a failing stub so that a regression fails the test instead of replacing the node."""
+    from fusion_spec.spec import _weights
+
+    def must_not_write(*args):
+        raise AssertionError("save_weights tried to write over a device node")
+
+    monkeypatch.setattr(_weights, "_write_atomic", must_not_write)
+    s = make_spec("gated")
+    with pytest.raises(spec.WeightsError, match=(
+        r"^/dev/null: cannot write the weight file: expected a regular file or a new path, "
+        r"received a character device; nothing was replaced$"
+    )):
+        spec.save_weights("/dev/null", s, spec.init_params(s))
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_a_new_file_gets_the_umask_and_an_existing_one_keeps_its_mode(tmp_path, umask, expected):
+    old = os.umask(umask)
+    try:
+        path = tmp_path / "w.safetensors"
+        _saved(path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == expected
+        os.chmod(path, 0o640)
+        _saved(path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("anonymous", [True, False], ids=["O_TMPFILE", "named temporary"])
+@pytest.mark.parametrize("fault", [KeyboardInterrupt, OSError(28, "No space left on device")])
+def test_a_failed_save_leaves_the_target_and_no_temporary_file(tmp_path, monkeypatch, anonymous, fault):
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"previous")
+    if not anonymous:
+        monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+
+    def failing_fsync(fd):
+        assert os.fstat(fd).st_size > 1000  # the bytes were written: failing mid-save
+        raise fault
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    expected = KeyboardInterrupt if fault is KeyboardInterrupt else spec.WeightsError
+    with pytest.raises(expected) as info:
+        _saved(path)
+    if expected is spec.WeightsError:
+        assert str(info.value) == (
+            f"{path}: cannot write the weight file (OSError: [Errno 28] No space left on device)"
+        )
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+    assert path.read_bytes() == b"previous"
+
+
+def test_a_killed_writer_leaves_no_temporary_file(tmp_path):
+    """SIGKILL cannot be handled: the temporary file is anonymous (O_TMPFILE) until it
+    is complete, so a process killed while writing leaves nothing behind."""
+    if not hasattr(os, "O_TMPFILE"):
+        pytest.skip("O_TMPFILE is Linux-only; elsewhere a killed writer leaves '.<name>.*.tmp'")
+    path = tmp_path / "w.safetensors"
+    code = (
+        "import os, signal\n"
+        "from fusion_spec import spec\n"
+        "os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "s = spec.parse({'kind': 'gated', 'dim': 512})\n"
+        f"spec.save_weights({str(path)!r}, s, spec.init_params(s))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=os.environ.copy())
+    assert done.returncode == -9
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("make, kind", [
+    (os.mkfifo, "a FIFO"),
+    (os.mkdir, "a directory"),
+])
+def test_load_refuses_a_special_file_before_opening_it(tmp_path, monkeypatch, make, kind):
+    path = tmp_path / "special"
+    make(path)
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(path)
+    real_open = os.open
+
+    def guarded_open(name, *args, **kwargs):
+        assert os.fspath(name) not in (str(path), str(link)), "opened before the check"
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", guarded_open)
+    for given in (path, link):
+        with pytest.raises(spec.WeightsError) as info:
+            spec.load_weights(given)
+        assert str(info.value) == (
+            f"{given}: not a readable safetensors file (expected a regular file, received {kind})"
+        )
+    with pytest.raises(spec.WeightsError, match=(
+        r"^/dev/null: not a readable safetensors file \(expected a regular file, "
+        r"received a character device\)$"
+    )):
+        spec.load_weights("/dev/null")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import zipfile
 
@@ -234,6 +235,17 @@ def test_bad_checkpoint_files_are_weights_errors_naming_the_path(tmp_path, name,
 def test_a_directory_is_not_a_checkpoint(tmp_path):
     with pytest.raises(spec.WeightsError, match=r"expected a checkpoint file; received a directory"):
         bt.load_legacy_checkpoint(tmp_path, "gated")
+
+
+def test_a_fifo_or_device_is_refused_before_it_is_opened(tmp_path, monkeypatch):
+    """torch.load of a FIFO would block for a writer: the path is stat'ed first."""
+    fifo = tmp_path / "ckpt.pt"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was called"))
+    for path, kind in ((fifo, "a FIFO"), ("/dev/null", "a character device")):
+        with pytest.raises(spec.WeightsError) as info:
+            bt.load_legacy_checkpoint(path, "gated")
+        assert str(info.value) == f"{path}: expected a checkpoint file; received {kind}"
 
 
 @pytest.mark.parametrize("form", ["raw_pickle", "zip", "legacy_format", "beside_state_dict"])
