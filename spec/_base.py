@@ -165,8 +165,9 @@ class FusionSpecBase(BaseModel):
             "flow through them) and running statistics in eval, as BatchNorm without "
             "affine. Encoders trained from scratch whose outputs carry a large common "
             "offset (ReLU features, a CNN's pooled map) otherwise die in the first "
-            "epochs under the rules that mix v and t in one feature space. 'none': the "
-            "original (from_legacy)."
+            "epochs under the rules that mix v and t in one feature space: set it for "
+            "them (guide 'Training end to end'). 'none' (the default, as the original): "
+            "each sample's output depends on that sample alone."
         ),
     )
     input_norm_momentum: float = Field(

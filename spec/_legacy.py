@@ -40,7 +40,7 @@ ENCODER_LAYER = {
 #: Fields whose default serves training and whose other value is the original's behaviour;
 #: from_legacy sets the original's unless the caller gives the field.
 FIDELITY: dict[str, dict[str, Any]] = {
-    kind: {"input_norm": "none"}
+    kind: {}
     for kind in (
         "simple", "concat_mlp", "gated", "film", "modality_dropout",
         "transformer_concat", "cross_attention", "shomr", "energy_aware_adaptive",
