@@ -509,13 +509,18 @@ class RunningStats(nn.Module):
         self.register_buffer("running_var", torch.ones(dim))
 
     def forward(self, x: Tensor, present: Tensor | None, s) -> Tensor:
-        mean, var = self.running_mean, self.running_var
+        # statistics in the buffers' precision (float32 under autocast, as BatchNorm):
+        # a bfloat16 batch mean neither fits the float32 buffers nor keeps their digits
+        out_dtype = x.dtype
+        x = x.to(torch.promote_types(x.dtype, self.running_mean.dtype))
+        mean, var = self.running_mean.to(x.dtype), self.running_var.to(x.dtype)
         if self.training:
             mean, var = mean.clone(), var.clone()  # the values before this call's update
             w = torch.ones_like(x[:, 0]) if present is None else present.to(x.dtype)  # (B,)
             n = w.sum()
-            mean_b = (w @ x) / n.clamp(min=1)  # (D,)
-            var_b = (w @ (x - mean_b).square()) / n.clamp(min=1)  # (D,)
+            # weighted sums, not ``w @ x``: autocast would run a matmul in bfloat16
+            mean_b = (w[:, None] * x).sum(0) / n.clamp(min=1)  # (D,)
+            var_b = (w[:, None] * (x - mean_b).square()).sum(0) / n.clamp(min=1)  # (D,)
             enough = n >= 2
             with torch.no_grad():
                 m = s.input_norm_momentum
@@ -523,7 +528,7 @@ class RunningStats(nn.Module):
                 self.running_mean.copy_(torch.where(enough, mean.lerp(mean_b, m), mean))
                 self.running_var.copy_(torch.where(enough, var.lerp(unbiased, m), var))
             mean, var = torch.where(enough, mean_b, mean), torch.where(enough, var_b, var)
-        y = (x - mean) * torch.rsqrt(var + s.input_norm_eps)
+        y = ((x - mean) * torch.rsqrt(var + s.input_norm_eps)).to(out_dtype)
         return y if present is None else torch.where(present[:, None], y, 0.0)
 
 

@@ -149,12 +149,14 @@ def _autocast_devices():
     return devices
 
 
+@pytest.mark.parametrize("input_norm", ["none", "batch"])
 @pytest.mark.parametrize(("device", "dtype"), _autocast_devices())
 @pytest.mark.parametrize("kind", list(spec.RULES))
-def test_autocast_output_dtype_is_the_parameters_dtype(kind, device, dtype):
+def test_autocast_output_dtype_is_the_parameters_dtype(kind, device, dtype, input_norm):
     """Every rule runs under autocast, forward and backward, and returns the fused output
-    and its float aux in float32 (the parameters' dtype), the route as int32."""
-    s = spec.parse(kind, **{**DDP_SPECS[kind], "dim": 16})
+    and its float aux in float32 (the parameters' dtype), the route as int32. With
+    ``input_norm="batch"`` the statistics and running buffers stay float32."""
+    s = spec.parse(kind, **{**DDP_SPECS[kind], "dim": 16, "input_norm": input_norm})
     module = bt.build(s).to(device)
     v, t = (torch.from_numpy(x).to(device) for x in inputs(s, batch=BATCH))
     reference, reference_aux = module.eval()(v, t, return_aux=True)
