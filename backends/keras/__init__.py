@@ -54,7 +54,7 @@ def _import_keras() -> None:
 
 _import_keras()
 
-from ._layers import FusionLayer  # noqa: E402
+from ._layers import FusionLayer, MonitorCallback  # noqa: E402
 from .concat_mlp import ConcatMlpFusion  # noqa: E402
 from .cross_attention import CrossAttentionFusion  # noqa: E402
 from .energy_aware_adaptive import EnergyAwareAdaptiveFusion, ProgressCallback  # noqa: E402
@@ -83,7 +83,9 @@ LAYERS: dict[str, type[FusionLayer]] = {
 
 
 #: Keyword arguments of ``build`` that go to the layer rather than to the spec.
-LAYER_ARGUMENTS = frozenset({"energy_loss", "track_progress", "name", "dtype", "trainable"})
+LAYER_ARGUMENTS = frozenset(
+    {"energy_loss", "track_progress", "monitor", "name", "dtype", "trainable"}
+)
 
 
 def build(
@@ -126,6 +128,7 @@ __all__ = [
     "FusionLayer",
     "GatedFusion",
     "ModalityDropoutFusion",
+    "MonitorCallback",
     "ProgressCallback",
     "ShomrFusion",
     "SimpleFusion",

@@ -556,7 +556,7 @@ class FusionLayer(keras.layers.Layer):
         if m is not None:
             out = ops.where(m.neither[:, None], ops.zeros_like(out), out)
             aux["neither"] = ops.cast(m.neither, out.dtype)
-        self._after_call(aux)
+        self._after_call(aux, training)
         return (out, aux) if return_aux else out
     def _input_norm(self, x, present, modality: str, training: bool):
         r"""``input_norm="batch"`` of one modality: $(x - \mu) / \sqrt{\sigma^2 + \epsilon}$.
@@ -606,7 +606,7 @@ class FusionLayer(keras.layers.Layer):
         """The spec checks the call options; subclasses add tensor-valued ones."""
         return self.spec.check_call_options(call_options)
 
-    def _after_call(self, aux: dict) -> None:
+    def _after_call(self, aux: dict, training: bool) -> None:
         """Hook after the math (``energy_aware_adaptive`` adds its energy loss here)."""
 
     def compute_output_shape(self, v_shape, t_shape, present_shape=None):
@@ -741,3 +741,109 @@ class FusionLayer(keras.layers.Layer):
                 for n in declared
             }
         return {n.name: ops.cast(noise[n.name], dtype) for n in declared}
+
+
+# --- monitoring (routing rules) -----------------------------------------------------------
+
+
+class RouteMonitor:
+    """Training averages of the routing rules' aux outputs, for ``MonitorCallback``.
+
+    A layer built with ``monitor=True`` holds two non-trainable variables (not
+    canonical parameters: weight files never see them): ``monitor_sums``, the sums
+    over training calls of each value of ``monitored`` (the share of the batch on
+    each route; for ``energy_aware_adaptive`` also the batch's mean expected energy
+    and its energy loss), and ``monitor_count``, the number of calls. Variables
+    rather than Keras metrics: a metric updated inside a layer's call is dropped by
+    Keras's JAX trainer (its stateless call carries the model's variables, not the
+    metrics'), a variable is carried on every backend. Eval calls do not count.
+    """
+
+    monitored: ClassVar[tuple[str, ...]] = ("route_image", "route_text", "route_both")
+
+    def _init_monitor(self, monitor: bool) -> None:
+        if not isinstance(monitor, bool):
+            raise InputError(
+                f"{self.kind}: argument 'monitor' expected True or False; "
+                f"received {describe(monitor)}"
+            )
+        self.monitor = monitor
+        self.monitor_sums = None
+        self.monitor_count = None
+
+    def _build_monitor(self) -> None:
+        if self.monitor and self.monitor_sums is None:
+            self.monitor_sums = self.add_weight(
+                name="monitor_sums", shape=(len(self.monitored),), initializer="zeros",
+                trainable=False, dtype="float32",
+            )
+            self.monitor_count = self.add_weight(
+                name="monitor_count", shape=(), initializer="zeros", trainable=False,
+                dtype="float32",
+            )
+
+    def _update_monitor(self, aux: dict, training: bool) -> None:
+        if not (training and self.monitor_sums is not None):
+            return
+        route = aux["route"]  # (B,) int32; -1: a sample with neither modality (no route)
+        on = ops.cast(ops.expand_dims(route, -1) == ops.arange(3, dtype=route.dtype), "float32")
+        values = [ops.mean(on, axis=0)]  # (3,)
+        if "expected_energy" in aux:
+            values.append(ops.reshape(ops.mean(ops.cast(aux["expected_energy"], "float32")), (1,)))
+            values.append(ops.reshape(ops.cast(aux["energy_loss"], "float32"), (1,)))
+        self.monitor_sums.assign_add(ops.stop_gradient(ops.concatenate(values, axis=0)))
+        self.monitor_count.assign_add(1.0)
+
+    def monitor_values(self) -> dict[str, float]:
+        """``{name: mean over the training calls since the last reset}``; empty before one."""
+        if self.monitor_sums is None:
+            return {}
+        n = float(ops.convert_to_numpy(self.monitor_count.value))
+        if n == 0:
+            return {}
+        sums = ops.convert_to_numpy(self.monitor_sums.value)
+        return {name: float(sums[i]) / n for i, name in enumerate(self.monitored)}
+
+    def reset_monitor(self) -> None:
+        if self.monitor_sums is not None:
+            self.monitor_sums.assign(np.zeros(len(self.monitored), "float32"))
+            self.monitor_count.assign(0.0)
+
+
+class MonitorCallback(keras.callbacks.Callback):
+    """Writes the route shares (and for ``energy_aware_adaptive`` the expected energy
+    and the energy loss) of every layer built with ``monitor=True``, averaged over the
+    epoch's training batches, into the epoch's logs: ``history.history`` gets
+    ``<layer name>_route_image``, ``_route_text``, ``_route_both``,
+    ``_expected_energy``, ``_energy_loss``.
+
+    ``fit(..., callbacks=[MonitorCallback()])``; an error when the model has no
+    monitored layer.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._layers = []
+
+    def on_train_begin(self, logs=None):
+        self._layers = [
+            layer
+            for layer in self.model._flatten_layers(include_self=False, recursive=True)
+            if getattr(layer, "monitor_sums", None) is not None
+        ]
+        if not self._layers:
+            raise InputError(
+                "MonitorCallback: expected a shomr or energy_aware_adaptive layer built "
+                "with monitor=True in the model; received a model with none"
+            )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for layer in self._layers:
+            layer.reset_monitor()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        for layer in self._layers:
+            for name, value in layer.monitor_values().items():
+                logs[f"{layer.name}_{name}"] = value

@@ -7,6 +7,7 @@ from keras import ops
 from fusion_spec.spec import InputError, describe
 
 from ._layers import (
+    RouteMonitor,
     FusionLayer,
     argmax,
     attention,
@@ -82,7 +83,7 @@ def energy_aware_adaptive(s, p, v, t, *, training, noise, drop, present=None, pr
 
 
 @keras.saving.register_keras_serializable(package="fusion_spec")
-class EnergyAwareAdaptiveFusion(FusionLayer):
+class EnergyAwareAdaptiveFusion(RouteMonitor, FusionLayer):
     r"""``energy_aware_adaptive`` as a Keras layer: per sample $v$, $t$ or the fused "both" path.
 
     Args:
@@ -94,6 +95,9 @@ class EnergyAwareAdaptiveFusion(FusionLayer):
         track_progress: hold the training progress in a non-trainable scalar variable
             ``progress`` (saved with the weights), used in training when a call
             gives no ``progress``; ``ProgressCallback`` sets it from the epoch.
+        monitor: keep the training averages of the route shares, the expected energy
+            and the energy loss for ``MonitorCallback`` (see ``RouteMonitor``), which
+            writes them into ``history``.
 
     Call option ``progress``: a float in ``[0, 1]``, or a scalar tensor or variable
     (traced, so one compiled step serves every epoch); given in training (or
@@ -105,6 +109,7 @@ class EnergyAwareAdaptiveFusion(FusionLayer):
 
     kind = "energy_aware_adaptive"
     fuse = staticmethod(energy_aware_adaptive)
+    monitored = ("route_image", "route_text", "route_both", "expected_energy", "energy_loss")
 
     def __init__(
         self,
@@ -113,9 +118,11 @@ class EnergyAwareAdaptiveFusion(FusionLayer):
         *,
         energy_loss: bool = True,
         track_progress: bool = False,
+        monitor: bool = False,
         **kwargs,
     ):
         super().__init__(spec, seed=seed, **kwargs)
+        self._init_monitor(monitor)
         for name, value in (("energy_loss", energy_loss), ("track_progress", track_progress)):
             if not isinstance(value, bool):
                 raise InputError(
@@ -135,6 +142,7 @@ class EnergyAwareAdaptiveFusion(FusionLayer):
                 initializer=keras.initializers.Constant(0.0),
                 trainable=False,
             )
+        self._build_monitor()
 
     def _call_options(self, call_options, training):
         progress = call_options.get("progress")
@@ -159,15 +167,17 @@ class EnergyAwareAdaptiveFusion(FusionLayer):
             options["progress"] = self.progress.value
         return options
 
-    def _after_call(self, aux):
+    def _after_call(self, aux, training):
         if self.energy_loss:
             self.add_loss(aux["energy_loss"])
+        self._update_monitor(aux, training)
 
     def get_config(self):
         return {
             **super().get_config(),
             "energy_loss": self.energy_loss,
             "track_progress": self.track_progress,
+            "monitor": self.monitor,
         }
 
 

@@ -5,6 +5,7 @@ from keras import ops
 
 from ._layers import (
     FusionLayer,
+    RouteMonitor,
     argmax,
     attention,
     categorical,
@@ -92,7 +93,7 @@ def shomr(s, p, v, t, *, training, noise, drop, present=None, use_hard_routing=N
 
 
 @keras.saving.register_keras_serializable(package="fusion_spec")
-class ShomrFusion(FusionLayer):
+class ShomrFusion(RouteMonitor, FusionLayer):
     r"""``shomr`` as a Keras layer: per sample, soft fusion or the hard route $k$.
 
     Call option ``use_hard_routing``: ``None`` (hard where $\max c > \theta$),
@@ -101,8 +102,23 @@ class ShomrFusion(FusionLayer):
     the original (after the MLP activations, attention weights, FFN, projection).
     Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``confidence`` ``(B, 2)``,
     ``route_probs`` ``(B, 3)``, ``hard`` and ``fallback`` ``(B,)`` float 0/1,
-    ``route`` ``(B,)`` int32.
+    ``route`` ``(B,)`` int32. Layer argument ``monitor=True``: route shares over
+    training for ``MonitorCallback`` (see ``RouteMonitor``).
     """
 
     kind = "shomr"
     fuse = staticmethod(shomr)
+
+    def __init__(self, spec, seed=None, *, monitor: bool = False, **kwargs):
+        super().__init__(spec, seed=seed, **kwargs)
+        self._init_monitor(monitor)
+
+    def build(self, v_shape=None, t_shape=None):
+        super().build(v_shape, t_shape)
+        self._build_monitor()
+
+    def _after_call(self, aux, training):
+        self._update_monitor(aux, training)
+
+    def get_config(self):
+        return {**super().get_config(), "monitor": self.monitor}
