@@ -31,7 +31,7 @@ class TorchUnregisteredParam(TorchAdapter):
 
     def build(self, s, params):
         module = super().build(s, params)
-        *path, attr = s.params()[-1].name.split(".")
+        *path, attr = s.rule_params()[-1].name.split(".")  # a trained param, not a buffer
         owner = module.get_submodule(".".join(path))
         value = getattr(owner, attr).detach().clone()
         del owner._parameters[attr]

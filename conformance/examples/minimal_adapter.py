@@ -67,6 +67,8 @@ class MinimalAdapter(Adapter):
     def not_applicable(self, s, *, training):
         if s.kind not in ("gated", "film"):
             return "tiny-numpy implements only gated and film"
+        if s.input_norm != "none":  # a field it does not implement: say so, never ignore it
+            return "tiny-numpy does not implement input_norm='batch'"
         return None
 
     def build(self, s, params):

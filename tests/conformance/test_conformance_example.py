@@ -19,9 +19,14 @@ def test_example_passes_gated_and_film_and_says_why_not_the_rest():
     """The example takes no presence mask: its missing-modality checks are n/a, saying why."""
     adapter = MinimalAdapter()
     masked = {c.name for c in all_cases() if c.present is not None}
+    normed = {c.name for c in all_cases() if c.spec.input_norm != "none"}
+    assert normed & {c.name for c in all_cases() if c.rule == "gated"}  # the example meets them
     for check in all_checks():
         outcome = run_check(adapter, check)
-        if check.rule in ("gated", "film") and check.name in masked:
+        if check.rule in ("gated", "film") and check.name in normed:
+            assert outcome.status == "n/a", (check.id, outcome.status, outcome.message)
+            assert "input_norm" in outcome.message
+        elif check.rule in ("gated", "film") and check.name in masked:
             assert (outcome.status, outcome.message) == ("n/a", NO_PRESENT), check.id
         elif check.rule in ("gated", "film") and check.category != "distribution":
             assert outcome.status == "pass", (check.id, outcome.message)
@@ -59,11 +64,17 @@ def test_example_under_the_pytest_plugin(tmp_path):
         env=dict(os.environ),  # fusion_spec as installed (or as PYTHONPATH says)
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    # skipped: shomr (not implemented), and gated's four missing-modality checks
-    # (forward and gradient, eval and training): the example takes no presence mask
-    assert "12 passed, 5 skipped" in proc.stdout
+    # skipped: shomr (not implemented), gated's missing-modality checks (the example
+    # takes no presence mask) and its input_norm checks; the plugin agrees with the
+    # suite's own verdicts check by check
+    gated = [c for c in all_checks() if c.id.startswith("gated/")]
+    verdicts = [run_check(MinimalAdapter(), c).status for c in gated]
+    passed, skipped = verdicts.count("pass"), verdicts.count("n/a") + 1
+    assert passed >= 12 and skipped >= 5, verdicts
+    assert f"{passed} passed, {skipped} skipped" in proc.stdout
     assert "tiny-numpy implements only gated and film" in proc.stdout
     assert "does not take a presence mask" in proc.stdout
+    assert "does not implement input_norm='batch'" in proc.stdout
 
 
 def test_plugin_reports_a_failing_check(tmp_path):
