@@ -7,8 +7,8 @@ from keras import ops
 from fusion_spec.spec import InputError, describe
 
 from ._layers import (
-    RouteMonitor,
     FusionLayer,
+    RouteMonitor,
     argmax,
     attention,
     batch_mean,
