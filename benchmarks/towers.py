@@ -352,6 +352,10 @@ RULES = (
     "transformer_concat", "cross_attention", "shomr", "energy_aware_adaptive",
 )
 #: scenario -> (missing, mask)
+#: what docs/training.md measures: each rule with ``input_norm="batch"``, the setting the
+#: guide "Training end to end" recommends for encoders trained from scratch (the spec's
+#: default stays ``"none"``: per-sample math, see the guide)
+MEASURED = tuple(f'{kind}:input_norm="batch"' for kind in RULES)
 SCENARIOS = {"complete": (False, True), "missing_mask": (True, True),
              "missing_no_mask": (True, False)}
 
@@ -447,8 +451,55 @@ def ratios(report: dict, scenario: str = "complete", key: str = "accuracy") -> d
     return out
 
 
+def merge(reports: list[dict]) -> dict:
+    """One report from runs made separately (a framework or scenario at a time, each
+    with its own seeds): the union of their rules, frameworks, seeds and scenarios;
+    the training settings must be equal. A later report's run of the same (framework,
+    rule, seed, scenario) replaces an earlier one's."""
+    fixed = ("epochs", "dim", "lr", "batch", "fraction_missing")
+    first = reports[0]["config"]
+    for r in reports[1:]:
+        for key in fixed:
+            if r["config"].get(key) != first.get(key):
+                raise ValueError(f"merge: {key} differs: {first.get(key)!r} and "
+                                 f"{r['config'].get(key)!r}; runs of other settings do not mix")
+
+    def union(key):
+        out: list = []
+        for r in reports:
+            out += [x for x in r["config"][key] if x not in out]
+        return out
+
+    results = {}
+    for r in reports:
+        for x in r["results"]:
+            results[(x["framework"], x["rule"], x["seed"], x["scenario"])] = x
+    return {
+        "config": {**{k: first[k] for k in fixed if k in first},
+                   **{k: union(k) for k in ("rules", "frameworks", "seeds", "scenarios")}},
+        "machine": sorted({r.get("machine", "") for r in reports}),
+        "results": list(results.values()),
+    }
+
+
+def seeds_of(report: dict, scenario: str) -> str:
+    """The seeds each framework ran in ``scenario``: "torch 0, 1, 2; keras-jax 0"."""
+    per: dict[str, set] = {}
+    for r in report["results"]:
+        if r["scenario"] == scenario:
+            per.setdefault(r["framework"], set()).add(r["seed"])
+    return "; ".join(f"{fw} {', '.join(map(str, sorted(seeds)))}" for fw, seeds in per.items())
+
+
 def _name(label: str) -> str:
-    return "concatenate + MLP (baseline)" if label == BASELINE else f"`{label}`"
+    """The rule cell of a label: the kind, its other fields, and "+ batch norm" for
+    ``input_norm="batch"`` (short cells: the tables must fit a phone's width)."""
+    if label == BASELINE:
+        return "concatenate + MLP (baseline)"
+    kind, fields = parse_rule(label)
+    norm = fields.pop("input_norm", "none")
+    rest = ";".join(f"{k}={v}" for k, v in fields.items())
+    return f"`{kind}{':' + rest if rest else ''}`" + (" + batch norm" if norm == "batch" else "")
 
 
 def markdown_complete(report: dict) -> str:
@@ -456,10 +507,11 @@ def markdown_complete(report: dict) -> str:
     rows, ratio = _by(report, "complete"), ratios(report)
     lines = [
         f"Both towers trained from scratch, complete data: test accuracy after "
-        f"{cfg['epochs']} epochs, seeds {cfg['seeds']} (chance 1/9; one modality alone "
+        f"{cfg['epochs']} epochs, seeds {seeds_of(report, 'complete')} (chance 1/9; one modality alone "
         "caps at 1/3). Ratio: accuracy over the baseline's of the same framework and seed "
         "(median and worst seed). Epochs: to 90% of the final accuracy (median). Routes: "
-        "the eval routes (image, text, both) of the median-accuracy seed.",
+        "the eval routes (image, text, both) of the median-accuracy seed. "
+        '"+ batch norm": built with input_norm="batch".',
         "",
         "| rule | framework | accuracy per seed | median ratio | worst ratio | epochs | routes |",
         "|---|---|---|---|---|---|---|",
@@ -477,7 +529,7 @@ def markdown_complete(report: dict) -> str:
             order = sorted(seeds, key=lambda s: seeds[s]["accuracy"])
             routes = seeds[order[len(order) // 2]]["history"]["routes"][-1]
             shown = "" if routes is None else " / ".join(f"{x:.2f}" for x in routes)
-            lines.append(f"| {_name(label)} | {fw} | {', '.join(f'{a:.3f}' for a in accs)} | "
+            lines.append(f"| {_name(label)} | {fw} | {' '.join(f'{a:.2f}' for a in accs)} | "
                          f"{med} | {worst} | {epochs} | {shown} |")
     return "\n".join(lines) + "\n"
 
@@ -487,7 +539,7 @@ def markdown_missing(report: dict) -> str:
     mask, plain = _by(report, "missing_mask"), _by(report, "missing_no_mask")
     lines = [
         f"30% of the training samples miss one modality; median accuracy over seeds "
-        f"{cfg['seeds']} on the complete test samples and on the same samples with one "
+        f"{seeds_of(report, 'missing_mask')} on the complete test samples and on the same samples with one "
         "modality each (capped at 1/3 by the task), with the presence mask given to the "
         "fusion layer in training and test, and without it (absent embeddings zeroed).",
         "",
@@ -510,6 +562,10 @@ def markdown_missing(report: dict) -> str:
                 f"{median(mask, 'accuracy_one', label, fw)} | "
                 f"{median(plain, 'accuracy_one', label, fw)} |"
             )
+    measured = {fw for (_, fw) in (*mask, *plain)}
+    absent = [fw for fw in cfg["frameworks"] if fw not in measured]
+    if absent:
+        lines += ["", f"Not measured in this scenario: {', '.join(absent)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -543,3 +599,62 @@ def plot(report: dict, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
+
+
+def write_docs(report: dict, docs) -> None:
+    """The tables between the ``towers`` markers of ``docs/training.md`` and the plot."""
+    plot(report, docs / "assets" / "train_towers.png")
+    page = docs / "training.md"
+    text = page.read_text()
+    for marker, table in (("towers-complete", markdown_complete(report)),
+                          ("towers-missing", markdown_missing(report))):
+        begin, end = f"<!-- {marker}: begin -->", f"<!-- {marker}: end -->"
+        if begin not in text:
+            continue
+        head, rest = text.split(begin)
+        _, tail = rest.split(end)
+        text = f"{head}{begin}\n{table}{end}{tail}"
+    page.write_text(text)
+
+
+def main(argv=None) -> int:
+    import argparse
+    import time as _time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    parser = argparse.ArgumentParser(description="Two towers trained from scratch with each rule.")
+    parser.add_argument("--rules", nargs="+", default=list(MEASURED),
+                        help='kinds, or kind:field=value;... (JSON values), e.g. shomr:input_norm="none"')
+    parser.add_argument("--frameworks", nargs="+", default=list(TRAINERS), choices=tuple(TRAINERS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=tuple(SCENARIOS))
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=2, help="training processes at a time")
+    parser.add_argument("--json", type=Path, default=root / "docs" / "assets" / "train_towers.json",
+                        help="the report (resumed when it holds runs of the same config)")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None,
+                        help="no training: merge these reports into --json (see merge())")
+    parser.add_argument("--docs", action="store_true",
+                        help="write docs/training.md's towers tables and the plot from the JSON")
+    args = parser.parse_args(argv)
+    start = _time.perf_counter()
+    if args.merge:
+        import json
+
+        report = merge([json.loads(p.read_text()) for p in args.merge])
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    else:
+        report = run_all(args.rules, args.frameworks, args.seeds, args.scenarios, args.epochs,
+                         args.jobs, args.json)
+        print(f"wall {_time.perf_counter() - start:.0f} s")
+    print(markdown_complete(report))
+    if any(r["scenario"] == "missing_mask" for r in report["results"]):
+        print(markdown_missing(report))
+    if args.docs:
+        write_docs(report, root / "docs")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

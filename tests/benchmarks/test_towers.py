@@ -1,0 +1,156 @@
+"""The two-tower benchmark: its task needs both modalities, its missing-modality splits
+are what they say, its tables come from its JSON, and one short run trains."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import towers  # noqa: E402
+
+
+def test_each_modality_alone_caps_at_a_third():
+    """y = 3a + b: the image fixes a, the bag fixes b; the best one-modality guess is right
+    for 1/3 of the samples (each class of the other modality equally likely)."""
+    task = towers.make_task(0, n_train=3000, n_test=10)
+    y = task.train.labels
+    a, b = y // 3, y % 3
+    for known in (a, b):
+        # the best guess of y from one modality: the most frequent label given it
+        best = sum(np.bincount(y[known == k]).max() for k in range(3)) / len(y)
+        assert best < 1 / 3 + 0.03, best  # 3000 samples: +-0.03 is 3 standard errors
+    # the image pattern and the class tokens carry a and b
+    rows = task.train.images.mean(axis=2)  # (N, 16): a horizontal bar lifts one row mean
+    assert rows[a == 0].max(axis=1).mean() > rows[a == 1].max(axis=1).mean() + 0.5
+    tokens = task.train.tokens
+    signal = np.where(tokens < 30, tokens // 10, -1)
+    assert all(np.all((signal[i] == b[i]) | (signal[i] == -1)) for i in range(100))
+    assert np.all((signal >= 0).sum(axis=1) == 3)
+
+
+def test_missing_splits():
+    task = towers.make_task(1, n_train=4000, n_test=20, missing=True)
+    present = task.train.present
+    assert not np.any(~present.any(axis=1)), "a sample kept neither modality"
+    lost = ~present.all(axis=1)
+    assert abs(lost.mean() - towers.FRACTION_MISSING) < 0.03
+    assert np.all(task.train.images[~present[:, 0]] == 0)
+    assert np.all(task.train.tokens[~present[:, 1]] == towers.PAD)
+    one = towers.one_modality(task.test)
+    assert np.all(one.present.sum(axis=1) == 1)
+    np.testing.assert_array_equal(one.labels, task.test.labels)
+    assert task.test.present.all()  # the test split stays complete
+
+
+def test_epochs_to():
+    assert towers.epochs_to([0.1, 0.5, 0.85, 0.9, 0.95]) == 4  # 0.85 < 0.9 * 0.95 <= 0.9
+    assert towers.epochs_to([0.9]) == 1
+
+
+def _result(fw, rule, seed, scenario, acc, one=None):
+    r = {"framework": fw, "rule": rule, "seed": seed, "scenario": scenario, "accuracy": acc,
+         "epochs_to_90": 2, "train_seconds": 1.0,
+         "history": {"accuracy": [acc / 2, acc], "routes": [None, None]}}
+    if one is not None:
+        r["accuracy_one"] = one
+    return r
+
+
+def test_tables_come_from_the_results():
+    report = {
+        "config": {"rules": ["gated"], "frameworks": ["torch"], "seeds": [0, 1],
+                   "scenarios": ["complete", "missing_mask", "missing_no_mask"], "epochs": 2},
+        "results": [
+            _result("torch", "baseline", 0, "complete", 0.8),
+            _result("torch", "baseline", 1, "complete", 0.9),
+            _result("torch", "gated", 0, "complete", 0.4),
+            _result("torch", "gated", 1, "complete", 0.9),
+            _result("torch", "gated", 0, "missing_mask", 0.7, 0.3),
+            _result("torch", "gated", 0, "missing_no_mask", 0.6, 0.2),
+        ],
+    }
+    assert towers.ratios(report)[("gated", "torch")] == {0: 0.5, 1: 1.0}
+    table = towers.markdown_complete(report)
+    assert "| `gated` | torch | 0.40 0.90 | 0.75 | 0.50 | 2 |  |" in table
+    missing = towers.markdown_missing(report)
+    assert "| `gated` | torch | 0.700 | 0.600 | 0.300 | 0.200 |" in missing
+
+
+def test_parse_rule():
+    assert towers.parse_rule('shomr:input_norm="none";router_init_bias=null') == (
+        "shomr", {"input_norm": "none", "router_init_bias": None})
+    assert towers.parse_rule("gated") == ("gated", {})
+
+
+@pytest.mark.parametrize("scenario", ["complete", "missing_mask"])
+def test_a_short_torch_run_trains_and_records(scenario, monkeypatch):
+    pytest.importorskip("torch")
+    missing, mask = towers.SCENARIOS[scenario]
+    task = towers.make_task(0, n_train=1024, n_test=300, missing=missing)
+    run = towers.Run("shomr", {}, 0, epochs=2, missing=missing, mask=mask)
+    r = towers.train_torch(run, task)
+    h = r["history"]
+    assert len(h["accuracy"]) == 2 and len(h["grad_image"]) == 2 and len(h["routes"]) == 2
+    assert all(g > 0 for g in h["grad_image"] + h["grad_text"])
+    assert abs(sum(h["routes"][-1]) - 1.0) < 1e-3  # shares of the test samples
+    # 16 steps learn at least the text: far above chance (1/9; 300 test samples put it
+    # within +-0.055 at 3 standard errors)
+    assert r["accuracy"] > 1 / 9 + 0.1, r["accuracy"]
+    if missing:
+        assert 0.0 <= r["accuracy_one"] <= 1.0
+    json.dumps(r)  # the report is JSON
+
+
+def test_merge_keeps_every_run_and_refuses_other_settings():
+    cfg = {"rules": ["gated"], "frameworks": ["torch"], "seeds": [0, 1],
+           "scenarios": ["complete"], "epochs": 2, "dim": 32, "lr": 3e-3, "batch": 128,
+           "fraction_missing": 0.3}
+    a = {"config": cfg, "machine": "m", "results": [
+        _result("torch", "baseline", 0, "complete", 0.8),
+        _result("torch", "gated", 0, "complete", 0.4),
+        _result("torch", "gated", 1, "complete", 0.5)]}
+    b = {"config": {**cfg, "frameworks": ["keras-jax"], "seeds": [0],
+                    "rules": ["gated", "film"]},
+         "machine": "m", "results": [_result("keras-jax", "film", 0, "complete", 0.7)]}
+    merged = towers.merge([a, b])
+    assert merged["config"]["frameworks"] == ["torch", "keras-jax"]
+    assert merged["config"]["rules"] == ["gated", "film"]
+    assert len(merged["results"]) == 4
+    assert towers.seeds_of(merged, "complete") == "torch 0, 1; keras-jax 0"
+    assert "seeds torch 0, 1; keras-jax 0 " in towers.markdown_complete(merged)
+    with pytest.raises(ValueError, match="epochs differs"):
+        towers.merge([a, {**b, "config": {**b["config"], "epochs": 3}}])
+
+
+def test_the_training_page_shows_the_committed_json():
+    """docs/training.md's towers tables are what ``towers.py --docs`` writes from
+    docs/assets/train_towers.json: no hand-edited figure."""
+    report = json.loads((ROOT / "docs" / "assets" / "train_towers.json").read_text())
+    page = (ROOT / "docs" / "training.md").read_text()
+    for marker, table in (("towers-complete", towers.markdown_complete(report)),
+                          ("towers-missing", towers.markdown_missing(report))):
+        begin, end = f"<!-- {marker}: begin -->", f"<!-- {marker}: end -->"
+        shown = page.split(begin)[1].split(end)[0]
+        assert shown == "\n" + table, f"rerun: python benchmarks/towers.py --merge ... --docs ({marker})"
+
+
+def test_a_framework_without_missing_runs_is_said_not_measured():
+    report = {
+        "config": {"rules": ["gated"], "frameworks": ["torch", "keras-jax"], "seeds": [0],
+                   "scenarios": ["complete", "missing_mask"], "epochs": 2},
+        "results": [_result("torch", "gated", 0, "missing_mask", 0.7, 0.3),
+                    _result("keras-jax", "gated", 0, "complete", 0.7)],
+    }
+    assert "Not measured in this scenario: keras-jax." in towers.markdown_missing(report)
+
+
+def test_a_label_shows_its_fields_and_input_norm():
+    assert towers._name('shomr:input_norm="batch";router_init_bias=null') == (
+        "`shomr:router_init_bias=None` + batch norm")
+    assert towers._name("film") == "`film`"
