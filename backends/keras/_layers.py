@@ -654,11 +654,11 @@ class FusionLayer(keras.layers.Layer):
         field keeps its meaning (``spec.parse_stored``).
         """
         config = dict(config)
-        if isinstance(config.get("spec"), dict):
-            config["spec"] = parse_stored(config["spec"]).model_dump(mode="json")
         try:
+            if isinstance(config.get("spec"), dict):
+                config["spec"] = parse_stored(config["spec"]).model_dump(mode="json")
             return super().from_config(config)
-        except TypeError as e:
+        except (TypeError, FusionError) as e:
             cause = _fusion_error(e)
             if cause is None:
                 raise
