@@ -810,6 +810,19 @@ class RouteMonitor:
             self.monitor_count.assign(0.0)
 
 
+def layers_holding(model, attribute: str, missing: str) -> list:
+    """The layers of ``model`` (nested too) whose ``attribute`` is set; an
+    ``InputError`` saying ``missing`` when there is none (a callback without work)."""
+    found = [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if getattr(layer, attribute, None) is not None
+    ]
+    if not found:
+        raise InputError(missing)
+    return found
+
+
 class MonitorCallback(keras.callbacks.Callback):
     """Writes the route shares (and for ``energy_aware_adaptive`` the expected energy
     and the energy loss) of every layer built with ``monitor=True``, averaged over the
@@ -826,16 +839,11 @@ class MonitorCallback(keras.callbacks.Callback):
         self._layers = []
 
     def on_train_begin(self, logs=None):
-        self._layers = [
-            layer
-            for layer in self.model._flatten_layers(include_self=False, recursive=True)
-            if getattr(layer, "monitor_sums", None) is not None
-        ]
-        if not self._layers:
-            raise InputError(
-                "MonitorCallback: expected a shomr or energy_aware_adaptive layer built "
-                "with monitor=True in the model; received a model with none"
-            )
+        self._layers = layers_holding(
+            self.model, "monitor_sums",
+            "MonitorCallback: expected a shomr or energy_aware_adaptive layer built with "
+            "monitor=True in the model; received a model with none",
+        )
 
     def on_epoch_begin(self, epoch, logs=None):
         for layer in self._layers:

@@ -16,6 +16,7 @@ from ._layers import (
     feed_forward,
     gelu,
     layer_norm,
+    layers_holding,
     linear,
     poison_undecided,
     select,
@@ -203,16 +204,11 @@ class ProgressCallback(keras.callbacks.Callback):
         self._layers = []
 
     def on_train_begin(self, logs=None):
-        self._layers = [
-            layer
-            for layer in self.model._flatten_layers(include_self=False, recursive=True)
-            if getattr(layer, "progress", None) is not None
-        ]
-        if not self._layers:
-            raise InputError(
-                "ProgressCallback: expected an energy_aware_adaptive layer built with "
-                "track_progress=True in the model; received a model with none"
-            )
+        self._layers = layers_holding(
+            self.model, "progress",
+            "ProgressCallback: expected an energy_aware_adaptive layer built with "
+            "track_progress=True in the model; received a model with none",
+        )
 
     def on_epoch_begin(self, epoch, logs=None):
         epochs = self.epochs or self.params["epochs"]
