@@ -89,8 +89,10 @@ def compare_values(
     err = np.abs(a - expected)
     scale = max(1.0, float(np.max(np.abs(expected))))
     bound = tol["atol"] * scale + tol["rtol"] * np.abs(expected)
-    with np.errstate(over="ignore"):
-        rel = err / np.maximum(np.abs(expected), np.finfo(np.float64).tiny)
+    # relative errors only where |expected| exceeds the absolute tolerance: next to an
+    # expected 0 a relative error means nothing (it printed 4.49e+307)
+    meaningful = np.abs(expected) > tol["atol"] * scale
+    rel = np.where(meaningful, err / np.where(meaningful, np.abs(expected), 1.0), 0.0)
     ulp = ulp_distance(a, expected, dtype)
     report = TensorReport(
         name,
@@ -109,8 +111,13 @@ def compare_values(
         n_bad = int(np.sum(err > bound))
         report.message = (
             f"{name}: {n_bad}/{err.size} elements outside atol={tol['atol']:g}*{scale:.3g} + "
-            f"rtol={tol['rtol']:g}*|expected| (max abs {report.max_abs:.3g}, max rel "
-            f"{report.max_rel:.3g}); worst {report.worst}"
+            f"rtol={tol['rtol']:g}*|expected| (max abs {report.max_abs:.3g}"
+            + (
+                f", max rel {report.max_rel:.3g}"
+                if meaningful.any()
+                else "; every expected value below atol: no relative error"
+            )
+            + f"); worst {report.worst}"
         )
     return report
 
