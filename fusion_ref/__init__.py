@@ -113,8 +113,12 @@ def running_stats(s, params: Mapping[str, Any], v, t, present=None, *, training:
     ``forward`` does.
     """
     training = check_flag(parse(s).kind, "training", training)
-    # checked as an eval call: the statistics read neither noise nor dropout
-    s, _, p, v64, t64, mask, _, _ = prepare(s, params, v, t, False, None, {}, present)
+    # checked as an eval call: the statistics read neither noise nor dropout (an eval call
+    # that samples, eval_routing="sample", gets placeholder noise: the statistics ignore it)
+    s = parse(s)
+    batch = np.shape(v)[0] if np.ndim(v) else 0
+    placeholder = {n.name: np.zeros(n.shape) for n in s.noise(batch, training=False)} or None
+    s, _, p, v64, t64, mask, _, _ = prepare(s, params, v, t, False, placeholder, {}, present)
     m = None
     if mask is not None:
         m = Presence(mask[:, 0], mask[:, 1])
