@@ -28,6 +28,13 @@ also receives ``present=`` in ``forward`` and ``gradients``: ``None`` (all
 present) or a ``(B, 2)`` bool array (image, text per sample), passed on to the
 backend. The suite's missing-modality cases report "n/a" for an adapter without
 it (adapters written before the mask existed keep working).
+
+Aux loss terms (optional): an adapter that sets ``supports_aux_gradients = True``
+also receives ``aux_cotangents={name: array}`` in ``gradients`` for the cases
+whose loss holds the spec's differentiable aux outputs (``AuxSpec.differentiable``:
+``energy_loss``); it returns the gradients of
+``sum(fused * cotangent) + sum_a sum(aux[a] * aux_cotangents[a])``. Those cases
+report "n/a" for an adapter without it.
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ class Adapter:
     dtype: str = "float32"
     #: True when ``forward`` and ``gradients`` take ``present=`` (a presence mask).
     supports_present: bool = False
+    #: True when ``gradients`` takes ``aux_cotangents=`` (differentiable aux loss terms).
+    supports_aux_gradients: bool = False
 
     def build(self, s, params: Mapping[str, np.ndarray]) -> Any:
         raise NotImplementedError

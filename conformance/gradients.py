@@ -79,6 +79,24 @@ def cotangent(case: Case) -> np.ndarray:
     return rng.standard_normal(case.v.shape).astype(np.float32)
 
 
+def aux_cotangents(case: Case) -> dict[str, np.ndarray]:
+    """``{aux name: R_a}`` for a case with ``aux_gradient``: the loss adds
+    ``sum(aux_a * R_a)`` for each differentiable aux output (``AuxSpec.differentiable``),
+    ``R_a`` float32 ``N(0, 1)`` of the aux's shape, seeded by the case and aux names."""
+    if not case.aux_gradient:
+        return {}
+    B = case.v.shape[0]
+    declared = case.spec.call_aux(
+        B, training=case.training, present=case.present is not None, **case.options
+    )
+    out = {}
+    for a in declared:
+        if a.differentiable:
+            rng = np.random.default_rng(zlib.crc32(f"aux/{a.name}/{case.name}".encode()))
+            out[a.name] = np.asarray(rng.standard_normal(a.shape), dtype=np.float32)
+    return out
+
+
 def _decisions(s, aux: Mapping, batch: int, training: bool, options) -> dict[str, np.ndarray]:
     return {
         a.name: np.asarray(aux[a.name])
@@ -161,6 +179,7 @@ class _Loss:
         self.case = case
         self.s = case.spec
         self.R = cotangent(case).astype(np.float64)
+        self.aux_R = {k: r.astype(np.float64) for k, r in aux_cotangents(case).items()}
         self.base = {"v": case.v.astype(np.float64), "t": case.t.astype(np.float64)}
         self.params = {k: p.astype(np.float64) for k, p in case.params.items()}
         out, aux = self._forward(self.base, self.params)
@@ -189,6 +208,7 @@ class _Loss:
         """``sum |out * R|`` (plus the straight-through term) at the base point."""
         out, aux = self._forward(self.base, self.params)
         total = float(np.sum(np.abs(out * self.R)))
+        total += sum(float(np.sum(np.abs(aux[k] * r))) for k, r in self.aux_R.items())
         if self.straight_through:
             total += float(np.sum(np.abs(self.st_weight)))
         return max(1.0, total)
@@ -203,6 +223,8 @@ class _Loss:
                     f"step along {what}; the case is too close to a boundary for gradients"
                 )
         loss = np.sum(out * self.R, axis=1)  # (B,)
+        for k, r in self.aux_R.items():  # a batch-level term, spread evenly over the rows
+            loss = loss + float(np.sum(aux[k] * r)) / out.shape[0]
         if self.straight_through:
             r_k = np.take_along_axis(aux["route_probs"], self.route[:, None], axis=1)[:, 0]
             loss = loss + self.st_weight * r_k
@@ -213,11 +235,15 @@ def finite_differences(case: Case) -> Expected:
     """Element-wise differences for ``v``, ``t``; directional ones for each parameter."""
     loss = _Loss(case)
     s = case.spec
-    excluded = set(s.no_output_gradient()) | {p.name for p in s.params() if not p.trained}
+    untrained = {p.name for p in s.params() if not p.trained}
+    # an aux loss term reaches what the output does not (the router without straight-through,
+    # a trainable energy_weight): with one, nothing trained is excluded
+    excluded = untrained | (set() if case.aux_gradient else set(s.no_output_gradient()))
     rounding_unit = ROUNDING_ULPS * np.finfo(np.float64).eps * loss.magnitude()
     # input_norm="batch" in training normalises with the batch's statistics: each output
     # row reads every row, so the per-column shortcut below does not apply
-    coupled = case.training and s.input_norm == "batch"
+    # so does a batch-level aux term (the energy loss's mean over the batch)
+    coupled = (case.training and s.input_norm == "batch") or case.aux_gradient
     inputs, rounding = {}, {}
     for column, name in enumerate(("v", "t")):
         x = loss.base[name]

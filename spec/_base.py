@@ -113,6 +113,9 @@ class AuxSpec:
     doc: str = ""
     margin: str | None = None
     dtype: str = "float"
+    #: A loss term a training loop adds to its loss (``energy_loss``): its gradient is part of
+    #: the contract, checked by the suite's gradient cases with ``aux_gradient``.
+    differentiable: bool = False
 
 
 @dataclass(frozen=True)

@@ -223,7 +223,14 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
                 dtype="int",
             ),
             AuxSpec("expected_energy", b, "value", "Per-sample expected energy energy_costs_mJ . r in mJ."),
-            AuxSpec("energy_loss", (), "value", "lambda * max(0, mean(expected_energy) - budget)."),
+            AuxSpec(
+                "energy_loss",
+                (),
+                "value",
+                "lambda * max(0, mean(expected_energy) - budget): a loss term (differentiable "
+                "in the router's parameters and a trainable energy_weight).",
+                differentiable=True,
+            ),
             AuxSpec(
                 "output_kept",
                 b,

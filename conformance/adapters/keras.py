@@ -60,6 +60,7 @@ def _framework_device(backend: str) -> tuple[str, str]:
 class KerasAdapter(Adapter):
     dtype = "float32"
     supports_present = True
+    supports_aux_gradients = True
 
     def __init__(self, seed: int = 0, device: str = "cpu", precision: str = "float32"):
         check_settings(device, precision)
@@ -123,19 +124,25 @@ class KerasAdapter(Adapter):
         by_id = {id(var): var for var in model.trainable_variables}
         return {name: var for name, var in model.canonical_variables.items() if id(var) in by_id}
 
-    def gradients(self, model, v, t, cotangent, *, training, noise, options, present=None):
+    def gradients(
+        self, model, v, t, cotangent, *, training, noise, options, present=None, aux_cotangents=None
+    ):
         noise = self._noise(noise)
         options = {**options, "present": present}
         variables = self._variables(model)
+        # the loss: sum(out * cotangent) plus each aux loss term times its cotangent
+        cotangents = (cotangent, dict(aux_cotangents or {}))
         if self.backend == "jax":
-            grads = self._jax_gradients(model, variables, v, t, cotangent, training, noise, options)
+            grads = self._jax_gradients(
+                model, variables, v, t, cotangents, training, noise, options
+            )
         elif self.backend == "torch":
             grads = self._torch_gradients(
-                model, variables, v, t, cotangent, training, noise, options
+                model, variables, v, t, cotangents, training, noise, options
             )
         elif self.backend == "tensorflow":
             grads = self._tensorflow_gradients(
-                model, variables, v, t, cotangent, training, noise, options
+                model, variables, v, t, cotangents, training, noise, options
             )
         else:
             raise NotSupported(f"Keras's {self.backend} backend has no autodiff")
@@ -144,7 +151,7 @@ class KerasAdapter(Adapter):
                 grads[name] = grads[name].T
         return grads
 
-    def _jax_gradients(self, model, variables, v, t, cotangent, training, noise, options):
+    def _jax_gradients(self, model, variables, v, t, cotangents, training, noise, options):
         import jax
 
         names = list(variables)
@@ -152,11 +159,17 @@ class KerasAdapter(Adapter):
         index = {id(var): i for i, var in enumerate(trainable)}
         non_trainable = [var.value for var in model.non_trainable_variables]
 
+        cotangent, aux_cotangents = cotangents
+
         def loss(values, v, t):
-            out, _ = model.stateless_call(
-                values, non_trainable, v, t, training=training, noise=noise, **options
+            (out, aux), _ = model.stateless_call(
+                values, non_trainable, v, t, training=training, noise=noise, return_aux=True,
+                **options,
             )
-            return (out * cotangent).sum()
+            total = (out * cotangent).sum()
+            for name, r in aux_cotangents.items():
+                total = total + (aux[name] * r).sum()
+            return total
 
         values = [var.value for var in trainable]
         g_params, g_v, g_t = jax.grad(loss, argnums=(0, 1, 2))(values, v, t)
@@ -165,15 +178,17 @@ class KerasAdapter(Adapter):
             grads[name] = np.asarray(g_params[index[id(variables[name])]])
         return grads
 
-    def _tensorflow_gradients(self, model, variables, v, t, cotangent, training, noise, options):
+    def _tensorflow_gradients(self, model, variables, v, t, cotangents, training, noise, options):
         import tensorflow as tf
 
         tv, tt = tf.constant(v), tf.constant(t)
         names = list(variables)
         with tf.GradientTape() as tape:
             tape.watch([tv, tt])
-            out, _ = model(tv, tt, training=training, noise=noise, return_aux=True, **options)
-            loss = tf.reduce_sum(out * tf.constant(cotangent))
+            out, aux = model(tv, tt, training=training, noise=noise, return_aux=True, **options)
+            loss = tf.reduce_sum(out * tf.constant(cotangents[0]))
+            for name, r in cotangents[1].items():
+                loss = loss + tf.reduce_sum(aux[name] * tf.constant(r))
         g = tape.gradient(loss, [tv, tt] + [variables[n].value for n in names])
         grads = {"v": g[0].numpy(), "t": g[1].numpy()}
         for name, value in zip(names, g[2:], strict=True):
@@ -181,15 +196,18 @@ class KerasAdapter(Adapter):
                 grads[name] = tf.convert_to_tensor(value).numpy()
         return grads
 
-    def _torch_gradients(self, model, variables, v, t, cotangent, training, noise, options):
+    def _torch_gradients(self, model, variables, v, t, cotangents, training, noise, options):
 
         for var in variables.values():
             var.value.grad = None
         # on Keras's device (CUDA when there is one), not torch.from_numpy's CPU
         tv = ops.convert_to_tensor(v).detach().requires_grad_(True)
         tt = ops.convert_to_tensor(t).detach().requires_grad_(True)
-        out, _ = model(tv, tt, training=training, noise=noise, return_aux=True, **options)
-        (out * ops.convert_to_tensor(cotangent)).sum().backward()
+        out, aux = model(tv, tt, training=training, noise=noise, return_aux=True, **options)
+        loss = (out * ops.convert_to_tensor(cotangents[0])).sum()
+        for name, r in cotangents[1].items():
+            loss = loss + (aux[name] * ops.convert_to_tensor(r)).sum()
+        loss.backward()
         grads = {"v": tv.grad.detach().cpu().numpy(), "t": tt.grad.detach().cpu().numpy()}
         for name, var in variables.items():
             if var.value.grad is not None:

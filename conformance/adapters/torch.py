@@ -27,6 +27,7 @@ def _numpy(x) -> np.ndarray:
 class TorchAdapter(Adapter):
     name = "torch"
     supports_present = True
+    supports_aux_gradients = True
 
     def __init__(self, seed: int = 0, device: str = "cpu", precision: str = "float32"):
         check_settings(device, precision)
@@ -93,12 +94,17 @@ class TorchAdapter(Adapter):
         tensors = [*model.named_parameters(), *model.named_buffers()]
         return {n: _numpy(p).copy() for n, p in tensors}
 
-    def gradients(self, model, v, t, cotangent, *, training, noise, options, present=None):
+    def gradients(
+        self, model, v, t, cotangent, *, training, noise, options, present=None, aux_cotangents=None
+    ):
         model.zero_grad(set_to_none=True)
         tv = self._tensor(v).requires_grad_(True)
         tt = self._tensor(t).requires_grad_(True)
-        out, _ = self._call(model, tv, tt, training, noise, options, present)
-        (out.float() * self._tensor(cotangent)).sum().backward()
+        out, aux = self._call(model, tv, tt, training, noise, options, present)
+        loss = (out.float() * self._tensor(cotangent)).sum()
+        for name, r in (aux_cotangents or {}).items():
+            loss = loss + (aux[name].float() * self._tensor(r)).sum()
+        loss.backward()
         grads = {"v": _numpy(tv.grad), "t": _numpy(tt.grad)}
         for name, p in model.named_parameters():
             if p.grad is not None:
