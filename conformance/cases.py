@@ -76,6 +76,9 @@ class Case:
     doc: str = ""
     #: ``(B, 2)`` bool presence mask (image, text), or ``None`` (every modality present).
     present: np.ndarray | None = None
+    #: The gradient case's loss also holds the spec's differentiable aux outputs
+    #: (``AuxSpec.differentiable``, e.g. ``energy_loss``), each times a seeded cotangent.
+    aux_gradient: bool = False
 
     @property
     def rule(self) -> str:
@@ -107,9 +110,32 @@ def perturbed(s, seed: int, scale: float = 0.1) -> dict[str, np.ndarray]:
     }
 
 
+#: The stress distributions of ``inputs`` (every rule, with and without missing modalities).
+#: ``offset``: N(OFFSET, 1): a one-pass variance ``E[x^2] - E[x]^2`` in float32 loses about
+#: ``OFFSET^2 * 6e-8`` of a unit variance, a two-pass one ``OFFSET * 6e-8``.
+OFFSET = 300.0
+#: ``tiny``: N(0, TINY^2), variance 1e-8, a thousandth of the LayerNorm epsilon 1e-5: where
+#: epsilon sits (inside the square root, added to the deviation, ignored) decides the output.
+TINY = 1e-4
+#: ``huge``: N(0, HUGE^2): saturated gates and softmaxes, squares near float32's range.
+HUGE = 1e5
+#: ``near_equal``: t = v + NEAR * N(0, 1).
+NEAR = 1e-3
+#: The stress kinds and what each catches (docs of their cases).
+STRESS = {
+    "offset": f"Inputs N({OFFSET:g}, 1): a large common offset (a one-pass variance formula "
+    "loses the unit spread in float32).",
+    "tiny": f"Inputs N(0, {TINY:g}^2): variance a thousandth of the LayerNorm epsilon (where "
+    "epsilon enters decides the output).",
+    "huge": f"Inputs N(0, {HUGE:g}^2): saturated gates and softmaxes, squares near the float32 range.",
+    "near_equal": f"t = v + {NEAR:g} N(0, 1): differences of nearly equal values.",
+}
+
+
 def inputs(dim: int, batch: int, seed: int, kind: str = "normal") -> tuple[np.ndarray, ...]:
     """``v``, ``t`` ``(batch, dim)`` float32: ``normal``, ``l2`` (unit rows), ``zeros``,
-    ``large`` (normal times 1e3) or ``opposite`` (``t = -v``, magnitude 1e3)."""
+    ``large`` (normal times 1e3), ``opposite`` (``t = -v``, magnitude 1e3) or a ``STRESS``
+    kind."""
     rng = np.random.default_rng(seed)
     v = rng.standard_normal((batch, dim))
     t = rng.standard_normal((batch, dim))
@@ -123,8 +149,19 @@ def inputs(dim: int, batch: int, seed: int, kind: str = "normal") -> tuple[np.nd
     elif kind == "opposite":
         v = 1e3 * v
         t = -v
+    elif kind == "offset":  # a large common offset over a unit spread: ReLU features
+        v, t = v + OFFSET, t + OFFSET
+    elif kind == "tiny":  # variance far below a LayerNorm's epsilon
+        v, t = TINY * v, TINY * t
+    elif kind == "huge":
+        v, t = HUGE * v, HUGE * t
+    elif kind == "near_equal":  # t within 1e-3 of v: differences of nearly equal values
+        t = v + NEAR * t
     elif kind != "normal":
-        raise ValueError(f"inputs: kind expected normal/l2/zeros/large/opposite; received {kind!r}")
+        raise ValueError(
+            "inputs: kind expected normal/l2/zeros/large/opposite/offset/tiny/huge/near_equal; "
+            f"received {kind!r}"
+        )
     return v.astype(np.float32), t.astype(np.float32)
 
 
@@ -153,6 +190,7 @@ def case(
     gradient: bool = False,
     doc: str = "",
     present: np.ndarray | None = None,
+    aux_gradient: bool = False,
     **fields: Any,
 ) -> Case:
     """Assemble a case; ``edit(s, params)`` may overwrite params in place (route forcing),
@@ -195,6 +233,7 @@ def case(
         gradient,
         doc,
         present,
+        aux_gradient,
     )
 
 
@@ -1463,11 +1502,234 @@ def _input_norm_exports() -> dict[str, Callable[[], Case]]:
     return out
 
 
+# --- blind spots of the earlier catalogue -------------------------------------------------
+
+
+def export_shomr_straight_through_temperature_2():
+    return case(
+        "shomr_straight_through_temperature_2",
+        "shomr",
+        seed=1501,
+        training=True,
+        dim=8,
+        heads=2,
+        routing_temperature=2.0,
+        straight_through=True,
+        options={"use_hard_routing": True},
+        gradient=True,
+        doc="Straight-through at T = 2: the factor's r_k is the probability at the "
+        "temperature (softmax(z / T)), so its gradient carries 1/T.",
+    )
+
+
+def export_shomr_straight_through_temperature_half():
+    return case(
+        "shomr_straight_through_temperature_half",
+        "shomr",
+        seed=1502,
+        training=True,
+        dim=8,
+        heads=2,
+        routing_temperature=0.5,
+        straight_through=True,
+        options={"use_hard_routing": None},
+        gradient=True,
+        doc="Straight-through at T = 1/2 with automatic routing: hard samples carry the factor, "
+        "soft ones none.",
+    )
+
+
+def export_energy_aware_adaptive_eval_progress():
+    return case(
+        "energy_aware_adaptive_eval_progress",
+        "energy_aware_adaptive",
+        seed=1503,
+        dim=8,
+        heads=2,
+        options={"progress": 0.75},
+        doc="Eval with progress = 3/4 given (p = 1/2 in training): eval drops nothing and "
+        "scales nothing; output_kept is 1.",
+        **EXACT_DROP,
+    )
+
+
+def _energy_over_budget(training: bool) -> Case:
+    name = "energy_aware_adaptive_missing_over_budget" + ("_training" if training else "")
+    return case(
+        name,
+        "energy_aware_adaptive",
+        seed=1504 + training,
+        training=training,
+        present=PRESENT,
+        noise={"route": ROUTE_NOISE} if training else None,
+        gradient=True,
+        aux_gradient=True,
+        energy_budget_mJ=0.5,
+        energy_weight=0.75,
+        doc="Every presence pattern, the mean expected energy above the budget: the loss is "
+        "positive and its mean runs over all B rows (a neither row's expected energy is 0).",
+        **_MISSING_FIELDS["energy_aware_adaptive"],
+    )
+
+
+def export_energy_aware_adaptive_energy_loss_gradient():
+    return case(
+        "energy_aware_adaptive_energy_loss_gradient",
+        "energy_aware_adaptive",
+        seed=1506,
+        training=True,
+        dim=8,
+        heads=2,
+        noise={"route": ROUTE_NOISE},
+        straight_through=False,
+        energy_weight_trainable=True,
+        energy_weight=0.5,
+        energy_budget_mJ=2.0,
+        gradient=True,
+        aux_gradient=True,
+        doc="The loss holds energy_loss (over budget): without straight-through the router's "
+        "only gradient comes through it, and the trainable energy_weight's too.",
+    )
+
+
+def export_energy_aware_adaptive_missing_over_budget():
+    return _energy_over_budget(False)
+
+
+def export_energy_aware_adaptive_missing_over_budget_training():
+    return _energy_over_budget(True)
+
+
+# --- every field at a non-default value, in eval and in training -------------------------
+
+
+def _other_values(name: str, default: Any, annotation: Any) -> list[Any]:
+    """Candidate non-default values of a field, most natural first."""
+    import typing
+
+    if annotation is bool:
+        return [not default]
+    if typing.get_origin(annotation) is typing.Literal:
+        return [a for a in typing.get_args(annotation) if a != default]
+    if isinstance(default, bool) or default is None:
+        return []
+    if isinstance(default, int):
+        return [default - 1, default + 1, 2 * default]
+    if isinstance(default, float):
+        return [default * 0.5, default * 2.0, default + 0.1, 0.25]
+    if isinstance(default, tuple):
+        return [tuple(0.5 * x for x in default), tuple(reversed(default))]
+    return []
+
+
+#: Values tried first: fields that would otherwise take equal values (``p_img`` and
+#: ``p_txt``: swapped probabilities would go unseen).
+NON_DEFAULT_FIRST: dict[str, tuple[Any, ...]] = {"p_txt": (0.6,)}
+
+
+def non_default_fields(kind: str, training: bool) -> dict[str, Any]:
+    """Every field of ``kind`` that admits another value, moved off its default (the first
+    candidate that keeps the spec valid), on top of the missing-modality cases' small sizes.
+    ``dropout`` stays 0 in training (element-wise dropout has no noise contract)."""
+    cls = spec.RULES[kind]
+    fields: dict[str, Any] = dict(_MISSING_FIELDS[kind])
+    if "dropout" in cls.model_fields:
+        fields["dropout"] = 0.0 if training else 0.25
+    if "router_init_bias" in cls.model_fields:
+        fields["router_init_bias"] = None
+    for name, f in cls.model_fields.items():
+        if name in fields or name in ("kind", "dim"):
+            continue
+        for value in [*NON_DEFAULT_FIRST.get(name, ()), *_other_values(name, f.default, f.annotation)]:
+            try:
+                make_spec(kind, **{**fields, name: value})
+            except spec.SpecError:
+                continue
+            fields[name] = value
+            break
+    return fields
+
+
+def _non_default(kind: str, seed: int, training: bool) -> Case:
+    name = f"{kind}_non_default" + ("_training" if training else "")
+    fields = non_default_fields(kind, training)
+    options, noise = {}, None
+    if any(o.name == "progress" for o in spec.RULES[kind].call_options):
+        options["progress"] = 0.75
+        if training:  # the output drop active; rows 0 and 4 flagged at 1/2, not at 1/4
+            flags = DROP_FLAGS.copy()
+            flags[0], flags[4] = (0.375, 0.75), (0.4375, 0.9375)
+            noise = {"route": ROUTE_NOISE, "output_drop_gate": np.array([0.0625]),
+                     "output_drop_flags": flags}
+    return case(
+        name,
+        kind,
+        seed=seed,
+        training=training,
+        present=PRESENT_NORM,
+        options=options,
+        noise=noise,
+        doc="Every field that admits another value off its default at once, with missing "
+        "modalities: " + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ".",
+        **fields,
+    )
+
+
+def _non_default_exports() -> dict[str, Callable[[], Case]]:
+    out = {}
+    for i, kind in enumerate(spec.RULES):
+        for training in (False, True):
+            name = f"{kind}_non_default" + ("_training" if training else "")
+            out[name] = lambda k=kind, seed=1600 + 10 * i + training, tr=training: _non_default(
+                k, seed, tr
+            )
+    return out
+
+
+# --- stress inputs: every rule, with and without missing modalities --------------------
+
+#: The stress kinds also run with every presence pattern (``PRESENT``).
+STRESS_MISSING = ("offset", "tiny", "huge")
+#: Stress kinds whose cases are gradient cases too (the others saturate: zero gradients
+#: test nothing, and finite differences of saturated softmaxes lose their digits).
+STRESS_GRADIENT = ("tiny", "near_equal")
+
+
+def _stress(kind: str, data: str, seed: int, *, missing: bool) -> Case:
+    name = f"{kind}_{'missing_' if missing else ''}{data}"
+    options = {"use_hard_routing": False} if kind == "shomr" and missing else {}
+    return case(
+        name,
+        kind,
+        seed=seed,
+        data=data,
+        present=PRESENT if missing else None,
+        options=options,
+        gradient=data in STRESS_GRADIENT,
+        doc=STRESS[data] + (" Every presence pattern in one batch." if missing else ""),
+        **_MISSING_FIELDS[kind],
+    )
+
+
+def _stress_exports() -> dict[str, Callable[[], Case]]:
+    out = {}
+    for i, kind in enumerate(spec.RULES):
+        for j, data in enumerate(STRESS):
+            for missing in (False, True):
+                if missing and data not in STRESS_MISSING:
+                    continue
+                name = f"{kind}_{'missing_' if missing else ''}{data}"
+                out[name] = lambda k=kind, d=data, seed=1400 + 10 * i + j + 5 * missing, m=missing: (
+                    _stress(k, d, seed, missing=m)
+                )
+    return out
+
+
 # --- the catalogue ---------------------------------------------------------------------
 
 EXPORTS: dict[str, Callable[[], Case]] = {
     name[len("export_") :]: fn for name, fn in list(globals().items()) if name.startswith("export_")
-} | _missing_exports() | _input_norm_exports()
+} | _missing_exports() | _input_norm_exports() | _stress_exports() | _non_default_exports()
 
 _CACHE: dict[str, Case] = {}
 

@@ -106,6 +106,12 @@ NO_PRESENT = (
 )
 
 
+NO_AUX_GRADIENTS = (
+    "the adapter does not take aux loss terms (set supports_aux_gradients = True and accept "
+    "aux_cotangents= in gradients)"
+)
+
+
 def check_forward(adapter: Adapter, case: Case) -> Outcome:
     s, B = case.spec, case.v.shape[0]
     reason = adapter.not_applicable(s, training=case.training)
@@ -211,6 +217,11 @@ def check_gradient(adapter: Adapter, case: Case) -> Outcome:
     present = _present_kwargs(adapter, case.present)
     if present is None:
         return Outcome("n/a", NO_PRESENT)
+    aux_cotangents = gradients.aux_cotangents(case)
+    if aux_cotangents:
+        if not getattr(adapter, "supports_aux_gradients", False):
+            return Outcome("n/a", NO_AUX_GRADIENTS)
+        present = {**present, "aux_cotangents": {k: r.copy() for k, r in aux_cotangents.items()}}
     model = adapter.build(case.spec, case.params)
     try:
         grads = adapter.gradients(
@@ -329,8 +340,50 @@ def check_finite(adapter: Adapter, rule: str) -> Outcome:
     return Outcome("pass")
 
 
+#: ``check_nan_rows``: the non-finite input elements (sample, feature) of v and of t.
+NAN_V, NAN_T = ((3, 1),), ((1, 2),)
+
+
+def check_nan_rows(adapter: Adapter, rule: str) -> Outcome:
+    """docs/errors.md's promise: a NaN or inf in a sample's ``v`` or ``t`` makes that sample's
+    output row non-finite (all NaN for a routed rule's undecided route) and leaves the other
+    samples as they are without it."""
+    c = _default_case(rule)
+    model = adapter.build(c.spec, c.params)
+    v, t = inputs(c.spec.dim, BATCH, 0)
+    for b, j in NAN_V:
+        v[b, j] = np.inf
+    for b, j in NAN_T:
+        t[b, j] = np.nan
+    # shomr: every sample routed (soft samples mix both paths and are NaN anyway)
+    options = {"use_hard_routing": True} if "use_hard_routing" in {
+        o.name for o in c.spec.call_options
+    } else {}
+    out, _ = adapter.forward(model, v.copy(), t.copy(), training=False, noise=None, options=options)
+    ref = fusion_ref.forward(c.spec, c.params, v, t, **options)
+    out = np.asarray(out, dtype=np.float64)
+    problems = []
+    for b in sorted({b for b, _ in NAN_V + NAN_T}):
+        if np.isnan(ref[b]).all() and not np.isnan(out[b]).all():
+            problems.append(
+                f"row {b} (a non-finite input): expected all NaN (the reference's route is "
+                f"undecided); received {int(np.isfinite(out[b]).sum())} finite elements"
+            )
+        elif not np.isfinite(out[b]).all() == np.isfinite(ref[b]).all():
+            problems.append(
+                f"row {b} (a non-finite input): expected a non-finite row; received a finite one"
+            )
+    clean = np.ones(BATCH, dtype=bool)
+    clean[[b for b, _ in NAN_V + NAN_T]] = False
+    report = compare_values("output", out, ref, adapter.dtype, rows=clean)
+    if not report.ok:
+        problems.append("the samples without a non-finite input: " + report.message)
+    return Outcome("fail" if problems else "pass", "; ".join(problems), [report.as_dict()])
+
+
 PROPERTIES = {
     "eval_deterministic": check_eval_deterministic,
+    "nan_rows": check_nan_rows,
     "params_roundtrip": check_params_roundtrip,
     "finite_outputs": check_finite,
 }

@@ -168,3 +168,120 @@ def test_output_drop_schedule_at_progress_zero_and_where_the_cap_binds():
     assert any(0.0 < p < 1.0 and p != 0.5 for p, _ in progress.values()), (
         "no progress where start + ramp * p and start + ramp * (1 - p) differ"
     )
+
+
+# --- the coverage rule of issue 22: generated from the spec's declarations -------------
+
+from fusion_spec.conformance.cases import (  # noqa: E402
+    STRESS,
+    STRESS_MISSING,
+    _other_values,
+    make_spec,
+)
+from fusion_spec.conformance.gradients import aux_cotangents  # noqa: E402
+
+
+def _movable(rule: str, name: str) -> bool:
+    """The field admits a value other than its default (``layer_norm_eps`` and one-value
+    ``Literal`` fields admit none)."""
+    f = spec.RULES[rule].model_fields[name]
+    base = {"dim": 8, **({"heads": 2} if "heads" in spec.RULES[rule].model_fields else {})}
+    for value in _other_values(name, f.default, f.annotation):
+        try:
+            make_spec(rule, **{**base, name: value})
+        except spec.SpecError:
+            continue
+        return True
+    return f.default is None  # an optional field: set is its other value
+
+
+FIELDS = [
+    (rule, name, mode)
+    for rule, cls in spec.RULES.items()
+    for name in cls.model_fields
+    if name not in ("kind", "dim") and _movable(rule, name)
+    for mode in ("eval", "training")
+]
+
+
+@pytest.mark.parametrize(("rule", "name", "mode"), FIELDS, ids=str)
+def test_every_field_off_its_default_in_eval_and_in_training(rule, name, mode):
+    default = spec.RULES[rule].model_fields[name].default
+    training = mode == "training"
+    cases = [
+        c.name for c in cases_of(rule) if c.training is training and getattr(c.spec, name) != default
+    ]
+    assert cases, f"{rule}: no {mode} case with {name} off its default {default!r}"
+
+
+CALL_OPTIONS = [
+    (rule, o.name, mode)
+    for rule, cls in spec.RULES.items()
+    for o in cls.call_options
+    for mode in ("eval", "training")
+]
+
+
+@pytest.mark.parametrize(("rule", "option", "mode"), CALL_OPTIONS, ids=str)
+def test_every_call_option_given_in_eval_and_in_training(rule, option, mode):
+    """A schedule input (``progress``) in eval too: an eval that applies it must fail."""
+    training = mode == "training"
+    cases = [c.name for c in cases_of(rule) if c.training is training and c.options.get(option) is not None]
+    assert cases, f"{rule}: no {mode} case passes {option}"
+
+
+DIFFERENTIABLE_AUX = [
+    (rule, a.name)
+    for rule, cls in spec.RULES.items()
+    for a in cls(dim=8, **({"heads": 2} if "heads" in cls.model_fields else {})).aux(
+        1, training=True
+    )
+    if a.differentiable
+]
+
+
+def test_some_aux_output_is_declared_differentiable():
+    assert DIFFERENTIABLE_AUX, "no AuxSpec declares differentiable=True: the rule below tests nothing"
+
+
+@pytest.mark.parametrize(("rule", "aux"), DIFFERENTIABLE_AUX, ids=str)
+def test_every_differentiable_aux_output_has_a_gradient_case(rule, aux):
+    """Its gradient (``energy_loss`` to the router and a trainable ``energy_weight``) is checked
+    where the output alone reaches neither: with straight_through=False and the weight trained."""
+    cases = [c for c in cases_of(rule) if c.gradient and aux in aux_cotangents(c)]
+    assert cases, f"{rule}: no gradient case holds {aux} in its loss"
+    reached = set().union(*(c.spec.no_output_gradient() for c in cases))
+    assert reached >= _reached_by_aux_only(rule), (
+        f"{rule}: {sorted(_reached_by_aux_only(rule) - reached)} get gradient only from {aux}; "
+        "no aux gradient case trains them"
+    )
+
+
+def _reached_by_aux_only(rule: str) -> set[str]:
+    """What the output never reaches at the most: straight_through off, every weight trained."""
+    fields = spec.RULES[rule].model_fields
+    extra = {"heads": 2} if "heads" in fields else {}
+    if "straight_through" in fields:
+        extra["straight_through"] = False
+    if "energy_weight_trainable" in fields:
+        extra["energy_weight_trainable"] = True
+    return spec.RULES[rule](dim=8, **extra).no_output_gradient()
+
+
+STRESSED = [
+    (rule, kind, missing)
+    for rule in spec.RULES
+    for kind in STRESS
+    for missing in (False, True)
+    if not missing or kind in STRESS_MISSING
+]
+
+
+@pytest.mark.parametrize(("rule", "kind", "missing"), STRESSED, ids=str)
+def test_every_rule_under_every_stress_distribution(rule, kind, missing):
+    """Inputs that stress numerics (a large common offset, tiny and huge scales, nearly equal
+    values), for every rule, with and without missing modalities."""
+    name = f"{rule}_{'missing_' if missing else ''}{kind}"
+    found = [c for c in cases_of(rule) if c.name == name]
+    assert found, f"{rule}: no case {name}"
+    assert (found[0].present is not None) is missing
