@@ -148,3 +148,147 @@ class BetaDetached(_TorchBug):
         if module.spec.kind == "film":
             out = out - (aux["beta"] - aux["beta"].detach())
         return out, aux
+
+
+def _patch_layer_norms(module, forward) -> None:
+    """Every ``nn.LayerNorm`` of ``module`` computes ``forward(norm, x)`` instead."""
+    import types
+
+    from torch import nn
+
+    for m in module.modules():
+        if isinstance(m, nn.LayerNorm):
+            m.forward = types.MethodType(forward, m)
+
+
+def _one_pass_forward(norm, x):
+    """LayerNorm with the one-pass variance ``E[x^2] - E[x]^2`` in the input's precision."""
+    import torch
+
+    mean = x.mean(-1, keepdim=True)
+    var = (x * x).mean(-1, keepdim=True) - mean * mean
+    return (x - mean) * torch.rsqrt(var.clamp(min=0) + norm.eps) * norm.weight + norm.bias
+
+
+def _eps_outside_sqrt_forward(norm, x):
+    """LayerNorm dividing by ``sqrt(var) + eps`` instead of ``sqrt(var + eps)``."""
+    mean = x.mean(-1, keepdim=True)
+    var = (x - mean).square().mean(-1, keepdim=True)
+    return (x - mean) / (var.sqrt() + norm.eps) * norm.weight + norm.bias
+
+
+class LayerNormOnePass(_TorchBug):
+    """Every LayerNorm with the one-pass variance in float32: exact for centred inputs,
+    a large common offset cancels the spread away."""
+
+    bug = "layer-norm-one-pass"
+
+    def build(self, s, params):
+        module = super().build(s, params)
+        _patch_layer_norms(module, _one_pass_forward)
+        return module
+
+
+class LayerNormEpsOutsideSqrt(_TorchBug):
+    """Every LayerNorm divides by ``sqrt(var) + eps``: within 1e-5 of the spec at unit
+    variance, far off when the variance is below epsilon."""
+
+    bug = "layer-norm-eps-outside-sqrt"
+
+    def build(self, s, params):
+        module = super().build(s, params)
+        _patch_layer_norms(module, _eps_outside_sqrt_forward)
+        return module
+
+
+class StraightThroughTemperatureOne(_TorchBug):
+    """``shomr``: the straight-through factor built from the probabilities at temperature 1,
+    ``softmax(z)``, not the routed ``softmax(z / T)``: right forward, and right at T = 1."""
+
+    bug = "straight-through-temperature-1"
+
+    def _call(self, module, v, t, training, noise, options, present=None):
+        import torch
+
+        out, aux = super()._call(module, v, t, training, noise, options, present)
+        s = module.spec
+        if s.kind == "shomr" and s.straight_through:
+            r = aux["route_probs"]
+            r1 = torch.softmax(s.routing_temperature * torch.log(r.clamp(min=1e-30)), dim=-1)  # softmax(z)
+            wrong = _route_factor(out, r1, aux["route"]) - _route_factor(out, r, aux["route"])
+            out = out + out * wrong * aux["hard"][:, None]
+        return out, aux
+
+
+def _energy_loss(module, aux, *, detach_router: bool = False, detach_weight: bool = False):
+    """``energy_aware_adaptive``'s loss rebuilt from the aux, with a part detached."""
+    import torch
+
+    s = module.spec
+    e = aux["expected_energy"]
+    e = e.detach() if detach_router else e
+    weight = module.energy_weight if s.energy_weight_trainable else torch.tensor(s.energy_weight)
+    weight = weight.detach() if detach_weight else weight
+    mean = e.mean() if e.numel() else e.new_zeros(())
+    return weight * torch.relu(mean - s.energy_budget_mJ)
+
+
+class EnergyLossRouterDetached(_TorchBug):
+    """``energy_aware_adaptive``: the energy loss built from detached router probabilities
+    (a logging copy): right value, no gradient to the router."""
+
+    bug = "energy-loss-router-detached"
+
+    def _call(self, module, v, t, training, noise, options, present=None):
+        out, aux = super()._call(module, v, t, training, noise, options, present)
+        if module.spec.kind == "energy_aware_adaptive":
+            aux["energy_loss"] = _energy_loss(module, aux, detach_router=True)
+        return out, aux
+
+
+class EnergyWeightDetached(_TorchBug):
+    """``energy_aware_adaptive``: a trainable ``energy_weight`` read detached: right value,
+    the weight never learns."""
+
+    bug = "energy-weight-detached"
+
+    def _call(self, module, v, t, training, noise, options, present=None):
+        out, aux = super()._call(module, v, t, training, noise, options, present)
+        if module.spec.kind == "energy_aware_adaptive":
+            aux["energy_loss"] = _energy_loss(module, aux, detach_weight=True)
+        return out, aux
+
+
+class LayerNormEps1e6(_TorchBug):
+    """Every LayerNorm with epsilon 1e-6 (Flax's ``nn.LayerNorm`` default) instead of the
+    spec's 1e-5: 5e-6 relative at unit variance, a factor of 3 below epsilon."""
+
+    bug = "layer-norm-eps-1e-6"
+
+    def build(self, s, params):
+        from torch import nn
+
+        module = super().build(s, params)
+        for m in module.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.eps = 1e-6
+        return module
+
+
+class EnergyLossPerSampleReluGradient(_TorchBug):
+    """``energy_aware_adaptive``: the energy loss's value right, its gradient that of
+    ``lambda * mean(relu(e_b - budget))``: samples under the budget get none."""
+
+    bug = "energy-loss-per-sample-relu-gradient"
+
+    def _call(self, module, v, t, training, noise, options, present=None):
+        import torch
+
+        out, aux = super()._call(module, v, t, training, noise, options, present)
+        s = module.spec
+        if s.kind == "energy_aware_adaptive":
+            e = aux["expected_energy"]
+            weight = module.energy_weight if s.energy_weight_trainable else s.energy_weight
+            wrong = weight * torch.relu(e - s.energy_budget_mJ).mean()
+            aux["energy_loss"] = aux["energy_loss"] + (wrong - wrong.detach())
+        return out, aux

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fusion_spec import fusion_ref
+from fusion_spec.fusion_ref import _layers
 
 from .. import broken
 from ._base import Broken, PlantedBug
@@ -25,6 +26,7 @@ GELU_RULES = (
     "energy_aware_adaptive",
 )
 ROUTING_RULES = ("shomr", "energy_aware_adaptive")
+LAYER_NORM_RULES = ATTENTION_RULES
 ALL_RULES = tuple(fusion_ref.RULES)
 
 
@@ -54,6 +56,123 @@ class ExportsKernelLayout(Broken):
             k: np.ascontiguousarray(p.T) if k.endswith(".weight") and p.ndim == 2 else p
             for k, p in held.items()
         }
+
+
+def finite_key_mask(p, name, query, keys, heads, key_mask=None):
+    """Attention whose masked keys get the score ``-1e4`` (an additive mask), not ``-inf``:
+    weight exactly 0 while the scores are small, the masked key's once they exceed 1e4."""
+    if key_mask is None:
+        return _attention(p, name, query, keys, heads)
+    B, Tq, D = query.shape
+    Tk = keys.shape[1]
+    dh = D // heads
+    split = lambda x, T: x.reshape(B, T, heads, dh).transpose(0, 2, 1, 3)  # noqa: E731
+    q = split(_layers.linear(p, f"{name}.query", query), Tq)
+    k = split(_layers.linear(p, f"{name}.key", keys), Tk)
+    v = split(_layers.linear(p, f"{name}.value", keys), Tk)
+    scores = (q @ k.transpose(0, 1, 3, 2)) / np.sqrt(dh)
+    scores = scores + np.where(key_mask[:, None, None, :], 0.0, -1e4)
+    weights = _layers.softmax(scores, axis=-1)
+    mixed = (weights @ v).transpose(0, 2, 1, 3).reshape(B, Tq, D)
+    return _layers.linear(p, f"{name}.output", mixed), weights
+
+
+_attention = _layers.attention
+
+
+class FiniteKeyMask(Broken):
+    bug = "finite-key-mask"
+
+    def forward(self, model, v, t, **kw):
+        with broken.patched("attention", finite_key_mask):
+            return super().forward(model, v, t, **kw)
+
+
+class NanRoutePicksFirst(Broken):
+    """A routed sample with NaN route probabilities takes the argmax's route 0 (its ``v``,
+    finite for a NaN in ``t``) instead of an all-NaN row."""
+
+    bug = "nan-route-picks-first"
+
+    def forward(self, model, v, t, **kw):
+        with broken.patched("poison_undecided", lambda out, probs: out):
+            return super().forward(model, v, t, **kw)
+
+
+class NanSpreadsOverBatch(Broken):
+    """One sample's NaN makes every row NaN (a statistic over the batch, a reduction across
+    samples)."""
+
+    bug = "nan-spreads-over-batch"
+
+    def forward(self, model, v, t, **kw):
+        out, aux = super().forward(model, v, t, **kw)
+        rows = np.isfinite(v).all(axis=1) & np.isfinite(t).all(axis=1)
+        present = kw.get("present")
+        if present is None and not rows.all():
+            out = np.full_like(out, np.nan)
+        return out, aux
+
+
+def sigmoid_exp_ratio(x: np.ndarray) -> np.ndarray:
+    """``exp(x) / (1 + exp(x))``: inf / inf = NaN once x exceeds 709."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(x)
+        return e / (1.0 + e)
+
+
+class SigmoidExpRatio(Broken):
+    bug = "sigmoid-exp-ratio"
+
+    def forward(self, model, v, t, **kw):
+        with broken.patched("sigmoid", sigmoid_exp_ratio):
+            return super().forward(model, v, t, **kw)
+
+
+_softmax = _layers.softmax
+
+
+class SoftmaxClipped(Broken):
+    """Softmax of logits clipped to [-1e4, 1e4] (against overflow): logits beyond the clip
+    tie."""
+
+    bug = "softmax-logits-clipped"
+
+    def forward(self, model, v, t, **kw):
+        clipped = lambda x, axis=-1: _softmax(np.clip(x, -1e4, 1e4), axis=axis)  # noqa: E731
+        with broken.patched("softmax", clipped):
+            return super().forward(model, v, t, **kw)
+
+
+class InputNormEpsIgnored(Broken):
+    """``input_norm="batch"`` with epsilon 1e-5 whatever ``input_norm_eps`` says."""
+
+    bug = "input-norm-eps-ignored"
+
+    def build(self, s, params):
+        return super().build(s.replace(input_norm_eps=1e-5), params)
+
+
+class NanZeroed(Broken):
+    """Non-finite inputs replaced by 0 (a "robust" front end): a NaN sample gets a finite row."""
+
+    bug = "nan-zeroed"
+
+    def forward(self, model, v, t, **kw):
+        if kw.get("present") is None:
+            v, t = np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0), np.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
+        return super().forward(model, v, t, **kw)
+
+
+class InputsClipped(Broken):
+    """Inputs clipped to +-1e30 (against overflow): an infinite input gives a finite row."""
+
+    bug = "inputs-clipped"
+
+    def forward(self, model, v, t, **kw):
+        if kw.get("present") is None:
+            v, t = np.clip(v, -1e30, 1e30), np.clip(t, -1e30, 1e30)
+        return super().forward(model, v, t, **kw)
 
 
 BUGS = (
@@ -142,6 +261,92 @@ BUGS = (
         ExportsKernelLayout,
         "canonical_params() exports dense weights (in, out), as Keras holds them.",
         ("gated/property/params_roundtrip", "film/property/params_roundtrip"),
+    ),
+    PlantedBug(
+        "finite-key-mask",
+        ATTENTION_RULES,
+        FiniteKeyMask,
+        "Masked keys get the score -1e4 (an additive mask) instead of -inf: invisible while "
+        "scores are small.",
+        ("cross_attention/forward/cross_attention_missing_huge",),
+    ),
+    PlantedBug(
+        "nan-route-picks-first",
+        ROUTING_RULES,
+        NanRoutePicksFirst,
+        "A routed sample with NaN route probabilities takes route 0 (a finite v for a NaN in t) "
+        "instead of an all-NaN row.",
+        ("shomr/property/nan_rows", "energy_aware_adaptive/property/nan_rows"),
+    ),
+    PlantedBug(
+        "nan-spreads-over-batch",
+        ALL_RULES,
+        NanSpreadsOverBatch,
+        "One sample's NaN makes every output row NaN.",
+        ("gated/property/nan_rows", "simple/property/nan_rows"),
+    ),
+    PlantedBug(
+        "torch-layer-norm-one-pass",
+        LAYER_NORM_RULES,
+        "fusion_spec.conformance.broken_torch:LayerNormOnePass",
+        "The PyTorch backend's LayerNorm with the one-pass variance E[x^2] - E[x]^2 in float32.",
+        ("cross_attention/forward/cross_attention_offset",),
+        requires="torch",
+        scope=tuple(f"{r}/forward/*" for r in LAYER_NORM_RULES),
+    ),
+    PlantedBug(
+        "torch-layer-norm-eps-outside-sqrt",
+        LAYER_NORM_RULES,
+        "fusion_spec.conformance.broken_torch:LayerNormEpsOutsideSqrt",
+        "The PyTorch backend's LayerNorm divides by sqrt(var) + eps, not sqrt(var + eps).",
+        ("simple/forward/simple_tiny", "shomr/forward/shomr_tiny"),
+        requires="torch",
+        scope=tuple(f"{r}/forward/*" for r in LAYER_NORM_RULES),
+    ),
+    PlantedBug(
+        "sigmoid-exp-ratio",
+        ("gated", "shomr", "energy_aware_adaptive"),
+        SigmoidExpRatio,
+        "The logistic function as exp(x) / (1 + exp(x)): NaN for x > 709.",
+        ("gated/forward/gated_huge", "gated/forward/gated_missing_huge"),
+    ),
+    PlantedBug(
+        "softmax-logits-clipped",
+        ATTENTION_RULES,
+        SoftmaxClipped,
+        "Softmax of logits clipped to [-1e4, 1e4]: logits beyond the clip tie.",
+        ("simple/forward/simple_huge", "cross_attention/forward/cross_attention_missing_huge"),
+    ),
+    PlantedBug(
+        "input-norm-eps-ignored",
+        ALL_RULES,
+        InputNormEpsIgnored,
+        "input_norm='batch' with epsilon 1e-5 whatever input_norm_eps says.",
+        ("gated/forward/gated_non_default", "film/forward/film_non_default_training"),
+    ),
+    PlantedBug(
+        "nan-zeroed",
+        ALL_RULES,
+        NanZeroed,
+        "NaN and inf inputs replaced by 0: the sample's row comes back finite.",
+        ("gated/property/nan_rows", "cross_attention/property/nan_rows"),
+    ),
+    PlantedBug(
+        "inputs-clipped",
+        ALL_RULES,
+        InputsClipped,
+        "Inputs clipped to +-1e30: an infinite input's row comes back finite.",
+        ("film/property/nan_rows",),
+    ),
+    PlantedBug(
+        "torch-layer-norm-eps-1e-6",
+        LAYER_NORM_RULES,
+        "fusion_spec.conformance.broken_torch:LayerNormEps1e6",
+        "The PyTorch backend's LayerNorm with epsilon 1e-6 (Flax's default): within float32 "
+        "tolerance at unit variance.",
+        ("simple/forward/simple_tiny", "cross_attention/forward/cross_attention_tiny"),
+        requires="torch",
+        scope=tuple(f"{r}/forward/*" for r in LAYER_NORM_RULES),
     ),
     PlantedBug(
         "torch-tanh-gelu",

@@ -163,6 +163,69 @@ class EvalRoutingSampleIgnored(Broken):
         )
 
 
+class EnergyMeanOverPresent(Broken):
+    """The energy loss's mean over the samples with a modality, not over all B rows (a
+    neither row's expected energy 0 left out of the denominator)."""
+
+    bug = "energy-mean-over-present"
+
+    def forward(self, model, v, t, *, training, noise, options, present=None):
+        out, aux = super().forward(
+            model, v, t, training=training, noise=noise, options=options, present=present
+        )
+        s = model.spec
+        if present is not None and np.asarray(present).any(axis=1).any():
+            weight = model.params["energy_weight"] if s.energy_weight_trainable else s.energy_weight
+            e = aux["expected_energy"][np.asarray(present).any(axis=1)]
+            aux["energy_loss"] = np.asarray(float(weight) * max(e.mean() - s.energy_budget_mJ, 0.0))
+        return out, aux
+
+
+class OutputScaledInEval(Broken):
+    """Eval with ``progress`` given scales the output by ``1 - p(progress)``, the kept
+    fraction of training (the inverted-dropout habit), instead of leaving it alone."""
+
+    bug = "output-scaled-in-eval"
+
+    def forward(self, model, v, t, *, training, noise, options, present=None):
+        out, aux = super().forward(
+            model, v, t, training=training, noise=noise, options=options, present=present
+        )
+        progress = options.get("progress")
+        if not training and progress is not None:
+            out = out * (1.0 - model.spec.output_drop_probability(progress))
+        return out, aux
+
+
+class OutputDropFlagPIgnored(Broken):
+    """The drop flags compared with 1/2 whatever ``output_drop_flag_p`` says."""
+
+    bug = "output-drop-flag-p-ignored"
+
+    def build(self, s, params):
+        return super().build(s.replace(output_drop_flag_p=0.5), params)
+
+
+class NeitherRowCostsImage(Broken):
+    """A sample with neither modality (route -1) costs the image route's energy: a one-hot
+    of the clamped route instead of zeros."""
+
+    bug = "neither-row-costs-image"
+
+    def forward(self, model, v, t, *, training, noise, options, present=None):
+        out, aux = super().forward(
+            model, v, t, training=training, noise=noise, options=options, present=present
+        )
+        s = model.spec
+        if present is not None:
+            neither = ~np.asarray(present).any(axis=1)
+            e = np.where(neither, s.energy_costs_mJ[0], aux["expected_energy"])
+            weight = model.params["energy_weight"] if s.energy_weight_trainable else s.energy_weight
+            aux["expected_energy"] = e
+            aux["energy_loss"] = np.asarray(float(weight) * max(e.mean() - s.energy_budget_mJ, 0.0))
+        return out, aux
+
+
 def _bug(name, cls, doc, caught_by, **kw):
     return PlantedBug(name, RULE, cls, doc, caught_by, **kw)
 
@@ -238,6 +301,57 @@ BUGS = (
         TrainableWeightIgnored,
         "energy_weight_trainable: the loss reads the field, not the parameter.",
         (F + "trainable_weight",),
+    ),
+    _bug(
+        "energy-mean-over-present",
+        EnergyMeanOverPresent,
+        "The energy loss averages the expected energy over the samples with a modality, not "
+        "over all B rows.",
+        (F + "missing_over_budget", F + "missing_over_budget_training"),
+    ),
+    _bug(
+        "output-scaled-in-eval",
+        OutputScaledInEval,
+        "Eval with progress given scales the output by 1 - p(progress).",
+        (F + "eval_progress",),
+    ),
+    _bug(
+        "energy-loss-router-detached",
+        "fusion_spec.conformance.broken_torch:EnergyLossRouterDetached",
+        "PyTorch: the energy loss from detached router probabilities: right value, no router "
+        "gradient.",
+        ("energy_aware_adaptive/gradient/energy_aware_adaptive_energy_loss_gradient",),
+        requires="torch",
+        scope=("energy_aware_adaptive/forward/*", "energy_aware_adaptive/gradient/*"),
+    ),
+    _bug(
+        "energy-weight-detached",
+        "fusion_spec.conformance.broken_torch:EnergyWeightDetached",
+        "PyTorch: a trainable energy_weight read detached in the loss: it never learns.",
+        ("energy_aware_adaptive/gradient/energy_aware_adaptive_energy_loss_gradient",),
+        requires="torch",
+        scope=("energy_aware_adaptive/forward/*", "energy_aware_adaptive/gradient/*"),
+    ),
+    _bug(
+        "output-drop-flag-p-ignored",
+        OutputDropFlagPIgnored,
+        "The drop flags compared with 1/2 whatever output_drop_flag_p says.",
+        (F + "non_default_training",),
+    ),
+    _bug(
+        "neither-row-costs-image",
+        NeitherRowCostsImage,
+        "A sample with neither modality costs the image route's energy instead of 0.",
+        (F + "missing_over_budget", F + "missing_over_budget_training"),
+    ),
+    _bug(
+        "energy-loss-per-sample-relu-gradient",
+        "fusion_spec.conformance.broken_torch:EnergyLossPerSampleReluGradient",
+        "PyTorch: the energy loss's value right, its gradient that of the mean of per-sample "
+        "relu: samples under the budget get none.",
+        (F.replace("forward", "gradient") + "missing_over_budget_training",),
+        requires="torch",
+        scope=("energy_aware_adaptive/forward/*", "energy_aware_adaptive/gradient/*"),
     ),
     _bug(
         "eval-routing-sample-ignored",

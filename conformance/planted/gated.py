@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ._base import Broken, PlantedBug
 
 
@@ -16,6 +18,22 @@ class GateComplement(Broken):
         return (1.0 - g) * v + g * t, aux
 
 
+class GateClamped(Broken):
+    """The gate clamped to ``[1e-6, 1 - 1e-6]`` (against log(0) elsewhere): off by 1e-6 of
+    ``v - t`` where the gate saturates."""
+
+    bug = "gated-gate-clamped"
+
+    def forward(self, model, v, t, **kw):
+        out, aux = super().forward(model, v, t, **kw)
+        g = np.clip(aux["gate"], 1e-6, 1.0 - 1e-6)
+        vv, tt = np.nan_to_num(np.asarray(v, np.float64)), np.nan_to_num(np.asarray(t, np.float64))
+        fixed = g * vv + (1.0 - g) * tt
+        saturated = (aux["gate"] != g) & np.isfinite(out)
+        aux["gate"] = g
+        return np.where(saturated, fixed, out), aux
+
+
 BUGS = (
     PlantedBug(
         "gated-gate-complement",
@@ -23,6 +41,13 @@ BUGS = (
         GateComplement,
         "The gate weighs t instead of v.",
         ("gated/forward/gated_default",),
+    ),
+    PlantedBug(
+        "gated-gate-clamped",
+        ("gated",),
+        GateClamped,
+        "The gate clamped to [1e-6, 1 - 1e-6]: visible only where it saturates.",
+        ("gated/forward/gated_huge",),
     ),
     PlantedBug(
         "gated-gate-detached",

@@ -234,6 +234,18 @@ BUGS = (
         ),
     ),
     PlantedBug(
+        "straight-through-temperature-1",
+        ("shomr",),
+        "fusion_spec.conformance.broken_torch:StraightThroughTemperatureOne",
+        "The straight-through factor uses softmax(z), not the routed softmax(z / T).",
+        (
+            "shomr/gradient/shomr_straight_through_temperature_2",
+            "shomr/gradient/shomr_straight_through_temperature_half",
+        ),
+        requires="torch",
+        scope=("shomr/forward/*", "shomr/gradient/*"),
+    ),
+    PlantedBug(
         "straight-through-argmax-route",
         ("shomr", "energy_aware_adaptive"),
         "fusion_spec.conformance.broken_torch:StraightThroughArgmaxRoute",
