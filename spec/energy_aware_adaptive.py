@@ -171,7 +171,14 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
         )
         if self.energy_weight_trainable:
             init = Init("constant", value=self.energy_weight, origin="the original's lambda_energy")
-            specs.append(ParamSpec("energy_weight", (), init, doc="lambda of the energy loss."))
+            specs.append(
+                ParamSpec(
+                    "energy_weight",
+                    (),
+                    init,
+                    doc="lambda of the energy loss; starts at the field energy_weight.",
+                )
+            )
         return specs
 
     def check_call_options(self, options):
