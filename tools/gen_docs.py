@@ -234,8 +234,8 @@ def _affine_expr(values: tuple[float, float], what: str) -> str | None:
 def init_formula(kind: str, name: str, fields: dict | None = None) -> str:
     """The initial distribution of parameter ``name`` as a formula of the sizes (TeX).
 
-    Read from the spec at two dims: a uniform bound ``a`` with ``1/a^2`` affine in
-    ``D`` is ``1/sqrt(fan_in)``; with ``6/a^2`` affine, Xavier's ``sqrt(6/(fan_in +
+    Read from the spec at two dims: a uniform bound ``theta`` with ``1/theta^2`` affine in
+    ``D`` is ``1/sqrt(fan_in)``; with ``6/theta^2`` affine, Xavier's ``sqrt(6/(fan_in +
     fan_out))``; standard deviations and constants that do not move are numbers.
     """
     lo, hi = (
@@ -250,7 +250,7 @@ def init_formula(kind: str, name: str, fields: dict | None = None) -> str:
             if fans is None:
                 raise ValueError(f"{kind}: {name}: bound {lo.bound} is no known formula of D")
             bound = rf"\sqrt{{6/({fans})}}"
-        return rf"$\mathcal{{U}}(-a, a)$, $a = {bound}$"
+        return rf"$\mathcal{{U}}(-\theta, \theta)$, $\theta = {bound}$"
     if lo.kind == "normal":
         if lo.std != hi.std:
             raise ValueError(f"{kind}: {name}: a standard deviation that depends on D")
@@ -262,9 +262,9 @@ def init_formula(kind: str, name: str, fields: dict | None = None) -> str:
 
 def _at_dim(init) -> str:
     if init.kind == "uniform":
-        return f"$a = {init.bound:.6g}$"
+        return f"$\\theta = {init.bound:.6g}$"
     if init.kind == "normal":
-        return f"$\\sigma = {init.std:.6g}$"
+        return f"$\\mathcal{{N}}(0, {init.std:g}^2)$"
     return f"${init.value:g}$"
 
 

@@ -121,18 +121,20 @@ def test_encoder_layers_collapse_into_pattern_rows():
 
 
 def test_init_formulas_are_functions_of_the_sizes():
-    assert gen_docs.init_formula("gated", "gate.weight") == r"$\mathcal{U}(-a, a)$, $a = 1/\sqrt{2D}$"
+    assert gen_docs.init_formula("gated", "gate.weight") == (
+        r"$\mathcal{U}(-\theta, \theta)$, $\theta = 1/\sqrt{2D}$"
+    )
     assert gen_docs.init_formula("simple", "encoder.0.attn.query.weight").endswith(
-        r"$a = \sqrt{6/(4D)}$"
+        r"$\theta = \sqrt{6/(4D)}$"
     )
     assert gen_docs.init_formula("simple", "encoder.0.ffn.down.weight").endswith(
-        r"$a = 1/\sqrt{4D}$"
+        r"$\theta = 1/\sqrt{4D}$"
     )
     assert gen_docs.init_formula("transformer_concat", "modality_embedding") == (
         r"$\mathcal{N}(0, 0.02^2)$"  # modality_embedding_std; the original's 1.0 is an option
     )
     # beside the number at D = 512
-    assert "($a = 0.03125$)" in gen_docs.params_block("gated")
+    assert r"($\theta = 0.03125$)" in gen_docs.params_block("gated")
 
 
 def test_a_float_option_is_labelled_given_not_a_sample_value():
