@@ -38,8 +38,9 @@ class CrossAttentionSpec(AttentionSpecBase):
             r"Attention over present tokens only: the query is the normalised mean of "
             r"the present tokens, $q = \mathrm{LN}_1(v)$ (image only), $\mathrm{LN}_1(t)$ "
             r"(text only), and the absent token's score is $-\infty$, so its attention "
-            r"weight is exactly 0 and $z = W_o (W_{val} x + b_{val}) + b_o$ for the present "
-            r"token $x$; $f = z + \mathrm{FFN}(\mathrm{LN}_2(z))$."
+            r"weight is exactly 0 and $z = W_{\mathrm{output}} (W_{\mathrm{value}} x + "
+            r"b_{\mathrm{value}}) + b_{\mathrm{output}}$ for the present token $x$ (attention "
+            r"projections as in the building blocks); $f = z + \mathrm{FFN}(\mathrm{LN}_2(z))$."
         ),
         "zero_fill": (
             r"The absent token is zeros: $q = \mathrm{LN}_1(\tfrac12(\hat v + \hat t))$, "
@@ -63,7 +64,9 @@ class CrossAttentionSpec(AttentionSpecBase):
                 "attention_weights",
                 (batch, self.heads, 2),
                 "value",
-                "Per head, the weight of v (index 0) and t (index 1).",
+                "Per head, the weight of v (index 0) and t (index 1). For a sample with "
+                "neither modality: 0 and 0 under missing_modality='key_mask', 1/2 and 1/2 "
+                "under 'zero_fill' (two equal zero keys).",
             )
         ]
 

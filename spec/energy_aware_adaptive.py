@@ -130,11 +130,15 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
     missing_semantics = {
         "route": (
             r"A sample with one modality is routed to it, never to the other or to "
-            r"\"both\", in eval and in every draw: $f = v$ (image only, route 0), $f = t$ "
+            r'"both", in eval and in every draw: $f = v$ (image only, route 0), $f = t$ '
             r"(text only, route 1). Its `route_probs` are the one-hot of that route, so "
-            r"its expected energy is that route's cost $c_k$ and no energy gradient "
-            r"reaches the router from it. A sample with neither has `route` $-1$, zero "
-            r"`route_probs` and expected energy 0 (it still counts in the batch mean)."
+            r"its expected energy is that route's cost $\kappa_k$ and no energy gradient "
+            r"reaches the router from it; with `straight_through=True` its factor "
+            r"$1 + r_k - \mathrm{sg}(r_k)$ reads that one-hot too ($r_k = 1$, a constant), "
+            r"so no straight-through gradient either. A sample with neither has `route` $-1$, "
+            r"zero `route_probs` and expected energy 0 (it still counts in the batch mean); "
+            r"its `output_kept` follows the progressive output drop's draw like any sample's "
+            r"(its output is zeros either way)."
         ),
     }
 
@@ -167,7 +171,14 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
         )
         if self.energy_weight_trainable:
             init = Init("constant", value=self.energy_weight, origin="the original's lambda_energy")
-            specs.append(ParamSpec("energy_weight", (), init, doc="lambda of the energy loss."))
+            specs.append(
+                ParamSpec(
+                    "energy_weight",
+                    (),
+                    init,
+                    doc="lambda of the energy loss; starts at the field energy_weight.",
+                )
+            )
         return specs
 
     def check_call_options(self, options):
@@ -218,7 +229,8 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
                 "route",
                 b,
                 "decision",
-                "Route index k (0 image, 1 text, 2 both).",
+                "Route index k (0 image, 1 text, 2 both); -1 for a sample with neither "
+                "modality.",
                 margin="route_margin",
                 dtype="int",
             ),
@@ -235,7 +247,9 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
                 "output_kept",
                 b,
                 "decision",
-                "0 where the progressive output dropout zeroed the sample.",
+                "0 where the progressive output dropout zeroed the sample, else 1 (always 1 "
+                "in eval or without progress). A sample with neither modality follows the "
+                "draw like any other (its output is zeros either way).",
                 margin="output_kept_margin",
             ),
             AuxSpec("route_margin", b, "margin", "Distance of the route decision from a flip."),

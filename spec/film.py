@@ -41,8 +41,20 @@ class FilmSpec(FusionSpecBase):
 
     def aux(self, batch, *, training=False, **options):
         return [
-            AuxSpec("gamma", (batch, self.dim), "value", "Multiplicative modulation."),
-            AuxSpec("beta", (batch, self.dim), "value", "Additive modulation."),
+            AuxSpec(
+                "gamma",
+                (batch, self.dim),
+                "value",
+                "Multiplicative modulation. Without text (neither modality included): 1 "
+                "under missing_modality='identity', gamma.bias under 'zero_fill'.",
+            ),
+            AuxSpec(
+                "beta",
+                (batch, self.dim),
+                "value",
+                "Additive modulation. Without text (neither modality included): 0 under "
+                "missing_modality='identity', beta.bias under 'zero_fill'.",
+            ),
         ]
 
     def macs(self):

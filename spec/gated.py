@@ -37,7 +37,16 @@ class GatedSpec(FusionSpecBase):
         return linear("gate", 2 * self.dim, self.dim)
 
     def aux(self, batch, *, training=False, **options):
-        return [AuxSpec("gate", (batch, self.dim), "value", "The gate g in (0, 1).")]
+        return [
+            AuxSpec(
+                "gate",
+                (batch, self.dim),
+                "value",
+                "The gate g in (0, 1). With present: 1 (image only) and 0 (text only) under "
+                "missing_modality='present_alone'; for a sample with neither modality, "
+                "sigmoid(gate.bias), the gate of zero inputs, under either setting.",
+            )
+        ]
 
     def macs(self):
         return {"all": linear_macs(2 * self.dim, self.dim)}

@@ -110,12 +110,14 @@ class ShomrSpec(AttentionSpecBase):
     missing_semantics = {
         "route": (
             r"A sample with one modality takes that modality's hard path, never the other "
-            r"or \"both\", in eval and in training draws and whatever `use_hard_routing` "
+            r'or "both", in eval and in training draws and whatever `use_hard_routing` '
             r"says: $f = P(v)$ (image only, route 0), $f = P(t)$ (text only, route 1). Its "
             r"aux report what was applied: `hard` 1, `confidence` $(\pi_v, \pi_t)$, "
             r"`route_probs` the one-hot of its route, `fallback` 0, margins $\infty$. "
-            r"A sample with neither has `route` $-1$, `hard` 0 and zero `confidence` and "
-            r"`route_probs`."
+            r"With `straight_through=True` its factor $1 + r_k - \mathrm{sg}(r_k)$ reads that "
+            r"one-hot ($r_k = 1$, a constant, not the router's probability), so the router "
+            r"receives no gradient from the sample. A sample with neither has `route` $-1$, "
+            r"`hard` 0, `fallback` 0, zero `confidence` and `route_probs`, margins $\infty$."
         ),
     }
 
@@ -162,12 +164,14 @@ class ShomrSpec(AttentionSpecBase):
         return [
             AuxSpec("confidence", (batch, 2), "value", "Confidence weights (c_v, c_t)."),
             AuxSpec("route_probs", (batch, 3), "value", "Router probabilities r."),
-            AuxSpec("hard", b, "decision", "1 for hard samples, 0 for soft.", margin="hard_margin"),
+            AuxSpec("hard", b, "decision", "1 for hard samples, 0 for soft (and for a sample with neither modality).", margin="hard_margin"),
             AuxSpec(
                 "route",
                 b,
                 "decision",
-                "Route index k (0 image, 1 text, 2 both).",
+                "Route index k (0 image, 1 text, 2 both), the router's choice, reported for "
+                "soft samples too (their output does not use it); -1 for a sample with "
+                "neither modality.",
                 margin="route_margin",
                 dtype="int",
             ),

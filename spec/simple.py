@@ -11,7 +11,12 @@ from ._encoder import encoder, encoder_macs
 
 
 class SimpleSpec(AttentionSpecBase):
-    r"""Encoder fusion: $f(v, t) = \tfrac12 (X_1 + X_2)$ with $X = \mathcal{T}([v, t])$."""
+    r"""Encoder fusion: $f(v, t) = \tfrac12 (X_{0,:} + X_{1,:})^\top$ with $X = \mathcal{T}([v, t])$.
+
+    $\mathcal{T}$ is the stack of ``layers`` post-norm encoder layers over the two
+    tokens; $X \in \mathbb{R}^{2 \times D}$ is its output, row 0 the image token and
+    row 1 the text token (rows count from 0, like routes).
+    """
 
     summary = "Transformer encoder over [v, t], mean of the two output tokens."
     dropout_sites = (
@@ -31,13 +36,18 @@ class SimpleSpec(AttentionSpecBase):
 
     missing_semantics = {
         "zero_fill": (
-            r"The absent embedding is a zero token: $f = \tfrac12 (X_1 + X_2)$ with "
-            r"$X = \mathcal{T}([\hat v, \hat t])$."
+            r"The absent embedding is a zero token: $f = \tfrac12 (X_{0,:} + X_{1,:})^\top$ "
+            r"with $X = \mathcal{T}([\hat v, \hat t])$, where $\mathcal{T}$ is the stack of "
+            r"the $L$ encoder layers ($\mathcal{T}(X^{(0)}) = X^{(L)}$) and rows count from 0 "
+            r"(row 0 the image token, row 1 the text token)."
         ),
         "key_mask": (
-            r"Every attention masks the absent token as a key (its score is $-\infty$), and "
-            r"the output is the mean over present tokens: $f = X_1$ (image only), $X_2$ "
-            r"(text only), $\tfrac12 (X_1 + X_2)$ (both), $X = \mathcal{T}_{\pi}([\hat v, \hat t])$."
+            r"Every attention masks the absent token as a key (its score is $-\infty$): "
+            r"$X = \mathcal{T}_{\pi_v, \pi_t}([\hat v, \hat t])$, where "
+            r"$\mathcal{T}_{\pi_v, \pi_t}$ is the stack of the $L$ encoder layers with that key "
+            r"mask in each layer's attention. The output is the mean over the present tokens' "
+            r"rows (row 0 the image token, row 1 the text token): $f = X_{0,:}^\top$ (image "
+            r"only), $X_{1,:}^\top$ (text only), $\tfrac12 (X_{0,:} + X_{1,:})^\top$ (both)."
         ),
     }
 

@@ -234,8 +234,8 @@ def _affine_expr(values: tuple[float, float], what: str) -> str | None:
 def init_formula(kind: str, name: str, fields: dict | None = None) -> str:
     """The initial distribution of parameter ``name`` as a formula of the sizes (TeX).
 
-    Read from the spec at two dims: a uniform bound ``a`` with ``1/a^2`` affine in
-    ``D`` is ``1/sqrt(fan_in)``; with ``6/a^2`` affine, Xavier's ``sqrt(6/(fan_in +
+    Read from the spec at two dims: a uniform bound ``theta`` with ``1/theta^2`` affine in
+    ``D`` is ``1/sqrt(fan_in)``; with ``6/theta^2`` affine, Xavier's ``sqrt(6/(fan_in +
     fan_out))``; standard deviations and constants that do not move are numbers.
     """
     lo, hi = (
@@ -250,7 +250,7 @@ def init_formula(kind: str, name: str, fields: dict | None = None) -> str:
             if fans is None:
                 raise ValueError(f"{kind}: {name}: bound {lo.bound} is no known formula of D")
             bound = rf"\sqrt{{6/({fans})}}"
-        return rf"$\mathcal{{U}}(-a, a)$, $a = {bound}$"
+        return rf"$\mathcal{{U}}(-\theta, \theta)$, $\theta = {bound}$"
     if lo.kind == "normal":
         if lo.std != hi.std:
             raise ValueError(f"{kind}: {name}: a standard deviation that depends on D")
@@ -262,9 +262,9 @@ def init_formula(kind: str, name: str, fields: dict | None = None) -> str:
 
 def _at_dim(init) -> str:
     if init.kind == "uniform":
-        return f"$a = {init.bound:.6g}$"
+        return f"$\\theta = {init.bound:.6g}$"
     if init.kind == "normal":
-        return f"$\\sigma = {init.std:.6g}$"
+        return f"$\\mathcal{{N}}(0, {init.std:g}^2)$"
     return f"${init.value:g}$"
 
 
@@ -311,6 +311,28 @@ def param_rows(kind: str) -> list[dict]:
     return rows
 
 
+def optional_params(kind: str) -> list[tuple[str, object, str, str]]:
+    """Parameters that only a non-default setting of a discrete field declares.
+
+    ``params()`` of the default spec omits them (``energy_weight`` exists only with
+    ``energy_weight_trainable=True``, the running statistics only with
+    ``input_norm='batch'``), yet a backend must name and load them: each comes back
+    as ``(setting, ParamSpec at D = 512, symbolic shape, initial-value formula)``.
+    """
+    default = {q.name for q in _spec(kind, DIM).params()}
+    out, seen = [], set(default)
+    for name, value in _variants(kind):
+        fields = {name: value}
+        extra = [q for q in _spec(kind, DIM, **fields).params() if q.name not in seen]
+        if not extra:
+            continue
+        shapes = symbolic_shapes(kind, lambda sp, b: sp.params(), fields)
+        for q in extra:
+            seen.add(q.name)
+            out.append((f"`{name}={value!r}`", q, shapes[q.name], init_formula(kind, q.name, fields)))
+    return out
+
+
 def params_block(kind: str) -> str:
     s = _spec(kind, DIM)
     layers = getattr(s, "layers", None)
@@ -332,6 +354,14 @@ def params_block(kind: str) -> str:
         rows.append([name, row["shape"], init, "; ".join(notes)])
         if q.init.origin:
             origins.setdefault(q.init.origin, []).append(row["formula"])
+    for setting, q, shape, formula in optional_params(kind):
+        condition = f"only with spec {setting}" + ("; not trained" if not q.trained else "")
+        note = f"{q.doc} {condition[0].upper()}{condition[1:]}." if q.doc else condition
+        at = _at_dim(q.init)
+        init = formula if formula == at else f"{formula} ({at})"
+        rows.append([f"`{q.name}`", shape, init, note])
+        if q.init.origin:
+            origins.setdefault(q.init.origin, []).append(formula)
     total = sum(math.prod(q.shape) for q in s.params())
     text = _table(["name", "shape", f"initial value (at D = {DIM})", "note"], rows)
     if patterns:
@@ -450,16 +480,30 @@ def noise_block(kind: str) -> str:
     return _table(["call", "noise", "shape", "meaning"], rows)
 
 
+def _masked_aux(s, batch: int) -> list:
+    """The aux outputs a ``present`` mask adds to ``s.aux`` (``neither``), from ``s.call_aux``."""
+    own = {a.name for a in s.aux(batch, training=False)}
+    return [a for a in s.call_aux(batch, training=False, present=True) if a.name not in own]
+
+
 def aux_block(kind: str) -> str:
-    items = _spec(kind, _DIMS[0]).aux(_BATCHES[0], training=False)
+    s = _spec(kind, _DIMS[0])
+    items = s.aux(_BATCHES[0], training=False)
+    masked = _masked_aux(s, _BATCHES[0])
     if not items:
-        return "None: `return_aux=True` returns an empty dict.\n"
-    shapes = symbolic_shapes(kind, lambda sp, b: sp.aux(b, training=False))
+        names = " and ".join(f"`{a.name}`" for a in masked)
+        return (
+            f"None of its own: `return_aux=True` returns an empty dict without `present`, and "
+            f"{names} alone when the call passes `present` (see "
+            "[Missing modalities](#missing-modalities)).\n"
+        )
+    shapes = symbolic_shapes(kind, lambda sp, b: sp.call_aux(b, training=False, present=True))
     rows = []
-    for a in items:
+    for a in items + masked:
         shape = shapes[a.name]
         margin = f" Margin: `{a.margin}`." if a.margin else ""
-        rows.append([f"`{a.name}`", shape, f"{a.role}, {a.dtype}", a.doc + margin])
+        only = " Only when the call passes `present`." if a in masked else ""
+        rows.append([f"`{a.name}`", shape, f"{a.role}, {a.dtype}", a.doc + margin + only])
     return _table(["aux", "shape", "role, dtype", "meaning"], rows)
 
 
@@ -648,17 +692,18 @@ def io_block(kind: str) -> str:
     for o in cls.call_options:
         inputs.append([f"`{o.name}` (call option)", "scalar", _code_union(o.type), o.doc])
     aux = s.aux(1, training=False)
+    masked = ", ".join(f"`{a.name}`" for a in _masked_aux(s, 1))
     outputs = [["`fused`", "`(B, D)`", "F", "the fused embedding"]]
-    if aux:
-        outputs.append(
-            [
-                "`aux` (with `return_aux=True`)",
-                "dict",
-                "F, int",
-                "see [Aux outputs](#aux-outputs): "
-                + ", ".join(f"`{a.name}`" for a in aux if a.role != "margin"),
-            ]
-        )
+    own = ", ".join(f"`{a.name}`" for a in aux if a.role != "margin")
+    outputs.append(
+        [
+            "`aux` (with `return_aux=True`)",
+            "dict",
+            "F, int" if any(a.dtype == "int" for a in aux) else "F",
+            "see [Aux outputs](#aux-outputs): "
+            + (f"{own}; {masked} with `present`" if own else f"{masked} with `present`"),
+        ]
+    )
     ints = [a.name for a in aux if a.dtype == "int"]
     text = "**Inputs**\n\n" + _table(["name", "shape", "type", "meaning"], inputs)
     text += "\n**Outputs**\n\n" + _table(["name", "shape", "type", "meaning"], outputs)
@@ -675,11 +720,12 @@ def io_block(kind: str) -> str:
         "noise array or call option raises `InputError`, see "
         "[Errors](../errors.md#inputerror).\n"
     )
+    with_present = aux + _masked_aux(s, 1)
+    decisions = [a.name for a in with_present if a.role == "decision" and a.dtype != "int"]
+    if decisions:
+        names = ", ".join(f"`{n}`" for n in decisions)
+        text += f"- Decisions {names}: 0/1 in F (float64 in the reference).\n"
     if aux:
-        decisions = [a.name for a in aux if a.role == "decision" and a.dtype != "int"]
-        if decisions:
-            names = ", ".join(f"`{n}`" for n in decisions)
-            text += f"- Decisions {names}: 0/1 in F (float64 in the reference).\n"
         if ints:
             names = ", ".join(f"`{n}`" for n in ints)
             where = ", ".join(f"**{dtype}** in {who}" for who, dtype in ROUTE_DTYPES.items())

@@ -30,7 +30,8 @@ def energy_aware_adaptive(s, p, v, t, *, training, noise, drop, present=None, pr
     (categorical draw with ``noise["route"]`` when the spec samples, else argmax):
     $v$, $t$ or $\mathrm{FFN}(\mathrm{LN}(g v + (1-g) t + a))$.
 
-    Energy $e = c^\top r \in \mathbb{R}^B$, loss $\lambda \max(0, \bar e - E_{budget})$.
+    Energy $e = \kappa^\top r \in \mathbb{R}^B$ ($\kappa$ the route costs), loss
+    $\lambda \max(0, \bar e - E_{budget})$.
     Training with ``progress``: the sample's output is zeroed where the batch gate
     $u_g < p(\mathrm{progress})$ and either of its two flags $< p_{flag}$.
     Missing modality: a sample with one modality is routed to it; neither: route -1.

@@ -6,7 +6,7 @@ from ._layers import FusionLayer, encoder_layer, present_mean, tokens
 
 
 def simple(s, p, v, t, *, training, noise, drop, present=None):
-    r"""$f(v, t) = \tfrac12 (X_1 + X_2)$,
+    r"""$f(v, t) = \tfrac12 (X_{0,:} + X_{1,:})^\top$,
     $X = \mathcal{T}([v, t]) \in \mathbb{R}^{B \times 2 \times D}$.
     """
     if s.missing_modality != "key_mask":
@@ -20,7 +20,7 @@ def simple(s, p, v, t, *, training, noise, drop, present=None):
 
 @keras.saving.register_keras_serializable(package="fusion_spec")
 class SimpleFusion(FusionLayer):
-    r"""``simple`` as a Keras layer: $f(v, t) = \tfrac12 (X_1 + X_2)$, $X = \mathcal{T}([v, t])$.
+    r"""``simple`` as a Keras layer: $f(v, t) = \tfrac12 (X_{0,:} + X_{1,:})^\top$, $X = \mathcal{T}([v, t])$.
 
     $\mathcal{T}$ is ``layers`` post-norm encoder layers (``heads`` heads, FFN
     width ``4 D``, exact GELU, LayerNorm eps from the spec). Shape: ``v``, ``t``

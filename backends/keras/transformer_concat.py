@@ -6,7 +6,7 @@ from ._layers import FusionLayer, encoder_layer, present_mean, tokens
 
 
 def transformer_concat(s, p, v, t, *, training, noise, drop, present=None):
-    r"""$f(v, t) = \tfrac12 (X_1 + X_2)$ with $X = \mathcal{T}([v + e_v, t + e_t])$,
+    r"""$f(v, t) = \tfrac12 (X_{0,:} + X_{1,:})^\top$ with $X = \mathcal{T}([v + e_v, t + e_t])$,
     $e \in \mathbb{R}^{2 \times D}$.
     """
     if s.missing_modality != "key_mask":
@@ -22,7 +22,7 @@ def transformer_concat(s, p, v, t, *, training, noise, drop, present=None):
 
 @keras.saving.register_keras_serializable(package="fusion_spec")
 class TransformerConcatFusion(FusionLayer):
-    r"""``transformer_concat`` as a Keras layer: $\tfrac12 (X_1 + X_2)$.
+    r"""``transformer_concat`` as a Keras layer: $\tfrac12 (X_{0,:} + X_{1,:})^\top$.
 
     $X = \mathcal{T}([v + e_v, t + e_t])$.
 

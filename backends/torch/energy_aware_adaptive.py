@@ -31,9 +31,10 @@ class EnergyAwareAdaptiveFusion(FusionModule):
     The route is a categorical draw with ``noise["route"]`` ``(B,)`` in training (and
     in eval with ``eval_routing="sample"``), else the argmax. $g = \sigma(W_g [v;t] + b_g)$,
     $a$ the token mean of self-attention over $[v, t]$; dropout as the original
-    (attention weights, FFN output). Energy $e = c^\top r \in \mathbb{R}^B$, loss
-    $\lambda \max(0, \bar e - E_{budget})$ ($\lambda$ the parameter ``energy_weight``
-    with ``energy_weight_trainable``), reported in the aux, not added anywhere.
+    (attention weights, FFN output). Energy $e = \kappa^\top r \in \mathbb{R}^B$
+    ($\kappa$ the route costs), loss $\lambda \max(0, \bar e - E_{budget})$ ($\lambda$
+    the parameter ``energy_weight`` with ``energy_weight_trainable``), reported in the
+    aux, not added anywhere.
     Training with call option ``progress``: a sample's output is zeroed where the
     batch gate $u_g < p(\mathrm{progress})$ and either of its two flags $< p_{flag}$.
 

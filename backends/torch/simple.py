@@ -8,7 +8,7 @@ from ._layers import EncoderLayer, FusionModule, present_mean, tokens
 
 
 class SimpleFusion(FusionModule):
-    r"""Encoder fusion: $f(v, t) = \tfrac12 (X_1 + X_2)$ with $X = \mathcal{T}([v, t])$.
+    r"""Encoder fusion: $f(v, t) = \tfrac12 (X_{0,:} + X_{1,:})^\top$ with $X = \mathcal{T}([v, t])$.
 
     $\mathcal{T}$ is ``layers`` post-norm encoder layers (``encoder.{i}``) over the
     two tokens $[v, t] \in \mathbb{R}^{B \times 2 \times D}$; dropout as in

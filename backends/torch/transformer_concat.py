@@ -9,7 +9,7 @@ from ._layers import EncoderLayer, FusionModule, present_mean, tokens
 
 
 class TransformerConcatFusion(FusionModule):
-    r"""$f(v, t) = \tfrac12 (X_1 + X_2)$ with $X = \mathcal{T}([v + e_v, t + e_t])$.
+    r"""$f(v, t) = \tfrac12 (X_{0,:} + X_{1,:})^\top$ with $X = \mathcal{T}([v + e_v, t + e_t])$.
 
     ``modality_embedding`` $E \in \mathbb{R}^{2 \times D}$ (row 0 $e_v$, row 1 $e_t$) is
     present only with ``modality_embeddings=True``; without it the rule equals

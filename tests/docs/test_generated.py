@@ -121,18 +121,20 @@ def test_encoder_layers_collapse_into_pattern_rows():
 
 
 def test_init_formulas_are_functions_of_the_sizes():
-    assert gen_docs.init_formula("gated", "gate.weight") == r"$\mathcal{U}(-a, a)$, $a = 1/\sqrt{2D}$"
+    assert gen_docs.init_formula("gated", "gate.weight") == (
+        r"$\mathcal{U}(-\theta, \theta)$, $\theta = 1/\sqrt{2D}$"
+    )
     assert gen_docs.init_formula("simple", "encoder.0.attn.query.weight").endswith(
-        r"$a = \sqrt{6/(4D)}$"
+        r"$\theta = \sqrt{6/(4D)}$"
     )
     assert gen_docs.init_formula("simple", "encoder.0.ffn.down.weight").endswith(
-        r"$a = 1/\sqrt{4D}$"
+        r"$\theta = 1/\sqrt{4D}$"
     )
     assert gen_docs.init_formula("transformer_concat", "modality_embedding") == (
         r"$\mathcal{N}(0, 0.02^2)$"  # modality_embedding_std; the original's 1.0 is an option
     )
     # beside the number at D = 512
-    assert "($a = 0.03125$)" in gen_docs.params_block("gated")
+    assert r"($\theta = 0.03125$)" in gen_docs.params_block("gated")
 
 
 def test_a_float_option_is_labelled_given_not_a_sample_value():
@@ -189,3 +191,23 @@ def test_route_dtypes_stated_are_the_implementations():
     module = backend.build(s).eval()
     _, aux = module(torch.ones(2, 4), torch.ones(2, 4), return_aux=True)
     assert str(aux["route"].dtype) == "torch." + gen_docs.ROUTE_DTYPES["PyTorch"]
+
+
+def test_parameters_of_non_default_settings_are_listed():
+    """``energy_weight`` exists only with ``energy_weight_trainable=True``, the running
+    statistics only with ``input_norm='batch'``: the default spec's ``params()`` omits them,
+    yet a backend must name and load them, so the table lists them with their condition."""
+    energy = gen_docs.params_block("energy_aware_adaptive")
+    assert "| `energy_weight` | `()` (scalar) | $0.01$ |" in energy
+    assert "Only with spec `energy_weight_trainable=True`." in energy
+    gated = gen_docs.params_block("gated")
+    assert "| `input_norm.text.running_var` | `(D,)` | $1$ |" in gated
+    assert "Only with spec `input_norm='batch'`; not trained." in gated
+
+
+def test_aux_tables_name_the_neither_output():
+    """With ``present`` every rule returns ``neither``; a rule without aux of its own does not
+    return an empty dict then."""
+    assert "an empty dict without `present`, and `neither` alone" in gen_docs.aux_block("simple")
+    assert "| `neither` | `(B,)` | decision, float |" in gen_docs.aux_block("gated")
+    assert "`neither` with `present`" in gen_docs.io_block("simple")

@@ -184,3 +184,69 @@ def test_notation_does_not_clash():
         assert "_{b=1}" not in text and "U_b" not in text, f"{page}: b is a bias, samples are n"
     assert "\\mathbb{1}[\\cdot]" in pages["rules/index.md"]  # the indicator, in the notation
     assert "b + \\mathrm{FFN}(b)" not in pages["rules/shomr.md"]  # b is a bias
+
+
+def _retired() -> list[tuple[str, bool]]:
+    """``(literal, checked)`` for every symbol of the Retired table of ``notation.md``."""
+    section = _page("notation.md").split("## Retired", 1)[1]
+    out = []
+    for row in section.splitlines():
+        if not row.startswith("| `"):
+            continue
+        cells = [c.strip() for c in row.strip().strip("|").split(" | ")]
+        out += [(lit, cells[-1] == "checked") for lit in re.findall(r"`([^`]+)`", cells[0])]
+    return out
+
+
+def _math(text: str) -> list[str]:
+    """The TeX of a Markdown page: ``$$...$$`` and ``$...$``, code blocks and spans removed."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return [a or b for a, b in re.findall(r"\$\$(.+?)\$\$|\$([^$\n]+)\$", text, flags=re.S)]
+
+
+def _retired_uses(text: str, literals: list[str]) -> list[str]:
+    """The retired ``literals`` that the math of ``text`` uses, as whole symbols
+    (``\\pi`` matches ``\\pi`` but not ``\\pi_v``; ``X_1`` not ``X_{1,:}``)."""
+    found = []
+    math = "\n".join(_math(text))
+    for lit in literals:
+        before = r"(?<![A-Za-z\\])" if lit[0].isalnum() else ""
+        after = r"(?![A-Za-z0-9_])" if lit[-1].isalnum() else ""
+        if re.search(before + re.escape(lit) + after, math):
+            found.append(lit)
+    return found
+
+
+def test_no_page_uses_a_retired_symbol():
+    """notation.md's Retired table, every row marked checked: no page's math uses it."""
+    checked = [lit for lit, ok in _retired() if ok]
+    assert {"c_k", "X_1", "U_{n,2}", "\\pi", "W_{val}", "W_q"} <= set(checked)
+    for page in nav_pages():
+        if page != "notation.md":
+            uses = _retired_uses(_page(page), checked)
+            assert not uses, f"{page} uses retired symbols {uses}: see docs/notation.md"
+
+
+def test_retired_symbol_check_finds_planted_uses():
+    checked = [lit for lit, ok in _retired() if ok]
+    planted = (
+        "cost $c_k$, $f = X_1$ and $$U_{n,0} < q \\lor U_{n,2} < q$$ at progress $\\pi$, "
+        "$W_q^\\top$, ``$W_q$ in code``"
+    )
+    assert _retired_uses(planted, checked) == ["c_k", "X_1", "U_{n,2}", "\\pi", "W_q"]
+    fine = "mask $\\pi_v, \\pi_t$, rows $X_{0,:}$, $X_{1,:}$, $U_{n,1}$, $W_{\\mathrm{value}}$"
+    assert _retired_uses(fine, checked) == []
+
+
+def test_notation_gives_each_symbol_one_row():
+    text = _page("notation.md").split("## Retired", 1)[0]
+    symbols = re.findall(r"^\| (\$.+?\$[^|]*?) \|", text, flags=re.M)
+    assert len(symbols) > 60
+    assert len(symbols) == len(set(symbols)), sorted(s for s in symbols if symbols.count(s) > 1)
+
+
+def test_no_escaped_quote_leaks_into_a_page():
+    # a raw string's \" in the spec's Markdown reached two rule pages as \"both\"
+    for page in nav_pages():
+        assert '\\"' not in _page(page), page
