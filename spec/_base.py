@@ -159,7 +159,29 @@ class FusionSpecBase(BaseModel):
     )
 
     kind: str
-    dim: int = Field(gt=0, description="Embedding size D of v, t and the output.")
+    dim: int = Field(gt=0, description="Embedding size D of the output (and of v and t unless "
+                     "image_dim / text_dim say otherwise).")
+    image_dim: int | None = Field(
+        None,
+        gt=0,
+        le=65536,
+        description=(
+            "Width D_v of v (an image encoder's output: 2048 for ResNet-50, 768 for ViT-B). "
+            "None, or equal to dim: v is (B, dim) and the rule reads it as it is. Otherwise "
+            "a canonical projection input_proj.image (a Linear D_v -> dim) maps it to dim "
+            "first."
+        ),
+    )
+    text_dim: int | None = Field(
+        None,
+        gt=0,
+        le=65536,
+        description=(
+            "Width D_t of t (a text encoder's output: 768 for BERT-base, 512 for CLIP's). "
+            "None, or equal to dim: t is (B, dim) as it is. Otherwise input_proj.text "
+            "(a Linear D_t -> dim) maps it to dim first."
+        ),
+    )
     input_norm: Literal["none", "batch"] = Field(
         "none",
         description=(
@@ -233,8 +255,34 @@ class FusionSpecBase(BaseModel):
 
     # --- declarations -----------------------------------------------------
     def params(self) -> list[ParamSpec]:
-        """Every canonical parameter: the rule's own, then the input normalisation's state."""
-        return self.rule_params() + self.input_norm_params()
+        """Every canonical parameter: the rule's own, the input projections (where a
+        modality's width differs from ``dim``), then the input normalisation's state."""
+        return self.rule_params() + self.input_proj_params() + self.input_norm_params()
+
+    def width(self, modality: str) -> int:
+        """The width of ``modality``'s input (``"image"``: ``v``, ``"text"``: ``t``)."""
+        value = {"image": self.image_dim, "text": self.text_dim}[modality]
+        return self.dim if value is None else value
+
+    def projected(self) -> tuple[str, ...]:
+        """The modalities whose input is projected to ``dim`` (width other than ``dim``)."""
+        return tuple(m for m in MODALITIES if self.width(m) != self.dim)
+
+    def input_proj_params(self) -> list[ParamSpec]:
+        """``input_proj.{image,text}``: a ``Linear(width, dim)`` per projected modality.
+
+        Initialised as ``torch.nn.Linear`` (uniform, bound ``1/sqrt(width)``); none when
+        every width is ``dim``, so specs without widths keep exactly their parameters.
+        """
+        specs = []
+        for modality in self.projected():
+            specs += linear(
+                f"input_proj.{modality}",
+                self.width(modality),
+                self.dim,
+                doc=f"Projects the {modality} input (width {self.width(modality)}) to dim.",
+            )
+        return specs
 
     def rule_params(self) -> list[ParamSpec]:
         """The rule's own canonical parameters (each rule declares them)."""
@@ -494,6 +542,8 @@ def encoder_layer_macs(dim: int, tokens: int, ffn_mult: int) -> int:
 
 
 ROUTE_NAMES = ("image", "text", "both")
+#: The modalities, in the order of the call's arguments (``v``, ``t``).
+MODALITIES = ("image", "text")
 
 
 def router_init_bias_field():

@@ -26,7 +26,8 @@ Meta = tuple[tuple[Any, ...], str] | None
 
 @dataclass(frozen=True)
 class ArgSpec:
-    """One array argument of a call: ``shape`` uses ``"B"`` (batch) and ``"D"`` (``dim``)."""
+    """One array argument of a call: ``shape`` uses ``"B"`` (batch), ``"D"`` (``dim``),
+    ``"D_v"`` and ``"D_t"`` (the image and text widths, ``dim`` unless the spec says)."""
 
     name: str
     shape: tuple[str | int, ...]
@@ -37,8 +38,8 @@ class ArgSpec:
 
 #: The array arguments of every rule's call, in order.
 CALL_INPUTS: tuple[ArgSpec, ...] = (
-    ArgSpec("v", ("B", "D"), doc="Image embedding."),
-    ArgSpec("t", ("B", "D"), doc="Text embedding."),
+    ArgSpec("v", ("B", "D_v"), doc="Image embedding."),
+    ArgSpec("t", ("B", "D_t"), doc="Text embedding."),
     ArgSpec(
         "present",
         ("B", 2),
@@ -71,10 +72,19 @@ def _fits(shape: tuple, want: tuple) -> bool:
     )
 
 
-def _shape_text(shape: tuple[str | int, ...], dim: int) -> str:
+def sizes_of(s) -> tuple[int, int, int]:
+    """``(D, D_v, D_t)`` of spec ``s``: what the symbols of ``ArgSpec.shape`` stand for."""
+    return s.dim, s.width("image"), s.width("text")
+
+
+def _resolve(d: str | int, sizes: tuple[int, int, int]) -> str | int:
+    return {"D": sizes[0], "D_v": sizes[1], "D_t": sizes[2]}.get(d, d) if isinstance(d, str) else d
+
+
+def _shape_text(shape: tuple[str | int, ...], sizes: tuple[int, int, int]) -> str:
     return (
         "("
-        + ", ".join(str(dim) if d == "D" else str(d) for d in shape)
+        + ", ".join(str(_resolve(d, sizes)) for d in shape)
         + ("," if len(shape) == 1 else "")
         + ")"
     )
@@ -107,25 +117,26 @@ def check_arrays(s, arrays: Mapping[str, Any], meta: Callable[[Any], Meta] = arr
     Runs on every call: the message strings are built only on an error.
     """
     batch, first = None, None
-    for arg, want, fixed, batch_axis in _plan(s.inputs(), s.dim):
+    sizes = sizes_of(s)
+    for arg, want, fixed, batch_axis in _plan(s.inputs(), sizes):
         x = arrays.get(arg.name)
         if x is None:
             if arg.optional:
                 continue
             raise InputError(
                 f"{s.kind}: argument {arg.name!r} expected an array or tensor of shape "
-                f"{_shape_text(arg.shape, s.dim)}; received None"
+                f"{_shape_text(arg.shape, sizes)}; received None"
             )
         m = meta(x)
         if m is None:
             raise InputError(
                 f"{s.kind}: argument {arg.name!r} expected an array or tensor of shape "
-                f"{_shape_text(arg.shape, s.dim)}; received {describe(x)}"
+                f"{_shape_text(arg.shape, sizes)}; received {describe(x)}"
             )
         shape, kind = m
         if len(shape) != len(want) or any(shape[i] not in (None, w) for i, w in fixed):
             raise InputError(
-                f"{s.kind}: argument {arg.name!r} expected shape {_shape_text(arg.shape, s.dim)}; "
+                f"{s.kind}: argument {arg.name!r} expected shape {_shape_text(arg.shape, sizes)}; "
                 f"received shape {tuple(shape)}"
             )
         if kind not in arg.kinds:
@@ -147,28 +158,28 @@ def check_arrays(s, arrays: Mapping[str, Any], meta: Callable[[Any], Meta] = arr
     return batch
 
 
-def _plan(inputs: tuple[ArgSpec, ...], dim: int) -> tuple[tuple, ...]:
+def _plan(inputs: tuple[ArgSpec, ...], sizes: tuple[int, int, int]) -> tuple[tuple, ...]:
     """Per declared input: the spec, its wanted shape (``D`` resolved), its fixed sizes
     ``((axis, size), ...)`` and its batch axis: what ``_fits`` asks.
 
     Cached in a plain dict by the identity of ``inputs`` (a module constant) and
-    ``dim``: not ``functools.lru_cache``, whose hashing of the argument specs costs
+    ``sizes`` (``sizes_of``): not ``functools.lru_cache``, whose hashing of the argument specs costs
     more than the lookup saves and which ``torch.compile`` warns about.
     """
-    key = (id(inputs), dim)  # unambiguous: the entry keeps ``inputs`` alive, so its id
+    key = (id(inputs), sizes)  # unambiguous: the entry keeps ``inputs`` alive, so its id
     hit = _PLANS.get(key)  # cannot be reused by another object while cached
     if hit is not None:
         return hit[1]
     plan = []
     for arg in inputs:
-        want = tuple(dim if d == "D" else d for d in arg.shape)
+        want = tuple(_resolve(d, sizes) for d in arg.shape)
         fixed = tuple((i, w) for i, w in enumerate(want) if isinstance(w, int))
         plan.append((arg, want, fixed, arg.shape.index("B") if "B" in arg.shape else None))
     _PLANS[key] = (inputs, tuple(plan))
     return _PLANS[key][1]
 
 
-_PLANS: dict[tuple[int, int], tuple[tuple, tuple]] = {}
+_PLANS: dict[tuple[int, tuple[int, int, int]], tuple[tuple, tuple]] = {}
 
 
 def check_noise(
