@@ -15,7 +15,7 @@ import numpy as np
 from fusion_spec.spec import check_flag, parse
 
 from ._base import prepare
-from ._layers import Presence, erf, gelu, input_norm
+from ._layers import Presence, erf, gelu, input_norm, linear
 from .concat_mlp import concat_mlp
 from .cross_attention import cross_attention
 from .energy_aware_adaptive import energy_aware_adaptive
@@ -51,7 +51,11 @@ def forward(
     return_aux: bool = False,
     **options: Any,
 ):
-    """Fuse ``v`` and ``t`` (both ``(B, dim)``) with rule ``s`` and canonical ``params``.
+    """Fuse ``v`` and ``t`` (``(B, D_v)`` and ``(B, D_t)``, both ``(B, dim)`` unless the
+    spec's ``image_dim`` / ``text_dim`` say otherwise) with rule ``s`` and canonical ``params``.
+
+    A modality whose width differs from ``dim`` is first projected to ``dim`` by its
+    ``input_proj`` Linear (before ``input_norm``).
 
     Computes in float64 whatever the input dtype. In training mode every
     stochastic decision reads the spec's named ``noise`` arrays (uniform on
@@ -80,6 +84,7 @@ def forward(
         v64 = np.where(m.image[:, None], v64, 0.0)
         t64 = np.where(m.text[:, None], t64, 0.0)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        v64, t64 = _project(s, p, v64, t64, m)
         v64, t64, _ = _normalise(s, p, v64, t64, m, training)
         out, aux = RULES[s.kind](
             s, p, v64, t64, training=training, noise=u, present=m, **options
@@ -88,6 +93,18 @@ def forward(
         out = np.where(m.neither[:, None], 0.0, out)
         aux["neither"] = m.neither.astype(np.float64)
     return (out, aux) if return_aux else out
+
+
+def _project(s, p, v, t, m):
+    """``v``, ``t`` mapped to ``dim`` by ``input_proj.{image,text}`` where a width differs;
+    an absent row stays 0 (not the projection's bias)."""
+    out = {"image": v, "text": t}
+    for modality in s.projected():
+        y = linear(p, f"input_proj.{modality}", out[modality])
+        if m is not None:
+            y = np.where(getattr(m, modality)[:, None], y, 0.0)
+        out[modality] = y
+    return out["image"], out["text"]
 
 
 def _normalise(s, p, v, t, m, training):
@@ -124,6 +141,7 @@ def running_stats(s, params: Mapping[str, Any], v, t, present=None, *, training:
         m = Presence(mask[:, 0], mask[:, 1])
         v64 = np.where(m.image[:, None], v64, 0.0)
         t64 = np.where(m.text[:, None], t64, 0.0)
+    v64, t64 = _project(s, p, v64, t64, m)
     return _normalise(s, p, v64, t64, m, training)[2]
 
 

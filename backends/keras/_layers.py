@@ -424,10 +424,11 @@ class FusionLayer(keras.layers.Layer):
         return f"<{type(self).__name__} name={self.name}, built={self.built}, spec={self.spec!r}>"
 
     def build(self, v_shape=None, t_shape=None, present_shape=None):
-        for name, shape in (("v", v_shape), ("t", t_shape)):
-            if shape is not None and (len(shape) != 2 or shape[-1] not in (None, self.spec.dim)):
+        for name, modality, shape in (("v", "image", v_shape), ("t", "text", t_shape)):
+            width = self.spec.width(modality)
+            if shape is not None and (len(shape) != 2 or shape[-1] not in (None, width)):
                 raise InputError(
-                    f"{self.kind}: input {name!r} expected shape (B, {self.spec.dim}); "
+                    f"{self.kind}: input {name!r} expected shape (B, {width}); "
                     f"received shape {tuple(shape)}"
                 )
         if present_shape is not None and (len(present_shape) != 2 or present_shape[-1] != 2):
@@ -544,6 +545,8 @@ class FusionLayer(keras.layers.Layer):
         if m is not None:
             v = ops.where(m.image[:, None], v, ops.zeros_like(v))
             t = ops.where(m.text[:, None], t, ops.zeros_like(t))
+        if s.projected():  # widths other than dim: input_proj.{image,text} first
+            v, t = self._project(v, t, m)
         if s.input_norm == "batch":
             v = self._input_norm(v, None if m is None else m.image, "image", training)
             t = self._input_norm(t, None if m is None else m.text, "text", training)
@@ -558,6 +561,19 @@ class FusionLayer(keras.layers.Layer):
             aux["neither"] = ops.cast(m.neither, out.dtype)
         self._after_call(aux, training)
         return (out, aux) if return_aux else out
+    def _project(self, v, t, m):
+        """``v``, ``t`` mapped to ``dim`` by ``input_proj`` where a width differs; an absent
+        row stays 0 (not the projection's bias)."""
+        out = {"image": v, "text": t}
+        for modality in self.spec.projected():
+            with matmul_precision_scope(self.matmul_precision):
+                y = linear(self._canonical, f"input_proj.{modality}", out[modality])
+            if m is not None:
+                keep = getattr(m, modality)[:, None]
+                y = ops.where(keep, y, ops.zeros_like(y))
+            out[modality] = y
+        return out["image"], out["text"]
+
     def _input_norm(self, x, present, modality: str, training: bool):
         r"""``input_norm="batch"`` of one modality: $(x - \mu) / \sqrt{\sigma^2 + \epsilon}$.
 

@@ -571,6 +571,10 @@ class FusionModule(nn.Module):
         self._device_generators: dict[str, torch.Generator] = {}
         self.dropout_rate = float(getattr(s, "dropout", 0.0))
         self._default_options = s.check_call_options({})
+        if s.projected():  # input_proj.{image,text}: Linear(width, dim) where a width differs
+            self.input_proj = nn.ModuleDict(
+                {m: nn.Linear(s.width(m), s.dim) for m in s.projected()}
+            )
         if s.input_norm == "batch":
             self.input_norm = nn.ModuleDict(
                 {"image": RunningStats(s.dim), "text": RunningStats(s.dim)}
@@ -719,6 +723,14 @@ class FusionModule(nn.Module):
         if m is not None:
             v = torch.where(m.image[:, None], v, 0.0)
             t = torch.where(m.text[:, None], t, 0.0)
+        if "input_proj" in self._modules:  # widths other than dim: project first
+            proj = self.input_proj
+            if "image" in proj:
+                v = proj["image"](v)
+                v = v if m is None else torch.where(m.image[:, None], v, 0.0)
+            if "text" in proj:
+                t = proj["text"](t)
+                t = t if m is None else torch.where(m.text[:, None], t, 0.0)
         if self.spec.input_norm == "batch":
             v = self.input_norm["image"](v, None if m is None else m.image, self.spec)
             t = self.input_norm["text"](t, None if m is None else m.text, self.spec)
