@@ -418,6 +418,8 @@ def _variants(kind: str) -> list[tuple[str, object]]:
         else:
             continue
         out += [(name, v) for v in values if v != field.default]
+    # a width other than dim declares the input projections (any width: 768 shows them)
+    out += [("image_dim", 768), ("text_dim", 768)]
     return out
 
 
