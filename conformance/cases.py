@@ -132,11 +132,19 @@ STRESS = {
 }
 
 
-def inputs(dim: int, batch: int, seed: int, kind: str = "normal") -> tuple[np.ndarray, ...]:
+def inputs(
+    dim: int, batch: int, seed: int, kind: str = "normal", widths: tuple[int, int] | None = None
+) -> tuple[np.ndarray, ...]:
     """``v``, ``t`` ``(batch, dim)`` float32: ``normal``, ``l2`` (unit rows), ``zeros``,
     ``large`` (normal times 1e3), ``opposite`` (``t = -v``, magnitude 1e3) or a ``STRESS``
-    kind."""
+    kind. ``widths``: ``(D_v, D_t)`` when they differ from ``dim`` (``normal`` only)."""
     rng = np.random.default_rng(seed)
+    if widths is not None and widths != (dim, dim):
+        if kind != "normal":
+            raise ValueError(f"inputs: widths {widths} take kind 'normal'; received {kind!r}")
+        v = rng.standard_normal((batch, widths[0]))
+        t = rng.standard_normal((batch, widths[1]))
+        return v.astype(np.float32), t.astype(np.float32)
     v = rng.standard_normal((batch, dim))
     t = rng.standard_normal((batch, dim))
     if kind == "l2":
@@ -209,7 +217,7 @@ def case(
     params = perturbed(s, seed)
     if edit is not None:
         edit(s, params)
-    v, t = inputs(s.dim, batch, seed, data)
+    v, t = inputs(s.dim, batch, seed, data, (s.width("image"), s.width("text")))
     if edit_inputs is not None:
         edit_inputs(v, t)
     if present is not None:
@@ -1725,11 +1733,81 @@ def _stress_exports() -> dict[str, Callable[[], Case]]:
     return out
 
 
+# --- per-modality widths: input projections ---------------------------------------------
+
+#: The widths of the width cases: an image encoder wider than dim, a text encoder narrower.
+IMAGE_DIM, TEXT_DIM = 12, 6
+
+
+def _widths(kind: str, seed: int, *, missing: bool = False, training: bool = False) -> Case:
+    name = f"{kind}_widths" + ("_missing" if missing else "") + ("_training" if training else "")
+    options = {"use_hard_routing": False} if kind == "shomr" and missing else {}
+    return case(
+        name,
+        kind,
+        seed=seed,
+        training=training,
+        present=PRESENT if missing else None,
+        options=options,
+        gradient=True,
+        doc=f"image_dim={IMAGE_DIM}, text_dim={TEXT_DIM} with dim 8: v and t projected by "
+        "input_proj.image and input_proj.text first"
+        + (" (an absent row stays 0, not the projection's bias)." if missing else "."),
+        image_dim=IMAGE_DIM,
+        text_dim=TEXT_DIM,
+        **_MISSING_FIELDS[kind],
+    )
+
+
+def _widths_exports() -> dict[str, Callable[[], Case]]:
+    out = {}
+    for i, kind in enumerate(spec.RULES):
+        for missing in (False, True):
+            name = f"{kind}_widths" + ("_missing" if missing else "")
+            out[name] = lambda k=kind, seed=1700 + 10 * i + missing, m=missing: _widths(
+                k, seed, missing=m
+            )
+    for kind in ("modality_dropout", "shomr", "energy_aware_adaptive"):
+        out[f"{kind}_widths_missing_training"] = lambda k=kind: _widths(
+            k, 1790 + len(k), missing=True, training=True
+        )
+    return out
+
+
+def export_gated_widths_image_only():
+    return case(
+        "gated_widths_image_only",
+        "gated",
+        seed=1795,
+        dim=8,
+        image_dim=IMAGE_DIM,
+        gradient=True,
+        doc="image_dim=12, text_dim unset: only input_proj.image exists; t is read as it is.",
+    )
+
+
+def export_film_widths_input_norm_training():
+    return case(
+        "film_widths_input_norm_training",
+        "film",
+        seed=1796,
+        dim=8,
+        training=True,
+        present=PRESENT_NORM,
+        image_dim=IMAGE_DIM,
+        text_dim=TEXT_DIM,
+        input_norm="batch",
+        gradient=True,
+        doc="Widths with input_norm='batch': the projection first, then the statistics of "
+        "the projected rows.",
+    )
+
+
 # --- the catalogue ---------------------------------------------------------------------
 
 EXPORTS: dict[str, Callable[[], Case]] = {
     name[len("export_") :]: fn for name, fn in list(globals().items()) if name.startswith("export_")
-} | _missing_exports() | _input_norm_exports() | _stress_exports() | _non_default_exports()
+} | _missing_exports() | _input_norm_exports() | _stress_exports() | _non_default_exports() | _widths_exports()
 
 _CACHE: dict[str, Case] = {}
 

@@ -22,7 +22,8 @@ from .compare import compare_values
 
 def _hypotheses(case: Case):
     s = case.spec
-    yield "v and t swapped", s, case.params, case.t, case.v, None
+    if case.v.shape == case.t.shape:  # with different widths a swap cannot even run
+        yield "v and t swapped", s, case.params, case.t, case.v, None
     yield (
         "tanh GELU instead of the erf form",
         s,

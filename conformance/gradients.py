@@ -74,9 +74,10 @@ class CaseError(RuntimeError):
 
 
 def cotangent(case: Case) -> np.ndarray:
-    """The fixed random projection ``R`` ``(B, D)`` of the case (float32, seeded by its name)."""
+    """The fixed random projection ``R`` ``(B, dim)`` of the case's output (float32, seeded
+    by its name)."""
     rng = np.random.default_rng(zlib.crc32(case.name.encode()))
-    return rng.standard_normal(case.v.shape).astype(np.float32)
+    return rng.standard_normal((case.v.shape[0], case.spec.dim)).astype(np.float32)
 
 
 def aux_cotangents(case: Case) -> dict[str, np.ndarray]:

@@ -144,6 +144,28 @@ class SoftmaxClipped(Broken):
             return super().forward(model, v, t, **kw)
 
 
+_project = fusion_ref._project
+
+
+def _project_keeping_bias(s, p, v, t, m):
+    """The input projections applied to every row: an absent row becomes the bias."""
+    return _project(s, p, v, t, None)
+
+
+class ProjectionBiasOnAbsentRows(Broken):
+    """``input_proj`` applied after the absent rows were zeroed and not re-zeroed: an
+    absent modality's row holds the projection's bias, which zero-filling rules read."""
+
+    bug = "input-proj-bias-on-absent-rows"
+
+    def forward(self, model, v, t, **kw):
+        fusion_ref._project = _project_keeping_bias
+        try:
+            return super().forward(model, v, t, **kw)
+        finally:
+            fusion_ref._project = _project
+
+
 class InputNormEpsIgnored(Broken):
     """``input_norm="batch"`` with epsilon 1e-5 whatever ``input_norm_eps`` says."""
 
@@ -316,6 +338,13 @@ BUGS = (
         SoftmaxClipped,
         "Softmax of logits clipped to [-1e4, 1e4]: logits beyond the clip tie.",
         ("simple/forward/simple_huge", "cross_attention/forward/cross_attention_missing_huge"),
+    ),
+    PlantedBug(
+        "input-proj-bias-on-absent-rows",
+        ALL_RULES,
+        ProjectionBiasOnAbsentRows,
+        "The input projection applied to absent rows too: they hold its bias, not zeros.",
+        ("gated/forward/gated_widths_missing", "concat_mlp/forward/concat_mlp_widths_missing"),
     ),
     PlantedBug(
         "input-norm-eps-ignored",
