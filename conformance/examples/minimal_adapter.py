@@ -69,6 +69,8 @@ class MinimalAdapter(Adapter):
             return "tiny-numpy implements only gated and film"
         if s.input_norm != "none":  # a field it does not implement: say so, never ignore it
             return "tiny-numpy does not implement input_norm='batch'"
+        if s.projected():  # likewise: widths other than dim need input_proj
+            return "tiny-numpy does not implement image_dim / text_dim other than dim"
         return None
 
     def build(self, s, params):

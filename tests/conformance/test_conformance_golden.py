@@ -19,8 +19,11 @@ def test_golden_vectors_match_the_current_reference():
 
 
 def test_golden_files_are_small_and_list_every_case():
-    assert golden.VECTORS.stat().st_size + golden.MANIFEST.stat().st_size < 4e6
+    # a budget per case (the catalogue grows: 156 cases held 21 KB each, 266 hold 22 KB):
+    # a case that stores float64 inputs or a batch of hundreds blows it
     manifest = json.loads(golden.MANIFEST.read_text())
+    size = golden.VECTORS.stat().st_size + golden.MANIFEST.stat().st_size
+    assert size / len(manifest["cases"]) < 30e3, size / len(manifest["cases"])
     assert [c["name"] for c in manifest["cases"]] == [c.name for c in all_cases()]
     tensors = load_file(str(golden.VECTORS))
     first = manifest["cases"][0]

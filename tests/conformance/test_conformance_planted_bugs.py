@@ -100,7 +100,11 @@ def test_transposed_square_weight():
 
 
 def test_swapped_v_and_t():
-    bad = failing(outcomes(broken.SwappedInputs(), "*/forward/*_default"))
+    bad = {
+        i: m
+        for i, m in failing(outcomes(broken.SwappedInputs(), "*/forward/*_default")).items()
+        if not i.endswith("_non_default")  # the every-field cases: not the defaults
+    }
     # `simple` is symmetric: a position-free encoder over {v, t}, then the token mean.
     assert set(bad) == {f"{r}/forward/{r}_default" for r in spec.RULES if r != "simple"}
     # cross_attention's output is symmetric too; its aux weights of v and t are not.
