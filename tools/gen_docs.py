@@ -57,6 +57,7 @@ MARKER = re.compile(
     re.S,
 )
 RULE_BLOCKS = (
+    "usage",
     "io",
     "fields",
     "params",
@@ -526,6 +527,78 @@ def _noise_names(kind: str) -> list[str]:
     )
 
 
+# --- signatures and the first example ----------------------------------------------
+
+#: the size of the rule pages' first example (a multiple of every default head count).
+USAGE_DIM = 64
+
+
+def _backend_class(kind: str) -> str:
+    """The backend class of a rule: ``GatedSpec`` -> ``GatedFusion`` (both backends)."""
+    return spec.RULES[kind].__name__.removesuffix("Spec") + "Fusion"
+
+
+def usage_block(kind: str) -> str:
+    """The rule page's opening: both backends' signatures, and a build and a call in each.
+
+    The signatures list the spec's fields with their defaults (``build`` passes its
+    keywords to ``spec.parse``) and the rule's call options; the two examples run in
+    ``tests/docs/test_examples.py`` like every Python block of the site.
+    """
+    cls = spec.RULES[kind]
+    fields = [
+        name if field.is_required() else f"{name}={field.default!r}"
+        for name, field in cls.model_fields.items()
+        if name != "kind"
+    ]
+    options = "".join(f", {o.name}={o.default!r}" for o in cls.call_options)
+    name = _backend_class(kind)
+    dispatch = ", dispatch=None" if "route" in _noise_names(kind) else ""
+    signatures = (
+        "```text\n"
+        + _wrap(f"fusion_spec.backends.torch.build({kind!r}, params=None, *, ",
+                ", ".join(fields) + f", generator=None{dispatch})")
+        + f"\n    -> {name}, a torch.nn.Module\n"
+        + _wrap("module(", f"v, t, present=None, *, noise=None, return_aux=False{options})")
+        + "\n    -> fused, or (fused, aux) with return_aux=True\n\n"
+        + _wrap(f"fusion_spec.backends.keras.build({kind!r}, params=None, *, ",
+                "<the same spec fields>, seed=None, matmul_precision='float32')")
+        + f"\n    -> {name}, a keras.layers.Layer\n"
+        + _wrap("layer(", f"v, t, present=None, training=None, noise=None, "
+                f"return_aux=False{options})")
+        + "\n    -> fused, or (fused, aux) with return_aux=True\n```\n"
+    )
+    d = USAGE_DIM
+    torch_example = (
+        "```python\n"
+        "import torch\n"
+        "from fusion_spec.backends.torch import build\n\n"
+        f"fusion = build(\"{kind}\", dim={d})\n"
+        f"fused = fusion(torch.randn(8, {d}), torch.randn(8, {d}))  # v, t: (B, D)\n"
+        f"assert fused.shape == (8, {d})\n"
+        "```\n"
+    )
+    keras_example = (
+        "```python\n"
+        "import os\n\n"
+        'os.environ.setdefault("KERAS_BACKEND", "jax")  # before the first import of keras\n\n'
+        "import numpy as np\n"
+        "from fusion_spec.backends.keras import build\n\n"
+        f"layer = build(\"{kind}\", dim={d})\n"
+        f"v, t = np.random.default_rng(0).normal(size=(2, 8, {d})).astype(\"float32\")\n"
+        f"fused = layer(v, t)\n"
+        f"assert fused.shape == (8, {d})\n"
+        "```\n"
+    )
+    return (
+        signatures
+        + "\nEvery spec field is a keyword of `build` ([Spec](#spec)); PyTorch:\n\n"
+        + torch_example
+        + "\nKeras:\n\n"
+        + keras_example
+    )
+
+
 # --- the worked example -------------------------------------------------------------
 
 #: One small call per rule: spec fields (beyond kind), batch, mode, noise and options.
@@ -857,6 +930,7 @@ def missing_block(kind: str) -> str:
 
 
 RULE_GENERATORS: dict[str, Callable[[str], str]] = {
+    "usage": usage_block,
     "io": io_block,
     "fields": fields_block,
     "params": params_block,
