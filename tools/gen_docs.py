@@ -21,6 +21,7 @@ stated at ``D = 512`` (the original teacher's ``fusion_dim``).
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import json
 import math
@@ -972,6 +973,249 @@ def overview_block() -> str:
     return text + _table(["rule", "route", "MACs / sample"], costs)
 
 
+# --- the "Choosing a rule" page -------------------------------------------------------
+
+#: the benchmark runs the page reads (docs/performance.md quotes the same runs).
+BENCH_JSON = ROOT / "benchmarks" / "cpu-2026-11-29.json"
+TOWERS_JSON = DOCS / "assets" / "train_towers.json"
+#: dims at which the cost table gives values, beside the formula.
+CHOICE_DIMS = (256, 512)
+#: dims at which a cost is read to write it as a polynomial of D (multiples of 8 heads);
+#: the last one only checks the fit.
+_POLY_DIMS = (64, 128, 192, 320)
+#: the rule every measured time is divided by: the concatenation into an MLP, the
+#: nearest rule to the training benchmark's baseline.
+TIME_REFERENCE = "concat_mlp"
+TIME_BATCHES = (256, 4096)
+#: a median accuracy ratio below this, with input_norm="none", marks a rule the towers
+#: benchmark could not train without input_norm="batch" (a threshold, not a measurement).
+TRAINS_AT = 0.9
+
+
+def _relative(path: Path) -> str:
+    """A data file as the page names it: from the repository root."""
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name
+
+
+def poly_of_dim(cost: Callable[[int], int]) -> tuple[int, ...]:
+    """Integer coefficients ``(c0, c1, c2)`` with ``cost(D) = c0 + c1 D + c2 D^2``.
+
+    Solved from three dims of ``_POLY_DIMS`` and checked at the fourth: a cost that is
+    no quadratic in D with integer coefficients raises.
+    """
+    from fractions import Fraction
+
+    (x0, x1, x2), x3 = _POLY_DIMS[:3], _POLY_DIMS[3]
+    y0, y1, y2 = (Fraction(cost(x)) for x in (x0, x1, x2))
+    d01, d12 = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
+    c2 = (d12 - d01) / (x2 - x0)
+    c1 = d01 - c2 * (x0 + x1)
+    c0 = y0 - c1 * x0 - c2 * x0 * x0
+    coefficients = (c0, c1, c2)
+    if any(c.denominator != 1 for c in coefficients) or c0 + c1 * x3 + c2 * x3 * x3 != cost(x3):
+        raise ValueError(f"cost {[cost(x) for x in _POLY_DIMS]} is no integer quadratic in D")
+    return tuple(int(c) for c in coefficients)
+
+
+def poly_text(coefficients: tuple[int, ...]) -> str:
+    """``(5, 3, 2)`` -> ``$2D^2 + 3D + 5$``."""
+    terms = []
+    for power in (2, 1, 0):
+        c = coefficients[power]
+        if c == 0:
+            continue
+        unit = {2: "D^2", 1: "D", 0: ""}[power]
+        number = "" if c == 1 and unit else str(c)
+        terms.append(f"{number}{unit}")
+    return "$" + (" + ".join(terms) or "0") + "$"
+
+
+def param_count(kind: str, dim: int) -> int:
+    """Values in the canonical parameters of the default spec at ``dim``."""
+    return sum(math.prod(p.shape) for p in _spec(kind, dim).params())
+
+
+def choosing_cost_block() -> str:
+    rows = []
+    for kind in spec.RULES:
+        params = poly_of_dim(lambda d, k=kind: param_count(k, d))
+        routes = _spec(kind, DIM).macs()
+        macs = []
+        for route in routes:
+            formula = poly_text(poly_of_dim(lambda d, k=kind, r=route: _spec(k, d).macs()[r]))
+            macs.append(formula if len(routes) == 1 else f"`{route}`: {formula}")
+        rows.append(
+            [f"[`{kind}`](rules/{kind}.md)", poly_text(params)]
+            + [f"{param_count(kind, d):,}" for d in CHOICE_DIMS]
+            + ["; ".join(macs)]
+        )
+    header = ["rule", "parameters"] + [f"at D = {d}" for d in CHOICE_DIMS]
+    return _table(header + ["multiply-adds per sample"], rows)
+
+
+def bench_times(path: Path = BENCH_JSON) -> dict[tuple[str, str, int], float]:
+    """(rule, mode, batch) -> milliseconds per call of our torch module (median sample)."""
+    rows = json.loads(path.read_text())["rows"]
+    return {
+        (r["rule"], r["mode"], r["batch"]): r["ms"]["ours"]
+        for r in rows
+        if (r["framework"], r["device"], r["precision"]) == ("torch", "cpu", "float32")
+    }
+
+
+def time_ratios(path: Path = BENCH_JSON) -> dict[tuple[str, str, int], float]:
+    """(rule, mode, batch) -> time per call over ``TIME_REFERENCE``'s at that mode and batch."""
+    ms = bench_times(path)
+    return {
+        (rule, mode, batch): t / ms[(TIME_REFERENCE, mode, batch)]
+        for (rule, mode, batch), t in ms.items()
+    }
+
+
+def choosing_time_block() -> str:
+    machine = json.loads(BENCH_JSON.read_text())["machine"]
+    ratio = time_ratios()
+    columns = [(mode, b) for mode in ("eval", "train") for b in TIME_BATCHES]
+    names = {"eval": "eval", "train": "training step"}
+    rows = [
+        [f"`{kind}`"] + [f"{ratio[(kind, mode, b)]:.2f}" for mode, b in columns]
+        for kind in spec.RULES
+    ]
+    text = (
+        f"Time per call over `{TIME_REFERENCE}`'s at the same batch and mode: PyTorch "
+        f"{machine['torch']}, float32, eager, on a {machine['cpu_count']}-core "
+        f"{machine['cpu']} ({machine['threads']} threads), D = {machine['dim']}, measured "
+        f"{machine['date']} by `benchmarks/bench.py` (`{_relative(BENCH_JSON)}`; "
+        "milliseconds on the [performance page](performance.md)).\n\n"
+    )
+    header = ["rule"] + [f"{names[mode]}, B = {b}" for mode, b in columns]
+    return text + _table(header, rows)
+
+
+@functools.cache
+def _towers():
+    """``benchmarks/towers.py``, whose functions compute docs/training.md's tables."""
+    import importlib.util
+
+    loader = importlib.util.spec_from_file_location("towers", ROOT / "benchmarks" / "towers.py")
+    module = importlib.util.module_from_spec(loader)
+    sys.modules.setdefault("towers", module)  # its dataclasses look their module up
+    loader.loader.exec_module(module)
+    return module
+
+
+#: the accuracy columns: (scenario, framework, input_norm setting, heading).
+ACCURACY_COLUMNS = (
+    ("complete", "torch", "batch", "complete, PyTorch"),
+    ("complete", "keras-jax", "batch", "complete, Keras (JAX)"),
+    ("missing_mask", "torch", "batch", "30% missing, mask, PyTorch"),
+    ("missing_no_mask", "torch", "batch", "30% missing, no mask, PyTorch"),
+    ("complete", "torch", "none", 'complete, PyTorch, `input_norm="none"`'),
+)
+
+
+def accuracy_ratios(path: Path = TOWERS_JSON) -> dict[tuple[str, str, str, str], float]:
+    """(scenario, framework, kind, input_norm) -> median over seeds of the accuracy over
+    the baseline's (``towers.ratios``: same framework and seed)."""
+    import numpy as np
+
+    towers = _towers()
+    report = json.loads(path.read_text())
+    out = {}
+    for scenario in towers.SCENARIOS:
+        for (label, fw), seeds in towers.ratios(report, scenario).items():
+            kind, fields = towers.parse_rule(label)
+            if set(fields) - {"input_norm"} or not seeds:
+                continue
+            norm = fields.get("input_norm", "none")
+            out[(scenario, fw, kind, norm)] = float(np.median(list(seeds.values())))
+    return out
+
+
+def choosing_accuracy_block() -> str:
+    ratio = accuracy_ratios()
+    towers = _towers()
+    report = json.loads(TOWERS_JSON.read_text())
+    rows = []
+    for kind in spec.RULES:
+        cells = [ratio.get((sc, fw, kind, norm)) for sc, fw, norm, _ in ACCURACY_COLUMNS]
+        rows.append([f"`{kind}`"] + ["" if c is None else f"{c:.2f}" for c in cells])
+    text = (
+        "Median over seeds of the test accuracy over the baseline's (concatenate, then an "
+        "MLP) of the same framework and seed, in the two-tower benchmark of the "
+        "[training page](training.md#both-towers-trained-from-scratch) "
+        f"(`{_relative(TOWERS_JSON)}`, {report['config']['epochs']} epochs, "
+        f"D = {report['config']['dim']}; seeds: complete "
+        f"{towers.seeds_of(report, 'complete')}). Built with `input_norm=\"batch\"` except "
+        "in the last column. The missing-modality columns: "
+        f"{report['config']['fraction_missing']:.0%} of the training samples lack one "
+        "modality, tested on complete samples; with the presence mask, over the "
+        "baseline's accuracy on complete data (the baseline takes no mask); without it, "
+        "over the baseline's on the same data.\n\n"
+    )
+    return text + _table(["rule"] + [h for *_, h in ACCURACY_COLUMNS], rows)
+
+
+def _randomness(kind: str, training: bool) -> str:
+    """What a call draws: its noise arrays, with the call option or spec setting that
+    adds them, and element-wise dropout."""
+    parts, seen = [], set()
+    settings = [("", {})] + [(f"spec `{n}={v!r}`", {n: v}) for n, v in _variants(kind)]
+    for setting, fields in settings:
+        for (mode, options), rows in _noise_rows(kind, fields).items():
+            names = [row[0] for row in rows if row[0] not in seen]
+            if mode != training or not names:
+                continue
+            seen.update(names)
+            when = _when(mode, options, setting).partition(", ")[2]
+            parts.append(", ".join(names) + (f" ({when})" if when else ""))
+    if training and _spec(kind, DIM).has_elementwise_dropout():
+        parts.append(f"dropout {_spec(kind, DIM).dropout:g}")
+    return "; ".join(parts) or "nothing"
+
+
+def choosing_behaviour_block() -> str:
+    ratio = accuracy_ratios()
+    rows = []
+    for kind, cls in spec.RULES.items():
+        field = cls.model_fields["missing_modality"]
+        others = [f"`{v!r}`" for v in cls.missing_semantics if v != field.default]
+        missing = f"`{field.default!r}`" + (f" (or {', '.join(others)})" if others else "")
+        plain = ratio.get(("complete", "torch", kind, "none"))
+        if plain is None:
+            trains = "not measured"
+        elif plain < TRAINS_AT:
+            trains = f'needs `input_norm="batch"` ({plain:.2f} without)'
+        else:
+            trains = f"trains with the defaults ({plain:.2f})"
+        rows.append(
+            [
+                f"`{kind}`",
+                f"[{missing}](rules/{kind}.md#missing-modalities)",
+                _randomness(kind, True),
+                _randomness(kind, False),
+                trains,
+            ]
+        )
+    header = ["rule", "missing modality", "draws in training", "draws in eval",
+              "encoders from scratch"]
+    return _table(header, rows) + (
+        "\nEncoders from scratch: the median accuracy ratio of the spec's defaults "
+        '(`input_norm="none"`, PyTorch, complete data) in the two-tower benchmark; below '
+        f'{TRAINS_AT:g} the rule did not train there without `input_norm="batch"`.\n'
+    )
+
+
+def missing_semantics_block() -> str:
+    """Each rule's default missing-modality semantics, verbatim from the spec."""
+    text = ""
+    for kind, cls in spec.RULES.items():
+        default = cls.model_fields["missing_modality"].default
+        text += f"- [`{kind}`](rules/{kind}.md#missing-modalities), `{default!r}`: "
+        text += cls.missing_semantics[default] + "\n"
+    return text
+
+
 def tolerances_block() -> str:
     rows = []
     for dtype, tol in tolerance.TOLERANCES.items():
@@ -1007,6 +1251,13 @@ def pages() -> dict[str, dict[str, Callable[[], str]]]:
     out: dict[str, dict[str, Callable[[], str]]] = {
         "rules/index.md": {"overview": overview_block},
         "conventions.md": {"tolerances": tolerances_block, "measurements": measurements_block},
+        "choosing.md": {
+            "choose-cost": choosing_cost_block,
+            "choose-time": choosing_time_block,
+            "choose-accuracy": choosing_accuracy_block,
+            "choose-behaviour": choosing_behaviour_block,
+            "choose-missing": missing_semantics_block,
+        },
     }
     for kind in spec.RULES:
         out[f"rules/{kind}.md"] = {
