@@ -604,35 +604,39 @@ def usage_block(kind: str) -> str:
 
 #: One small call per rule: spec fields (beyond kind), batch, mode, noise and options.
 #: Every parameter is drawn on a 0.1 grid from ``seed`` so that each number prints short.
+#: D = 4, not 2: a LayerNorm of two features maps each to plus or minus its scale,
+#: so at D = 2 whatever precedes it (the attention of ``simple``) left the printed
+#: digits unchanged when removed. tests/docs/test_worked_examples.py plants removals
+#: and checks that the digits change.
 EXAMPLES: dict[str, dict] = {
-    "simple": {"fields": {"dim": 2, "heads": 1, "layers": 1}, "batch": 1, "seed": 1},
-    "concat_mlp": {"fields": {"dim": 2, "hidden_mult": 1}, "batch": 1, "seed": 2},
-    "gated": {"fields": {"dim": 3}, "batch": 1, "seed": 3},
-    "film": {"fields": {"dim": 3}, "batch": 1, "seed": 4},
+    "simple": {"fields": {"dim": 4, "heads": 2, "layers": 1}, "batch": 1, "seed": 1},
+    "concat_mlp": {"fields": {"dim": 4, "hidden_mult": 1}, "batch": 1, "seed": 2},
+    "gated": {"fields": {"dim": 4}, "batch": 1, "seed": 3},
+    "film": {"fields": {"dim": 4}, "batch": 1, "seed": 4},
     "modality_dropout": {
-        "fields": {"dim": 2},
+        "fields": {"dim": 4},
         "batch": 1,
         "seed": 5,
         "training": True,
         "noise": {"drop_image": [0.1], "drop_text": [0.7]},
     },
-    "transformer_concat": {"fields": {"dim": 2, "heads": 1, "layers": 1}, "batch": 1, "seed": 6},
-    "cross_attention": {"fields": {"dim": 2, "heads": 2}, "batch": 1, "seed": 7},
-    # seeds chosen so that one sample is soft and one hard (route 0), and the two
-    # samples of energy_aware_adaptive take different routes above a lowered budget
-    "shomr": {"fields": {"dim": 2, "heads": 1}, "batch": 2, "seed": 19},
+    "transformer_concat": {"fields": {"dim": 4, "heads": 2, "layers": 1}, "batch": 1, "seed": 6},
+    "cross_attention": {"fields": {"dim": 4, "heads": 2}, "batch": 1, "seed": 7},
+    # seeds chosen so that every path runs: shomr's three samples are soft, hard on one
+    # modality and hard on both; energy_aware_adaptive's take the three routes, above a
+    # lowered budget (so that the energy loss is not 0)
+    "shomr": {"fields": {"dim": 4, "heads": 2}, "batch": 3, "seed": 7},
     "energy_aware_adaptive": {
-        "fields": {"dim": 2, "heads": 1, "energy_budget_mJ": 5.0},
-        "batch": 2,
-        "seed": 32,
+        "fields": {"dim": 4, "heads": 2, "energy_budget_mJ": 5.0},
+        "batch": 3,
+        "seed": 14,
     },
 }
 
 
-def _example_values(kind: str):
+def example_inputs(kind: str):
+    """The worked example's spec, parameters (on a 0.1 grid), inputs and noise."""
     import numpy as np
-
-    from fusion_spec import fusion_ref
 
     ex = EXAMPLES[kind]
     s = spec.parse({"kind": kind, **ex["fields"]})
@@ -647,12 +651,23 @@ def _example_values(kind: str):
     v = rng.integers(-9, 10, size=(ex["batch"], s.dim)) / 10
     t = rng.integers(-9, 10, size=(ex["batch"], s.dim)) / 10
     noise = {k: np.asarray(u, dtype=np.float64) for k, u in ex.get("noise", {}).items()}
+    return s, params, v, t, noise
+
+
+def example_outputs(kind: str, params: dict | None = None) -> dict[str, str]:
+    """What the worked example prints: ``fused`` and each aux output it asserts, as the
+    literals of the block (8 significant digits); ``params`` replaces its parameters."""
+    from fusion_spec import fusion_ref
+
+    ex = EXAMPLES[kind]
+    s, drawn, v, t, noise = example_inputs(kind)
     training = ex.get("training", False)
     fused, aux = fusion_ref.forward(
-        s, params, v, t, training=training, noise=noise or None, return_aux=True,
-        **ex.get("options", {}),
+        s, drawn if params is None else params, v, t, training=training,
+        noise=noise or None, return_aux=True, **ex.get("options", {}),
     )
-    return s, params, v, t, noise, training, fused, aux
+    shown = [a.name for a in s.aux(len(v), training=training) if a.role != "margin"]
+    return {"fused": _literal(fused), **{name: _literal(aux[name]) for name in shown}}
 
 
 def _literal(x, digits: int = 8) -> str:
@@ -690,7 +705,9 @@ def example_block(kind: str) -> str:
     printed output), and ``--check`` regenerates it, so neither the numbers nor the
     call can drift from the reference.
     """
-    s, params, v, t, noise, training, fused, aux = _example_values(kind)
+    s, params, v, t, noise = example_inputs(kind)
+    training = EXAMPLES[kind].get("training", False)
+    printed = example_outputs(kind)
     fields = {"kind": kind, **EXAMPLES[kind]["fields"]}
     lines = [
         "import numpy as np",
@@ -716,15 +733,13 @@ def example_block(kind: str) -> str:
     lines.append(f"fused, aux = fusion_ref.forward({call})")
     lines.append("")
     lines.append("# printed to 8 significant digits, so rounded by at most 5e-8 relative")
-    lines.append(_wrap("expected = np.array(", _literal(fused) + ")"))
+    lines.append(_wrap("expected = np.array(", printed.pop("fused") + ")"))
     lines.append("np.testing.assert_allclose(fused, expected, rtol=1e-7, atol=1e-12)")
-    shown = [a for a in s.aux(len(v), training=training) if a.role != "margin"]
-    for a in shown:
-        value = aux[a.name]
+    for name, value in printed.items():
         lines.append(
             _wrap(
-                f"np.testing.assert_allclose(aux[{a.name!r}], ",
-                _literal(value) + ", rtol=1e-7, atol=1e-12)",
+                f"np.testing.assert_allclose(aux[{name!r}], ",
+                value + ", rtol=1e-7, atol=1e-12)",
             )
         )
     mode = "training, with the noise shown" if training else "eval"
