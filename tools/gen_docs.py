@@ -1231,6 +1231,127 @@ def missing_semantics_block() -> str:
     return text
 
 
+# --- the performance page -------------------------------------------------------------
+
+#: the host-bound run (D = 8, one thread) of docs/performance.md.
+HOST_JSON = ROOT / "benchmarks" / "cpu-host-2026-11-29.json"
+#: bench.py arguments that name output files, left out of the command a page quotes.
+_OUTPUT_FLAGS = ("--json", "--markdown", "--svg")
+
+
+@functools.cache
+def _bench():
+    """``benchmarks/bench.py``, whose ``_cell`` writes its own Markdown tables."""
+    import importlib.util
+
+    loader = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
+    module = importlib.util.module_from_spec(loader)
+    sys.modules.setdefault("bench", module)
+    loader.loader.exec_module(module)
+    return module
+
+
+def _bench_command(argv: list[str]) -> str:
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in _OUTPUT_FLAGS:
+            skip = True
+        else:
+            kept.append(a)
+    return "benchmarks/bench.py " + " ".join(kept)
+
+
+def _loads(loads: list[float]) -> str:
+    return " / ".join(f"{x:.2f}" for x in loads)
+
+
+def bench_run_sentence(path: Path) -> str:
+    """When, how and on what a benchmark JSON was measured, from its ``machine``."""
+    m = json.loads(path.read_text())["machine"]
+    return (
+        f"Measured {m['date']} with `{_bench_command(m['argv'])}` on a {m['cpu_count']}-core "
+        f"{m['cpu']}, {m['threads']} thread{'s' if m['threads'] != 1 else ''}, D = {m['dim']}, "
+        f"torch {m['torch']}; load average (1, 5, 15 minutes) "
+        f"{_loads(m['load_average_at_start'])} at the start and "
+        f"{_loads(m['load_average_at_end'])} at the end. "
+        f"Raw figures: `{_relative(path)}`.\n"
+    )
+
+
+def _aa_range(rows: list[dict]) -> tuple[float, float]:
+    aa = [r["speedup"]["original_again"] for r in rows if "original_again" in r["speedup"]]
+    return min(aa), max(aa)
+
+
+def _bench_table(rows: list[dict], mode: str) -> str:
+    bench = _bench()
+    group = [r for r in rows if r["mode"] == mode]
+    batches = sorted({r["batch"] for r in group})
+    out = []
+    for kind in spec.RULES:
+        cells = [f"`{kind}`"]
+        for b in batches:
+            r = next((r for r in group if r["rule"] == kind and r["batch"] == b), None)
+            cells.append(bench._cell(r) if r else "")
+        last = next(r for r in group if r["rule"] == kind and r["batch"] == batches[-1])
+        out.append(cells + [f"{last['of_gemm']:.2f}"])
+    header = ["rule"] + [f"B={b}" for b in batches] + [f"of GEMM (B={batches[-1]})"]
+    return _table(header, out)
+
+
+def perf_cpu_block() -> str:
+    rows = json.loads(BENCH_JSON.read_text())["rows"]
+    low, high = _aa_range(rows)
+    text = bench_run_sentence(BENCH_JSON) + (
+        "\nMilliseconds per call (median sample); in brackets the original's time over ours "
+        "(above 1: ours is faster); `A/A`: the original over a second copy of itself, the "
+        f"cell's noise floor ({low:.2f}x to {high:.2f}x in this run). "
+        "`energy_aware_adaptive` in eval: \"vs our routes\" is the original's structure on "
+        "our argmax routes over ours (the original samples its route, a different "
+        "function). Training rows of the routing rules: \"without straight-through\" is our "
+        "module with `straight_through=False`. `of GEMM`: the rule's multiply-accumulate "
+        "rate over torch's `(B, D) x (D, 4D)` product at that batch.\n"
+    )
+    text += "\n### Eval forward (torch, CPU, float32, eager)\n\n" + _bench_table(rows, "eval")
+    text += "\n### Training step, forward + backward (torch, CPU, float32, eager)\n\n"
+    return text + _bench_table(rows, "train")
+
+
+def perf_host_block() -> str:
+    rows = json.loads(HOST_JSON.read_text())["rows"]
+    low, high = _aa_range(rows)
+    bench = _bench()
+    batches = sorted({r["batch"] for r in rows})
+    cells = {(r["rule"], r["mode"]): bench._cell(r) for r in rows}
+    table = _table(
+        ["rule", "eval forward", "training step"],
+        [[f"`{k}`", cells[(k, "eval")], cells[(k, "train")]] for k in spec.RULES],
+    )
+    return bench_run_sentence(HOST_JSON) + (
+        f"\nMilliseconds per call at B = {', '.join(map(str, batches))}, original / ours in "
+        f"brackets, A/A from {low:.2f}x to {high:.2f}x:\n\n"
+    ) + table
+
+
+def perf_losses_block() -> str:
+    """Every cell whose ratio prints below 1.00x (the original faster), beside its A/A."""
+    rows = []
+    for path, run in ((BENCH_JSON, "D = 512"), (HOST_JSON, "host-bound")):
+        measured = json.loads(path.read_text())["rows"]
+        order = {kind: i for i, kind in enumerate(spec.RULES)}
+        for r in sorted(measured, key=lambda r: (order[r["rule"]], r["mode"], r["batch"])):
+            ratio = r["speedup"]["ours"]
+            if round(ratio, 2) < 1:
+                aa = r["speedup"].get("original_again")
+                rows.append(
+                    [f"`{r['rule']}`", "eval" if r["mode"] == "eval" else "training",
+                     run, r["batch"], f"{ratio:.2f}x", f"{aa:.2f}x" if aa else ""]
+                )
+    return _table(["rule", "mode", "run", "B", "original / ours", "A/A"], rows)
+
+
 def tolerances_block() -> str:
     rows = []
     for dtype, tol in tolerance.TOLERANCES.items():
@@ -1272,6 +1393,11 @@ def pages() -> dict[str, dict[str, Callable[[], str]]]:
             "choose-accuracy": choosing_accuracy_block,
             "choose-behaviour": choosing_behaviour_block,
             "choose-missing": missing_semantics_block,
+        },
+        "performance.md": {
+            "perf-cpu": perf_cpu_block,
+            "perf-host": perf_host_block,
+            "perf-losses": perf_losses_block,
         },
     }
     for kind in spec.RULES:
