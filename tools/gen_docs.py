@@ -21,6 +21,7 @@ stated at ``D = 512`` (the original teacher's ``fusion_dim``).
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import json
 import math
@@ -57,6 +58,7 @@ MARKER = re.compile(
     re.S,
 )
 RULE_BLOCKS = (
+    "usage",
     "io",
     "fields",
     "params",
@@ -528,39 +530,115 @@ def _noise_names(kind: str) -> list[str]:
     )
 
 
+# --- signatures and the first example ----------------------------------------------
+
+#: the size of the rule pages' first example (a multiple of every default head count).
+USAGE_DIM = 64
+
+
+def _backend_class(kind: str) -> str:
+    """The backend class of a rule: ``GatedSpec`` -> ``GatedFusion`` (both backends)."""
+    return spec.RULES[kind].__name__.removesuffix("Spec") + "Fusion"
+
+
+def usage_block(kind: str) -> str:
+    """The rule page's opening: both backends' signatures, and a build and a call in each.
+
+    The signatures list the spec's fields with their defaults (``build`` passes its
+    keywords to ``spec.parse``) and the rule's call options; the two examples run in
+    ``tests/docs/test_examples.py`` like every Python block of the site.
+    """
+    cls = spec.RULES[kind]
+    fields = [
+        name if field.is_required() else f"{name}={field.default!r}"
+        for name, field in cls.model_fields.items()
+        if name != "kind"
+    ]
+    options = "".join(f", {o.name}={o.default!r}" for o in cls.call_options)
+    name = _backend_class(kind)
+    dispatch = ", dispatch=None" if "route" in _noise_names(kind) else ""
+    signatures = (
+        "```text\n"
+        + _wrap(f"fusion_spec.backends.torch.build({kind!r}, params=None, *, ",
+                ", ".join(fields) + f", generator=None{dispatch})")
+        + f"\n    -> {name}, a torch.nn.Module\n"
+        + _wrap("module(", f"v, t, present=None, *, noise=None, return_aux=False{options})")
+        + "\n    -> fused, or (fused, aux) with return_aux=True\n\n"
+        + _wrap(f"fusion_spec.backends.keras.build({kind!r}, params=None, *, ",
+                "<the same spec fields>, seed=None, matmul_precision='float32')")
+        + f"\n    -> {name}, a keras.layers.Layer\n"
+        + _wrap("layer(", f"v, t, present=None, training=None, noise=None, "
+                f"return_aux=False{options})")
+        + "\n    -> fused, or (fused, aux) with return_aux=True\n```\n"
+    )
+    d = USAGE_DIM
+    torch_example = (
+        "```python\n"
+        "import torch\n"
+        "from fusion_spec.backends.torch import build\n\n"
+        f"fusion = build(\"{kind}\", dim={d})\n"
+        f"fused = fusion(torch.randn(8, {d}), torch.randn(8, {d}))  # v, t: (B, D)\n"
+        f"assert fused.shape == (8, {d})\n"
+        "```\n"
+    )
+    keras_example = (
+        "```python\n"
+        "import os\n\n"
+        'os.environ.setdefault("KERAS_BACKEND", "jax")  # before the first import of keras\n\n'
+        "import numpy as np\n"
+        "from fusion_spec.backends.keras import build\n\n"
+        f"layer = build(\"{kind}\", dim={d})\n"
+        f"v, t = np.random.default_rng(0).normal(size=(2, 8, {d})).astype(\"float32\")\n"
+        f"fused = layer(v, t)\n"
+        f"assert fused.shape == (8, {d})\n"
+        "```\n"
+    )
+    return (
+        signatures
+        + "\nEvery spec field is a keyword of `build` ([Spec](#spec)); PyTorch:\n\n"
+        + torch_example
+        + "\nKeras:\n\n"
+        + keras_example
+    )
+
+
 # --- the worked example -------------------------------------------------------------
 
 #: One small call per rule: spec fields (beyond kind), batch, mode, noise and options.
 #: Every parameter is drawn on a 0.1 grid from ``seed`` so that each number prints short.
+#: D = 4, not 2: a LayerNorm of two features maps each to plus or minus its scale,
+#: so at D = 2 whatever precedes it (the attention of ``simple``) left the printed
+#: digits unchanged when removed. tests/docs/test_worked_examples.py plants removals
+#: and checks that the digits change.
 EXAMPLES: dict[str, dict] = {
-    "simple": {"fields": {"dim": 2, "heads": 1, "layers": 1}, "batch": 1, "seed": 1},
-    "concat_mlp": {"fields": {"dim": 2, "hidden_mult": 1}, "batch": 1, "seed": 2},
-    "gated": {"fields": {"dim": 3}, "batch": 1, "seed": 3},
-    "film": {"fields": {"dim": 3}, "batch": 1, "seed": 4},
+    "simple": {"fields": {"dim": 4, "heads": 2, "layers": 1}, "batch": 1, "seed": 1},
+    "concat_mlp": {"fields": {"dim": 4, "hidden_mult": 1}, "batch": 1, "seed": 2},
+    "gated": {"fields": {"dim": 4}, "batch": 1, "seed": 3},
+    "film": {"fields": {"dim": 4}, "batch": 1, "seed": 4},
     "modality_dropout": {
-        "fields": {"dim": 2},
+        "fields": {"dim": 4},
         "batch": 1,
         "seed": 5,
         "training": True,
         "noise": {"drop_image": [0.1], "drop_text": [0.7]},
     },
-    "transformer_concat": {"fields": {"dim": 2, "heads": 1, "layers": 1}, "batch": 1, "seed": 6},
-    "cross_attention": {"fields": {"dim": 2, "heads": 2}, "batch": 1, "seed": 7},
-    # seeds chosen so that one sample is soft and one hard (route 0), and the two
-    # samples of energy_aware_adaptive take different routes above a lowered budget
-    "shomr": {"fields": {"dim": 2, "heads": 1}, "batch": 2, "seed": 19},
+    "transformer_concat": {"fields": {"dim": 4, "heads": 2, "layers": 1}, "batch": 1, "seed": 6},
+    "cross_attention": {"fields": {"dim": 4, "heads": 2}, "batch": 1, "seed": 7},
+    # seeds chosen so that every path runs: shomr's three samples are soft, hard on one
+    # modality and hard on both; energy_aware_adaptive's take the three routes, above a
+    # lowered budget (so that the energy loss is not 0)
+    "shomr": {"fields": {"dim": 4, "heads": 2}, "batch": 3, "seed": 7},
     "energy_aware_adaptive": {
-        "fields": {"dim": 2, "heads": 1, "energy_budget_mJ": 5.0},
-        "batch": 2,
-        "seed": 32,
+        "fields": {"dim": 4, "heads": 2, "energy_budget_mJ": 5.0},
+        "batch": 3,
+        "seed": 14,
     },
 }
 
 
-def _example_values(kind: str):
+def example_inputs(kind: str):
+    """The worked example's spec, parameters (on a 0.1 grid), inputs and noise."""
     import numpy as np
-
-    from fusion_spec import fusion_ref
 
     ex = EXAMPLES[kind]
     s = spec.parse({"kind": kind, **ex["fields"]})
@@ -575,12 +653,23 @@ def _example_values(kind: str):
     v = rng.integers(-9, 10, size=(ex["batch"], s.dim)) / 10
     t = rng.integers(-9, 10, size=(ex["batch"], s.dim)) / 10
     noise = {k: np.asarray(u, dtype=np.float64) for k, u in ex.get("noise", {}).items()}
+    return s, params, v, t, noise
+
+
+def example_outputs(kind: str, params: dict | None = None) -> dict[str, str]:
+    """What the worked example prints: ``fused`` and each aux output it asserts, as the
+    literals of the block (8 significant digits); ``params`` replaces its parameters."""
+    from fusion_spec import fusion_ref
+
+    ex = EXAMPLES[kind]
+    s, drawn, v, t, noise = example_inputs(kind)
     training = ex.get("training", False)
     fused, aux = fusion_ref.forward(
-        s, params, v, t, training=training, noise=noise or None, return_aux=True,
-        **ex.get("options", {}),
+        s, drawn if params is None else params, v, t, training=training,
+        noise=noise or None, return_aux=True, **ex.get("options", {}),
     )
-    return s, params, v, t, noise, training, fused, aux
+    shown = [a.name for a in s.aux(len(v), training=training) if a.role != "margin"]
+    return {"fused": _literal(fused), **{name: _literal(aux[name]) for name in shown}}
 
 
 def _literal(x, digits: int = 8) -> str:
@@ -618,7 +707,9 @@ def example_block(kind: str) -> str:
     printed output), and ``--check`` regenerates it, so neither the numbers nor the
     call can drift from the reference.
     """
-    s, params, v, t, noise, training, fused, aux = _example_values(kind)
+    s, params, v, t, noise = example_inputs(kind)
+    training = EXAMPLES[kind].get("training", False)
+    printed = example_outputs(kind)
     fields = {"kind": kind, **EXAMPLES[kind]["fields"]}
     lines = [
         "import numpy as np",
@@ -644,15 +735,13 @@ def example_block(kind: str) -> str:
     lines.append(f"fused, aux = fusion_ref.forward({call})")
     lines.append("")
     lines.append("# printed to 8 significant digits, so rounded by at most 5e-8 relative")
-    lines.append(_wrap("expected = np.array(", _literal(fused) + ")"))
+    lines.append(_wrap("expected = np.array(", printed.pop("fused") + ")"))
     lines.append("np.testing.assert_allclose(fused, expected, rtol=1e-7, atol=1e-12)")
-    shown = [a for a in s.aux(len(v), training=training) if a.role != "margin"]
-    for a in shown:
-        value = aux[a.name]
+    for name, value in printed.items():
         lines.append(
             _wrap(
-                f"np.testing.assert_allclose(aux[{a.name!r}], ",
-                _literal(value) + ", rtol=1e-7, atol=1e-12)",
+                f"np.testing.assert_allclose(aux[{name!r}], ",
+                value + ", rtol=1e-7, atol=1e-12)",
             )
         )
     mode = "training, with the noise shown" if training else "eval"
@@ -859,6 +948,7 @@ def missing_block(kind: str) -> str:
 
 
 RULE_GENERATORS: dict[str, Callable[[str], str]] = {
+    "usage": usage_block,
     "io": io_block,
     "fields": fields_block,
     "params": params_block,
@@ -900,6 +990,370 @@ def overview_block() -> str:
     return text + _table(["rule", "route", "MACs / sample"], costs)
 
 
+# --- the "Choosing a rule" page -------------------------------------------------------
+
+#: the benchmark runs the page reads (docs/performance.md quotes the same runs).
+BENCH_JSON = ROOT / "benchmarks" / "cpu-2026-11-29.json"
+TOWERS_JSON = DOCS / "assets" / "train_towers.json"
+#: dims at which the cost table gives values, beside the formula.
+CHOICE_DIMS = (256, 512)
+#: dims at which a cost is read to write it as a polynomial of D (multiples of 8 heads);
+#: the last one only checks the fit.
+_POLY_DIMS = (64, 128, 192, 320)
+#: the rule every measured time is divided by: the concatenation into an MLP, the
+#: nearest rule to the training benchmark's baseline.
+TIME_REFERENCE = "concat_mlp"
+TIME_BATCHES = (256, 4096)
+#: a median accuracy ratio below this, with input_norm="none", marks a rule the towers
+#: benchmark could not train without input_norm="batch" (a threshold, not a measurement).
+TRAINS_AT = 0.9
+
+
+def _relative(path: Path) -> str:
+    """A data file as the page names it: from the repository root."""
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name
+
+
+def poly_of_dim(cost: Callable[[int], int]) -> tuple[int, ...]:
+    """Integer coefficients ``(c0, c1, c2)`` with ``cost(D) = c0 + c1 D + c2 D^2``.
+
+    Solved from three dims of ``_POLY_DIMS`` and checked at the fourth: a cost that is
+    no quadratic in D with integer coefficients raises.
+    """
+    from fractions import Fraction
+
+    (x0, x1, x2), x3 = _POLY_DIMS[:3], _POLY_DIMS[3]
+    y0, y1, y2 = (Fraction(cost(x)) for x in (x0, x1, x2))
+    d01, d12 = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
+    c2 = (d12 - d01) / (x2 - x0)
+    c1 = d01 - c2 * (x0 + x1)
+    c0 = y0 - c1 * x0 - c2 * x0 * x0
+    coefficients = (c0, c1, c2)
+    if any(c.denominator != 1 for c in coefficients) or c0 + c1 * x3 + c2 * x3 * x3 != cost(x3):
+        raise ValueError(f"cost {[cost(x) for x in _POLY_DIMS]} is no integer quadratic in D")
+    return tuple(int(c) for c in coefficients)
+
+
+def poly_text(coefficients: tuple[int, ...]) -> str:
+    """``(5, 3, 2)`` -> ``$2D^2 + 3D + 5$``."""
+    terms = []
+    for power in (2, 1, 0):
+        c = coefficients[power]
+        if c == 0:
+            continue
+        unit = {2: "D^2", 1: "D", 0: ""}[power]
+        number = "" if c == 1 and unit else str(c)
+        terms.append(f"{number}{unit}")
+    return "$" + (" + ".join(terms) or "0") + "$"
+
+
+def param_count(kind: str, dim: int) -> int:
+    """Values in the canonical parameters of the default spec at ``dim``."""
+    return sum(math.prod(p.shape) for p in _spec(kind, dim).params())
+
+
+def choosing_cost_block() -> str:
+    rows = []
+    for kind in spec.RULES:
+        params = poly_of_dim(lambda d, k=kind: param_count(k, d))
+        routes = _spec(kind, DIM).macs()
+        macs = []
+        for route in routes:
+            formula = poly_text(poly_of_dim(lambda d, k=kind, r=route: _spec(k, d).macs()[r]))
+            macs.append(formula if len(routes) == 1 else f"`{route}`: {formula}")
+        rows.append(
+            [f"[`{kind}`](rules/{kind}.md)", poly_text(params)]
+            + [f"{param_count(kind, d):,}" for d in CHOICE_DIMS]
+            + ["; ".join(macs)]
+        )
+    header = ["rule", "parameters"] + [f"at D = {d}" for d in CHOICE_DIMS]
+    return _table(header + ["multiply-adds per sample"], rows)
+
+
+def bench_times(path: Path = BENCH_JSON) -> dict[tuple[str, str, int], float]:
+    """(rule, mode, batch) -> milliseconds per call of our torch module (median sample)."""
+    rows = json.loads(path.read_text())["rows"]
+    return {
+        (r["rule"], r["mode"], r["batch"]): r["ms"]["ours"]
+        for r in rows
+        if (r["framework"], r["device"], r["precision"]) == ("torch", "cpu", "float32")
+    }
+
+
+def time_ratios(path: Path = BENCH_JSON) -> dict[tuple[str, str, int], float]:
+    """(rule, mode, batch) -> time per call over ``TIME_REFERENCE``'s at that mode and batch."""
+    ms = bench_times(path)
+    return {
+        (rule, mode, batch): t / ms[(TIME_REFERENCE, mode, batch)]
+        for (rule, mode, batch), t in ms.items()
+    }
+
+
+def choosing_time_block() -> str:
+    machine = json.loads(BENCH_JSON.read_text())["machine"]
+    ratio = time_ratios()
+    columns = [(mode, b) for mode in ("eval", "train") for b in TIME_BATCHES]
+    names = {"eval": "eval", "train": "training step"}
+    rows = [
+        [f"`{kind}`"] + [f"{ratio[(kind, mode, b)]:.2f}" for mode, b in columns]
+        for kind in spec.RULES
+    ]
+    text = (
+        f"Time per call over `{TIME_REFERENCE}`'s at the same batch and mode: PyTorch "
+        f"{machine['torch']}, float32, eager, on a {machine['cpu_count']}-core "
+        f"{machine['cpu']} ({machine['threads']} threads), D = {machine['dim']}, measured "
+        f"{machine['date']} by `benchmarks/bench.py` (`{_relative(BENCH_JSON)}`; "
+        "milliseconds on the [performance page](performance.md)).\n\n"
+    )
+    header = ["rule"] + [f"{names[mode]}, B = {b}" for mode, b in columns]
+    return text + _table(header, rows)
+
+
+@functools.cache
+def _towers():
+    """``benchmarks/towers.py``, whose functions compute docs/training.md's tables."""
+    import importlib.util
+
+    loader = importlib.util.spec_from_file_location("towers", ROOT / "benchmarks" / "towers.py")
+    module = importlib.util.module_from_spec(loader)
+    sys.modules.setdefault("towers", module)  # its dataclasses look their module up
+    loader.loader.exec_module(module)
+    return module
+
+
+#: the accuracy columns: (scenario, framework, input_norm setting, heading).
+ACCURACY_COLUMNS = (
+    ("complete", "torch", "batch", "complete, PyTorch"),
+    ("complete", "keras-jax", "batch", "complete, Keras (JAX)"),
+    ("missing_mask", "torch", "batch", "30% missing, mask, PyTorch"),
+    ("missing_no_mask", "torch", "batch", "30% missing, no mask, PyTorch"),
+    ("complete", "torch", "none", 'complete, PyTorch, `input_norm="none"`'),
+)
+
+
+def accuracy_ratios(path: Path = TOWERS_JSON) -> dict[tuple[str, str, str, str], float]:
+    """(scenario, framework, kind, input_norm) -> median over seeds of the accuracy over
+    the baseline's (``towers.ratios``: same framework and seed)."""
+    import numpy as np
+
+    towers = _towers()
+    report = json.loads(path.read_text())
+    out = {}
+    for scenario in towers.SCENARIOS:
+        for (label, fw), seeds in towers.ratios(report, scenario).items():
+            kind, fields = towers.parse_rule(label)
+            if set(fields) - {"input_norm"} or not seeds:
+                continue
+            norm = fields.get("input_norm", "none")
+            out[(scenario, fw, kind, norm)] = float(np.median(list(seeds.values())))
+    return out
+
+
+def choosing_accuracy_block() -> str:
+    ratio = accuracy_ratios()
+    towers = _towers()
+    report = json.loads(TOWERS_JSON.read_text())
+    rows = []
+    for kind in spec.RULES:
+        cells = [ratio.get((sc, fw, kind, norm)) for sc, fw, norm, _ in ACCURACY_COLUMNS]
+        rows.append([f"`{kind}`"] + ["" if c is None else f"{c:.2f}" for c in cells])
+    text = (
+        "Median over seeds of the test accuracy over the baseline's (concatenate, then an "
+        "MLP) of the same framework and seed, in the two-tower benchmark of the "
+        "[training page](training.md#both-towers-trained-from-scratch) "
+        f"(`{_relative(TOWERS_JSON)}`, {report['config']['epochs']} epochs, "
+        f"D = {report['config']['dim']}; seeds: complete "
+        f"{towers.seeds_of(report, 'complete')}). Built with `input_norm=\"batch\"` except "
+        "in the last column. The missing-modality columns: "
+        f"{report['config']['fraction_missing']:.0%} of the training samples lack one "
+        "modality, tested on complete samples; with the presence mask, over the "
+        "baseline's accuracy on complete data (the baseline takes no mask); without it, "
+        "over the baseline's on the same data.\n\n"
+    )
+    return text + _table(["rule"] + [h for *_, h in ACCURACY_COLUMNS], rows)
+
+
+def _randomness(kind: str, training: bool) -> str:
+    """What a call draws: its noise arrays, with the call option or spec setting that
+    adds them, and element-wise dropout."""
+    parts, seen = [], set()
+    settings = [("", {})] + [(f"spec `{n}={v!r}`", {n: v}) for n, v in _variants(kind)]
+    for setting, fields in settings:
+        for (mode, options), rows in _noise_rows(kind, fields).items():
+            names = [row[0] for row in rows if row[0] not in seen]
+            if mode != training or not names:
+                continue
+            seen.update(names)
+            when = _when(mode, options, setting).partition(", ")[2]
+            parts.append(", ".join(names) + (f" ({when})" if when else ""))
+    if training and _spec(kind, DIM).has_elementwise_dropout():
+        parts.append(f"dropout {_spec(kind, DIM).dropout:g}")
+    return "; ".join(parts) or "nothing"
+
+
+def choosing_behaviour_block() -> str:
+    ratio = accuracy_ratios()
+    rows = []
+    for kind, cls in spec.RULES.items():
+        field = cls.model_fields["missing_modality"]
+        others = [f"`{v!r}`" for v in cls.missing_semantics if v != field.default]
+        missing = f"`{field.default!r}`" + (f" (or {', '.join(others)})" if others else "")
+        plain = ratio.get(("complete", "torch", kind, "none"))
+        if plain is None:
+            trains = "not measured"
+        elif plain < TRAINS_AT:
+            trains = f'needs `input_norm="batch"` ({plain:.2f} without)'
+        else:
+            trains = f"trains with the defaults ({plain:.2f})"
+        rows.append(
+            [
+                f"`{kind}`",
+                f"[{missing}](rules/{kind}.md#missing-modalities)",
+                _randomness(kind, True),
+                _randomness(kind, False),
+                trains,
+            ]
+        )
+    header = ["rule", "missing modality", "draws in training", "draws in eval",
+              "encoders from scratch"]
+    return _table(header, rows) + (
+        "\nEncoders from scratch: the median accuracy ratio of the spec's defaults "
+        '(`input_norm="none"`, PyTorch, complete data) in the two-tower benchmark; below '
+        f'{TRAINS_AT:g} the rule did not train there without `input_norm="batch"`.\n'
+    )
+
+
+def missing_semantics_block() -> str:
+    """Each rule's default missing-modality semantics, verbatim from the spec."""
+    text = ""
+    for kind, cls in spec.RULES.items():
+        default = cls.model_fields["missing_modality"].default
+        text += f"- [`{kind}`](rules/{kind}.md#missing-modalities), `{default!r}`: "
+        text += cls.missing_semantics[default] + "\n"
+    return text
+
+
+# --- the performance page -------------------------------------------------------------
+
+#: the host-bound run (D = 8, one thread) of docs/performance.md.
+HOST_JSON = ROOT / "benchmarks" / "cpu-host-2026-11-29.json"
+#: bench.py arguments that name output files, left out of the command a page quotes.
+_OUTPUT_FLAGS = ("--json", "--markdown", "--svg")
+
+
+@functools.cache
+def _bench():
+    """``benchmarks/bench.py``, whose ``_cell`` writes its own Markdown tables."""
+    import importlib.util
+
+    loader = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
+    module = importlib.util.module_from_spec(loader)
+    sys.modules.setdefault("bench", module)
+    loader.loader.exec_module(module)
+    return module
+
+
+def _bench_command(argv: list[str]) -> str:
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in _OUTPUT_FLAGS:
+            skip = True
+        else:
+            kept.append(a)
+    return "benchmarks/bench.py " + " ".join(kept)
+
+
+def _loads(loads: list[float]) -> str:
+    return " / ".join(f"{x:.2f}" for x in loads)
+
+
+def bench_run_sentence(path: Path) -> str:
+    """When, how and on what a benchmark JSON was measured, from its ``machine``."""
+    m = json.loads(path.read_text())["machine"]
+    return (
+        f"Measured {m['date']} with `{_bench_command(m['argv'])}` on a {m['cpu_count']}-core "
+        f"{m['cpu']}, {m['threads']} thread{'s' if m['threads'] != 1 else ''}, D = {m['dim']}, "
+        f"torch {m['torch']}; load average (1, 5, 15 minutes) "
+        f"{_loads(m['load_average_at_start'])} at the start and "
+        f"{_loads(m['load_average_at_end'])} at the end. "
+        f"Raw figures: `{_relative(path)}`.\n"
+    )
+
+
+def _aa_range(rows: list[dict]) -> tuple[float, float]:
+    aa = [r["speedup"]["original_again"] for r in rows if "original_again" in r["speedup"]]
+    return min(aa), max(aa)
+
+
+def _bench_table(rows: list[dict], mode: str) -> str:
+    bench = _bench()
+    group = [r for r in rows if r["mode"] == mode]
+    batches = sorted({r["batch"] for r in group})
+    out = []
+    for kind in spec.RULES:
+        cells = [f"`{kind}`"]
+        for b in batches:
+            r = next((r for r in group if r["rule"] == kind and r["batch"] == b), None)
+            cells.append(bench._cell(r) if r else "")
+        last = next(r for r in group if r["rule"] == kind and r["batch"] == batches[-1])
+        out.append(cells + [f"{last['of_gemm']:.2f}"])
+    header = ["rule"] + [f"B={b}" for b in batches] + [f"of GEMM (B={batches[-1]})"]
+    return _table(header, out)
+
+
+def perf_cpu_block() -> str:
+    rows = json.loads(BENCH_JSON.read_text())["rows"]
+    low, high = _aa_range(rows)
+    text = bench_run_sentence(BENCH_JSON) + (
+        "\nMilliseconds per call (median sample); in brackets the original's time over ours "
+        "(above 1: ours is faster); `A/A`: the original over a second copy of itself, the "
+        f"cell's noise floor ({low:.2f}x to {high:.2f}x in this run). "
+        "`energy_aware_adaptive` in eval: \"vs our routes\" is the original's structure on "
+        "our argmax routes over ours (the original samples its route, a different "
+        "function). Training rows of the routing rules: \"without straight-through\" is our "
+        "module with `straight_through=False`. `of GEMM`: the rule's multiply-accumulate "
+        "rate over torch's `(B, D) x (D, 4D)` product at that batch.\n"
+    )
+    text += "\n### Eval forward (torch, CPU, float32, eager)\n\n" + _bench_table(rows, "eval")
+    text += "\n### Training step, forward + backward (torch, CPU, float32, eager)\n\n"
+    return text + _bench_table(rows, "train")
+
+
+def perf_host_block() -> str:
+    rows = json.loads(HOST_JSON.read_text())["rows"]
+    low, high = _aa_range(rows)
+    bench = _bench()
+    batches = sorted({r["batch"] for r in rows})
+    cells = {(r["rule"], r["mode"]): bench._cell(r) for r in rows}
+    table = _table(
+        ["rule", "eval forward", "training step"],
+        [[f"`{k}`", cells[(k, "eval")], cells[(k, "train")]] for k in spec.RULES],
+    )
+    return bench_run_sentence(HOST_JSON) + (
+        f"\nMilliseconds per call at B = {', '.join(map(str, batches))}, original / ours in "
+        f"brackets, A/A from {low:.2f}x to {high:.2f}x:\n\n"
+    ) + table
+
+
+def perf_losses_block() -> str:
+    """Every cell whose ratio prints below 1.00x (the original faster), beside its A/A."""
+    rows = []
+    for path, run in ((BENCH_JSON, "D = 512"), (HOST_JSON, "host-bound")):
+        measured = json.loads(path.read_text())["rows"]
+        order = {kind: i for i, kind in enumerate(spec.RULES)}
+        for r in sorted(measured, key=lambda r: (order[r["rule"]], r["mode"], r["batch"])):
+            ratio = r["speedup"]["ours"]
+            if round(ratio, 2) < 1:
+                aa = r["speedup"].get("original_again")
+                rows.append(
+                    [f"`{r['rule']}`", "eval" if r["mode"] == "eval" else "training",
+                     run, r["batch"], f"{ratio:.2f}x", f"{aa:.2f}x" if aa else ""]
+                )
+    return _table(["rule", "mode", "run", "B", "original / ours", "A/A"], rows)
+
+
 def tolerances_block() -> str:
     rows = []
     for dtype, tol in tolerance.TOLERANCES.items():
@@ -935,6 +1389,18 @@ def pages() -> dict[str, dict[str, Callable[[], str]]]:
     out: dict[str, dict[str, Callable[[], str]]] = {
         "rules/index.md": {"overview": overview_block},
         "conventions.md": {"tolerances": tolerances_block, "measurements": measurements_block},
+        "choosing.md": {
+            "choose-cost": choosing_cost_block,
+            "choose-time": choosing_time_block,
+            "choose-accuracy": choosing_accuracy_block,
+            "choose-behaviour": choosing_behaviour_block,
+            "choose-missing": missing_semantics_block,
+        },
+        "performance.md": {
+            "perf-cpu": perf_cpu_block,
+            "perf-host": perf_host_block,
+            "perf-losses": perf_losses_block,
+        },
     }
     for kind in spec.RULES:
         out[f"rules/{kind}.md"] = {

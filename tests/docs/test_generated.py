@@ -211,3 +211,32 @@ def test_aux_tables_name_the_neither_output():
     assert "an empty dict without `present`, and `neither` alone" in gen_docs.aux_block("simple")
     assert "| `neither` | `(B,)` | decision, float |" in gen_docs.aux_block("gated")
     assert "`neither` with `present`" in gen_docs.io_block("simple")
+
+
+def _signature_names(text: str, start: str) -> set[str]:
+    """The parameter names of the signature that follows ``start`` in ``text``."""
+    import ast
+
+    head = text.split(start, 1)[1].split(")\n", 1)[0]
+    head = head.split(", ", 1)[1] if start.endswith("build(") else head  # the kind
+    tree = ast.parse(f"def f(s, {head}): pass")
+    args = tree.body[0].args
+    return {a.arg for a in args.args + args.kwonlyargs} - {"s"}
+
+
+def test_usage_signatures_are_the_backends():
+    """The signatures opening each rule page name the parameters the backends take."""
+    import inspect
+
+    torch_backend = pytest.importorskip("fusion_spec.backends.torch", reason="no PyTorch")
+    for kind in spec.RULES:
+        text = gen_docs.usage_block(kind)
+        module = torch_backend.MODULES[kind]
+        assert module.__name__ == gen_docs._backend_class(kind), kind
+        named = _signature_names(text, "fusion_spec.backends.torch.build(")
+        fields = set(spec.RULES[kind].model_fields) - {"kind"}
+        assert named - fields == {"params", "generator"} | ({"dispatch"} if module.routes else set())
+        assert named - fields <= set(inspect.signature(torch_backend.build).parameters), kind
+        forward = set(inspect.signature(module.forward).parameters) - {"self", "call_options"}
+        options = {o.name for o in spec.RULES[kind].call_options}
+        assert _signature_names(text, "module(") == forward | options, kind
