@@ -37,6 +37,8 @@ from fusion_spec import spec
 
 #: Batch size of most cases.
 BATCH = 6
+#: The widths of the width cases: an image encoder wider than dim, a text encoder narrower.
+IMAGE_DIM, TEXT_DIM = 12, 6
 
 
 #: What the common variants are for, when a case has no ``doc`` of its own.
@@ -1632,7 +1634,11 @@ def _other_values(name: str, default: Any, annotation: Any) -> list[Any]:
 
 #: Values tried first: fields that would otherwise take equal values (``p_img`` and
 #: ``p_txt``: swapped probabilities would go unseen).
-NON_DEFAULT_FIRST: dict[str, tuple[Any, ...]] = {"p_txt": (0.6,)}
+NON_DEFAULT_FIRST: dict[str, tuple[Any, ...]] = {
+    "p_txt": (0.6,),
+    "image_dim": (IMAGE_DIM,),
+    "text_dim": (TEXT_DIM,),
+}
 
 
 def non_default_fields(kind: str, training: bool) -> dict[str, Any]:
@@ -1735,8 +1741,6 @@ def _stress_exports() -> dict[str, Callable[[], Case]]:
 
 # --- per-modality widths: input projections ---------------------------------------------
 
-#: The widths of the width cases: an image encoder wider than dim, a text encoder narrower.
-IMAGE_DIM, TEXT_DIM = 12, 6
 
 
 def _widths(kind: str, seed: int, *, missing: bool = False, training: bool = False) -> Case:

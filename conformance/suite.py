@@ -381,8 +381,35 @@ def check_nan_rows(adapter: Adapter, rule: str) -> Outcome:
     return Outcome("fail" if problems else "pass", "; ".join(problems), [report.as_dict()])
 
 
+def check_empty_batch(adapter: Adapter, rule: str) -> Outcome:
+    """docs/errors.md's promise for ``(0, D)`` inputs: outputs ``(0, D)``, every aux of batch
+    size 0, scalar aux as the reference computes them (``energy_loss`` 0, not a NaN mean)."""
+    c = _default_case(rule)
+    model = adapter.build(c.spec, c.params)
+    v = np.zeros((0, c.spec.width("image")), np.float32)
+    t = np.zeros((0, c.spec.width("text")), np.float32)
+    out, aux = adapter.forward(model, v, t, training=False, noise=None, options={})
+    _, ref_aux = fusion_ref.forward(c.spec, c.params, v, t, return_aux=True)
+    problems = []
+    if np.shape(out) != (0, c.spec.dim):
+        problems.append(f"output: expected shape (0, {c.spec.dim}); received {np.shape(out)}")
+    for a in c.spec.call_aux(0):
+        if a.role == "margin":
+            continue
+        got = aux.get(a.name)
+        if got is None or np.shape(got) != tuple(a.shape):
+            problems.append(
+                f"{a.name}: expected shape {tuple(a.shape)}; received "
+                f"{None if got is None else np.shape(got)}"
+            )
+        elif a.shape == () and not np.array_equal(np.asarray(got, np.float64), ref_aux[a.name]):
+            problems.append(f"{a.name}: expected {float(ref_aux[a.name])!r}; received {got!r}")
+    return Outcome("fail" if problems else "pass", "; ".join(problems))
+
+
 PROPERTIES = {
     "eval_deterministic": check_eval_deterministic,
+    "empty_batch": check_empty_batch,
     "nan_rows": check_nan_rows,
     "params_roundtrip": check_params_roundtrip,
     "finite_outputs": check_finite,

@@ -226,6 +226,18 @@ class NeitherRowCostsImage(Broken):
         return out, aux
 
 
+class EnergyLossNanOnEmptyBatch(Broken):
+    """The energy loss as a plain mean: NaN for an empty batch (a mean over nothing)."""
+
+    bug = "energy-loss-nan-on-empty-batch"
+
+    def forward(self, model, v, t, **kw):
+        out, aux = super().forward(model, v, t, **kw)
+        if np.shape(v)[0] == 0:
+            aux["energy_loss"] = np.asarray(np.nan)
+        return out, aux
+
+
 def _bug(name, cls, doc, caught_by, **kw):
     return PlantedBug(name, RULE, cls, doc, caught_by, **kw)
 
@@ -352,6 +364,12 @@ BUGS = (
         (F.replace("forward", "gradient") + "missing_over_budget_training",),
         requires="torch",
         scope=("energy_aware_adaptive/forward/*", "energy_aware_adaptive/gradient/*"),
+    ),
+    _bug(
+        "energy-loss-nan-on-empty-batch",
+        EnergyLossNanOnEmptyBatch,
+        "The energy loss as a plain mean: NaN for an empty batch.",
+        ("energy_aware_adaptive/property/empty_batch",),
     ),
     _bug(
         "eval-routing-sample-ignored",

@@ -209,7 +209,9 @@ def test_every_field_off_its_default_in_eval_and_in_training(rule, name, mode):
     default = spec.RULES[rule].model_fields[name].default
     training = mode == "training"
     cases = [
-        c.name for c in cases_of(rule) if c.training is training and getattr(c.spec, name) != default
+        c.name
+        for c in cases_of(rule)
+        if c.training is training and getattr(c.spec, name) != default
     ]
     assert cases, f"{rule}: no {mode} case with {name} off its default {default!r}"
 
@@ -226,7 +228,11 @@ CALL_OPTIONS = [
 def test_every_call_option_given_in_eval_and_in_training(rule, option, mode):
     """A schedule input (``progress``) in eval too: an eval that applies it must fail."""
     training = mode == "training"
-    cases = [c.name for c in cases_of(rule) if c.training is training and c.options.get(option) is not None]
+    cases = [
+        c.name
+        for c in cases_of(rule)
+        if c.training is training and c.options.get(option) is not None
+    ]
     assert cases, f"{rule}: no {mode} case passes {option}"
 
 
@@ -241,7 +247,9 @@ DIFFERENTIABLE_AUX = [
 
 
 def test_some_aux_output_is_declared_differentiable():
-    assert DIFFERENTIABLE_AUX, "no AuxSpec declares differentiable=True: the rule below tests nothing"
+    assert DIFFERENTIABLE_AUX, (
+        "no AuxSpec declares differentiable=True: the rule below tests nothing"
+    )
 
 
 @pytest.mark.parametrize(("rule", "aux"), DIFFERENTIABLE_AUX, ids=str)
@@ -285,3 +293,67 @@ def test_every_rule_under_every_stress_distribution(rule, kind, missing):
     found = [c for c in cases_of(rule) if c.name == name]
     assert found, f"{rule}: no case {name}"
     assert (found[0].present is not None) is missing
+
+
+def _declared_noise(rule: str) -> set[tuple[str, str]]:
+    """(noise name, mode) for every noise input some setting of the rule declares."""
+    cls = spec.RULES[rule]
+    out = set()
+    for c in cases_of(rule):  # every setting the catalogue builds, in its own mode
+        for training in (False, True):
+            for n in c.spec.noise(1, training=training, **c.options):
+                out.add((n.name, "training" if training else "eval"))
+    base = {"dim": 8, **({"heads": 2} if "heads" in cls.model_fields else {})}
+    for name, f in cls.model_fields.items():  # and every discrete field value alone
+        for value in _values(f):
+            s = cls(**{**base, name: value})
+            for training in (False, True):
+                options = (
+                    {"progress": 0.5} if any(o.name == "progress" for o in cls.call_options) else {}
+                )
+                for n in s.noise(1, training=training, **options):
+                    out.add((n.name, "training" if training else "eval"))
+    return out
+
+
+NOISE = [(rule, name, mode) for rule in spec.RULES for name, mode in sorted(_declared_noise(rule))]
+
+
+@pytest.mark.parametrize(("rule", "noise", "mode"), NOISE, ids=str)
+def test_every_noise_input_is_injected_in_every_mode_that_declares_it(rule, noise, mode):
+    training = mode == "training"
+    cases = [
+        c.name for c in cases_of(rule) if c.training is training and c.noise and noise in c.noise
+    ]
+    assert cases, f"{rule}: no {mode} case injects noise {noise!r}"
+
+
+AUX = [
+    (rule, a.name, mode)
+    for rule, cls in spec.RULES.items()
+    for mode in ("eval", "training")
+    for a in cls(dim=8, **({"heads": 2} if "heads" in cls.model_fields else {})).call_aux(
+        1, training=mode == "training", present=True
+    )
+    if a.role != "margin"
+]
+
+
+@pytest.mark.parametrize(("rule", "aux", "mode"), AUX, ids=str)
+def test_every_aux_output_is_compared_in_eval_and_in_training(rule, aux, mode):
+    """The forward check compares every declared aux output of a case: each must be declared
+    by some case of each mode (``neither``: a case with a presence mask)."""
+    training = mode == "training"
+    cases = [
+        c.name
+        for c in cases_of(rule)
+        if c.training is training
+        and aux
+        in {
+            a.name
+            for a in c.spec.call_aux(
+                c.v.shape[0], training=training, present=c.present is not None, **c.options
+            )
+        }
+    ]
+    assert cases, f"{rule}: no {mode} case declares aux output {aux!r}"
