@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from ._checks import CALL_INPUTS, ArgSpec
 from ._errors import InputError, SpecError
@@ -29,6 +31,21 @@ from ._errors import InputError, SpecError
 # eps 1e-3; keras.ops.gelu: tanh approximation).
 LAYER_NORM_EPS = 1e-5
 FFN_MULT = 4
+
+#: Largest ``dim``: one ``(dim, dim)`` float32 matrix is already 16 GiB there. Without a
+#: bound, ``dim=10**7`` failed in the allocator and ``dim=10**30`` inside ``init_params``.
+MAX_DIM = 65536
+
+
+def _not_bool(value: Any) -> Any:
+    """Refuse a bool where a count is expected (pydantic's lax mode reads ``True`` as 1)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise PydanticCustomError("int_type", "input should be an integer, not a boolean")
+    return value
+
+
+#: An integer field (a size or a count): any int, never a bool.
+Count = Annotated[int, BeforeValidator(_not_bool)]
 
 
 @dataclass(frozen=True)
@@ -156,7 +173,7 @@ class FusionSpecBase(BaseModel):
     )
 
     kind: str
-    dim: int = Field(gt=0, description="Embedding size D of v, t and the output.")
+    dim: Count = Field(gt=0, le=MAX_DIM, description="Embedding size D of v, t and the output.")
     input_norm: Literal["none", "batch"] = Field(
         "none",
         description=(
@@ -564,7 +581,7 @@ class AttentionSpecBase(FusionSpecBase):
     the constants a backend must not take from its framework's defaults.
     """
 
-    heads: int = Field(
+    heads: Count = Field(
         8, gt=0, description="Attention heads h; must divide dim. Scale 1/sqrt(dim/h)."
     )
     dropout: float = dropout_field()

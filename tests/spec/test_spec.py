@@ -184,6 +184,32 @@ def test_frozen_and_extra_forbidden():
             "'shomr', 'energy_aware_adaptive'; received {'dim': 4}",
         ),
         ({"kind": "gated"}, "gated: field 'dim' is required and was not given"),
+        (
+            {"kind": "gated", "dim": 10**7},
+            "gated: field 'dim': input should be less than or equal to 65536; received dim=10000000",
+        ),
+        (
+            {"kind": "gated", "dim": 10**30},
+            "gated: field 'dim': input should be less than or equal to 65536; "
+            "received dim=1000000000000000000000000000000",
+        ),
+        (
+            {"kind": "gated", "dim": True},
+            "gated: field 'dim': input should be an integer, not a boolean; received dim=True",
+        ),
+        (
+            '{"kind": "gated", "dim": true}',
+            "gated: field 'dim': input should be an integer, not a boolean; received dim=True",
+        ),
+        (
+            {"kind": "simple", "dim": 8, "heads": True},
+            "simple: field 'heads': input should be an integer, not a boolean; received heads=True",
+        ),
+        (
+            {"kind": "concat_mlp", "dim": 8, "layers": np.True_},
+            "concat_mlp: field 'layers': input should be an integer, not a boolean; "
+            f"received layers={np.True_!r}",
+        ),
     ],
 )
 def test_validation_errors_first_line_names_field_rule_and_value(obj, first_line):
@@ -191,6 +217,14 @@ def test_validation_errors_first_line_names_field_rule_and_value(obj, first_line
         spec.parse(obj)
     assert str(info.value).splitlines()[0] == first_line
     assert isinstance(info.value.__cause__, pydantic.ValidationError) or info.value.errors
+
+
+def test_dim_bound_is_inclusive_and_counts_take_plain_and_numpy_ints():
+    """The largest dim parses (its parameters are not allocated by parse); an int
+    given as a NumPy integer or a JSON number is still an int."""
+    assert spec.parse({"kind": "gated", "dim": 65536}).dim == 65536 == spec.MAX_DIM
+    assert spec.parse({"kind": "gated", "dim": np.int64(8)}).dim == 8
+    assert spec.parse('{"kind": "simple", "dim": 8, "heads": 2, "layers": 1}').layers == 1
 
 
 @pytest.mark.parametrize(
