@@ -40,7 +40,7 @@ from fusion_spec.spec import (
     check_params,
     parse,
 )
-from fusion_spec.spec._checks import numpy_host
+from fusion_spec.spec._checks import check_present, numpy_host
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -670,7 +670,10 @@ class FusionModule(nn.Module):
                 device; cast to the parameters' dtype (convert the module with
                 ``.to(dtype)`` to compute in another precision).
             present: optional ``(B, 2)`` bool (or integer 0/1) tensor: which of
-                (image, text) each sample has. ``None`` is all present and computes
+                (image, text) each sample has; an integer mask holding another value
+                is an ``InputError`` where its values are free to read (a NumPy
+                array, a CPU tensor in an eager call; on a device, nonzero is
+                present). ``None`` is all present and computes
                 exactly what an all-true mask computes. An absent row is replaced by
                 zeros with ``torch.where`` before anything reads it (a NaN there
                 cannot leak; its gradient is exactly zero); the spec's
@@ -765,6 +768,7 @@ class FusionModule(nn.Module):
         options = s.check_call_options(call_options) if call_options else self._default_options
         check_flag(s.kind, "return_aux", return_aux)
         batch = check_arrays(s, arrays, _meta)
+        check_present(s, _present_host(arrays.get("present")))
         device = self._param_meta()[1]
         for name, x in arrays.items():
             if isinstance(x, Tensor) and x.device != device:
@@ -868,6 +872,17 @@ def _signature(v: Any, t: Any, return_aux: Any) -> tuple | None:
     if type(v) is not Tensor or type(t) is not Tensor or type(return_aux) is not bool:
         return None
     return (v.shape, t.shape, v.dtype, t.dtype, v.device, t.device, return_aux)
+
+
+def _present_host(present: Any) -> np.ndarray | None:
+    """The values of an integer ``present`` where reading them is free: a NumPy array, or
+    a CPU tensor in an eager call (``host_readable``); ``None`` for a bool mask or a
+    tensor whose values would need a device synchronisation (not read: nonzero is present)."""
+    if isinstance(present, np.ndarray):
+        return present
+    if isinstance(present, Tensor) and present.dtype != torch.bool and host_readable(present):
+        return present.numpy()
+    return None
 
 
 def _meta(x: Any):

@@ -59,6 +59,18 @@ def test_bad_tensors_are_input_errors(make, match):
         module_for(build_spec("gated"))(make(), torch.zeros(3, 8))
 
 
+def test_an_integer_present_tensor_on_the_cpu_is_checked_as_the_reference_checks_it():
+    """A CPU tensor's values are read for free in an eager call: 2 or -1 is refused (the
+    reference refuses them) and 0/1 computes what the bool mask computes."""
+    module = module_for(build_spec("gated"))
+    v, t = torch.from_numpy(ok()), torch.from_numpy(ok(seed=1))
+    for bad in ([[1, 2], [1, 1], [0, 1]], [[1, -1], [1, 1], [0, 1]]):
+        with pytest.raises(spec.InputError, match=r"gated: argument 'present' expected booleans \(or 0/1\); received values \[-?[12]\]"):
+            module(v, t, torch.tensor(bad))
+    mask = torch.tensor([[1, 0], [1, 1], [0, 1]])
+    torch.testing.assert_close(module(v, t, mask), module(v, t, mask.bool()), rtol=0, atol=0)
+
+
 def test_noise_tensors_are_checked_for_names_shapes_and_dtypes_not_values():
     """Reading a tensor's values would synchronise: documented, and NumPy noise is range-checked."""
     module = module_for(build_spec("shomr")).train()
