@@ -38,6 +38,7 @@ from fusion_spec.spec import (
     check_flag,
     check_noise,
     check_params,
+    describe,
     parse,
 )
 from fusion_spec.spec._checks import check_present, numpy_host
@@ -580,13 +581,27 @@ class FusionModule(nn.Module):
         text = ", ".join(f"{k}={v!r}" for k, v in self.spec.model_dump().items())
         return text + (f", dispatch={self.dispatch!r}" if self.routes else "")
 
-    def _check_dispatch(self, dispatch: str) -> str:
-        if dispatch not in DISPATCHES:
-            raise ValueError(
-                f"{self.kind}: argument 'dispatch' expected one of {list(DISPATCHES)}; "
-                f"received {dispatch!r}"
+    @property
+    def dispatch(self) -> str:
+        """The routing rules' dispatch (``DISPATCHES``), checked whenever it is set: in
+        ``__init__`` and on every later assignment (``module.dispatch = "dense"``)."""
+        if not self.routes:
+            raise AttributeError(f"{self.kind} does not route samples: it has no 'dispatch'")
+        return self._dispatch
+
+    @dispatch.setter
+    def dispatch(self, dispatch: str) -> None:
+        if not self.routes:
+            raise InputError(
+                f"{self.kind}: attribute 'dispatch' expected no assignment: the rule does "
+                f"not route samples; received {describe(dispatch)}"
             )
-        return dispatch
+        if not isinstance(dispatch, str) or dispatch not in DISPATCHES:
+            raise InputError(
+                f"{self.kind}: argument 'dispatch' expected one of {list(DISPATCHES)}; "
+                f"received {describe(dispatch)}"
+            )
+        self._dispatch = dispatch
 
     # --- parameters -------------------------------------------------------------------
     @torch.no_grad()
