@@ -556,7 +556,8 @@ class FusionLayer(keras.layers.Layer):
         """Fuse ``v`` and ``t``.
 
         Args:
-            v, t: ``(B, D)`` embeddings.
+            v, t: ``(B, D)`` real floating embeddings, cast to the layer's compute dtype
+                (docs/errors.md, "Input dtypes and values").
             present: optional ``(B, 2)`` bool (or integer 0/1) tensor: which of (image,
                 text) each sample has; an integer mask holding another value is an
                 ``InputError`` where given as a NumPy array (a backend tensor is not

@@ -111,6 +111,20 @@ def test_numpy_views_bfloat16_and_float16_inputs_are_accepted():
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_floating_inputs_are_cast_to_the_parameters_dtype(dtype):
+    """docs/errors.md, "Input dtypes": the output has the parameters' dtype and equals the
+    call on inputs cast beforehand; a float64 module computes float32 inputs in float64."""
+    module = module_for(build_spec("gated"))
+    v, t = torch.from_numpy(ok()).to(dtype), torch.from_numpy(ok(seed=1)).to(dtype)
+    with torch.no_grad():
+        out = module(v, t)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, module(v.float(), t.float()), rtol=0, atol=0)
+        double = bt.build(build_spec("gated"), spec.init_params(build_spec("gated"), seed=2)).double()
+        assert double(v.float(), t.float()).dtype == torch.float64
+
+
 # --- edge cases, against the reference ------------------------------------------------
 
 
