@@ -433,7 +433,15 @@ class FusionLayer(keras.layers.Layer):
     ):
         s = parse(spec)  # first: a bad spec or dtype is named before Keras sees them
         _check_dtype(s.kind, kwargs.get("dtype"))
-        super().__init__(**kwargs)
+        try:
+            super().__init__(**kwargs)
+        except (ValueError, TypeError) as e:  # an unknown keyword, a bad name or trainable
+            given = ", ".join(f"{k}={describe(x)}" for k, x in kwargs.items())
+            raise InputError(
+                f"{s.kind}: layer arguments expected keras.layers.Layer's (name, dtype, "
+                f"trainable, ...) with valid values; received {given} "
+                f"(Keras: {str(e).splitlines()[0]})"
+            ) from None
         if seed is not None and (
             not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < SEED_MAX
         ):
@@ -710,6 +718,11 @@ class FusionLayer(keras.layers.Layer):
         field keeps its meaning (``spec.parse_stored``).
         """
         config = dict(config)
+        if "spec" not in config:
+            raise SpecError(
+                f"{cls.kind}: the saved Keras config of {cls.__name__} expected a 'spec' "
+                f"entry; received keys {sorted(config)}"
+            )
         try:
             if isinstance(config.get("spec"), dict):
                 config["spec"] = parse_stored(config["spec"]).model_dump(mode="json")

@@ -456,3 +456,14 @@ def test_output_drop_probability():
         ).output_drop_probability(1.0),
         0.2,
     )
+
+
+def test_an_unknown_tolerance_dtype_is_an_input_error():
+    from fusion_spec.spec.tolerance import tolerance
+
+    with pytest.raises(spec.InputError) as info:
+        tolerance("int8")
+    assert str(info.value) == (
+        "tolerance: argument 'dtype' expected one of ['bfloat16', 'float32', 'float64', "
+        "'tensorfloat32']; received 'int8'"
+    )
