@@ -17,7 +17,7 @@ from fusion_spec.spec import (
     check_params,
     parse,
 )
-from fusion_spec.spec._checks import numpy_host
+from fusion_spec.spec._checks import check_present, numpy_host
 
 
 def check_inputs(s, v: Any, t: Any, present: Any = None):
@@ -31,14 +31,8 @@ def check_inputs(s, v: Any, t: Any, present: Any = None):
     mask = None
     if present is not None:
         mask = as_numpy(present)
-        if mask.dtype != np.bool_:
-            wrong = sorted(set(np.unique(mask).tolist()) - {0, 1})
-            if wrong:
-                raise InputError(
-                    f"{s.kind}: argument 'present' expected booleans (or 0/1); received "
-                    f"values {wrong[:5]}"
-                )
-            mask = mask != 0
+        check_present(s, mask)
+        mask = mask != 0
     return as_numpy(v).astype(np.float64), as_numpy(t).astype(np.float64), mask
 
 

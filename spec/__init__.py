@@ -8,6 +8,7 @@ pydantic and safetensors.
 
 from ._base import (
     LAYER_NORM_EPS,
+    MAX_DIM,
     AuxSpec,
     CallOption,
     Comparison,
@@ -49,6 +50,7 @@ __all__ = [
     "check_flag",
     "check_noise",
     "LAYER_NORM_EPS",
+    "MAX_DIM",
     "RULES",
     "SCHEMA_PATH",
     "AuxSpec",

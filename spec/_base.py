@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from ._checks import CALL_INPUTS, ArgSpec
 from ._errors import InputError, SpecError
@@ -29,6 +31,21 @@ from ._errors import InputError, SpecError
 # eps 1e-3; keras.ops.gelu: tanh approximation).
 LAYER_NORM_EPS = 1e-5
 FFN_MULT = 4
+
+#: Largest ``dim``: one ``(dim, dim)`` float32 matrix is already 16 GiB there. Without a
+#: bound, ``dim=10**7`` failed in the allocator and ``dim=10**30`` inside ``init_params``.
+MAX_DIM = 65536
+
+
+def _not_bool(value: Any) -> Any:
+    """Refuse a bool where a count is expected (pydantic's lax mode reads ``True`` as 1)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise PydanticCustomError("int_type", "input should be an integer, not a boolean")
+    return value
+
+
+#: An integer field (a size or a count): any int, never a bool.
+Count = Annotated[int, BeforeValidator(_not_bool)]
 
 
 @dataclass(frozen=True)
@@ -159,12 +176,16 @@ class FusionSpecBase(BaseModel):
     )
 
     kind: str
-    dim: int = Field(gt=0, description="Embedding size D of the output (and of v and t unless "
-                     "image_dim / text_dim say otherwise).")
-    image_dim: int | None = Field(
+    dim: Count = Field(
+        gt=0,
+        le=MAX_DIM,
+        description="Embedding size D of the output (and of v and t unless image_dim / "
+        "text_dim say otherwise).",
+    )
+    image_dim: Count | None = Field(
         None,
         gt=0,
-        le=65536,
+        le=MAX_DIM,
         description=(
             "Width D_v of v (an image encoder's output: 2048 for ResNet-50, 768 for ViT-B). "
             "None, or equal to dim: v is (B, dim) and the rule reads it as it is. Otherwise "
@@ -172,10 +193,10 @@ class FusionSpecBase(BaseModel):
             "first."
         ),
     )
-    text_dim: int | None = Field(
+    text_dim: Count | None = Field(
         None,
         gt=0,
-        le=65536,
+        le=MAX_DIM,
         description=(
             "Width D_t of t (a text encoder's output: 768 for BERT-base, 512 for CLIP's). "
             "None, or equal to dim: t is (B, dim) as it is. Otherwise input_proj.text "
@@ -617,7 +638,7 @@ class AttentionSpecBase(FusionSpecBase):
     the constants a backend must not take from its framework's defaults.
     """
 
-    heads: int = Field(
+    heads: Count = Field(
         8, gt=0, description="Attention heads h; must divide dim. Scale 1/sqrt(dim/h)."
     )
     dropout: float = dropout_field()

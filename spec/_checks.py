@@ -239,6 +239,21 @@ def check_noise(
             )
 
 
+def check_present(s, mask: np.ndarray | None) -> None:
+    """An integer presence mask holds only 0 and 1 (a bool mask needs no check).
+
+    ``mask`` is the mask's values where they are on the host without a
+    synchronisation (``None`` otherwise: a device tensor is not read).
+    """
+    if mask is None or mask.dtype == np.bool_ or not mask.size:
+        return
+    if ((mask != 0) & (mask != 1)).any():
+        wrong = sorted(set(np.unique(mask).tolist()) - {0, 1})
+        raise InputError(
+            f"{s.kind}: argument 'present' expected booleans (or 0/1); received values {wrong[:5]}"
+        )
+
+
 def numpy_host(x: Any) -> np.ndarray | None:
     """The values of a NumPy array (already on the host); ``None`` for anything else."""
     return np.asarray(x, dtype=np.float64) if isinstance(x, np.ndarray) else None

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from ._base import (
+    Count,
     FusionSpecBase,
     dropout_field,
     gelu_field,
@@ -25,8 +26,8 @@ class ConcatMlpSpec(FusionSpecBase):
     )
 
     kind: Literal["concat_mlp"] = "concat_mlp"
-    hidden_mult: int = Field(2, gt=0, description="Hidden width is hidden_mult * dim.")
-    layers: int = Field(2, gt=0, description="Number of linear layers (1 = a single linear).")
+    hidden_mult: Count = Field(2, gt=0, description="Hidden width is hidden_mult * dim.")
+    layers: Count = Field(2, gt=0, description="Number of linear layers (1 = a single linear).")
     dropout: float = dropout_field()
     gelu: Literal["erf"] = gelu_field()
     missing_modality: Literal["zero_fill"] = missing_field(

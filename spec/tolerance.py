@@ -72,6 +72,8 @@ worse), not the tanh GELU (2.3e-4).
 
 from __future__ import annotations
 
+from ._errors import InputError
+
 TOLERANCES: dict[str, dict[str, float]] = {
     "float64": {"rtol": 1e-10, "atol": 1e-10},
     "float32": {"rtol": 1e-4, "atol": 1e-5},
@@ -99,7 +101,9 @@ GRADIENT_TOLERANCES: dict[str, dict[str, float]] = {
 def _name(dtype: str, table: dict) -> str:
     name = str(dtype).rsplit(".", 1)[-1]
     if name not in table:
-        raise ValueError(f"tolerance: expected one of {sorted(table)}; received {dtype!r}")
+        raise InputError(
+            f"tolerance: argument 'dtype' expected one of {sorted(table)}; received {dtype!r}"
+        )
     return name
 
 

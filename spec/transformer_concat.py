@@ -8,6 +8,7 @@ from pydantic import Field
 
 from ._base import (
     AttentionSpecBase,
+    Count,
     Init,
     ParamSpec,
     missing_field,
@@ -32,7 +33,7 @@ class TransformerConcatSpec(AttentionSpecBase):
     )
 
     kind: Literal["transformer_concat"] = "transformer_concat"
-    layers: int = Field(4, gt=0, description="Number of encoder layers.")
+    layers: Count = Field(4, gt=0, description="Number of encoder layers.")
     modality_embeddings: bool = Field(
         True,
         description=(

@@ -39,7 +39,8 @@ from fusion_spec.spec import (
     parse,
     parse_stored,
 )
-from fusion_spec.spec._checks import numpy_host
+from fusion_spec.spec._checks import check_present, numpy_host
+from fusion_spec.spec._errors import dtype_kind
 
 Drop = Callable[[Any], Any]
 
@@ -339,6 +340,54 @@ def _fusion_error(e: BaseException) -> FusionError | None:
     return None
 
 
+#: The dtype policies the layer computes in (any float dtype name is one too).
+FLOAT_POLICIES = ("float32", "float64", "mixed_float16", "mixed_bfloat16")
+
+
+def _check_dtype(kind: str, dtype: Any) -> None:
+    """The layer's ``dtype`` argument (``None``: the global policy) names a float (or mixed
+    float) dtype policy.
+
+    Keras accepts ``"int32"`` or ``"bool"`` and then rounds every weight to it (a wrong
+    result without an error), and quantized policies would be ignored by this layer.
+    """
+    expected = f"a floating dtype or dtype policy (e.g. {', '.join(map(repr, FLOAT_POLICIES))})"
+    try:
+        policy = keras.dtype_policies.get(dtype)  # None: the global policy
+    except (ValueError, TypeError) as e:
+        raise InputError(
+            f"{kind}: argument 'dtype' expected {expected}; received {describe(dtype)} "
+            f"(Keras: {e})"
+        ) from None
+    quantized = getattr(policy, "quantization_mode", None)
+    if quantized or not all(
+        dtype_kind(d) == "float" for d in (policy.variable_dtype, policy.compute_dtype)
+    ):
+        detail = f"{quantized} quantization" if quantized else (
+            f"variables {policy.variable_dtype}, computation {policy.compute_dtype}"
+        )
+        if dtype is None:
+            detail = f"the global policy {policy.name!r}: {detail}"
+        raise InputError(
+            f"{kind}: argument 'dtype' expected {expected}; received {describe(dtype)} ({detail})"
+        )
+    if "float64" in (policy.variable_dtype, policy.compute_dtype) and not _float64_available():
+        raise InputError(
+            f"{kind}: argument 'dtype' expected a dtype policy that JAX computes in: float64 "
+            "needs JAX's x64 mode (jax.config.update('jax_enable_x64', True) before any array "
+            f"is made), without which every float64 array is float32; received {describe(dtype)}"
+        )
+
+
+def _float64_available() -> bool:
+    """False only on Keras's JAX backend without x64 mode (float64 silently becomes float32)."""
+    if keras.backend.backend() != "jax":
+        return True
+    import jax
+
+    return bool(jax.config.jax_enable_x64)
+
+
 class FusionLayer(keras.layers.Layer):
     """Keras layer computing one fusion rule ``f(v, t)``: ``(B, D), (B, D) -> (B, D)``.
 
@@ -382,8 +431,17 @@ class FusionLayer(keras.layers.Layer):
         matmul_precision: str = "float32",
         **kwargs: Any,
     ):
-        super().__init__(**kwargs)
-        s = parse(spec)
+        s = parse(spec)  # first: a bad spec or dtype is named before Keras sees them
+        _check_dtype(s.kind, kwargs.get("dtype"))
+        try:
+            super().__init__(**kwargs)
+        except (ValueError, TypeError) as e:  # an unknown keyword, a bad name or trainable
+            given = ", ".join(f"{k}={describe(x)}" for k, x in kwargs.items())
+            raise InputError(
+                f"{s.kind}: layer arguments expected keras.layers.Layer's (name, dtype, "
+                f"trainable, ...) with valid values; received {given} "
+                f"(Keras: {str(e).splitlines()[0]})"
+            ) from None
         if seed is not None and (
             not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < SEED_MAX
         ):
@@ -488,12 +546,15 @@ class FusionLayer(keras.layers.Layer):
         return super().__call__(_host_array(v), _host_array(t), present, **kwargs)
 
     def _check_call(self, arrays: dict, training, noise, return_aux, call_options: dict) -> None:
-        """Metadata checks of a call (shape, dtype, names, flags); values only of NumPy noise."""
+        """Metadata checks of a call (shape, dtype, names, flags); values only of NumPy
+        noise and a NumPy ``present`` (a backend tensor's would need a synchronisation)."""
         s = self.spec
         training = check_flag(s.kind, "training", training, allow_none=True)
         check_flag(s.kind, "return_aux", return_aux)
         options = self._call_options(call_options, bool(training))
         batch = check_arrays(s, arrays, array_meta)
+        present = arrays.get("present")
+        check_present(s, present if isinstance(present, np.ndarray) else None)
         if noise is not None:
             declared = s.noise(batch, training=training, **options)
             check_noise(s, noise, declared, array_meta, numpy_host)
@@ -504,9 +565,12 @@ class FusionLayer(keras.layers.Layer):
         """Fuse ``v`` and ``t``.
 
         Args:
-            v, t: ``(B, D)`` embeddings.
+            v, t: ``(B, D)`` real floating embeddings, cast to the layer's compute dtype
+                (docs/errors.md, "Input dtypes and values").
             present: optional ``(B, 2)`` bool (or integer 0/1) tensor: which of (image,
-                text) each sample has; ``None`` is all present and computes exactly
+                text) each sample has; an integer mask holding another value is an
+                ``InputError`` where given as a NumPy array (a backend tensor is not
+                read: nonzero is present); ``None`` is all present and computes exactly
                 what an all-true mask computes. An absent row is replaced by zeros
                 with ``ops.where`` before anything reads it (a NaN there cannot leak;
                 its gradient is exactly zero); the spec's ``missing_modality`` says
@@ -670,6 +734,11 @@ class FusionLayer(keras.layers.Layer):
         field keeps its meaning (``spec.parse_stored``).
         """
         config = dict(config)
+        if "spec" not in config:
+            raise SpecError(
+                f"{cls.kind}: the saved Keras config of {cls.__name__} expected a 'spec' "
+                f"entry; received keys {sorted(config)}"
+            )
         try:
             if isinstance(config.get("spec"), dict):
                 config["spec"] = parse_stored(config["spec"]).model_dump(mode="json")

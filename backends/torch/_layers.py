@@ -38,9 +38,10 @@ from fusion_spec.spec import (
     check_flag,
     check_noise,
     check_params,
+    describe,
     parse,
 )
-from fusion_spec.spec._checks import numpy_host
+from fusion_spec.spec._checks import check_present, numpy_host
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -584,13 +585,27 @@ class FusionModule(nn.Module):
         text = ", ".join(f"{k}={v!r}" for k, v in self.spec.model_dump().items())
         return text + (f", dispatch={self.dispatch!r}" if self.routes else "")
 
-    def _check_dispatch(self, dispatch: str) -> str:
-        if dispatch not in DISPATCHES:
-            raise ValueError(
-                f"{self.kind}: argument 'dispatch' expected one of {list(DISPATCHES)}; "
-                f"received {dispatch!r}"
+    @property
+    def dispatch(self) -> str:
+        """The routing rules' dispatch (``DISPATCHES``), checked whenever it is set: in
+        ``__init__`` and on every later assignment (``module.dispatch = "dense"``)."""
+        if not self.routes:
+            raise AttributeError(f"{self.kind} does not route samples: it has no 'dispatch'")
+        return self._dispatch
+
+    @dispatch.setter
+    def dispatch(self, dispatch: str) -> None:
+        if not self.routes:
+            raise InputError(
+                f"{self.kind}: attribute 'dispatch' expected no assignment: the rule does "
+                f"not route samples; received {describe(dispatch)}"
             )
-        return dispatch
+        if not isinstance(dispatch, str) or dispatch not in DISPATCHES:
+            raise InputError(
+                f"{self.kind}: argument 'dispatch' expected one of {list(DISPATCHES)}; "
+                f"received {describe(dispatch)}"
+            )
+        self._dispatch = dispatch
 
     # --- parameters -------------------------------------------------------------------
     @torch.no_grad()
@@ -674,7 +689,10 @@ class FusionModule(nn.Module):
                 device; cast to the parameters' dtype (convert the module with
                 ``.to(dtype)`` to compute in another precision).
             present: optional ``(B, 2)`` bool (or integer 0/1) tensor: which of
-                (image, text) each sample has. ``None`` is all present and computes
+                (image, text) each sample has; an integer mask holding another value
+                is an ``InputError`` where its values are free to read (a NumPy
+                array, a CPU tensor in an eager call; on a device, nonzero is
+                present). ``None`` is all present and computes
                 exactly what an all-true mask computes. An absent row is replaced by
                 zeros with ``torch.where`` before anything reads it (a NaN there
                 cannot leak; its gradient is exactly zero); the spec's
@@ -777,6 +795,7 @@ class FusionModule(nn.Module):
         options = s.check_call_options(call_options) if call_options else self._default_options
         check_flag(s.kind, "return_aux", return_aux)
         batch = check_arrays(s, arrays, _meta)
+        check_present(s, _present_host(arrays.get("present")))
         device = self._param_meta()[1]
         for name, x in arrays.items():
             if isinstance(x, Tensor) and x.device != device:
@@ -880,6 +899,17 @@ def _signature(v: Any, t: Any, return_aux: Any) -> tuple | None:
     if type(v) is not Tensor or type(t) is not Tensor or type(return_aux) is not bool:
         return None
     return (v.shape, t.shape, v.dtype, t.dtype, v.device, t.device, return_aux)
+
+
+def _present_host(present: Any) -> np.ndarray | None:
+    """The values of an integer ``present`` where reading them is free: a NumPy array, or
+    a CPU tensor in an eager call (``host_readable``); ``None`` for a bool mask or a
+    tensor whose values would need a device synchronisation (not read: nonzero is present)."""
+    if isinstance(present, np.ndarray):
+        return present
+    if isinstance(present, Tensor) and present.dtype != torch.bool and host_readable(present):
+        return present.numpy()
+    return None
 
 
 def _meta(x: Any):

@@ -58,7 +58,7 @@ class EnergyAwareAdaptiveFusion(FusionModule):
         super().__init__(spec, generator=generator)
         s = self.spec
         d = s.dim
-        self.dispatch = self._check_dispatch(dispatch)
+        self.dispatch = dispatch
         self.router = RouterMlp(2 * d, d, 3)
         self.gate = nn.Linear(2 * d, d)
         self.attn = Attention(d, s.heads, dropout=s.dropout)

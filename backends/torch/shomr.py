@@ -69,7 +69,7 @@ class ShomrFusion(FusionModule):
         super().__init__(spec, generator=generator)
         s = self.spec
         d, p = s.dim, s.dropout
-        self.dispatch = self._check_dispatch(dispatch)
+        self.dispatch = dispatch
         self.confidence = RouterMlp(2 * d, d, 2, dropout=p)
         self.router = RouterMlp(2 * d, d, 3, dropout=p)
         self.attn = Attention(d, s.heads, dropout=p)

@@ -213,6 +213,13 @@ def _edited_keras_file(tmp_path, **layer_config):
             {"seed": -1},
             "gated: argument 'seed' expected None or an int in [0, 2**31 - 1); received int -1",
         ),
+        ({"dim": 10**7}, "gated: field 'dim': input should be less than or equal to 65536; received dim=10000000"),
+        (
+            {"dtype": "int32"},
+            "gated: argument 'dtype' expected a floating dtype or dtype policy (e.g. 'float32', "
+            "'float64', 'mixed_float16', 'mixed_bfloat16'); received str 'int32' (variables "
+            "int32, computation int32)",
+        ),
     ],
 )
 def test_an_edited_keras_file_raises_the_fusion_error_not_keras_wrapper(tmp_path, edit, first_line):
@@ -242,6 +249,18 @@ def test_layer_arguments_are_input_errors():
             f"ProgressCallback: argument 'epochs' expected None or a positive int; "
             f"received {received}"
         )
+    for kwargs, received in (
+        ({"energy_loss": True}, "energy_loss=bool True (Keras: Unrecognized keyword arguments passed to GatedFusion: {'energy_loss': True})"),
+        ({"trainable": "x"}, "trainable=str 'x' (Keras: Expected `trainable` to be a boolean. Received: trainable=x (of type <class 'str'>))"),
+    ):
+        with pytest.raises(spec.InputError) as info:
+            bk.build("gated", dim=s.dim, **kwargs)
+        assert str(info.value) == (
+            "gated: layer arguments expected keras.layers.Layer's (name, dtype, trainable, ...) "
+            f"with valid values; received {received}"
+        )
+    with pytest.raises(spec.SpecError, match=r"^gated: the saved Keras config of GatedFusion expected a 'spec' entry; received keys \['name'\]$"):
+        bk.GatedFusion.from_config({"name": "fusion"})
     with pytest.raises(
         spec.InputError, match=r"^gated: input 'present' expected shape \(B, 2\) .*received shape \(None, 3\)$"
     ):

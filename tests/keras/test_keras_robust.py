@@ -61,6 +61,64 @@ def test_build_arguments_are_checked():
         layer_for(s).load_canonical(None)
 
 
+@pytest.mark.parametrize(
+    "dtype, received",
+    [
+        ("int32", "str 'int32' (variables int32, computation int32)"),
+        ("bool", "str 'bool' (variables bool, computation bool)"),
+        ("complex64", "str 'complex64' (variables complex64, computation complex64)"),
+        ("int8_from_float32", "str 'int8_from_float32' (int8 quantization)"),
+        ("bogus", "str 'bogus' (Keras: Cannot convert 'bogus' to a mixed precision DTypePolicy."),
+        (3, "int 3 (Keras: Cannot interpret `dtype` argument."),
+    ],
+)
+def test_a_dtype_policy_that_is_not_floating_is_refused(dtype, received):
+    """Keras builds an int32 layer (every weight rounded: a wrong result, no error)."""
+    expected = (
+        "gated: argument 'dtype' expected a floating dtype or dtype policy (e.g. 'float32', "
+        f"'float64', 'mixed_float16', 'mixed_bfloat16'); received {received}"
+    )
+    for make in (lambda: bk.build(build_spec("gated"), dtype=dtype), lambda: bk.GatedFusion(build_spec("gated"), dtype=dtype)):
+        with pytest.raises(spec.InputError) as info:
+            make()
+        assert str(info.value).startswith(expected)
+
+
+def test_the_global_dtype_policy_is_checked_too():
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("int32")
+    try:
+        with pytest.raises(spec.InputError) as info:
+            bk.build(build_spec("gated"))
+    finally:
+        keras.config.set_dtype_policy(before)
+    assert str(info.value).endswith(
+        "received None (the global policy 'int32': variables int32, computation int32)"
+    )
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX alone turns float64 into float32 (without x64)")
+def test_float64_on_jax_without_x64_is_refused():
+    import jax
+
+    if jax.config.jax_enable_x64:
+        pytest.skip("this process runs JAX in x64 mode, where float64 is float64")
+    with pytest.raises(spec.InputError, match=r"^gated: argument 'dtype' expected a dtype policy that JAX computes in: float64 needs JAX's x64 mode .*received str 'float64'$"):
+        bk.build(build_spec("gated"), dtype="float64")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_floating_inputs_are_cast_to_the_compute_dtype(dtype):
+    """docs/errors.md, "Input dtypes": any real floating input is cast to the layer's compute
+    dtype (float32 by default) and the output has that dtype, as if cast before the call."""
+    layer = layer_for(build_spec("gated"))
+    v, t = ok(), ok(seed=1)
+    out = layer(v.astype(dtype), t.astype(dtype))
+    assert keras.backend.standardize_dtype(out.dtype) == layer.compute_dtype == "float32"
+    cast = layer(v.astype(dtype).astype(np.float32), t.astype(dtype).astype(np.float32))
+    np.testing.assert_array_equal(to_numpy(out), to_numpy(cast))
+
+
 def test_numpy_views_and_bfloat16_inputs_are_accepted():
     layer = layer_for(build_spec("gated"))
     v, t = ok(), ok(seed=1)

@@ -73,6 +73,18 @@ def test_low_precision_and_strided_numpy_inputs_are_accepted():
     )
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_floating_inputs_are_computed_in_float64(dtype):
+    """docs/errors.md, "Input dtypes": the reference widens every floating input exactly
+    to float64 and returns float64."""
+    s = build_spec("gated")
+    p = spec.init_params(s)
+    v, t = ok().astype(dtype), ok(seed=1).astype(dtype)
+    out = fusion_ref.forward(s, p, v, t)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, fusion_ref.forward(s, p, v.astype(np.float64), t.astype(np.float64)))
+
+
 @pytest.mark.parametrize("kind", list(EDGE_SPECS))
 def test_empty_batch_gives_empty_outputs_and_zero_energy_loss(kind):
     s = EDGE_SPECS[kind]

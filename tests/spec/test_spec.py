@@ -55,6 +55,8 @@ def test_defaults_follow_the_original_constructors():
     assert spec.parse({"kind": "simple", "dim": 8}).model_dump() == {
         "kind": "simple",
         "dim": 8,
+        "image_dim": None,  # v and t as wide as dim: no input projections
+        "text_dim": None,
         "input_norm": "none",
         "input_norm_momentum": 0.1,
         "input_norm_eps": 1e-05,
@@ -184,6 +186,32 @@ def test_frozen_and_extra_forbidden():
             "'shomr', 'energy_aware_adaptive'; received {'dim': 4}",
         ),
         ({"kind": "gated"}, "gated: field 'dim' is required and was not given"),
+        (
+            {"kind": "gated", "dim": 10**7},
+            "gated: field 'dim': input should be less than or equal to 65536; received dim=10000000",
+        ),
+        (
+            {"kind": "gated", "dim": 10**30},
+            "gated: field 'dim': input should be less than or equal to 65536; "
+            "received dim=1000000000000000000000000000000",
+        ),
+        (
+            {"kind": "gated", "dim": True},
+            "gated: field 'dim': input should be an integer, not a boolean; received dim=True",
+        ),
+        (
+            '{"kind": "gated", "dim": true}',
+            "gated: field 'dim': input should be an integer, not a boolean; received dim=True",
+        ),
+        (
+            {"kind": "simple", "dim": 8, "heads": True},
+            "simple: field 'heads': input should be an integer, not a boolean; received heads=True",
+        ),
+        (
+            {"kind": "concat_mlp", "dim": 8, "layers": np.True_},
+            "concat_mlp: field 'layers': input should be an integer, not a boolean; "
+            f"received layers={np.True_!r}",
+        ),
     ],
 )
 def test_validation_errors_first_line_names_field_rule_and_value(obj, first_line):
@@ -191,6 +219,14 @@ def test_validation_errors_first_line_names_field_rule_and_value(obj, first_line
         spec.parse(obj)
     assert str(info.value).splitlines()[0] == first_line
     assert isinstance(info.value.__cause__, pydantic.ValidationError) or info.value.errors
+
+
+def test_dim_bound_is_inclusive_and_counts_take_plain_and_numpy_ints():
+    """The largest dim parses (its parameters are not allocated by parse); an int
+    given as a NumPy integer or a JSON number is still an int."""
+    assert spec.parse({"kind": "gated", "dim": 65536}).dim == 65536 == spec.MAX_DIM
+    assert spec.parse({"kind": "gated", "dim": np.int64(8)}).dim == 8
+    assert spec.parse('{"kind": "simple", "dim": 8, "heads": 2, "layers": 1}').layers == 1
 
 
 @pytest.mark.parametrize(
@@ -421,4 +457,15 @@ def test_output_drop_probability():
             {"kind": "energy_aware_adaptive", "dim": 8, "output_drop_max": 0.2}
         ).output_drop_probability(1.0),
         0.2,
+    )
+
+
+def test_an_unknown_tolerance_dtype_is_an_input_error():
+    from fusion_spec.spec.tolerance import tolerance
+
+    with pytest.raises(spec.InputError) as info:
+        tolerance("int8")
+    assert str(info.value) == (
+        "tolerance: argument 'dtype' expected one of ['bfloat16', 'float32', 'float64', "
+        "'tensorfloat32']; received 'int8'"
     )

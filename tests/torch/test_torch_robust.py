@@ -59,6 +59,18 @@ def test_bad_tensors_are_input_errors(make, match):
         module_for(build_spec("gated"))(make(), torch.zeros(3, 8))
 
 
+def test_an_integer_present_tensor_on_the_cpu_is_checked_as_the_reference_checks_it():
+    """A CPU tensor's values are read for free in an eager call: 2 or -1 is refused (the
+    reference refuses them) and 0/1 computes what the bool mask computes."""
+    module = module_for(build_spec("gated"))
+    v, t = torch.from_numpy(ok()), torch.from_numpy(ok(seed=1))
+    for bad in ([[1, 2], [1, 1], [0, 1]], [[1, -1], [1, 1], [0, 1]]):
+        with pytest.raises(spec.InputError, match=r"gated: argument 'present' expected booleans \(or 0/1\); received values \[-?[12]\]"):
+            module(v, t, torch.tensor(bad))
+    mask = torch.tensor([[1, 0], [1, 1], [0, 1]])
+    torch.testing.assert_close(module(v, t, mask), module(v, t, mask.bool()), rtol=0, atol=0)
+
+
 def test_noise_tensors_are_checked_for_names_shapes_and_dtypes_not_values():
     """Reading a tensor's values would synchronise: documented, and NumPy noise is range-checked."""
     module = module_for(build_spec("shomr")).train()
@@ -97,6 +109,20 @@ def test_numpy_views_bfloat16_and_float16_inputs_are_accepted():
         got = module(v.astype(ml_dtypes.bfloat16), t)
         want = module(torch.from_numpy(v).to(torch.bfloat16), torch.from_numpy(t))
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_floating_inputs_are_cast_to_the_parameters_dtype(dtype):
+    """docs/errors.md, "Input dtypes": the output has the parameters' dtype and equals the
+    call on inputs cast beforehand; a float64 module computes float32 inputs in float64."""
+    module = module_for(build_spec("gated"))
+    v, t = torch.from_numpy(ok()).to(dtype), torch.from_numpy(ok(seed=1)).to(dtype)
+    with torch.no_grad():
+        out = module(v, t)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, module(v.float(), t.float()), rtol=0, atol=0)
+        double = bt.build(build_spec("gated"), spec.init_params(build_spec("gated"), seed=2)).double()
+        assert double(v.float(), t.float()).dtype == torch.float64
 
 
 # --- edge cases, against the reference ------------------------------------------------

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch_cases import BATCH, inputs, make_spec, perturbed_params
 
+from fusion_spec import spec
 from fusion_spec.backends import torch as bt
 
 ROUTED = ["shomr", "shomr_variant", "energy_aware_adaptive", "energy_aware_adaptive_variant"]
@@ -83,10 +84,30 @@ def test_energy_sparse_with_every_sample_on_one_route(route):
 
 
 def test_dispatch_is_validated():
-    with pytest.raises(ValueError, match=r"shomr: argument 'dispatch' expected one of"):
+    with pytest.raises(spec.InputError, match=r"^shomr: argument 'dispatch' expected one of \['auto', 'dense', 'sparse'\]; received str 'fast'$"):
         bt.build(make_spec("shomr"), dispatch="fast")
-    with pytest.raises(ValueError, match=r"gated: argument 'dispatch' expected None"):
+    with pytest.raises(spec.InputError, match=r"gated: argument 'dispatch' expected None"):
         bt.build(make_spec("gated"), dispatch="dense")
+
+
+def test_dispatch_is_validated_whenever_it_is_set():
+    """`module.dispatch = "bogus"` after build ran as dense; now every assignment is
+    checked and a refused one leaves the module as it was."""
+    module = bt.build(make_spec("energy_aware_adaptive"), dispatch="sparse")
+    for bad, shown in (("bogus", "str 'bogus'"), (None, "None"), (["dense"], "list of length 1")):
+        with pytest.raises(spec.InputError) as info:
+            module.dispatch = bad
+        assert str(info.value) == (
+            "energy_aware_adaptive: argument 'dispatch' expected one of ['auto', 'dense', "
+            f"'sparse']; received {shown}"
+        )
+    assert module.dispatch == "sparse"
+    module.dispatch = "dense"
+    assert module.dispatch == "dense" and "dispatch='dense'" in repr(module)
+    gated = bt.build(make_spec("gated"))
+    with pytest.raises(spec.InputError, match=r"^gated: attribute 'dispatch' expected no assignment: the rule does not route samples; received str 'dense'$"):
+        gated.dispatch = "dense"
+    assert not hasattr(gated, "dispatch")
 
 
 def test_skip_unrouted_only_for_routing_rules():
