@@ -105,6 +105,14 @@ class _Broken(ReferenceAdapter):
     """The reference with one planted bug; ``bug`` names it in reports."""
 
     bug = ""
+    #: The bug recomputes from the raw ``v``, ``t`` as if they were the rule's inputs:
+    #: specs with input widths other than dim are not applicable (the rule reads projections).
+    equal_widths = False
+
+    def not_applicable(self, s, *, training):
+        if self.equal_widths and s.projected():
+            return f"{self.name}: planted for inputs of width dim (no input projections)"
+        return super().not_applicable(s, training=training)
 
     def __init__(self, seed: int = 0):
         super().__init__(seed)
@@ -142,6 +150,7 @@ class TransposedSquareWeight(_Broken):
 
 class SwappedInputs(_Broken):
     bug = "swapped-v-t"
+    equal_widths = True
 
     def forward(self, model, v, t, **kw):
         return super().forward(model, t, v, **kw)

@@ -72,6 +72,13 @@ class _TorchBug(TorchAdapter):
     """The PyTorch backend with one planted bug, named ``broken-torch-<bug>``."""
 
     bug = ""
+    #: As ``broken._Broken.equal_widths``: the bug reads the raw ``v``, ``t``.
+    equal_widths = False
+
+    def not_applicable(self, s, *, training):
+        if self.equal_widths and s.projected():
+            return f"{self.name}: planted for inputs of width dim (no input projections)"
+        return super().not_applicable(s, training=training)
 
     def __init__(self, seed: int = 0):
         super().__init__(seed)
@@ -129,6 +136,7 @@ class GateDetached(_TorchBug):
     """``gated``: ``g`` detached, so ``gate.*`` and the gate's path get no gradient."""
 
     bug = "gate-detached"
+    equal_widths = True
 
     def _call(self, module, v, t, training, noise, options, present=None):
         out, aux = super()._call(module, v, t, training, noise, options, present)

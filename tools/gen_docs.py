@@ -1202,9 +1202,9 @@ def choosing_behaviour_block() -> str:
         if plain is None:
             trains = "not measured"
         elif plain < TRAINS_AT:
-            trains = f'needs `input_norm="batch"` ({plain:.2f} without)'
+            trains = f"{plain:.2f}: batch norm"
         else:
-            trains = f"trains with the defaults ({plain:.2f})"
+            trains = f"{plain:.2f}: defaults"
         rows.append(
             [
                 f"`{kind}`",
@@ -1214,12 +1214,12 @@ def choosing_behaviour_block() -> str:
                 trains,
             ]
         )
-    header = ["rule", "missing modality", "draws in training", "draws in eval",
-              "encoders from scratch"]
+    header = ["rule", "missing modality", "training draws", "eval draws", "from scratch"]
     return _table(header, rows) + (
-        "\nEncoders from scratch: the median accuracy ratio of the spec's defaults "
+        "\nFrom scratch: the median accuracy ratio of the spec's defaults "
         '(`input_norm="none"`, PyTorch, complete data) in the two-tower benchmark; below '
-        f'{TRAINS_AT:g} the rule did not train there without `input_norm="batch"`.\n'
+        f'{TRAINS_AT:g} ("batch norm") the rule did not train there without '
+        '`input_norm="batch"`, from it up ("defaults") it did.\n'
     )
 
 

@@ -9,6 +9,7 @@ class GammaPlusOne(Broken):
     """``(1 + gamma) v + beta``, the residual FiLM variant, instead of ``gamma v + beta``."""
 
     bug = "film-gamma-plus-one"
+    equal_widths = True
 
     def forward(self, model, v, t, **kw):
         out, aux = super().forward(model, v, t, **kw)

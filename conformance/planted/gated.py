@@ -11,6 +11,7 @@ class GateComplement(Broken):
     """``(1 - g) v + g t`` instead of ``g v + (1 - g) t``."""
 
     bug = "gated-gate-complement"
+    equal_widths = True
 
     def forward(self, model, v, t, **kw):
         out, aux = super().forward(model, v, t, **kw)
@@ -23,6 +24,7 @@ class GateClamped(Broken):
     ``v - t`` where the gate saturates."""
 
     bug = "gated-gate-clamped"
+    equal_widths = True
 
     def forward(self, model, v, t, **kw):
         out, aux = super().forward(model, v, t, **kw)

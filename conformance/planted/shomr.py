@@ -50,6 +50,7 @@ class FallbackOnHardSamples(Broken):
     """The fallback tests ``max(c) < fallback_threshold`` on every sample, hard ones included."""
 
     bug = "shomr-fallback-on-hard-samples"
+    equal_widths = True
 
     def forward(self, model, v, t, **kw):
         out, aux = super().forward(model, v, t, **kw)
@@ -95,6 +96,7 @@ class ImageTextRoutesSwapped(Broken):
     """The hard image route projects ``t`` and the text route ``v``."""
 
     bug = "shomr-image-text-routes-swapped"
+    equal_widths = True
 
     def forward(self, model, v, t, **kw):
         out, aux = super().forward(model, v, t, **kw)
