@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ._checks import CALL_INPUTS, ArgSpec
-from ._errors import InputError, SpecError
+from ._errors import InputError, SpecError, did_you_mean
 
 # Every numeric constant a backend needs is pinned here and exposed as a spec
 # field, never inherited from a framework default (Keras LayerNormalization:
@@ -393,7 +393,9 @@ def _line(err: dict, kind: str | None, kinds: tuple[str, ...]) -> str:
     kind_of_error = err.get("type")
     value = err.get("input")
     if kind_of_error == "union_tag_invalid":
-        return f"spec: field 'kind' expected one of {kind_tags}; received kind={_short(err['ctx']['tag'])}"
+        tag = err["ctx"]["tag"]
+        hint = did_you_mean(tag, kinds)
+        return f"spec: field 'kind' expected one of {kind_tags}; received kind={_short(tag)}{hint}"
     if kind_of_error == "union_tag_not_found":
         return f"spec: field 'kind' missing; expected one of {kind_tags}; received {_short(value)}"
     if kind_of_error in ("model_attributes_type", "model_type", "dict_type"):
@@ -410,10 +412,24 @@ def _line(err: dict, kind: str | None, kinds: tuple[str, ...]) -> str:
         return f"{prefix}: {msg}"
     name = _field(loc)
     if kind_of_error == "extra_forbidden":
-        return f"{prefix}: unknown field {name!r}; received {name}={_short(value)}"
+        fields = _rule_fields(kind)
+        expected = f"; expected one of {', '.join(map(repr, fields))}" if fields else ""
+        hint = did_you_mean(name, fields)
+        return f"{prefix}: unknown field {name!r}{expected}; received {name}={_short(value)}{hint}"
     if kind_of_error == "missing":
         return f"{prefix}: field {name!r} is required and was not given"
     return f"{prefix}: field {name!r}: {msg}; received {name}={_short(value)}"
+
+
+def _rule_fields(kind: str | None) -> list[str]:
+    """The field names of rule ``kind`` (for an unknown field's message); empty if unknown."""
+    todo = list(FusionSpecBase.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        if cls.model_fields.get("kind") is not None and cls.model_fields["kind"].default == kind:
+            return [name for name in cls.model_fields if name != "kind"]
+        todo += cls.__subclasses__()
+    return []
 
 
 def spec_error(e: ValidationError, *, kind: str | None = None, kinds: tuple[str, ...] = ()):

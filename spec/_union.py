@@ -9,7 +9,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, TypeAdapter, ValidationError
 
 from ._base import FusionSpecBase, spec_error
-from ._errors import SpecError
+from ._errors import SpecError, did_you_mean
 from .concat_mlp import ConcatMlpSpec
 from .cross_attention import CrossAttentionSpec
 from .energy_aware_adaptive import EnergyAwareAdaptiveSpec
@@ -73,6 +73,7 @@ def parse(obj: Any, /, **fields: Any):
             raise SpecError(
                 f"spec: parse argument 'obj' expected a kind (one of {list(RULES)}), a JSON "
                 f"object, a dict or a spec; received the string {text[:80]!r}"
+                f"{did_you_mean(text, RULES)}"
             )
     if fields:
         if not isinstance(obj, dict):
