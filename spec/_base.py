@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from typing_extensions import Self
 
 from ._checks import CALL_INPUTS, ArgSpec
 from ._errors import InputError, SpecError, did_you_mean
@@ -162,7 +163,7 @@ class FusionSpecBase(BaseModel):
     dim: int = Field(gt=0, description="Embedding size D of the output (and of v and t unless "
                      "image_dim / text_dim say otherwise).")
     image_dim: int | None = Field(
-        None,
+        default=None,
         gt=0,
         le=65536,
         description=(
@@ -173,7 +174,7 @@ class FusionSpecBase(BaseModel):
         ),
     )
     text_dim: int | None = Field(
-        None,
+        default=None,
         gt=0,
         le=65536,
         description=(
@@ -183,7 +184,7 @@ class FusionSpecBase(BaseModel):
         ),
     )
     input_norm: Literal["none", "batch"] = Field(
-        "none",
+        default="none",
         description=(
             "'batch': standardise v and t per feature before the rule, with the batch's "
             "statistics in training (over the samples that have the modality; gradients "
@@ -196,7 +197,7 @@ class FusionSpecBase(BaseModel):
         ),
     )
     input_norm_momentum: float = Field(
-        0.1,
+        default=0.1,
         gt=0.0,
         le=1.0,
         description=(
@@ -206,7 +207,7 @@ class FusionSpecBase(BaseModel):
         ),
     )
     input_norm_eps: float = Field(
-        1e-5, gt=0.0, le=1.0, description="epsilon of input_norm='batch': (x - mu) / sqrt(var + eps)."
+        default=1e-5, gt=0.0, le=1.0, description="epsilon of input_norm='batch': (x - mu) / sqrt(var + eps)."
     )
 
     #: Keyword arguments this rule accepts at call time.
@@ -240,7 +241,7 @@ class FusionSpecBase(BaseModel):
     def __delattr__(self, name: str):
         raise SpecError(f"{self.kind}: specs are frozen; received a deletion of {name!r}")
 
-    def replace(self, **changes: Any):
+    def replace(self, **changes: Any) -> Self:
         """A copy with ``changes`` applied, validated as a whole (``SpecError`` if invalid).
 
         The supported way to derive a spec: ``s.replace(heads=4)``. (pydantic's
@@ -564,7 +565,7 @@ MODALITIES = ("image", "text")
 
 def router_init_bias_field():
     return Field(
-        (0.0, 0.0, 2.0),
+        default=(0.0, 0.0, 2.0),
         description=(
             "Initial bias of the route logits (image, text, both): the router starts "
             "preferring 'both' (softmax 0.79 at bias 2), so both towers receive gradient "
@@ -588,7 +589,7 @@ def router_logits(name: str, fan_in: int, init_bias, doc: str = "") -> list[Para
 
 def dropout_field():
     return Field(
-        0.1,
+        default=0.1,
         ge=0.0,
         lt=1.0,
         description=(
@@ -601,7 +602,7 @@ def dropout_field():
 def missing_field(default: str, meaning: str):
     """The ``missing_modality`` field: what a sample without one modality computes."""
     return Field(
-        default,
+        default=default,
         description=(
             "What a sample missing a modality (call argument present, (B, 2) booleans "
             f"for image, text) computes: {meaning} A sample with neither outputs zeros."
@@ -623,7 +624,7 @@ PRESENCE_PREAMBLE = (
 
 
 def gelu_field():
-    return Field("erf", description="GELU form: exact, x * Phi(x) with erf.")
+    return Field(default="erf", description="GELU form: exact, x * Phi(x) with erf.")
 
 
 class AttentionSpecBase(FusionSpecBase):
@@ -634,12 +635,12 @@ class AttentionSpecBase(FusionSpecBase):
     """
 
     heads: int = Field(
-        8, gt=0, description="Attention heads h; must divide dim. Scale 1/sqrt(dim/h)."
+        default=8, gt=0, description="Attention heads h; must divide dim. Scale 1/sqrt(dim/h)."
     )
     dropout: float = dropout_field()
-    layer_norm_eps: Literal[1e-05] = Field(1e-05, description="LayerNorm epsilon.")
+    layer_norm_eps: Literal[1e-05] = Field(default=1e-05, description="LayerNorm epsilon.")
     gelu: Literal["erf"] = gelu_field()
-    ffn_mult: Literal[4] = Field(4, description="Feed-forward width is ffn_mult * dim.")
+    ffn_mult: Literal[4] = Field(default=4, description="Feed-forward width is ffn_mult * dim.")
 
     @model_validator(mode="after")
     def _heads_divide_dim(self):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, TypeVar, Union, overload
 
 from pydantic import Field, TypeAdapter, ValidationError
 
@@ -34,13 +34,55 @@ SPEC_CLASSES = (
 #: kind -> spec class, in the order of the mission statement.
 RULES: dict[str, type] = {cls.model_fields["kind"].default: cls for cls in SPEC_CLASSES}
 
-FusionSpec = Annotated[Union[SPEC_CLASSES], Field(discriminator="kind")]  # noqa: UP007
+#: Any rule's spec: the union of the nine spec classes (spelt out so that type checkers
+#: read it: ``def f(s: spec.FusionSpec)``), discriminated by ``kind`` for pydantic.
+FusionSpec = Annotated[
+    Union[  # noqa: UP007
+        SimpleSpec,
+        ConcatMlpSpec,
+        GatedSpec,
+        FilmSpec,
+        ModalityDropoutSpec,
+        TransformerConcatSpec,
+        CrossAttentionSpec,
+        ShomrSpec,
+        EnergyAwareAdaptiveSpec,
+    ],
+    Field(discriminator="kind"),
+]
 _ADAPTER: TypeAdapter = TypeAdapter(FusionSpec)
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 
 
-def parse(obj: Any, /, **fields: Any):
+_Spec = TypeVar("_Spec", bound=FusionSpecBase)
+
+
+# The return type follows the argument where a type checker can tell it: a kind given
+# as a literal string, or a spec of a known class; anything else is some rule's spec.
+@overload
+def parse(obj: Literal["simple"], /, **fields: Any) -> SimpleSpec: ...
+@overload
+def parse(obj: Literal["concat_mlp"], /, **fields: Any) -> ConcatMlpSpec: ...
+@overload
+def parse(obj: Literal["gated"], /, **fields: Any) -> GatedSpec: ...
+@overload
+def parse(obj: Literal["film"], /, **fields: Any) -> FilmSpec: ...
+@overload
+def parse(obj: Literal["modality_dropout"], /, **fields: Any) -> ModalityDropoutSpec: ...
+@overload
+def parse(obj: Literal["transformer_concat"], /, **fields: Any) -> TransformerConcatSpec: ...
+@overload
+def parse(obj: Literal["cross_attention"], /, **fields: Any) -> CrossAttentionSpec: ...
+@overload
+def parse(obj: Literal["shomr"], /, **fields: Any) -> ShomrSpec: ...
+@overload
+def parse(obj: Literal["energy_aware_adaptive"], /, **fields: Any) -> EnergyAwareAdaptiveSpec: ...
+@overload
+def parse(obj: _Spec, /, **fields: Any) -> _Spec: ...
+@overload
+def parse(obj: Any, /, **fields: Any) -> FusionSpec: ...
+def parse(obj: Any, /, **fields: Any) -> FusionSpecBase:
     """Build a rule spec from a kind and fields, a dict, a JSON string or an existing spec.
 
     ``parse("gated", dim=64)`` is ``parse({"kind": "gated", "dim": 64})``. ``fields``
@@ -93,7 +135,7 @@ def parse(obj: Any, /, **fields: Any):
 STORED_DEFAULTS: dict[str, Any] = {"input_norm": "none"}
 
 
-def parse_stored(obj: Any, /):
+def parse_stored(obj: Any, /) -> FusionSpec:
     """``parse`` for a spec read back from a weight file or a saved model.
 
     A stored spec that lacks a field of ``STORED_DEFAULTS`` was written before the

@@ -25,8 +25,8 @@ class ConcatMlpSpec(FusionSpecBase):
     )
 
     kind: Literal["concat_mlp"] = "concat_mlp"
-    hidden_mult: int = Field(2, gt=0, description="Hidden width is hidden_mult * dim.")
-    layers: int = Field(2, gt=0, description="Number of linear layers (1 = a single linear).")
+    hidden_mult: int = Field(default=2, gt=0, description="Hidden width is hidden_mult * dim.")
+    layers: int = Field(default=2, gt=0, description="Number of linear layers (1 = a single linear).")
     dropout: float = dropout_field()
     gelu: Literal["erf"] = gelu_field()
     missing_modality: Literal["zero_fill"] = missing_field(
