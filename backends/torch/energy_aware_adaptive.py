@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
+
+from fusion_spec.spec import EnergyAwareAdaptiveSpec
 
 from ._layers import (
     Attention,
@@ -52,10 +56,18 @@ class EnergyAwareAdaptiveFusion(FusionModule):
     """
 
     kind = "energy_aware_adaptive"
+    spec: EnergyAwareAdaptiveSpec
     routes = True
 
-    def __init__(self, spec, *, generator=None, dispatch: str = "auto"):
-        super().__init__(spec, generator=generator)
+    def __init__(
+        self,
+        spec: Any = None,
+        *,
+        generator: torch.Generator | None = None,
+        dispatch: str = "auto",
+        **fields: Any,
+    ):
+        super().__init__(spec, generator=generator, **fields)
         s = self.spec
         d = s.dim
         self.dispatch = self._check_dispatch(dispatch)
