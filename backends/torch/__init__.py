@@ -22,13 +22,22 @@ import pickle
 import re
 import stat
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
 from fusion_spec.spec import (
     RULES,
+    ConcatMlpSpec,
+    CrossAttentionSpec,
+    EnergyAwareAdaptiveSpec,
+    FilmSpec,
+    GatedSpec,
     InputError,
+    ModalityDropoutSpec,
+    ShomrSpec,
+    SimpleSpec,
+    TransformerConcatSpec,
     WeightsError,
     check_flag,
     describe,
@@ -65,6 +74,108 @@ MODULES: dict[str, type[FusionModule]] = {
 }
 
 
+# The module class follows the rule where a type checker can tell it: a kind given as a
+# literal string, or a spec of that rule's class; anything else is some FusionModule.
+@overload
+def build(
+    s: Literal["simple"] | SimpleSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Any,
+) -> SimpleFusion: ...
+@overload
+def build(
+    s: Literal["concat_mlp"] | ConcatMlpSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Any,
+) -> ConcatMlpFusion: ...
+@overload
+def build(
+    s: Literal["gated"] | GatedSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Any,
+) -> GatedFusion: ...
+@overload
+def build(
+    s: Literal["film"] | FilmSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Any,
+) -> FilmFusion: ...
+@overload
+def build(
+    s: Literal["modality_dropout"] | ModalityDropoutSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Any,
+) -> ModalityDropoutFusion: ...
+@overload
+def build(
+    s: Literal["transformer_concat"] | TransformerConcatSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Any,
+) -> TransformerConcatFusion: ...
+@overload
+def build(
+    s: Literal["cross_attention"] | CrossAttentionSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Any,
+) -> CrossAttentionFusion: ...
+@overload
+def build(
+    s: Literal["shomr"] | ShomrSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Any,
+) -> ShomrFusion: ...
+@overload
+def build(
+    s: Literal["energy_aware_adaptive"] | EnergyAwareAdaptiveSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Any,
+) -> EnergyAwareAdaptiveFusion: ...
+@overload
+def build(
+    s: Any,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Any,
+) -> FusionModule: ...
 def build(
     s: Any,
     params: Mapping[str, Any] | None = None,

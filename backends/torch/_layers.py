@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, overload
 
 import numpy as np
 import torch
@@ -671,16 +671,50 @@ class FusionModule(nn.Module):
         }
 
     # --- the call -------------------------------------------------------------------
+    # The return type follows ``return_aux``: the fused tensor, or it and the aux dict.
+    @overload
     def forward(
         self,
-        v: Tensor,
-        t: Tensor,
-        present: Tensor | None = None,
+        v: Tensor | np.ndarray,
+        t: Tensor | np.ndarray,
+        present: Tensor | np.ndarray | None = None,
+        *,
+        noise: Mapping[str, Any] | None = None,
+        return_aux: Literal[False] = False,
+        **call_options: Any,
+    ) -> Tensor: ...
+    @overload
+    def forward(
+        self,
+        v: Tensor | np.ndarray,
+        t: Tensor | np.ndarray,
+        present: Tensor | np.ndarray | None = None,
+        *,
+        noise: Mapping[str, Any] | None = None,
+        return_aux: Literal[True],
+        **call_options: Any,
+    ) -> tuple[Tensor, dict[str, Tensor]]: ...
+    @overload
+    def forward(
+        self,
+        v: Tensor | np.ndarray,
+        t: Tensor | np.ndarray,
+        present: Tensor | np.ndarray | None = None,
         *,
         noise: Mapping[str, Any] | None = None,
         return_aux: bool = False,
         **call_options: Any,
-    ):
+    ) -> Tensor | tuple[Tensor, dict[str, Tensor]]: ...
+    def forward(
+        self,
+        v: Tensor | np.ndarray,
+        t: Tensor | np.ndarray,
+        present: Tensor | np.ndarray | None = None,
+        *,
+        noise: Mapping[str, Any] | None = None,
+        return_aux: bool = False,
+        **call_options: Any,
+    ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         """Fuse ``v`` and ``t``.
 
         Args:
@@ -762,6 +796,9 @@ class FusionModule(nn.Module):
             return out
         aux = {k: a.to(dtype) if a.is_floating_point() else a for k, a in aux.items()}
         return out, aux
+
+    if TYPE_CHECKING:  # ``module(v, t)`` is ``forward``'s (nn.Module types it ``Any``)
+        __call__ = forward
 
     def fuse(
         self,
