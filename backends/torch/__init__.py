@@ -22,7 +22,7 @@ import pickle
 import re
 import stat
 from collections.abc import Mapping
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import torch
 
@@ -44,6 +44,7 @@ from fusion_spec.spec import (
     from_legacy,
     parse,
 )
+from fusion_spec.spec._errors import did_you_mean
 from fusion_spec.spec._weights import file_kind
 
 from ._layers import FusionModule
@@ -341,7 +342,7 @@ def load_legacy_checkpoint(
     if not isinstance(kind, str) or kind not in RULES:
         raise InputError(
             f"load_legacy_checkpoint: argument 'kind' expected one of {list(RULES)}; "
-            f"received {kind!r}"
+            f"received {kind!r}{did_you_mean(kind, RULES)}"
         )
     state = path_or_state_dict
     where = "load_legacy_checkpoint"
@@ -375,3 +376,12 @@ __all__ = [
     "build",
     "load_legacy_checkpoint",
 ]
+
+if not TYPE_CHECKING:  # a type checker reports a misspelt name itself
+
+    def __getattr__(name: str):
+        """A misspelt name (``GatedFuson``): the closest names and every one there is."""
+        raise AttributeError(
+            f"module {__name__!r} has no attribute {name!r}{did_you_mean(name, __all__)}; "
+            f"it has: {', '.join(sorted(__all__))}"
+        )

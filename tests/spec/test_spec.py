@@ -148,6 +148,16 @@ def test_misspelt_kinds_and_fields_get_a_suggestion_and_the_valid_names():
         )
 
 
+def test_a_misspelt_name_of_the_package_gets_a_suggestion_and_the_names():
+    with pytest.raises(AttributeError) as info:
+        spec.GatedSpc  # noqa: B018
+    assert str(info.value) == (
+        "module 'fusion_spec.spec' has no attribute 'GatedSpc' (did you mean 'GatedSpec'?); "
+        f"it has: {', '.join(sorted(spec.__all__))}"
+    )
+    assert getattr(spec, "missing", None) is None
+
+
 def test_frozen_and_extra_forbidden():
     s = make_spec("gated")
     with pytest.raises(spec.SpecError, match=r"gated: specs are frozen.*s.replace\(dim=...\)"):

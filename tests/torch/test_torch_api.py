@@ -95,3 +95,17 @@ def test_a_fitting_state_dict_loads_strict_or_not():
     result = module.load_state_dict(partial, strict=False)
     assert result.missing_keys == ["gate.weight"] and result.unexpected_keys == ["extra"]
     assert torch.equal(module.gate.bias, torch.zeros(8))
+
+
+def test_a_misspelt_class_or_kind_gets_a_suggestion_and_the_names():
+    with pytest.raises(AttributeError) as info:
+        bt.GatedFuson  # noqa: B018
+    assert str(info.value).startswith(
+        "module 'fusion_spec.backends.torch' has no attribute 'GatedFuson' "
+        "(did you mean 'GatedFusion'?); it has: ConcatMlpFusion, CrossAttentionFusion, "
+    )
+    assert getattr(bt, "missing", None) is None and not hasattr(bt, "__wrapped__")
+    with pytest.raises(spec.SpecError, match=r"received the string 'concat-mlp' \(did you mean"):
+        bt.build("concat-mlp", dim=8)
+    with pytest.raises(spec.InputError, match=r"received 'Gated' \(did you mean 'gated'\?\)$"):
+        bt.load_legacy_checkpoint({}, "Gated")
