@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, overload
 
 from pydantic import Field, TypeAdapter, ValidationError
 
@@ -19,6 +19,21 @@ from .modality_dropout import ModalityDropoutSpec
 from .shomr import ShomrSpec
 from .simple import SimpleSpec
 from .transformer_concat import TransformerConcatSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._fields import (
+        ConcatMlpFields,
+        CrossAttentionFields,
+        EnergyAwareAdaptiveFields,
+        FilmFields,
+        GatedFields,
+        ModalityDropoutFields,
+        ShomrFields,
+        SimpleFields,
+        TransformerConcatFields,
+    )
 
 SPEC_CLASSES = (
     SimpleSpec,
@@ -61,23 +76,23 @@ _Spec = TypeVar("_Spec", bound=FusionSpecBase)
 # The return type follows the argument where a type checker can tell it: a kind given
 # as a literal string, or a spec of a known class; anything else is some rule's spec.
 @overload
-def parse(obj: Literal["simple"], /, **fields: Any) -> SimpleSpec: ...
+def parse(obj: Literal["simple"], /, **fields: Unpack[SimpleFields]) -> SimpleSpec: ...
 @overload
-def parse(obj: Literal["concat_mlp"], /, **fields: Any) -> ConcatMlpSpec: ...
+def parse(obj: Literal["concat_mlp"], /, **fields: Unpack[ConcatMlpFields]) -> ConcatMlpSpec: ...
 @overload
-def parse(obj: Literal["gated"], /, **fields: Any) -> GatedSpec: ...
+def parse(obj: Literal["gated"], /, **fields: Unpack[GatedFields]) -> GatedSpec: ...
 @overload
-def parse(obj: Literal["film"], /, **fields: Any) -> FilmSpec: ...
+def parse(obj: Literal["film"], /, **fields: Unpack[FilmFields]) -> FilmSpec: ...
 @overload
-def parse(obj: Literal["modality_dropout"], /, **fields: Any) -> ModalityDropoutSpec: ...
+def parse(obj: Literal["modality_dropout"], /, **fields: Unpack[ModalityDropoutFields]) -> ModalityDropoutSpec: ...
 @overload
-def parse(obj: Literal["transformer_concat"], /, **fields: Any) -> TransformerConcatSpec: ...
+def parse(obj: Literal["transformer_concat"], /, **fields: Unpack[TransformerConcatFields]) -> TransformerConcatSpec: ...
 @overload
-def parse(obj: Literal["cross_attention"], /, **fields: Any) -> CrossAttentionSpec: ...
+def parse(obj: Literal["cross_attention"], /, **fields: Unpack[CrossAttentionFields]) -> CrossAttentionSpec: ...
 @overload
-def parse(obj: Literal["shomr"], /, **fields: Any) -> ShomrSpec: ...
+def parse(obj: Literal["shomr"], /, **fields: Unpack[ShomrFields]) -> ShomrSpec: ...
 @overload
-def parse(obj: Literal["energy_aware_adaptive"], /, **fields: Any) -> EnergyAwareAdaptiveSpec: ...
+def parse(obj: Literal["energy_aware_adaptive"], /, **fields: Unpack[EnergyAwareAdaptiveFields]) -> EnergyAwareAdaptiveSpec: ...
 @overload
 def parse(obj: _Spec, /, **fields: Any) -> _Spec: ...
 @overload

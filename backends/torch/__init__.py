@@ -58,6 +58,21 @@ from .shomr import ShomrFusion
 from .simple import SimpleFusion
 from .transformer_concat import TransformerConcatFusion
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import (
+        ConcatMlpFields,
+        CrossAttentionFields,
+        EnergyAwareAdaptiveFields,
+        FilmFields,
+        GatedFields,
+        ModalityDropoutFields,
+        ShomrFields,
+        SimpleFields,
+        TransformerConcatFields,
+    )
+
 #: kind -> module class.
 MODULES: dict[str, type[FusionModule]] = {
     cls.kind: cls
@@ -85,7 +100,7 @@ def build(
     generator: torch.Generator | None = None,
     dispatch: str | None = None,
     skip_unrouted: bool = False,
-    **fields: Any,
+    **fields: Unpack[SimpleFields],
 ) -> SimpleFusion: ...
 @overload
 def build(
@@ -95,7 +110,7 @@ def build(
     generator: torch.Generator | None = None,
     dispatch: str | None = None,
     skip_unrouted: bool = False,
-    **fields: Any,
+    **fields: Unpack[ConcatMlpFields],
 ) -> ConcatMlpFusion: ...
 @overload
 def build(
@@ -105,7 +120,7 @@ def build(
     generator: torch.Generator | None = None,
     dispatch: str | None = None,
     skip_unrouted: bool = False,
-    **fields: Any,
+    **fields: Unpack[GatedFields],
 ) -> GatedFusion: ...
 @overload
 def build(
@@ -115,7 +130,7 @@ def build(
     generator: torch.Generator | None = None,
     dispatch: str | None = None,
     skip_unrouted: bool = False,
-    **fields: Any,
+    **fields: Unpack[FilmFields],
 ) -> FilmFusion: ...
 @overload
 def build(
@@ -125,7 +140,7 @@ def build(
     generator: torch.Generator | None = None,
     dispatch: str | None = None,
     skip_unrouted: bool = False,
-    **fields: Any,
+    **fields: Unpack[ModalityDropoutFields],
 ) -> ModalityDropoutFusion: ...
 @overload
 def build(
@@ -135,7 +150,7 @@ def build(
     generator: torch.Generator | None = None,
     dispatch: str | None = None,
     skip_unrouted: bool = False,
-    **fields: Any,
+    **fields: Unpack[TransformerConcatFields],
 ) -> TransformerConcatFusion: ...
 @overload
 def build(
@@ -145,7 +160,7 @@ def build(
     generator: torch.Generator | None = None,
     dispatch: str | None = None,
     skip_unrouted: bool = False,
-    **fields: Any,
+    **fields: Unpack[CrossAttentionFields],
 ) -> CrossAttentionFusion: ...
 @overload
 def build(
@@ -155,7 +170,7 @@ def build(
     generator: torch.Generator | None = None,
     dispatch: str | None = None,
     skip_unrouted: bool = False,
-    **fields: Any,
+    **fields: Unpack[ShomrFields],
 ) -> ShomrFusion: ...
 @overload
 def build(
@@ -165,7 +180,7 @@ def build(
     generator: torch.Generator | None = None,
     dispatch: str | None = None,
     skip_unrouted: bool = False,
-    **fields: Any,
+    **fields: Unpack[EnergyAwareAdaptiveFields],
 ) -> EnergyAwareAdaptiveFusion: ...
 @overload
 def build(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from fusion_spec.spec import ConcatMlpSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import ConcatMlpFields
 
 from ._layers import FusionModule, dropout, gelu
 
@@ -28,7 +33,7 @@ class ConcatMlpFusion(FusionModule):
         spec: Any = None,
         *,
         generator: torch.Generator | None = None,
-        **fields: Any,
+        **fields: Unpack[ConcatMlpFields],
     ):
         super().__init__(spec, generator=generator, **fields)
         s = self.spec

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from fusion_spec.spec import CrossAttentionSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import CrossAttentionFields
 
 from ._layers import Attention, FeedForward, FusionModule, layer_norm, tokens
 
@@ -31,7 +36,7 @@ class CrossAttentionFusion(FusionModule):
         spec: Any = None,
         *,
         generator: torch.Generator | None = None,
-        **fields: Any,
+        **fields: Unpack[CrossAttentionFields],
     ):
         super().__init__(spec, generator=generator, **fields)
         s = self.spec

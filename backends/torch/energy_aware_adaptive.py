@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from fusion_spec.spec import EnergyAwareAdaptiveSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import EnergyAwareAdaptiveFields
 
 from ._layers import (
     Attention,
@@ -65,7 +70,7 @@ class EnergyAwareAdaptiveFusion(FusionModule):
         *,
         generator: torch.Generator | None = None,
         dispatch: str = "auto",
-        **fields: Any,
+        **fields: Unpack[EnergyAwareAdaptiveFields],
     ):
         super().__init__(spec, generator=generator, **fields)
         s = self.spec

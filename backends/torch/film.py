@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from fusion_spec.spec import FilmSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import FilmFields
 
 from ._layers import FusionModule
 
@@ -29,7 +34,7 @@ class FilmFusion(FusionModule):
         spec: Any = None,
         *,
         generator: torch.Generator | None = None,
-        **fields: Any,
+        **fields: Unpack[FilmFields],
     ):
         super().__init__(spec, generator=generator, **fields)
         self.gamma = nn.Linear(self.spec.dim, self.spec.dim)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from fusion_spec.spec import ModalityDropoutSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import ModalityDropoutFields
 
 from ._layers import FusionModule, as_dtype, batch_values, host_readable
 
@@ -34,7 +39,7 @@ class ModalityDropoutFusion(FusionModule):
         spec: Any = None,
         *,
         generator: torch.Generator | None = None,
-        **fields: Any,
+        **fields: Unpack[ModalityDropoutFields],
     ):
         super().__init__(spec, generator=generator, **fields)
         d = self.spec.dim

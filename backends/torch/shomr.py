@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from fusion_spec.spec import ShomrSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import ShomrFields
 
 from ._layers import (
     Attention,
@@ -76,7 +81,7 @@ class ShomrFusion(FusionModule):
         *,
         generator: torch.Generator | None = None,
         dispatch: str = "auto",
-        **fields: Any,
+        **fields: Unpack[ShomrFields],
     ):
         super().__init__(spec, generator=generator, **fields)
         s = self.spec

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from fusion_spec.spec import TransformerConcatSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import TransformerConcatFields
 
 from ._layers import EncoderLayer, FusionModule, present_mean, tokens
 
@@ -29,7 +34,7 @@ class TransformerConcatFusion(FusionModule):
         spec: Any = None,
         *,
         generator: torch.Generator | None = None,
-        **fields: Any,
+        **fields: Unpack[TransformerConcatFields],
     ):
         super().__init__(spec, generator=generator, **fields)
         s = self.spec

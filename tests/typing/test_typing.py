@@ -81,6 +81,15 @@ def project_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("mypy_cache")
 
 
+def test_the_typed_fields_follow_the_spec_classes():
+    """spec/_fields.py (each rule's fields as a TypedDict) is generated: no drift."""
+    from fusion_spec.spec._fieldgen import FIELDS_PATH, render_fields
+
+    assert FIELDS_PATH.read_text() == render_fields(), (
+        "spec/_fields.py is stale: run `python -m fusion_spec.spec fields`"
+    )
+
+
 def test_the_docs_pages_have_python_blocks(tmp_path):
     assert len(_doc_blocks(tmp_path)) >= 7
 
@@ -112,6 +121,7 @@ def test_mypy_reports_what_the_user_file_marks_as_mistakes(tmp_path, project_cac
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert 'Unexpected keyword argument "dropuot" for "CrossAttentionSpec"' in result.stdout
+    assert 'Unexpected keyword argument "dropuot" for "CrossAttentionFusion"' in result.stdout
     assert "Incompatible types in assignment" in result.stdout
 
 

@@ -50,6 +50,12 @@ fused, aux = module(v, t, return_aux=True)
 assert_type(aux, dict[str, torch.Tensor])
 assert_type(module.forward(v, t), torch.Tensor)
 not_a_tensor: torch.Tensor = module(v, t, return_aux=True)  # type: ignore[assignment]
+try:
+    CrossAttentionFusion(dim=8, heads=2, dropuot=0.1)  # type: ignore[call-arg]
+except spec.SpecError as e:
+    assert str(e).endswith("(did you mean 'dropout'?)")
+else:
+    raise AssertionError("a misspelt field was accepted")
 
 assert_type(build("cross_attention", dim=8, heads=2), CrossAttentionFusion)
 assert_type(build(s), CrossAttentionFusion)
