@@ -44,6 +44,9 @@ from fusion_spec.spec import (
 )
 from fusion_spec.spec._checks import numpy_host
 
+if TYPE_CHECKING:
+    from torch.nn.modules.module import _IncompatibleKeys
+
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """``torch.nn.functional.dropout`` in training when ``p > 0``; the identity otherwise."""
@@ -872,7 +875,7 @@ class FusionModule(nn.Module):
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
-    ) -> Any:
+    ) -> _IncompatibleKeys:
         """``nn.Module.load_state_dict``; a state_dict of another rule or spec (keys or
         shapes that differ) raises ``StateDictError`` naming them, before anything loads."""
         own = self.state_dict(keep_vars=True)

@@ -71,6 +71,8 @@ def fuse_with(rule: spec.FusionSpec, v: torch.Tensor, t: torch.Tensor) -> torch.
 
 assert fuse_with(any_rule, v, t).shape == (2, 8)
 
+loaded = module.load_state_dict(build("gated", dim=8).state_dict())
+assert loaded.missing_keys == [] and loaded.unexpected_keys == []
 try:
     module.load_state_dict(build("film", dim=8).state_dict())
 except spec.WeightsError as e:
