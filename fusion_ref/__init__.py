@@ -8,7 +8,7 @@ is a pure function: training-mode randomness comes only from the named uniform
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -39,18 +39,58 @@ RULES: dict[str, Callable] = {
 }
 
 
+# The return type follows ``return_aux``: the fused array, or it and the aux dict.
+@overload
 def forward(
-    s,
+    s: Any,
     params: Mapping[str, Any],
-    v,
-    t,
-    present=None,
+    v: Any,
+    t: Any,
+    present: Any = None,
+    *,
+    training: bool = False,
+    noise: Mapping[str, Any] | None = None,
+    return_aux: Literal[False] = False,
+    **options: Any,
+) -> np.ndarray: ...
+@overload
+def forward(
+    s: Any,
+    params: Mapping[str, Any],
+    v: Any,
+    t: Any,
+    present: Any = None,
+    *,
+    training: bool = False,
+    noise: Mapping[str, Any] | None = None,
+    return_aux: Literal[True],
+    **options: Any,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]: ...
+@overload
+def forward(
+    s: Any,
+    params: Mapping[str, Any],
+    v: Any,
+    t: Any,
+    present: Any = None,
     *,
     training: bool = False,
     noise: Mapping[str, Any] | None = None,
     return_aux: bool = False,
     **options: Any,
-):
+) -> np.ndarray | tuple[np.ndarray, dict[str, np.ndarray]]: ...
+def forward(
+    s: Any,
+    params: Mapping[str, Any],
+    v: Any,
+    t: Any,
+    present: Any = None,
+    *,
+    training: bool = False,
+    noise: Mapping[str, Any] | None = None,
+    return_aux: bool = False,
+    **options: Any,
+) -> np.ndarray | tuple[np.ndarray, dict[str, np.ndarray]]:
     """Fuse ``v`` and ``t`` (``(B, D_v)`` and ``(B, D_t)``, both ``(B, dim)`` unless the
     spec's ``image_dim`` / ``text_dim`` say otherwise) with rule ``s`` and canonical ``params``.
 

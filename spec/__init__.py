@@ -6,6 +6,8 @@ noise inputs, auxiliary outputs and cost. This package depends only on NumPy,
 pydantic and safetensors.
 """
 
+from typing import TYPE_CHECKING
+
 from ._base import (
     LAYER_NORM_EPS,
     MAX_DIM,
@@ -18,7 +20,7 @@ from ._base import (
     ParamSpec,
 )
 from ._checks import CALL_INPUTS, ArgSpec, array_meta, check_arrays, check_flag, check_noise
-from ._errors import FusionError, InputError, SpecError, WeightsError, describe
+from ._errors import FusionError, InputError, SpecError, WeightsError, describe, did_you_mean
 from ._legacy import from_legacy, to_legacy
 from ._params import as_numpy, check_params, init_params
 from ._union import (
@@ -88,3 +90,12 @@ __all__ = [
     "save_weights",
     "write_schema",
 ]
+
+if not TYPE_CHECKING:  # a type checker reports a misspelt name itself
+
+    def __getattr__(name: str):
+        """A misspelt name (``spec.GatedSpc``): the closest names and every one there is."""
+        raise AttributeError(
+            f"module {__name__!r} has no attribute {name!r}{did_you_mean(name, __all__)}; "
+            f"it has: {', '.join(sorted(__all__))}"
+        )

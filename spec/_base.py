@@ -22,9 +22,10 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
+from typing_extensions import Self
 
 from ._checks import CALL_INPUTS, ArgSpec
-from ._errors import InputError, SpecError
+from ._errors import InputError, SpecError, did_you_mean
 
 # Every numeric constant a backend needs is pinned here and exposed as a spec
 # field, never inherited from a framework default (Keras LayerNormalization:
@@ -183,7 +184,7 @@ class FusionSpecBase(BaseModel):
         "text_dim say otherwise).",
     )
     image_dim: Count | None = Field(
-        None,
+        default=None,
         gt=0,
         le=MAX_DIM,
         description=(
@@ -194,7 +195,7 @@ class FusionSpecBase(BaseModel):
         ),
     )
     text_dim: Count | None = Field(
-        None,
+        default=None,
         gt=0,
         le=MAX_DIM,
         description=(
@@ -204,7 +205,7 @@ class FusionSpecBase(BaseModel):
         ),
     )
     input_norm: Literal["none", "batch"] = Field(
-        "none",
+        default="none",
         description=(
             "'batch': standardise v and t per feature before the rule, with the batch's "
             "statistics in training (over the samples that have the modality; gradients "
@@ -217,7 +218,7 @@ class FusionSpecBase(BaseModel):
         ),
     )
     input_norm_momentum: float = Field(
-        0.1,
+        default=0.1,
         gt=0.0,
         le=1.0,
         description=(
@@ -227,7 +228,7 @@ class FusionSpecBase(BaseModel):
         ),
     )
     input_norm_eps: float = Field(
-        1e-5, gt=0.0, le=1.0, description="epsilon of input_norm='batch': (x - mu) / sqrt(var + eps)."
+        default=1e-5, gt=0.0, le=1.0, description="epsilon of input_norm='batch': (x - mu) / sqrt(var + eps)."
     )
 
     #: Keyword arguments this rule accepts at call time.
@@ -261,7 +262,7 @@ class FusionSpecBase(BaseModel):
     def __delattr__(self, name: str):
         raise SpecError(f"{self.kind}: specs are frozen; received a deletion of {name!r}")
 
-    def replace(self, **changes: Any):
+    def replace(self, **changes: Any) -> Self:
         """A copy with ``changes`` applied, validated as a whole (``SpecError`` if invalid).
 
         The supported way to derive a spec: ``s.replace(heads=4)``. (pydantic's
@@ -414,7 +415,9 @@ def _line(err: dict, kind: str | None, kinds: tuple[str, ...]) -> str:
     kind_of_error = err.get("type")
     value = err.get("input")
     if kind_of_error == "union_tag_invalid":
-        return f"spec: field 'kind' expected one of {kind_tags}; received kind={_short(err['ctx']['tag'])}"
+        tag = err["ctx"]["tag"]
+        hint = did_you_mean(tag, kinds)
+        return f"spec: field 'kind' expected one of {kind_tags}; received kind={_short(tag)}{hint}"
     if kind_of_error == "union_tag_not_found":
         return f"spec: field 'kind' missing; expected one of {kind_tags}; received {_short(value)}"
     if kind_of_error in ("model_attributes_type", "model_type", "dict_type"):
@@ -431,10 +434,24 @@ def _line(err: dict, kind: str | None, kinds: tuple[str, ...]) -> str:
         return f"{prefix}: {msg}"
     name = _field(loc)
     if kind_of_error == "extra_forbidden":
-        return f"{prefix}: unknown field {name!r}; received {name}={_short(value)}"
+        fields = _rule_fields(kind)
+        expected = f"; expected one of {', '.join(map(repr, fields))}" if fields else ""
+        hint = did_you_mean(name, fields)
+        return f"{prefix}: unknown field {name!r}{expected}; received {name}={_short(value)}{hint}"
     if kind_of_error == "missing":
         return f"{prefix}: field {name!r} is required and was not given"
     return f"{prefix}: field {name!r}: {msg}; received {name}={_short(value)}"
+
+
+def _rule_fields(kind: str | None) -> list[str]:
+    """The field names of rule ``kind`` (for an unknown field's message); empty if unknown."""
+    todo = list(FusionSpecBase.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        if cls.model_fields.get("kind") is not None and cls.model_fields["kind"].default == kind:
+            return [name for name in cls.model_fields if name != "kind"]
+        todo += cls.__subclasses__()
+    return []
 
 
 def spec_error(e: ValidationError, *, kind: str | None = None, kinds: tuple[str, ...] = ()):
@@ -569,7 +586,7 @@ MODALITIES = ("image", "text")
 
 def router_init_bias_field():
     return Field(
-        (0.0, 0.0, 2.0),
+        default=(0.0, 0.0, 2.0),
         description=(
             "Initial bias of the route logits (image, text, both): the router starts "
             "preferring 'both' (softmax 0.79 at bias 2), so both towers receive gradient "
@@ -593,7 +610,7 @@ def router_logits(name: str, fan_in: int, init_bias, doc: str = "") -> list[Para
 
 def dropout_field():
     return Field(
-        0.1,
+        default=0.1,
         ge=0.0,
         lt=1.0,
         description=(
@@ -606,7 +623,7 @@ def dropout_field():
 def missing_field(default: str, meaning: str):
     """The ``missing_modality`` field: what a sample without one modality computes."""
     return Field(
-        default,
+        default=default,
         description=(
             "What a sample missing a modality (call argument present, (B, 2) booleans "
             f"for image, text) computes: {meaning} A sample with neither outputs zeros."
@@ -628,7 +645,7 @@ PRESENCE_PREAMBLE = (
 
 
 def gelu_field():
-    return Field("erf", description="GELU form: exact, x * Phi(x) with erf.")
+    return Field(default="erf", description="GELU form: exact, x * Phi(x) with erf.")
 
 
 class AttentionSpecBase(FusionSpecBase):
@@ -639,12 +656,12 @@ class AttentionSpecBase(FusionSpecBase):
     """
 
     heads: Count = Field(
-        8, gt=0, description="Attention heads h; must divide dim. Scale 1/sqrt(dim/h)."
+        default=8, gt=0, description="Attention heads h; must divide dim. Scale 1/sqrt(dim/h)."
     )
     dropout: float = dropout_field()
-    layer_norm_eps: Literal[1e-05] = Field(1e-05, description="LayerNorm epsilon.")
+    layer_norm_eps: Literal[1e-05] = Field(default=1e-05, description="LayerNorm epsilon.")
     gelu: Literal["erf"] = gelu_field()
-    ffn_mult: Literal[4] = Field(4, description="Feed-forward width is ffn_mult * dim.")
+    ffn_mult: Literal[4] = Field(default=4, description="Feed-forward width is ffn_mult * dim.")
 
     @model_validator(mode="after")
     def _heads_divide_dim(self):

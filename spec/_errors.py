@@ -17,6 +17,9 @@ type or value raises keeps working.
 
 from __future__ import annotations
 
+import difflib
+import re
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -72,6 +75,24 @@ def describe(x: Any) -> str:
     if isinstance(x, dict):
         return f"dict with keys {sorted(map(str, x))}"
     return type(x).__name__
+
+
+def did_you_mean(received: Any, valid: Iterable[str]) -> str:
+    """`` (did you mean 'concat_mlp'?)`` for a misspelt name close to one of ``valid``, else ``""``.
+
+    Appended to a message that already lists the valid names (the suggestion is
+    a shortcut, the list the reference): ``difflib``'s close matches, best first.
+    """
+    if not isinstance(received, str):
+        return ""
+    valid = list(valid)
+    # case and separators are the commonest slips: 'concat-mlp', 'GATED', 'crossAttention'
+    folded = {re.sub(r"[-_ ]", "", name.lower()): name for name in valid}
+    exact = folded.get(re.sub(r"[-_ ]", "", received.lower()))
+    matches = [exact] if exact else difflib.get_close_matches(received, valid, n=2, cutoff=0.6)
+    if not matches:
+        return ""
+    return f" (did you mean {' or '.join(repr(m) for m in matches)}?)"
 
 
 def _dtype_name(dtype: Any) -> str:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, overload
 
 from pydantic import Field, TypeAdapter, ValidationError
 
 from ._base import FusionSpecBase, spec_error
-from ._errors import SpecError
+from ._errors import SpecError, did_you_mean
 from .concat_mlp import ConcatMlpSpec
 from .cross_attention import CrossAttentionSpec
 from .energy_aware_adaptive import EnergyAwareAdaptiveSpec
@@ -19,6 +19,21 @@ from .modality_dropout import ModalityDropoutSpec
 from .shomr import ShomrSpec
 from .simple import SimpleSpec
 from .transformer_concat import TransformerConcatSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._fields import (
+        ConcatMlpFields,
+        CrossAttentionFields,
+        EnergyAwareAdaptiveFields,
+        FilmFields,
+        GatedFields,
+        ModalityDropoutFields,
+        ShomrFields,
+        SimpleFields,
+        TransformerConcatFields,
+    )
 
 SPEC_CLASSES = (
     SimpleSpec,
@@ -34,13 +49,55 @@ SPEC_CLASSES = (
 #: kind -> spec class, in the order of the mission statement.
 RULES: dict[str, type] = {cls.model_fields["kind"].default: cls for cls in SPEC_CLASSES}
 
-FusionSpec = Annotated[Union[SPEC_CLASSES], Field(discriminator="kind")]  # noqa: UP007
+#: Any rule's spec: the union of the nine spec classes (spelt out so that type checkers
+#: read it: ``def f(s: spec.FusionSpec)``), discriminated by ``kind`` for pydantic.
+FusionSpec = Annotated[
+    Union[  # noqa: UP007
+        SimpleSpec,
+        ConcatMlpSpec,
+        GatedSpec,
+        FilmSpec,
+        ModalityDropoutSpec,
+        TransformerConcatSpec,
+        CrossAttentionSpec,
+        ShomrSpec,
+        EnergyAwareAdaptiveSpec,
+    ],
+    Field(discriminator="kind"),
+]
 _ADAPTER: TypeAdapter = TypeAdapter(FusionSpec)
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 
 
-def parse(obj: Any, /, **fields: Any):
+_Spec = TypeVar("_Spec", bound=FusionSpecBase)
+
+
+# The return type follows the argument where a type checker can tell it: a kind given
+# as a literal string, or a spec of a known class; anything else is some rule's spec.
+@overload
+def parse(obj: Literal["simple"], /, **fields: Unpack[SimpleFields]) -> SimpleSpec: ...
+@overload
+def parse(obj: Literal["concat_mlp"], /, **fields: Unpack[ConcatMlpFields]) -> ConcatMlpSpec: ...
+@overload
+def parse(obj: Literal["gated"], /, **fields: Unpack[GatedFields]) -> GatedSpec: ...
+@overload
+def parse(obj: Literal["film"], /, **fields: Unpack[FilmFields]) -> FilmSpec: ...
+@overload
+def parse(obj: Literal["modality_dropout"], /, **fields: Unpack[ModalityDropoutFields]) -> ModalityDropoutSpec: ...
+@overload
+def parse(obj: Literal["transformer_concat"], /, **fields: Unpack[TransformerConcatFields]) -> TransformerConcatSpec: ...
+@overload
+def parse(obj: Literal["cross_attention"], /, **fields: Unpack[CrossAttentionFields]) -> CrossAttentionSpec: ...
+@overload
+def parse(obj: Literal["shomr"], /, **fields: Unpack[ShomrFields]) -> ShomrSpec: ...
+@overload
+def parse(obj: Literal["energy_aware_adaptive"], /, **fields: Unpack[EnergyAwareAdaptiveFields]) -> EnergyAwareAdaptiveSpec: ...
+@overload
+def parse(obj: _Spec, /, **fields: Any) -> _Spec: ...
+@overload
+def parse(obj: Any, /, **fields: Any) -> FusionSpec: ...
+def parse(obj: Any, /, **fields: Any) -> FusionSpecBase:
     """Build a rule spec from a kind and fields, a dict, a JSON string or an existing spec.
 
     ``parse("gated", dim=64)`` is ``parse({"kind": "gated", "dim": 64})``. ``fields``
@@ -73,6 +130,7 @@ def parse(obj: Any, /, **fields: Any):
             raise SpecError(
                 f"spec: parse argument 'obj' expected a kind (one of {list(RULES)}), a JSON "
                 f"object, a dict or a spec; received the string {text[:80]!r}"
+                f"{did_you_mean(text, RULES)}"
             )
     if fields:
         if not isinstance(obj, dict):
@@ -92,7 +150,7 @@ def parse(obj: Any, /, **fields: Any):
 STORED_DEFAULTS: dict[str, Any] = {"input_norm": "none"}
 
 
-def parse_stored(obj: Any, /):
+def parse_stored(obj: Any, /) -> FusionSpec:
     """``parse`` for a spec read back from a weight file or a saved model.
 
     A stored spec that lacks a field of ``STORED_DEFAULTS`` was written before the

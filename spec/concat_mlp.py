@@ -26,8 +26,8 @@ class ConcatMlpSpec(FusionSpecBase):
     )
 
     kind: Literal["concat_mlp"] = "concat_mlp"
-    hidden_mult: Count = Field(2, gt=0, description="Hidden width is hidden_mult * dim.")
-    layers: Count = Field(2, gt=0, description="Number of linear layers (1 = a single linear).")
+    hidden_mult: Count = Field(default=2, gt=0, description="Hidden width is hidden_mult * dim.")
+    layers: Count = Field(default=2, gt=0, description="Number of linear layers (1 = a single linear).")
     dropout: float = dropout_field()
     gelu: Literal["erf"] = gelu_field()
     missing_modality: Literal["zero_fill"] = missing_field(

@@ -70,14 +70,14 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
 
     kind: Literal["energy_aware_adaptive"] = "energy_aware_adaptive"
     energy_budget_mJ: float = Field(
-        8.0, ge=0.0, le=ENERGY_MAX, description="Energy budget E_budget in mJ, in [0, 1e6]."
+        default=8.0, ge=0.0, le=ENERGY_MAX, description="Energy budget E_budget in mJ, in [0, 1e6]."
     )
     energy_costs_mJ: tuple[float, float, float] = Field(
-        (3.2, 4.1, 9.8),
+        default=(3.2, 4.1, 9.8),
         description="Energy of the image, text and both routes in mJ, each in [0, 1e6].",
     )
     energy_weight: float = Field(
-        0.01,
+        default=0.01,
         ge=0.0,
         le=ENERGY_MAX,
         description=(
@@ -86,19 +86,19 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
         ),
     )
     energy_weight_trainable: bool = Field(
-        False,
+        default=False,
         description=(
             "Fidelity option: make lambda a parameter 'energy_weight' initialised to "
             "energy_weight, as the original's lambda_energy."
         ),
     )
     eval_routing: Literal["argmax", "sample"] = Field(
-        "argmax",
+        default="argmax",
         description="Eval route: argmax of r (deterministic), or 'sample' as the original did.",
     )
     router_init_bias: tuple[float, float, float] | None = router_init_bias_field()
     straight_through: bool = Field(
-        True,
+        default=True,
         description=(
             "Multiply the routed output by 1 + r_k - stop_gradient(r_k) so the router "
             "receives a straight-through gradient from the task loss (forward value "
@@ -108,17 +108,17 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
         ),
     )
     output_drop_start: float = Field(
-        0.1, ge=0.0, le=1.0, description="Progressive output dropout: p at progress 0."
+        default=0.1, ge=0.0, le=1.0, description="Progressive output dropout: p at progress 0."
     )
     output_drop_ramp: float = Field(
-        0.3,
+        default=0.3,
         ge=0.0,
         le=ENERGY_MAX,
         description="Progressive output dropout: p grows by this over progress.",
     )
-    output_drop_max: float = Field(0.4, ge=0.0, le=1.0, description="Cap on p.")
+    output_drop_max: float = Field(default=0.4, ge=0.0, le=1.0, description="Cap on p.")
     output_drop_flag_p: float = Field(
-        0.5, ge=0.0, le=1.0, description="Each of a sample's two flags is set with this prob."
+        default=0.5, ge=0.0, le=1.0, description="Each of a sample's two flags is set with this prob."
     )
 
     missing_modality: Literal["route"] = missing_field(

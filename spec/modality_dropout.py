@@ -28,10 +28,10 @@ class ModalityDropoutSpec(FusionSpecBase):
     )
 
     kind: Literal["modality_dropout"] = "modality_dropout"
-    p_img: float = Field(0.3, ge=0.0, le=1.0, description="Probability of dropping v.")
-    p_txt: float = Field(0.3, ge=0.0, le=1.0, description="Probability of dropping t.")
+    p_img: float = Field(default=0.3, ge=0.0, le=1.0, description="Probability of dropping v.")
+    p_txt: float = Field(default=0.3, ge=0.0, le=1.0, description="Probability of dropping t.")
     drop_granularity: Literal["batch", "sample"] = Field(
-        "batch",
+        default="batch",
         description=(
             "'batch': one draw per modality for the whole batch (the original's "
             "torch.rand(1)); 'sample': one draw per sample and modality."

@@ -69,10 +69,10 @@ class ShomrSpec(AttentionSpecBase):
 
     kind: Literal["shomr"] = "shomr"
     confidence_threshold: float = Field(
-        0.6, ge=0.0, le=1.0, description="A sample is hard where max confidence > this (strict)."
+        default=0.6, ge=0.0, le=1.0, description="A sample is hard where max confidence > this (strict)."
     )
     routing_temperature: float = Field(
-        1.0,
+        default=1.0,
         ge=TEMPERATURE_MIN,
         le=TEMPERATURE_MAX,
         description=(
@@ -81,17 +81,17 @@ class ShomrSpec(AttentionSpecBase):
         ),
     )
     fallback: bool = Field(
-        True,
+        default=True,
         description=(
             "Keep the original's low-confidence fallback: soft samples with max "
             "confidence < fallback_threshold output (v + t) / 2. With two modalities "
             "max confidence >= 1/2, so it never fires at the default threshold 0.3."
         ),
     )
-    fallback_threshold: float = Field(0.3, ge=0.0, le=1.0, description="See fallback.")
+    fallback_threshold: float = Field(default=0.3, ge=0.0, le=1.0, description="See fallback.")
     router_init_bias: tuple[float, float, float] | None = router_init_bias_field()
     straight_through: bool = Field(
-        True,
+        default=True,
         description=(
             "Multiply a hard sample's routed output by 1 + r_k - stop_gradient(r_k): "
             "forward value unchanged, the router receives a straight-through gradient "

@@ -27,7 +27,7 @@ class SimpleSpec(AttentionSpecBase):
     )
 
     kind: Literal["simple"] = "simple"
-    layers: Count = Field(2, gt=0, description="Number of encoder layers.")
+    layers: Count = Field(default=2, gt=0, description="Number of encoder layers.")
     missing_modality: Literal["zero_fill", "key_mask"] = missing_field(
         "zero_fill",
         "'zero_fill': the absent token is zeros and the rule runs unchanged; 'key_mask': "

@@ -33,9 +33,9 @@ class TransformerConcatSpec(AttentionSpecBase):
     )
 
     kind: Literal["transformer_concat"] = "transformer_concat"
-    layers: Count = Field(4, gt=0, description="Number of encoder layers.")
+    layers: Count = Field(default=4, gt=0, description="Number of encoder layers.")
     modality_embeddings: bool = Field(
-        True,
+        default=True,
         description=(
             "Add a learned embedding per modality to the two tokens (the evident intent "
             "of the original's modality_token, whose forward crashes). False gives the "
@@ -44,7 +44,7 @@ class TransformerConcatSpec(AttentionSpecBase):
     )
 
     modality_embedding_std: float = Field(
-        0.02,
+        default=0.02,
         gt=0.0,
         description=(
             "Standard deviation of the modality embeddings' initial N(0, std^2): small "

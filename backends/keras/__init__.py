@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fusion_spec.spec import parse
+from fusion_spec.spec._errors import did_you_mean
 
 #: Keras backend -> what to install for it.
 INSTALL = {
@@ -135,3 +136,12 @@ __all__ = [
     "TransformerConcatFusion",
     "build",
 ]
+
+if not TYPE_CHECKING:  # a type checker reports a misspelt name itself
+
+    def __getattr__(name: str):
+        """A misspelt name (``GatedFuson``): the closest names and every one there is."""
+        raise AttributeError(
+            f"module {__name__!r} has no attribute {name!r}{did_you_mean(name, __all__)}; "
+            f"it has: {', '.join(sorted(__all__))}"
+        )

@@ -22,19 +22,29 @@ import pickle
 import re
 import stat
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import torch
 
 from fusion_spec.spec import (
     RULES,
+    ConcatMlpSpec,
+    CrossAttentionSpec,
+    EnergyAwareAdaptiveSpec,
+    FilmSpec,
+    GatedSpec,
     InputError,
+    ModalityDropoutSpec,
+    ShomrSpec,
+    SimpleSpec,
+    TransformerConcatSpec,
     WeightsError,
     check_flag,
     describe,
     from_legacy,
     parse,
 )
+from fusion_spec.spec._errors import did_you_mean
 from fusion_spec.spec._weights import file_kind
 
 from ._layers import FusionModule
@@ -47,6 +57,21 @@ from .modality_dropout import ModalityDropoutFusion
 from .shomr import ShomrFusion
 from .simple import SimpleFusion
 from .transformer_concat import TransformerConcatFusion
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import (
+        ConcatMlpFields,
+        CrossAttentionFields,
+        EnergyAwareAdaptiveFields,
+        FilmFields,
+        GatedFields,
+        ModalityDropoutFields,
+        ShomrFields,
+        SimpleFields,
+        TransformerConcatFields,
+    )
 
 #: kind -> module class.
 MODULES: dict[str, type[FusionModule]] = {
@@ -65,6 +90,108 @@ MODULES: dict[str, type[FusionModule]] = {
 }
 
 
+# The module class follows the rule where a type checker can tell it: a kind given as a
+# literal string, or a spec of that rule's class; anything else is some FusionModule.
+@overload
+def build(
+    s: Literal["simple"] | SimpleSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Unpack[SimpleFields],
+) -> SimpleFusion: ...
+@overload
+def build(
+    s: Literal["concat_mlp"] | ConcatMlpSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Unpack[ConcatMlpFields],
+) -> ConcatMlpFusion: ...
+@overload
+def build(
+    s: Literal["gated"] | GatedSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Unpack[GatedFields],
+) -> GatedFusion: ...
+@overload
+def build(
+    s: Literal["film"] | FilmSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Unpack[FilmFields],
+) -> FilmFusion: ...
+@overload
+def build(
+    s: Literal["modality_dropout"] | ModalityDropoutSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Unpack[ModalityDropoutFields],
+) -> ModalityDropoutFusion: ...
+@overload
+def build(
+    s: Literal["transformer_concat"] | TransformerConcatSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Unpack[TransformerConcatFields],
+) -> TransformerConcatFusion: ...
+@overload
+def build(
+    s: Literal["cross_attention"] | CrossAttentionSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Unpack[CrossAttentionFields],
+) -> CrossAttentionFusion: ...
+@overload
+def build(
+    s: Literal["shomr"] | ShomrSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Unpack[ShomrFields],
+) -> ShomrFusion: ...
+@overload
+def build(
+    s: Literal["energy_aware_adaptive"] | EnergyAwareAdaptiveSpec,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Unpack[EnergyAwareAdaptiveFields],
+) -> EnergyAwareAdaptiveFusion: ...
+@overload
+def build(
+    s: Any,
+    params: Mapping[str, Any] | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    dispatch: str | None = None,
+    skip_unrouted: bool = False,
+    **fields: Any,
+) -> FusionModule: ...
 def build(
     s: Any,
     params: Mapping[str, Any] | None = None,
@@ -230,7 +357,7 @@ def load_legacy_checkpoint(
     if not isinstance(kind, str) or kind not in RULES:
         raise InputError(
             f"load_legacy_checkpoint: argument 'kind' expected one of {list(RULES)}; "
-            f"received {kind!r}"
+            f"received {kind!r}{did_you_mean(kind, RULES)}"
         )
     state = path_or_state_dict
     where = "load_legacy_checkpoint"
@@ -264,3 +391,12 @@ __all__ = [
     "build",
     "load_legacy_checkpoint",
 ]
+
+if not TYPE_CHECKING:  # a type checker reports a misspelt name itself
+
+    def __getattr__(name: str):
+        """A misspelt name (``GatedFuson``): the closest names and every one there is."""
+        raise AttributeError(
+            f"module {__name__!r} has no attribute {name!r}{did_you_mean(name, __all__)}; "
+            f"it has: {', '.join(sorted(__all__))}"
+        )

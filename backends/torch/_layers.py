@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, overload
 
 import numpy as np
 import torch
@@ -31,7 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fusion_spec.spec import (
+    FusionSpecBase,
     InputError,
+    WeightsError,
     array_meta,
     as_numpy,
     check_arrays,
@@ -42,6 +44,9 @@ from fusion_spec.spec import (
     parse,
 )
 from fusion_spec.spec._checks import check_present, numpy_host
+
+if TYPE_CHECKING:
+    from torch.nn.modules.module import _IncompatibleKeys
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -548,6 +553,9 @@ class FusionModule(nn.Module):
 
     Args:
         spec: the rule spec: a spec object or anything ``spec.parse`` accepts.
+        **fields: spec fields, as ``build`` takes them: ``GatedFusion(dim=32)`` is
+            ``GatedFusion(spec.parse("gated", dim=32))``; with ``spec``, they override
+            its fields.
         generator: a ``torch.Generator`` for ``reset_parameters()`` and for the
             uniforms of stochastic decisions when no ``noise`` is injected (on the
             device of the inputs); the global generator when ``None``.
@@ -557,10 +565,14 @@ class FusionModule(nn.Module):
     kind: ClassVar[str]
     #: True for the rules that route each sample to one of several paths.
     routes: ClassVar[bool] = False
+    #: The validated rule spec (each rule's module narrows it to its spec class).
+    spec: FusionSpecBase
 
-    def __init__(self, spec: Any, *, generator: torch.Generator | None = None):
+    def __init__(
+        self, spec: Any = None, *, generator: torch.Generator | None = None, **fields: Any
+    ):
         super().__init__()
-        s = parse(spec)
+        s = parse(self.kind if spec is None else spec, **fields)
         if s.kind != self.kind:
             raise InputError(
                 f"{type(self).__name__}: argument 'spec' expected kind {self.kind!r}; "
@@ -580,6 +592,11 @@ class FusionModule(nn.Module):
             self.input_norm = nn.ModuleDict(
                 {"image": RunningStats(s.dim), "text": RunningStats(s.dim)}
             )
+
+    @property
+    def dim(self) -> int:
+        """The output width ``D`` (``spec.dim``)."""
+        return self.spec.dim
 
     def extra_repr(self) -> str:
         text = ", ".join(f"{k}={v!r}" for k, v in self.spec.model_dump().items())
@@ -672,16 +689,50 @@ class FusionModule(nn.Module):
         }
 
     # --- the call -------------------------------------------------------------------
+    # The return type follows ``return_aux``: the fused tensor, or it and the aux dict.
+    @overload
     def forward(
         self,
-        v: Tensor,
-        t: Tensor,
-        present: Tensor | None = None,
+        v: Tensor | np.ndarray,
+        t: Tensor | np.ndarray,
+        present: Tensor | np.ndarray | None = None,
+        *,
+        noise: Mapping[str, Any] | None = None,
+        return_aux: Literal[False] = False,
+        **call_options: Any,
+    ) -> Tensor: ...
+    @overload
+    def forward(
+        self,
+        v: Tensor | np.ndarray,
+        t: Tensor | np.ndarray,
+        present: Tensor | np.ndarray | None = None,
+        *,
+        noise: Mapping[str, Any] | None = None,
+        return_aux: Literal[True],
+        **call_options: Any,
+    ) -> tuple[Tensor, dict[str, Tensor]]: ...
+    @overload
+    def forward(
+        self,
+        v: Tensor | np.ndarray,
+        t: Tensor | np.ndarray,
+        present: Tensor | np.ndarray | None = None,
         *,
         noise: Mapping[str, Any] | None = None,
         return_aux: bool = False,
         **call_options: Any,
-    ):
+    ) -> Tensor | tuple[Tensor, dict[str, Tensor]]: ...
+    def forward(
+        self,
+        v: Tensor | np.ndarray,
+        t: Tensor | np.ndarray,
+        present: Tensor | np.ndarray | None = None,
+        *,
+        noise: Mapping[str, Any] | None = None,
+        return_aux: bool = False,
+        **call_options: Any,
+    ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         """Fuse ``v`` and ``t``.
 
         Args:
@@ -767,6 +818,9 @@ class FusionModule(nn.Module):
         aux = {k: a.to(dtype) if a.is_floating_point() else a for k, a in aux.items()}
         return out, aux
 
+    if TYPE_CHECKING:  # ``module(v, t)`` is ``forward``'s (nn.Module types it ``Any``)
+        __call__ = forward
+
     def fuse(
         self,
         v: Tensor,
@@ -838,6 +892,31 @@ class FusionModule(nn.Module):
         self._forget_meta()
         return super()._apply(fn, recurse)
 
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> _IncompatibleKeys:
+        """``nn.Module.load_state_dict``; a state_dict of another rule or spec (keys or
+        shapes that differ) raises ``StateDictError`` naming them, before anything loads."""
+        own = self.state_dict(keep_vars=True)
+        problems = []
+        if strict:
+            missing = [k for k in own if k not in state_dict]
+            unexpected = sorted(str(k) for k in state_dict if k not in own)
+            problems += [f"missing keys {_few(missing)}"] if missing else []
+            problems += [f"unexpected keys {_few(unexpected)}"] if unexpected else []
+        for name, value in state_dict.items():
+            shape = getattr(value, "shape", None)
+            if name in own and shape is not None and tuple(shape) != tuple(own[name].shape):
+                problems.append(f"{name!r} of shape {tuple(shape)} for {tuple(own[name].shape)}")
+        if problems:
+            raise StateDictError(
+                f"{self.kind}: load_state_dict argument 'state_dict' expected this module's "
+                f"parameters ({self.kind}, dim={self.spec.dim}); received {'; '.join(problems)} "
+                "(a state_dict of another rule or spec? build the module from the spec it "
+                "was saved with)"
+            )
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def _load_from_state_dict(self, *args, **kwargs):
         self._forget_meta()
         return super()._load_from_state_dict(*args, **kwargs)
@@ -885,6 +964,17 @@ class FusionModule(nn.Module):
                 u = torch.from_numpy(np.array(np.asarray(u, dtype=np.float64), order="C"))
             out[n.name] = u.to(device=v.device, dtype=dtype)
         return out
+
+
+class StateDictError(WeightsError, RuntimeError):
+    """A state_dict that does not fit the module: a ``spec.WeightsError``, and the
+    ``RuntimeError`` torch raises there, so code catching torch's error keeps working."""
+
+
+def _few(names: list[str], limit: int = 8) -> str:
+    """``names`` as a list, the first ``limit`` and a count of the rest."""
+    rest = len(names) - limit
+    return str(names[:limit]) + (f" and {rest} more" if rest > 0 else "")
 
 
 #: At most this many call signatures are remembered as checked per module.

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import Tensor, nn
+
+from fusion_spec.spec import ConcatMlpSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import ConcatMlpFields
 
 from ._layers import FusionModule, dropout, gelu
 
@@ -17,9 +26,16 @@ class ConcatMlpFusion(FusionModule):
     """
 
     kind = "concat_mlp"
+    spec: ConcatMlpSpec
 
-    def __init__(self, spec, *, generator=None):
-        super().__init__(spec, generator=generator)
+    def __init__(
+        self,
+        spec: Any = None,
+        *,
+        generator: torch.Generator | None = None,
+        **fields: Unpack[ConcatMlpFields],
+    ):
+        super().__init__(spec, generator=generator, **fields)
         s = self.spec
         widths = [2 * s.dim] + [s.hidden_mult * s.dim] * (s.layers - 1) + [s.dim]
         self.mlp = nn.ModuleList(nn.Linear(widths[i], widths[i + 1]) for i in range(s.layers))

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import Tensor
+
+from fusion_spec.spec import CrossAttentionSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import CrossAttentionFields
 
 from ._layers import Attention, FeedForward, FusionModule, layer_norm, tokens
 
@@ -20,9 +29,16 @@ class CrossAttentionFusion(FusionModule):
     """
 
     kind = "cross_attention"
+    spec: CrossAttentionSpec
 
-    def __init__(self, spec, *, generator=None):
-        super().__init__(spec, generator=generator)
+    def __init__(
+        self,
+        spec: Any = None,
+        *,
+        generator: torch.Generator | None = None,
+        **fields: Unpack[CrossAttentionFields],
+    ):
+        super().__init__(spec, generator=generator, **fields)
         s = self.spec
         self.norm1 = layer_norm(s.dim, s.layer_norm_eps)
         self.attn = Attention(s.dim, s.heads, dropout=s.dropout)

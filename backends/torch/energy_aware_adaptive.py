@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import Tensor, nn
+
+from fusion_spec.spec import EnergyAwareAdaptiveSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import EnergyAwareAdaptiveFields
 
 from ._layers import (
     Attention,
@@ -52,10 +61,18 @@ class EnergyAwareAdaptiveFusion(FusionModule):
     """
 
     kind = "energy_aware_adaptive"
+    spec: EnergyAwareAdaptiveSpec
     routes = True
 
-    def __init__(self, spec, *, generator=None, dispatch: str = "auto"):
-        super().__init__(spec, generator=generator)
+    def __init__(
+        self,
+        spec: Any = None,
+        *,
+        generator: torch.Generator | None = None,
+        dispatch: str = "auto",
+        **fields: Unpack[EnergyAwareAdaptiveFields],
+    ):
+        super().__init__(spec, generator=generator, **fields)
         s = self.spec
         d = s.dim
         self.dispatch = dispatch

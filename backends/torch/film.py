@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import Tensor, nn
+
+from fusion_spec.spec import FilmSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import FilmFields
 
 from ._layers import FusionModule
 
@@ -18,9 +27,16 @@ class FilmFusion(FusionModule):
     """
 
     kind = "film"
+    spec: FilmSpec
 
-    def __init__(self, spec, *, generator=None):
-        super().__init__(spec, generator=generator)
+    def __init__(
+        self,
+        spec: Any = None,
+        *,
+        generator: torch.Generator | None = None,
+        **fields: Unpack[FilmFields],
+    ):
+        super().__init__(spec, generator=generator, **fields)
         self.gamma = nn.Linear(self.spec.dim, self.spec.dim)
         self.beta = nn.Linear(self.spec.dim, self.spec.dim)
         self.reset_parameters()

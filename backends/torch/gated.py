@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import Tensor, nn
+
+from fusion_spec.spec import GatedSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import GatedFields
 
 from ._layers import FusionModule, blend
 
@@ -18,9 +27,16 @@ class GatedFusion(FusionModule):
     """
 
     kind = "gated"
+    spec: GatedSpec
 
-    def __init__(self, spec, *, generator=None):
-        super().__init__(spec, generator=generator)
+    def __init__(
+        self,
+        spec: Any = None,
+        *,
+        generator: torch.Generator | None = None,
+        **fields: Unpack[GatedFields],
+    ):
+        super().__init__(spec, generator=generator, **fields)
         self.gate = nn.Linear(2 * self.spec.dim, self.spec.dim)
         self.reset_parameters()
 

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import Tensor, nn
+
+from fusion_spec.spec import ModalityDropoutSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import ModalityDropoutFields
 
 from ._layers import FusionModule, as_dtype, batch_values, host_readable
 
@@ -23,9 +32,16 @@ class ModalityDropoutFusion(FusionModule):
     """
 
     kind = "modality_dropout"
+    spec: ModalityDropoutSpec
 
-    def __init__(self, spec, *, generator=None):
-        super().__init__(spec, generator=generator)
+    def __init__(
+        self,
+        spec: Any = None,
+        *,
+        generator: torch.Generator | None = None,
+        **fields: Unpack[ModalityDropoutFields],
+    ):
+        super().__init__(spec, generator=generator, **fields)
         d = self.spec.dim
         self.mlp = nn.ModuleList([nn.Linear(2 * d, d), nn.Linear(d, d)])
         self.reset_parameters()

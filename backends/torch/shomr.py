@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import Tensor, nn
+
+from fusion_spec.spec import ShomrSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import ShomrFields
 
 from ._layers import (
     Attention,
@@ -63,10 +72,18 @@ class ShomrFusion(FusionModule):
     """
 
     kind = "shomr"
+    spec: ShomrSpec
     routes = True
 
-    def __init__(self, spec, *, generator=None, dispatch: str = "auto"):
-        super().__init__(spec, generator=generator)
+    def __init__(
+        self,
+        spec: Any = None,
+        *,
+        generator: torch.Generator | None = None,
+        dispatch: str = "auto",
+        **fields: Unpack[ShomrFields],
+    ):
+        super().__init__(spec, generator=generator, **fields)
         s = self.spec
         d, p = s.dim, s.dropout
         self.dispatch = dispatch

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+import torch
 from torch import Tensor, nn
+
+from fusion_spec.spec import SimpleSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import SimpleFields
 
 from ._layers import EncoderLayer, FusionModule, present_mean, tokens
 
@@ -17,9 +27,16 @@ class SimpleFusion(FusionModule):
     """
 
     kind = "simple"
+    spec: SimpleSpec
 
-    def __init__(self, spec, *, generator=None):
-        super().__init__(spec, generator=generator)
+    def __init__(
+        self,
+        spec: Any = None,
+        *,
+        generator: torch.Generator | None = None,
+        **fields: Unpack[SimpleFields],
+    ):
+        super().__init__(spec, generator=generator, **fields)
         s = self.spec
         self.encoder = nn.ModuleList(
             EncoderLayer(s.dim, s.heads, s.ffn_mult, s.dropout, s.layer_norm_eps)

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import Tensor, nn
+
+from fusion_spec.spec import TransformerConcatSpec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from fusion_spec.spec._fields import TransformerConcatFields
 
 from ._layers import EncoderLayer, FusionModule, present_mean, tokens
 
@@ -18,9 +27,16 @@ class TransformerConcatFusion(FusionModule):
     """
 
     kind = "transformer_concat"
+    spec: TransformerConcatSpec
 
-    def __init__(self, spec, *, generator=None):
-        super().__init__(spec, generator=generator)
+    def __init__(
+        self,
+        spec: Any = None,
+        *,
+        generator: torch.Generator | None = None,
+        **fields: Unpack[TransformerConcatFields],
+    ):
+        super().__init__(spec, generator=generator, **fields)
         s = self.spec
         if s.modality_embeddings:
             self.modality_embedding = nn.Parameter(torch.empty(2, s.dim))

@@ -189,3 +189,13 @@ def test_extreme_valid_temperatures_and_thresholds_agree_with_the_reference(fiel
         out, aux, ref, ref_aux = _call(s, v, t, training, {}, _noise(s, 16, training, {}))
         assert np.isfinite(out).all() and np.isfinite(aux["route_probs"]).all()
         assert_agrees(s, out, aux, ref, ref_aux, training=training)
+
+
+def test_a_misspelt_layer_class_gets_a_suggestion_and_the_names():
+    with pytest.raises(AttributeError) as info:
+        bk.GatedFuson  # noqa: B018
+    assert str(info.value).startswith(
+        "module 'fusion_spec.backends.keras' has no attribute 'GatedFuson' "
+        "(did you mean 'GatedFusion'?); it has: ConcatMlpFusion, CrossAttentionFusion, "
+    )
+    assert getattr(bk, "missing", None) is None

@@ -121,11 +121,50 @@ def test_parse_reads_bytes_as_utf8_and_refuses_other_bytes():
         spec.parse(b"{\xff\xfe" + b"x" * 40)
 
 
+def test_misspelt_kinds_and_fields_get_a_suggestion_and_the_valid_names():
+    kinds = ", ".join(repr(k) for k in KINDS)
+    with pytest.raises(spec.SpecError) as info:
+        spec.parse({"kind": "concat-mlp", "dim": 4})
+    assert str(info.value) == (
+        f"spec: field 'kind' expected one of {kinds}; received kind='concat-mlp' "
+        "(did you mean 'concat_mlp'?)"
+    )
+    with pytest.raises(spec.SpecError) as info:
+        spec.parse("crossattention", dim=4)
+    assert str(info.value).endswith(
+        "received the string 'crossattention' (did you mean 'cross_attention'?)"
+    )
+    with pytest.raises(spec.SpecError) as info:
+        spec.parse("gated_fusion_rule", dim=4)  # nothing close: the list alone
+    assert "did you mean" not in str(info.value)
+    fields = [name for name in spec.CrossAttentionSpec.model_fields if name != "kind"]
+    for call in (
+        lambda: spec.parse("cross_attention", dim=4, heads=2, dropuot=0.1),
+        lambda: spec.CrossAttentionSpec(dim=4, heads=2, dropuot=0.1),
+    ):
+        with pytest.raises(spec.SpecError) as info:
+            call()
+        assert str(info.value) == (
+            f"cross_attention: unknown field 'dropuot'; expected one of "
+            f"{', '.join(map(repr, fields))}; received dropuot=0.1 (did you mean 'dropout'?)"
+        )
+
+
+def test_a_misspelt_name_of_the_package_gets_a_suggestion_and_the_names():
+    with pytest.raises(AttributeError) as info:
+        spec.GatedSpc  # noqa: B018
+    assert str(info.value) == (
+        "module 'fusion_spec.spec' has no attribute 'GatedSpc' (did you mean 'GatedSpec'?); "
+        f"it has: {', '.join(sorted(spec.__all__))}"
+    )
+    assert getattr(spec, "missing", None) is None
+
+
 def test_frozen_and_extra_forbidden():
     s = make_spec("gated")
     with pytest.raises(spec.SpecError, match=r"gated: specs are frozen.*s.replace\(dim=...\)"):
         s.dim = 3
-    with pytest.raises(spec.SpecError, match="gated: unknown field 'bogus'; received bogus=1"):
+    with pytest.raises(spec.SpecError, match="gated: unknown field 'bogus'; expected one of 'dim', .*'missing_modality'; received bogus=1$"):
         spec.parse({"kind": "gated", "dim": 4, "bogus": 1})
 
 
