@@ -1633,9 +1633,11 @@ def _other_values(name: str, default: Any, annotation: Any) -> list[Any]:
 
 
 #: Values tried first: fields that would otherwise take equal values (``p_img`` and
-#: ``p_txt``: swapped probabilities would go unseen).
+#: ``p_txt``: swapped probabilities would go unseen), or print badly.
 NON_DEFAULT_FIRST: dict[str, tuple[Any, ...]] = {
     "p_txt": (0.6,),
+    # 1e-3, not 5e-06: the page prints values as code, and a browser breaks "5e-06" at its hyphen
+    "input_norm_eps": (1e-3,),
     "image_dim": (IMAGE_DIM,),
     "text_dim": (TEXT_DIM,),
 }
