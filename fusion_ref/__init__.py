@@ -13,6 +13,7 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from fusion_spec.spec import check_flag, parse
+from fusion_spec.spec._base import MODALITIES
 
 from ._base import prepare
 from ._layers import Presence, erf, gelu, input_norm, linear
@@ -48,6 +49,8 @@ def forward(
     t: Any,
     present: Any = None,
     *,
+    image_mask: Any = None,
+    text_mask: Any = None,
     training: bool = False,
     noise: Mapping[str, Any] | None = None,
     return_aux: Literal[False] = False,
@@ -61,6 +64,8 @@ def forward(
     t: Any,
     present: Any = None,
     *,
+    image_mask: Any = None,
+    text_mask: Any = None,
     training: bool = False,
     noise: Mapping[str, Any] | None = None,
     return_aux: Literal[True],
@@ -74,6 +79,8 @@ def forward(
     t: Any,
     present: Any = None,
     *,
+    image_mask: Any = None,
+    text_mask: Any = None,
     training: bool = False,
     noise: Mapping[str, Any] | None = None,
     return_aux: bool = False,
@@ -86,6 +93,8 @@ def forward(
     t: Any,
     present: Any = None,
     *,
+    image_mask: Any = None,
+    text_mask: Any = None,
     training: bool = False,
     noise: Mapping[str, Any] | None = None,
     return_aux: bool = False,
@@ -110,58 +119,120 @@ def forward(
     rule computes without it, and a sample with neither outputs zeros (aux
     ``neither``).
 
+    Token sequences: ``v`` may be ``(B, L_v, D_v)`` and ``t`` ``(B, L_t, D_t)`` (either
+    or both), with optional padding masks ``image_mask`` ``(B, L_v)`` and ``text_mask``
+    ``(B, L_t)`` (True: a real token). ``simple``, ``transformer_concat`` and
+    ``cross_attention`` attend over every real token; the other rules read each
+    modality's masked mean. A modality whose tokens are all padding is absent, as
+    if ``present`` said so. One token and no padding mask compute exactly the
+    vector rule.
+
     Returns the fused ``(B, dim)`` float64 array, or ``(fused, aux)`` with
     ``return_aux=True``: ``aux`` holds the spec's auxiliary outputs, including the
     margins of discrete decisions.
     """
-    s, training, p, v64, t64, mask, u, options = prepare(
-        s, params, v, t, training, noise, options, present
+    s, training, p, v64, t64, mask, padding, u, options = prepare(
+        s, params, v, t, training, noise, options, present, (image_mask, text_mask)
     )
     return_aux = check_flag(s.kind, "return_aux", return_aux)
-    m = None
-    if mask is not None:
-        m = Presence(mask[:, 0], mask[:, 1])
-        v64 = np.where(m.image[:, None], v64, 0.0)
-        t64 = np.where(m.text[:, None], t64, 0.0)
+    x, w, m = _sequences(v64, t64, mask, padding)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        v64, t64 = _project(s, p, v64, t64, m)
-        v64, t64, _ = _normalise(s, p, v64, t64, m, training)
-        out, aux = RULES[s.kind](
-            s, p, v64, t64, training=training, noise=u, present=m, **options
-        )
+        x = _project(s, p, x, w)
+        x, _ = _normalise(s, p, x, w, training)
+        if s.kind in TOKEN_RULES:
+            out, aux = RULES[s.kind](
+                s, p, *x, training=training, noise=u, present=m, tokens=w, **options
+            )
+        else:
+            out, aux = RULES[s.kind](
+                s, p, *map(pool, x, w), training=training, noise=u, present=m, **options
+            )
     if m is not None:
         out = np.where(m.neither[:, None], 0.0, out)
         aux["neither"] = m.neither.astype(np.float64)
     return (out, aux) if return_aux else out
 
 
-def _project(s, p, v, t, m):
-    """``v``, ``t`` mapped to ``dim`` by ``input_proj.{image,text}`` where a width differs;
-    an absent row stays 0 (not the projection's bias)."""
-    out = {"image": v, "text": t}
-    for modality in s.projected():
-        y = linear(p, f"input_proj.{modality}", out[modality])
-        if m is not None:
-            y = np.where(getattr(m, modality)[:, None], y, 0.0)
-        out[modality] = y
-    return out["image"], out["text"]
+#: The rules that read every token (attention over the sequences); the others read
+#: each modality's masked mean (``pool``).
+TOKEN_RULES = frozenset({"simple", "transformer_concat", "cross_attention"})
 
 
-def _normalise(s, p, v, t, m, training):
-    """``v``, ``t`` after ``input_norm`` and the running statistics after the call."""
+def _sequences(v, t, mask, padding):
+    """Both modalities as token sequences ``(B, L, D)`` (a vector is one token), their
+    token weights ``w`` ``(B, L)`` bool (a real token of a present modality) and the
+    call's ``Presence`` (``None`` when neither a presence nor a padding mask is given).
+
+    A modality whose tokens are all padding is absent (the masks compose with
+    ``present`` by AND). Padding and absent tokens are replaced by zeros before
+    anything reads them, so their values (NaN included) never reach the output and
+    receive exactly zero gradient.
+    """
+    seqs = [x if x.ndim == 3 else x[:, None] for x in (v, t)]
+    valid = [
+        np.ones(x.shape[:2], dtype=bool) if pad is None else pad
+        for x, pad in zip(seqs, padding, strict=True)
+    ]
+    m = None
+    if mask is not None or any(pad is not None for pad in padding):
+        here = [vd.any(axis=1) for vd in valid]
+        if mask is not None:
+            here = [h & mask[:, i] for i, h in enumerate(here)]
+        m = Presence(*here)
+        valid = [vd & h[:, None] for vd, h in zip(valid, here, strict=True)]
+    seqs = [np.where(w[..., None], x, 0.0) for x, w in zip(seqs, valid, strict=True)]
+    return seqs, valid, m
+
+
+def pool(x, w):
+    """The mean of the real tokens of ``x`` ``(B, L, D)`` (weights ``w`` ``(B, L)`` bool);
+    zeros where there is none. One token is returned exactly."""
+    count = np.maximum(w.sum(axis=1), 1)[:, None]  # (B, 1)
+    return np.where(w[..., None], x, 0.0).sum(axis=1) / count
+
+
+def _project(s, p, x, w):
+    """Each modality's tokens mapped to ``dim`` by ``input_proj.{image,text}`` where its
+    width differs; padding and absent tokens stay 0 (not the projection's bias)."""
+    x = list(x)
+    for i, modality in enumerate(MODALITIES):
+        if modality in s.projected():
+            B, L, _ = x[i].shape
+            y = linear(p, f"input_proj.{modality}", x[i].reshape(B * L, -1)).reshape(B, L, -1)
+            x[i] = np.where(w[i][..., None], y, 0.0)  # (B, L, D)
+    return x
+
+
+def _normalise(s, p, x, w, training):
+    """The tokens after ``input_norm`` and the running statistics after the call.
+
+    ``input_norm="batch"`` standardises every real token of a present modality with
+    the statistics over all of them (one token per sample for vectors)."""
     if s.input_norm == "none":
-        return v, t, {}
-    v, (mean_v, var_v) = input_norm(s, p, v, None if m is None else m.image, "image", training)
-    t, (mean_t, var_t) = input_norm(s, p, t, None if m is None else m.text, "text", training)
-    return v, t, {
-        "input_norm.image.running_mean": mean_v,
-        "input_norm.image.running_var": var_v,
-        "input_norm.text.running_mean": mean_t,
-        "input_norm.text.running_var": var_t,
-    }
+        return x, {}
+    out, stats = [], {}
+    for i, modality in enumerate(MODALITIES):
+        B, L, D = x[i].shape
+        y, (mean, var) = input_norm(
+            s, p, x[i].reshape(B * L, D), w[i].reshape(B * L), modality, training
+        )
+        out.append(y.reshape(B, L, D))
+        stats[f"input_norm.{modality}.running_mean"] = mean
+        stats[f"input_norm.{modality}.running_var"] = var
+    return out, stats
 
 
-def running_stats(s, params: Mapping[str, Any], v, t, present=None, *, training: bool = True):
+def running_stats(
+    s,
+    params: Mapping[str, Any],
+    v,
+    t,
+    present=None,
+    *,
+    image_mask=None,
+    text_mask=None,
+    training: bool = True,
+):
     """The running statistics of ``input_norm="batch"`` after one call on ``v``, ``t``.
 
     ``{name: float64 array}`` under the canonical names of the state parameters
@@ -175,14 +246,11 @@ def running_stats(s, params: Mapping[str, Any], v, t, present=None, *, training:
     s = parse(s)
     batch = np.shape(v)[0] if np.ndim(v) else 0
     placeholder = {n.name: np.zeros(n.shape) for n in s.noise(batch, training=False)} or None
-    s, _, p, v64, t64, mask, _, _ = prepare(s, params, v, t, False, placeholder, {}, present)
-    m = None
-    if mask is not None:
-        m = Presence(mask[:, 0], mask[:, 1])
-        v64 = np.where(m.image[:, None], v64, 0.0)
-        t64 = np.where(m.text[:, None], t64, 0.0)
-    v64, t64 = _project(s, p, v64, t64, m)
-    return _normalise(s, p, v64, t64, m, training)[2]
+    s, _, p, v64, t64, mask, padding, _, _ = prepare(
+        s, params, v, t, False, placeholder, {}, present, (image_mask, text_mask)
+    )
+    x, w, _ = _sequences(v64, t64, mask, padding)
+    return _normalise(s, p, _project(s, p, x, w), w, training)[1]
 
 
-__all__ = ["RULES", "Presence", "erf", "forward", "gelu", "running_stats"]
+__all__ = ["RULES", "TOKEN_RULES", "Presence", "erf", "forward", "gelu", "pool", "running_stats"]

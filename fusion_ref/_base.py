@@ -20,20 +20,32 @@ from fusion_spec.spec import (
 from fusion_spec.spec._checks import check_present, numpy_host
 
 
-def check_inputs(s, v: Any, t: Any, present: Any = None):
-    """2-D real floating ``(B, dim)`` arrays with equal ``B``, returned as float64, and the
-    optional ``(B, 2)`` presence mask as bool (``None`` if not given).
+def check_inputs(s, v: Any, t: Any, present: Any = None, image_mask: Any = None,
+                 text_mask: Any = None):
+    """Real floating ``(B, D_v)`` or ``(B, L_v, D_v)`` ``v`` (and ``t`` likewise) with equal
+    ``B``, returned as float64; the optional ``(B, 2)`` presence mask and ``(B, L)``
+    padding masks as bool (``None`` where not given).
 
     Any framework's tensors are accepted (read to the host); float16, bfloat16
     (ml_dtypes) and float32 widen exactly to float64. An integer mask must hold 0/1.
     """
-    check_arrays(s, {"v": v, "t": t, "present": present}, array_meta)
-    mask = None
-    if present is not None:
-        mask = as_numpy(present)
-        check_present(s, mask)
-        mask = mask != 0
-    return as_numpy(v).astype(np.float64), as_numpy(t).astype(np.float64), mask
+    arrays = {"v": v, "t": t, "present": present, "image_mask": image_mask,
+              "text_mask": text_mask}
+    check_arrays(s, arrays, array_meta)
+    masks = {}
+    for name in ("present", "image_mask", "text_mask"):
+        mask = None
+        if arrays[name] is not None:
+            mask = as_numpy(arrays[name])
+            check_present(s, mask, name)
+            mask = mask != 0
+        masks[name] = mask
+    return (
+        as_numpy(v).astype(np.float64),
+        as_numpy(t).astype(np.float64),
+        masks["present"],
+        (masks["image_mask"], masks["text_mask"]),
+    )
 
 
 def check_training(s, training: bool) -> None:
@@ -46,13 +58,14 @@ def check_training(s, training: bool) -> None:
         )
 
 
-def prepare(s, params, v, t, training, noise: Mapping[str, Any] | None, options, present=None):
+def prepare(s, params, v, t, training, noise: Mapping[str, Any] | None, options, present=None,
+            padding=(None, None)):
     s = parse(s)
     training = check_flag(s.kind, "training", training)
     options = s.check_call_options(options)
     check_params(s, params)
     check_training(s, training)
-    v64, t64, mask = check_inputs(s, v, t, present)
+    v64, t64, mask, padding = check_inputs(s, v, t, present, *padding)
     declared = s.noise(v64.shape[0], training=training, **options)
     if noise is None:
         if declared:
@@ -65,4 +78,4 @@ def prepare(s, params, v, t, training, noise: Mapping[str, Any] | None, options,
     check_noise(s, noise, declared, array_meta, host=lambda x: numpy_host(as_numpy(x)))
     u = {n.name: as_numpy(noise[n.name]).astype(np.float64) for n in declared}
     p = {name: as_numpy(value).astype(np.float64) for name, value in params.items()}
-    return s, training, p, v64, t64, mask, u, options
+    return s, training, p, v64, t64, mask, padding, u, options

@@ -249,3 +249,29 @@ def input_norm(s, p: dict, x: np.ndarray, present, modality: str, training: bool
         stats = ((1 - m) * stats[0] + m * mean, (1 - m) * stats[1] + m * var * n / (n - 1))
     y = (x - mean) / np.sqrt(var + s.input_norm_eps)
     return np.where(w[:, None] > 0, y, 0.0), stats
+
+
+def token_keys(s, w, present: Presence | None) -> np.ndarray:
+    """The keys ``(B, L_v + L_t)`` bool an attention rule attends to (and averages over).
+
+    ``w`` holds each modality's token weights ``(B, L)`` (real tokens of a present
+    modality). ``missing_modality="key_mask"``: those tokens; every token for a sample
+    with neither (its output is zeros; an all-masked softmax would be NaN).
+    ``"zero_fill"``: an absent modality is one zero token, its first (as the vector
+    rule's zero row).
+    """
+    w_v, w_t = w
+    if present is None:
+        return np.concatenate([w_v, w_t], axis=1)
+    if s.missing_modality == "key_mask":
+        return np.concatenate([w_v, w_t], axis=1) | present.neither[:, None]
+    first = [np.arange(x.shape[1]) == 0 for x in w]
+    w_v = np.where(present.image[:, None], w_v, first[0])
+    w_t = np.where(present.text[:, None], w_t, first[1])
+    return np.concatenate([w_v, w_t], axis=1)
+
+
+def key_mean(x: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Mean of the tokens ``x`` ``(B, L, D)`` that are keys (``keys`` ``(B, L)``, at least one
+    per sample)."""
+    return np.where(keys[..., None], x, 0.0).sum(axis=1) / keys.sum(axis=1)[:, None]

@@ -340,16 +340,21 @@ class FusionSpecBase(BaseModel):
         """Noise arrays consumed by one call; empty for deterministic calls."""
         return []
 
-    def aux(self, batch: int, *, training: bool = False, **options: Any) -> list[AuxSpec]:
-        """Auxiliary outputs returned by one call with ``return_aux=True``."""
+    def aux(
+        self, batch: int, *, training: bool = False, tokens: tuple[int, int] = (1, 1),
+        **options: Any,
+    ) -> list[AuxSpec]:
+        """Auxiliary outputs returned by one call with ``return_aux=True``; ``tokens`` is the
+        call's ``(L_v, L_t)`` (one each for vectors)."""
         return []
 
     def call_aux(
-        self, batch: int, *, training: bool = False, present: bool = False, **options: Any
+        self, batch: int, *, training: bool = False, present: bool = False,
+        tokens: tuple[int, int] = (1, 1), **options: Any,
     ) -> list[AuxSpec]:
         """The aux outputs of one call: ``aux(...)``, plus ``neither`` when a ``present``
-        mask is passed."""
-        declared = self.aux(batch, training=training, **options)
+        mask or a padding mask is passed (``present=True``)."""
+        declared = self.aux(batch, training=training, tokens=tokens, **options)
         if present:
             declared = declared + [
                 AuxSpec(

@@ -27,19 +27,37 @@ Meta = tuple[tuple[Any, ...], str] | None
 @dataclass(frozen=True)
 class ArgSpec:
     """One array argument of a call: ``shape`` uses ``"B"`` (batch), ``"D"`` (``dim``),
-    ``"D_v"`` and ``"D_t"`` (the image and text widths, ``dim`` unless the spec says)."""
+    ``"D_v"`` and ``"D_t"`` (the image and text widths, ``dim`` unless the spec says),
+    ``"L_v"`` and ``"L_t"`` (the token counts, read from ``v`` and ``t``).
+
+    ``tokens``: the argument's other accepted shape, a token sequence (``v`` may be
+    ``(B, D_v)`` or ``(B, L_v, D_v)``). ``needs``: the argument that must be a token
+    sequence for this one to be given (a padding mask needs its modality's tokens).
+    """
 
     name: str
     shape: tuple[str | int, ...]
     kinds: tuple[str, ...] = ("float",)
     optional: bool = False
     doc: str = ""
+    tokens: tuple[str | int, ...] | None = None
+    needs: str | None = None
 
 
 #: The array arguments of every rule's call, in order.
 CALL_INPUTS: tuple[ArgSpec, ...] = (
-    ArgSpec("v", ("B", "D_v"), doc="Image embedding."),
-    ArgSpec("t", ("B", "D_t"), doc="Text embedding."),
+    ArgSpec(
+        "v",
+        ("B", "D_v"),
+        doc="Image embedding, or image tokens (B, L_v, D_v).",
+        tokens=("B", "L_v", "D_v"),
+    ),
+    ArgSpec(
+        "t",
+        ("B", "D_t"),
+        doc="Text embedding, or text tokens (B, L_t, D_t).",
+        tokens=("B", "L_t", "D_t"),
+    ),
     ArgSpec(
         "present",
         ("B", 2),
@@ -47,7 +65,26 @@ CALL_INPUTS: tuple[ArgSpec, ...] = (
         optional=True,
         doc="Presence mask (image, text) per sample; None: every modality present.",
     ),
+    ArgSpec(
+        "image_mask",
+        ("B", "L_v"),
+        kinds=("bool", "int"),
+        optional=True,
+        doc="Image tokens that are real (True) or padding (False); None: all real.",
+        needs="v",
+    ),
+    ArgSpec(
+        "text_mask",
+        ("B", "L_t"),
+        kinds=("bool", "int"),
+        optional=True,
+        doc="Text tokens that are real (True) or padding (False); None: all real.",
+        needs="t",
+    ),
 )
+
+#: The padding mask of each modality's tokens, by modality.
+TOKEN_MASKS = {"image": "image_mask", "text": "text_mask"}
 
 _PLAIN = (bool, int, float, complex, str, bytes, list, tuple, dict)
 
@@ -114,36 +151,56 @@ def check_flag(kind: str, name: str, value: Any, *, allow_none: bool = False) ->
 def check_arrays(s, arrays: Mapping[str, Any], meta: Callable[[Any], Meta] = array_meta) -> Any:
     """Check the declared array arguments; returns the batch size (``None`` if symbolic).
 
+    An argument with a ``tokens`` shape may have either shape; its token count binds
+    the symbol (``L_v``) that later arguments (the padding masks) are checked against.
     Runs on every call: the message strings are built only on an error.
     """
     batch, first = None, None
     sizes = sizes_of(s)
-    for arg, want, fixed, batch_axis in _plan(s.inputs(), sizes):
+    bound: dict[str, Any] = {}
+    ranks: dict[str, int] = {}
+    for arg, want, fixed, batch_axis, alt in _plan(s.inputs(), sizes):
         x = arrays.get(arg.name)
         if x is None:
             if arg.optional:
                 continue
             raise InputError(
                 f"{s.kind}: argument {arg.name!r} expected an array or tensor of shape "
-                f"{_shape_text(arg.shape, sizes)}; received None"
+                f"{_shapes_text(arg, sizes)}; received None"
             )
         m = meta(x)
         if m is None:
             raise InputError(
                 f"{s.kind}: argument {arg.name!r} expected an array or tensor of shape "
-                f"{_shape_text(arg.shape, sizes)}; received {describe(x)}"
+                f"{_shapes_text(arg, sizes)}; received {describe(x)}"
             )
         shape, kind = m
-        if len(shape) != len(want) or any(shape[i] not in (None, w) for i, w in fixed):
+        if arg.needs is not None and ranks.get(arg.needs) != 3:
             raise InputError(
-                f"{s.kind}: argument {arg.name!r} expected shape {_shape_text(arg.shape, sizes)}; "
-                f"received shape {tuple(shape)}"
+                f"{s.kind}: argument {arg.name!r} is the padding mask of token sequences: "
+                f"expected {arg.needs!r} of shape {_shape_text(_token_shape(s, arg.needs), sizes)}; "
+                f"received {arg.needs!r} of rank {ranks.get(arg.needs)}"
+            )
+        if alt is not None and len(shape) == len(alt[0]):
+            want, fixed = alt
+        if len(shape) != len(want) or any(shape[i] not in (None, w) for i, w in fixed) or any(
+            isinstance(w, str) and w in bound and shape[i] is not None
+            and bound[w] is not None and shape[i] != bound[w]
+            for i, w in enumerate(want)
+        ):
+            raise InputError(
+                f"{s.kind}: argument {arg.name!r} expected shape "
+                f"{_shapes_text(arg, sizes, bound)}; received shape {tuple(shape)}"
             )
         if kind not in arg.kinds:
             raise InputError(
                 f"{s.kind}: argument {arg.name!r} expected {_kind_text(arg.kinds)}; "
                 f"received {_dtype(x)}"
             )
+        ranks[arg.name] = len(shape)
+        for i, w in enumerate(want):
+            if isinstance(w, str) and w.startswith("L_"):
+                bound.setdefault(w, shape[i])
         if batch_axis is not None:
             b = shape[batch_axis]
             if first is None:
@@ -156,6 +213,18 @@ def check_arrays(s, arrays: Mapping[str, Any], meta: Callable[[Any], Meta] = arr
             elif batch is None:
                 batch = b
     return batch
+
+
+def _token_shape(s, name: str) -> tuple[str | int, ...]:
+    return next(a.tokens for a in s.inputs() if a.name == name) or ()
+
+
+def _shapes_text(arg: ArgSpec, sizes: tuple[int, int, int], bound=None) -> str:
+    """The accepted shape(s) of ``arg``, known token counts filled in."""
+    def one(shape):
+        return _shape_text(tuple((bound or {}).get(d, d) or d for d in shape), sizes)
+
+    return one(arg.shape) + (f" or {one(arg.tokens)}" if arg.tokens else "")
 
 
 def _plan(inputs: tuple[ArgSpec, ...], sizes: tuple[int, int, int]) -> tuple[tuple, ...]:
@@ -174,7 +243,12 @@ def _plan(inputs: tuple[ArgSpec, ...], sizes: tuple[int, int, int]) -> tuple[tup
     for arg in inputs:
         want = tuple(_resolve(d, sizes) for d in arg.shape)
         fixed = tuple((i, w) for i, w in enumerate(want) if isinstance(w, int))
-        plan.append((arg, want, fixed, arg.shape.index("B") if "B" in arg.shape else None))
+        alt = None
+        if arg.tokens is not None:
+            alt_want = tuple(_resolve(d, sizes) for d in arg.tokens)
+            alt = (alt_want, tuple((i, w) for i, w in enumerate(alt_want) if isinstance(w, int)))
+        batch_axis = arg.shape.index("B") if "B" in arg.shape else None
+        plan.append((arg, want, fixed, batch_axis, alt))
     _PLANS[key] = (inputs, tuple(plan))
     return _PLANS[key][1]
 
@@ -239,8 +313,8 @@ def check_noise(
             )
 
 
-def check_present(s, mask: np.ndarray | None) -> None:
-    """An integer presence mask holds only 0 and 1 (a bool mask needs no check).
+def check_present(s, mask: np.ndarray | None, name: str = "present") -> None:
+    """An integer presence (or padding) mask holds only 0 and 1 (a bool mask needs no check).
 
     ``mask`` is the mask's values where they are on the host without a
     synchronisation (``None`` otherwise: a device tensor is not read).
@@ -250,7 +324,7 @@ def check_present(s, mask: np.ndarray | None) -> None:
     if ((mask != 0) & (mask != 1)).any():
         wrong = sorted(set(np.unique(mask).tolist()) - {0, 1})
         raise InputError(
-            f"{s.kind}: argument 'present' expected booleans (or 0/1); received values {wrong[:5]}"
+            f"{s.kind}: argument {name!r} expected booleans (or 0/1); received values {wrong[:5]}"
         )
 
 

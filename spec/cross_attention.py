@@ -58,15 +58,17 @@ class CrossAttentionSpec(AttentionSpecBase):
             + feed_forward("ffn", d, self.ffn_mult * d)
         )
 
-    def aux(self, batch, *, training=False, **options):
+    def aux(self, batch, *, training=False, tokens=(1, 1), **options):
         return [
             AuxSpec(
                 "attention_weights",
-                (batch, self.heads, 2),
+                (batch, self.heads, tokens[0] + tokens[1]),
                 "value",
-                "Per head, the weight of v (index 0) and t (index 1). For a sample with "
-                "neither modality: 0 and 0 under missing_modality='key_mask', 1/2 and 1/2 "
-                "under 'zero_fill' (two equal zero keys).",
+                "Per head, the weight of v (index 0) and t (index 1); with token sequences, "
+                "of each image token then each text token (L_v + L_t keys, 0 on padding). "
+                "For a sample with neither modality: 0 everywhere under "
+                "missing_modality='key_mask', 1/2 and 1/2 under 'zero_fill' (two equal "
+                "zero keys).",
             )
         ]
 

@@ -140,3 +140,35 @@ def garbage_in_absent_rows(v, t, present, fill=np.nan):
     v[~present[:, 0]] = fill
     t[~present[:, 1]] = fill
     return v, t
+
+
+#: Token sequences: ``L_V`` image and ``L_T`` text tokens per sample.
+L_V, L_T = 4, 3
+#: Padding masks (True: a real token) with every pattern the token tests need, row by
+#: row: all real; trailing padding; one real token; padding in the middle; the image
+#: all padding (an absent image); the text all padding; both all padding; leading padding.
+IMAGE_MASK = np.array(
+    [[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0], [1, 0, 1, 1], [0, 0, 0, 0], [1, 1, 1, 0],
+     [0, 0, 0, 0], [0, 0, 1, 1]],
+    dtype=bool,
+)
+TEXT_MASK = np.array(
+    [[1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 0, 1], [1, 1, 1], [0, 0, 0], [0, 0, 0], [0, 1, 1]],
+    dtype=bool,
+)
+
+
+def token_inputs(s, seed: int = 0, batch: int = BATCH, lengths=(L_V, L_T)):
+    """float32 ``v`` ``(batch, L_v, D_v)`` and ``t`` ``(batch, L_t, D_t)``."""
+    rng = np.random.default_rng(seed + 300)
+    v = rng.standard_normal((batch, lengths[0], s.width("image"))).astype(np.float32)
+    t = rng.standard_normal((batch, lengths[1], s.width("text"))).astype(np.float32)
+    return v, t
+
+
+def garbage_in_padding(v, t, image_mask, text_mask, fill=np.nan):
+    """Copies of token sequences with ``fill`` in every padding token."""
+    v, t = v.copy(), t.copy()
+    v[~image_mask] = fill
+    t[~text_mask] = fill
+    return v, t

@@ -117,7 +117,7 @@ def test_call_errors_name_rule_argument_and_received():
     layer = bk.build(s)
     v, t = inputs(s)
     with pytest.raises(
-        ValueError, match=r"shomr: argument 't' expected shape \(B, 16\); received shape \(8, 12\)"
+        ValueError, match=r"shomr: argument 't' expected shape \(B, 16\) or \(B, L_t, 16\); received shape \(8, 12\)"
     ):
         layer(v, t[:, :12])
     with pytest.raises(

@@ -40,7 +40,7 @@ def test_layer_takes_a_pair_as_well_as_two_arguments():
     np.testing.assert_array_equal(to_numpy(layer((v, t))), to_numpy(layer(v, t)))
     model = _model(bk.build("shomr", dim=D, heads=2, seed=0))
     assert model.output.shape == (None, D)
-    with pytest.raises(spec.InputError, match=r"gated: argument 't' expected an array or tensor of shape \(B, 8\); received None"):
+    with pytest.raises(spec.InputError, match=r"gated: argument 't' expected an array or tensor of shape \(B, 8\) or \(B, L_t, 8\); received None"):
         layer(v)
     with pytest.raises(spec.InputError, match=r"gated: expected two inputs, layer\(v, t\) or layer\(\[v, t\]\); received a list of 4 \(three: \[v, t, present\]\)"):
         layer([v, t, v, t])
@@ -56,9 +56,9 @@ def test_layer_takes_a_pair_as_well_as_two_arguments():
 def test_input_dim_is_checked_when_the_model_is_built():
     """A functional model with a wrong input width fails at construction, not at fit."""
     for layer in (bk.build("gated", dim=D), bk.LAYERS["gated"](spec.parse("gated", dim=D))):
-        with pytest.raises(ValueError, match=r"gated: argument 'v' expected shape \(B, 8\); received shape \(None, 4\)"):
+        with pytest.raises(ValueError, match=r"gated: argument 'v' expected shape \(B, 8\) or \(B, L_v, 8\); received shape \(None, 4\)"):
             layer([keras.Input((4,)), keras.Input((D,))])
-        with pytest.raises(ValueError, match=r"argument 't' expected shape \(B, 8\); received shape \(None, 16\)"):
+        with pytest.raises(ValueError, match=r"argument 't' expected shape \(B, 8\) or \(B, L_t, 8\); received shape \(None, 16\)"):
             layer(keras.Input((D,)), keras.Input((16,)))
 
 

@@ -285,13 +285,13 @@ def test_modality_dropout_batch_mode_drops_the_whole_batch():
             (4, 11),
             (4, 12),
             np.float64,
-            r"gated: argument 'v' expected shape \(B, 12\); received shape \(4, 11\)",
+            r"gated: argument 'v' expected shape \(B, 12\) or \(B, L_v, 12\); received shape \(4, 11\)",
         ),
         (
             (4, 12),
             (12,),
             np.float64,
-            r"gated: argument 't' expected shape \(B, 12\); received shape \(12,\)",
+            r"gated: argument 't' expected shape \(B, 12\) or \(B, L_t, 12\); received shape \(12,\)",
         ),
         (
             (4, 12),

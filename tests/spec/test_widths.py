@@ -71,7 +71,7 @@ def test_absent_rows_stay_zero_after_the_projection():
 def test_a_wrong_width_is_an_input_error_naming_the_expected_shape():
     s = spec.parse("gated", dim=8, image_dim=12, text_dim=6)
     params = spec.init_params(s)
-    with pytest.raises(spec.InputError, match=r"argument 'v' expected shape \(B, 12\); received shape \(2, 8\)"):
+    with pytest.raises(spec.InputError, match=r"argument 'v' expected shape \(B, 12\) or \(B, L_v, 12\); received shape \(2, 8\)"):
         fusion_ref.forward(s, params, np.zeros((2, 8)), np.zeros((2, 6)))
     with pytest.raises(spec.InputError, match=r"argument 't' expected shape \(B, 6\)"):
         fusion_ref.forward(s, params, np.zeros((2, 12)), np.zeros((2, 12)))

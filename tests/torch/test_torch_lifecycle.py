@@ -137,11 +137,11 @@ def test_input_errors_name_rule_argument_expectation_and_received():
     module = bt.build(make_spec("film"))
     v = torch.zeros(3, 12)
     with pytest.raises(
-        ValueError, match=r"film: argument 't' expected shape \(B, 12\); received shape \(3, 5\)"
+        ValueError, match=r"film: argument 't' expected shape \(B, 12\) or \(B, L_t, 12\); received shape \(3, 5\)"
     ):
         module(v, torch.zeros(3, 5))
     with pytest.raises(
-        ValueError, match=r"argument 'v' expected shape \(B, 12\); received shape \(12,\)"
+        ValueError, match=r"argument 'v' expected shape \(B, 12\) or \(B, L_v, 12\); received shape \(12,\)"
     ):
         module(torch.zeros(12), v)
     with pytest.raises(
