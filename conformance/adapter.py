@@ -35,6 +35,13 @@ whose loss holds the spec's differentiable aux outputs (``AuxSpec.differentiable
 ``energy_loss``); it returns the gradients of
 ``sum(fused * cotangent) + sum_a sum(aux[a] * aux_cotangents[a])``. Those cases
 report "n/a" for an adapter without it.
+
+Token sequences (optional): an adapter that sets ``supports_tokens = True`` also
+receives ``v`` ``(B, L_v, D_v)`` and ``t`` ``(B, L_t, D_t)`` token sequences and, in
+``forward`` and ``gradients``, ``image_mask=`` / ``text_mask=`` ``(B, L)`` bool padding
+masks (True: a real token) where the case has them; the gradients it returns for
+``v`` and ``t`` have the token shapes. The token cases report "n/a" for an adapter
+without it.
 """
 
 from __future__ import annotations
@@ -60,6 +67,9 @@ class Adapter:
     supports_present: bool = False
     #: True when ``gradients`` takes ``aux_cotangents=`` (differentiable aux loss terms).
     supports_aux_gradients: bool = False
+    #: True when ``forward`` and ``gradients`` take token sequences and ``image_mask=``,
+    #: ``text_mask=`` padding masks.
+    supports_tokens: bool = False
 
     def build(self, s, params: Mapping[str, np.ndarray]) -> Any:
         raise NotImplementedError

@@ -109,6 +109,11 @@ class _Broken(ReferenceAdapter):
     #: specs with input widths other than dim are not applicable (the rule reads projections).
     equal_widths = False
 
+    @property
+    def supports_tokens(self) -> bool:  # type: ignore[override]
+        """A bug that recomputes from the raw ``v``, ``t`` reads vectors: token cases are n/a."""
+        return not self.equal_widths
+
     def not_applicable(self, s, *, training):
         if self.equal_widths and s.projected():
             return f"{self.name}: planted for inputs of width dim (no input projections)"

@@ -81,6 +81,27 @@ class Case:
     #: The gradient case's loss also holds the spec's differentiable aux outputs
     #: (``AuxSpec.differentiable``, e.g. ``energy_loss``), each times a seeded cotangent.
     aux_gradient: bool = False
+    #: ``(B, L_v)`` / ``(B, L_t)`` bool padding masks of token sequences (True: a real
+    #: token), or ``None``; ``v`` / ``t`` are ``(B, L, D)`` in the token cases.
+    image_mask: np.ndarray | None = None
+    text_mask: np.ndarray | None = None
+
+    @property
+    def call_masks(self) -> dict[str, np.ndarray]:
+        """The masks this case's call passes: ``present``, ``image_mask``, ``text_mask``
+        where set."""
+        masks = {"present": self.present, "image_mask": self.image_mask, "text_mask": self.text_mask}
+        return {k: m for k, m in masks.items() if m is not None}
+
+    @property
+    def tokens(self) -> tuple[int, int]:
+        """``(L_v, L_t)``: the token counts (1 for a vector input)."""
+        return tuple(x.shape[1] if x.ndim == 3 else 1 for x in (self.v, self.t))  # type: ignore[return-value]
+
+    @property
+    def masked(self) -> bool:
+        """A presence or padding mask is passed: the aux outputs include ``neither``."""
+        return self.present is not None or self.image_mask is not None or self.text_mask is not None
 
     @property
     def rule(self) -> str:
@@ -201,13 +222,16 @@ def case(
     doc: str = "",
     present: np.ndarray | None = None,
     aux_gradient: bool = False,
+    tokens: tuple[np.ndarray | int, np.ndarray | int] | None = None,
     **fields: Any,
 ) -> Case:
     """Assemble a case; ``edit(s, params)`` may overwrite params in place (route forcing),
     ``edit_inputs(v, t)`` the float32 inputs.
 
     With ``present``, the absent rows of ``v`` hold NaN and those of ``t`` ``1e30``:
-    their content must not matter.
+    their content must not matter. ``tokens``: per modality a token count ``L`` (no
+    padding mask) or a ``(B, L)`` padding mask; ``v``, ``t`` are then ``(B, L, D)``, and
+    their padding tokens hold NaN and ``1e30`` too.
     """
     if training and "dropout" in spec.RULES[kind].model_fields:
         fields.setdefault("dropout", 0.0)
@@ -219,7 +243,21 @@ def case(
     params = perturbed(s, seed)
     if edit is not None:
         edit(s, params)
-    v, t = inputs(s.dim, batch, seed, data, (s.width("image"), s.width("text")))
+    masks = (None, None)
+    if tokens is not None:
+        masks = tuple(None if np.ndim(x) == 0 else np.asarray(x, dtype=bool) for x in tokens)
+        lengths = [int(x) if np.ndim(x) == 0 else np.shape(x)[1] for x in tokens]
+        rng = np.random.default_rng(seed)
+        v, t = (
+            rng.standard_normal((batch, n, s.width(m))).astype(np.float32)
+            for n, m in zip(lengths, ("image", "text"), strict=True)
+        )
+        if masks[0] is not None:
+            v[~masks[0]] = np.nan
+        if masks[1] is not None:
+            t[~masks[1]] = np.float32(1e30)
+    else:
+        v, t = inputs(s.dim, batch, seed, data, (s.width("image"), s.width("text")))
     if edit_inputs is not None:
         edit_inputs(v, t)
     if present is not None:
@@ -244,6 +282,7 @@ def case(
         doc,
         present,
         aux_gradient,
+        *masks,
     )
 
 
@@ -1808,11 +1847,90 @@ def export_film_widths_input_norm_training():
     )
 
 
+# --- token sequences: (B, L, D) with padding masks -----------------------------------
+
+#: Padding masks of the token cases (``BATCH`` rows): all real; trailing padding; one
+#: real token; padding in the middle; all padding (an absent modality); leading padding.
+IMAGE_TOKENS = np.array(
+    [[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0], [1, 0, 1, 1], [0, 0, 0, 0], [0, 0, 1, 1]], dtype=bool
+)
+TEXT_TOKENS = np.array(
+    [[1, 1, 1], [1, 0, 0], [1, 1, 0], [0, 0, 0], [1, 0, 1], [0, 1, 1]], dtype=bool
+)
+
+
+def _tokens(kind: str, seed: int, *, variant: str, training: bool = False) -> Case:
+    name = f"{kind}_tokens" + (f"_{variant}" if variant != "padded" else "") + (
+        "_training" if training else ""
+    )
+    options = {"use_hard_routing": False} if kind == "shomr" else {}
+    present = PRESENT if variant == "present" else None
+    tokens = (3, 2) if variant == "unpadded" else (IMAGE_TOKENS, TEXT_TOKENS)
+    noise = None
+    if training and kind == "modality_dropout":
+        noise = {"drop_image": [0.9, 0.1, 0.8, 0.7, 0.7, 0.6], "drop_text": [0.1, 0.9, 0.8, 0.7, 0.2, 0.6]}
+    doc = {
+        "padded": "Token sequences (L_v=4, L_t=3) with every padding pattern: all real, "
+        "trailing, one real token, padding in the middle, all padding (an absent "
+        "modality), leading; NaN and 1e30 in the padding.",
+        "unpadded": "Token sequences of different lengths (L_v=3, L_t=2), no padding mask.",
+        "present": "Token sequences with padding and a presence mask: the two compose (a "
+        "modality is present where present says so and it has a real token).",
+    }[variant]
+    return case(
+        name,
+        kind,
+        seed=seed,
+        training=training,
+        present=present,
+        options=options,
+        noise=noise,
+        tokens=tokens,
+        gradient=True,
+        doc=doc,
+        **_MISSING_FIELDS[kind],
+    )
+
+
+def _tokens_exports() -> dict[str, Callable[[], Case]]:
+    out = {}
+    for i, kind in enumerate(spec.RULES):
+        for j, variant in enumerate(("padded", "unpadded", "present")):
+            name = f"{kind}_tokens" + (f"_{variant}" if variant != "padded" else "")
+            out[name] = lambda k=kind, seed=1900 + 10 * i + j, v=variant: _tokens(k, seed, variant=v)
+        if kind in ("modality_dropout", "shomr", "energy_aware_adaptive"):
+            out[f"{kind}_tokens_training"] = lambda k=kind, seed=1905 + 10 * i: _tokens(
+                k, seed, variant="padded", training=True
+            )
+    for kind in ("simple", "transformer_concat", "cross_attention"):
+        cls = spec.RULES[kind]
+        default = cls.model_fields["missing_modality"].default
+        value = next(v for v in cls.missing_semantics if v != default)
+        out[f"{kind}_tokens_{value}"] = lambda k=kind, v=value: _tokens_variant(k, v)
+    return out
+
+
+def _tokens_variant(kind: str, value: str) -> Case:
+    """The attending rule's other ``missing_modality`` on padded tokens with ``present``."""
+    return case(
+        f"{kind}_tokens_{value}",
+        kind,
+        seed=1990 + len(kind),
+        present=PRESENT,
+        tokens=(IMAGE_TOKENS, TEXT_TOKENS),
+        gradient=True,
+        doc=f"missing_modality={value!r} on padded tokens with a presence mask"
+        + (": an absent modality is one zero token." if value == "zero_fill" else "."),
+        missing_modality=value,
+        **_MISSING_FIELDS[kind],
+    )
+
+
 # --- the catalogue ---------------------------------------------------------------------
 
 EXPORTS: dict[str, Callable[[], Case]] = {
     name[len("export_") :]: fn for name, fn in list(globals().items()) if name.startswith("export_")
-} | _missing_exports() | _input_norm_exports() | _stress_exports() | _non_default_exports() | _widths_exports()
+} | _missing_exports() | _input_norm_exports() | _stress_exports() | _non_default_exports() | _widths_exports() | _tokens_exports()
 
 _CACHE: dict[str, Case] = {}
 

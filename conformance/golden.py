@@ -4,7 +4,9 @@
 ``{case}/{group}/{name}``:
 
 * ``input/v``, ``input/t`` ``(B, D)`` float32 (NaN/1e30 in absent rows);
-  ``input/present`` ``(B, 2)`` bool for the missing-modality cases; ``noise/{name}`` float32;
+  ``input/present`` ``(B, 2)`` bool for the missing-modality cases, ``input/image_mask``
+  and ``input/text_mask`` ``(B, L)`` bool for the token cases (``input/v``, ``input/t``
+  are then ``(B, L, D)``); ``noise/{name}`` float32;
   ``param/{name}`` float32 canonical params (dense weights ``(out, in)``);
 * ``expected/output`` and ``expected/aux/{name}`` float64 from the reference
   (decisions float 0/1, ``route`` int64, margins included; backends return int32);
@@ -54,8 +56,8 @@ def generate() -> tuple[dict[str, np.ndarray], dict]:
 
         put("input/v", c.v, np.float32)
         put("input/t", c.t, np.float32)
-        if c.present is not None:
-            put("input/present", c.present, np.bool_)
+        for name, mask in c.call_masks.items():
+            put(f"input/{name}", mask, np.bool_)
         for name, u in (c.noise or {}).items():
             put(f"noise/{name}", u, np.float32)
         for name, p in c.params.items():

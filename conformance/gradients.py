@@ -88,7 +88,7 @@ def aux_cotangents(case: Case) -> dict[str, np.ndarray]:
         return {}
     B = case.v.shape[0]
     declared = case.spec.call_aux(
-        B, training=case.training, present=case.present is not None, **case.options
+        B, training=case.training, present=case.masked, tokens=case.tokens, **case.options
     )
     out = {}
     for a in declared:
@@ -104,6 +104,22 @@ def _decisions(s, aux: Mapping, batch: int, training: bool, options) -> dict[str
         for a in s.call_aux(batch, training=training, present="neither" in aux, **options)
         if a.role == "decision"
     }
+
+
+def padding_gradient(grads: Mapping[str, np.ndarray], image_mask, text_mask) -> list[str]:
+    """Problems where a gradient reaches a padding token: it must be exactly 0."""
+    problems = []
+    for name, mask in (("v", image_mask), ("t", text_mask)):
+        g = grads.get(name)
+        if g is None or mask is None:
+            continue
+        tokens = np.asarray(g)[~mask]
+        if not np.all(tokens == 0.0):
+            problems.append(
+                f"d/d{name}: padding tokens must get exactly zero gradient (a selection, not "
+                f"a product with 0); received {int(np.sum(tokens != 0.0))} nonzero or NaN entries"
+            )
+    return problems
 
 
 def absent_rows_gradient(grads: Mapping[str, np.ndarray], present: np.ndarray) -> list[str]:
@@ -198,8 +214,8 @@ class _Loss:
             params,
             x["v"],
             x["t"],
-            c.present,
             training=c.training,
+            **c.call_masks,
             noise=c.noise,
             return_aux=True,
             **c.options,
@@ -232,6 +248,18 @@ class _Loss:
         return loss
 
 
+def _real(case: Case, column: int, x: np.ndarray) -> np.ndarray:
+    """Where ``x`` (``(B, D)`` or ``(B, L, D)``) holds values the call reads: rows of
+    present samples, tokens that are not padding. Shape ``x.shape[:-1]``."""
+    real = np.ones(x.shape[:-1], dtype=bool)
+    mask = (case.image_mask, case.text_mask)[column]
+    if mask is not None:
+        real &= mask
+    if case.present is not None:
+        real &= case.present[:, column].reshape((-1,) + (1,) * (x.ndim - 2))
+    return real
+
+
 def finite_differences(case: Case) -> Expected:
     """Element-wise differences for ``v``, ``t``; directional ones for each parameter."""
     loss = _Loss(case)
@@ -248,30 +276,30 @@ def finite_differences(case: Case) -> Expected:
     inputs, rounding = {}, {}
     for column, name in enumerate(("v", "t")):
         x = loss.base[name]
-        # the step is scaled by the present rows: absent rows hold NaN or 1e30 on purpose
-        rows = x if case.present is None else x[case.present[:, column]]
-        h = STEP * max(1.0, float(np.max(np.abs(rows), initial=0.0)))
+        # the step is scaled by the real entries: absent rows and padding tokens hold NaN or
+        # 1e30 on purpose (and are never perturbed: their gradient is 0)
+        real = _real(case, column, x)  # x.shape[:-1] bool
+        h = STEP * max(1.0, float(np.max(np.abs(x[real]), initial=0.0)))
         rounding[name] = rounding_unit / h
         grad = np.zeros_like(x)
         if coupled:  # every loss reads every row: one element at a time, the losses summed
-            present_rows = (
-                range(x.shape[0]) if case.present is None
-                else np.flatnonzero(case.present[:, column])
-            )
-            for b in present_rows:
-                for j in range(x.shape[1]):
+            for idx in zip(*np.nonzero(real), strict=True):
+                for j in range(x.shape[-1]):
+                    at = (*idx, j)
                     for sign in (1.0, -1.0):
                         shifted = dict(loss.base)
                         shifted[name] = x.copy()
-                        shifted[name][b, j] += sign * h
-                        grad[b, j] += sign * np.sum(loss(shifted, loss.params, f"{name}[{b}, {j}]"))
-        else:
-            for j in range(x.shape[1]):
+                        shifted[name][at] += sign * h
+                        grad[at] += sign * np.sum(loss(shifted, loss.params, f"{name}{list(at)}"))
+        else:  # rows are independent: one column (token, feature) of every row at once
+            for at in np.ndindex(*x.shape[1:]):
+                column_at = (slice(None), *at)
                 for sign in (1.0, -1.0):
                     shifted = dict(loss.base)
                     shifted[name] = x.copy()
-                    shifted[name][:, j] += sign * h
-                    grad[:, j] += sign * loss(shifted, loss.params, f"{name}[:, {j}]")
+                    shifted[name][column_at] += sign * h
+                    grad[column_at] += sign * loss(shifted, loss.params, f"{name}[:, {list(at)}]")
+            grad = np.where(real[..., None], grad, 0.0)
         inputs[name] = grad / (2 * h)
     rng = np.random.default_rng(zlib.crc32(("directions/" + case.name).encode()))
     directions, derivatives = {}, {}

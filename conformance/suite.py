@@ -79,8 +79,8 @@ def reference(name: str):
         c.params,
         c.v,
         c.t,
-        c.present,
         training=c.training,
+        **c.call_masks,
         noise=c.noise,
         return_aux=True,
         **c.options,
@@ -100,9 +100,30 @@ def _present_kwargs(adapter: Adapter, present: np.ndarray | None) -> dict | None
     return {"present": present.copy()}
 
 
+def _call_kwargs(adapter: Adapter, case: Case) -> dict | str:
+    """The masks of the adapter call (``present``, ``image_mask``, ``text_mask``), or the
+    reason the adapter cannot run the case (it takes no presence mask or no tokens)."""
+    present = _present_kwargs(adapter, case.present)
+    if present is None:
+        return NO_PRESENT
+    if case.v.ndim == 3 or case.t.ndim == 3 or case.image_mask is not None or case.text_mask is not None:
+        if not getattr(adapter, "supports_tokens", False):
+            return NO_TOKENS
+        for name in ("image_mask", "text_mask"):
+            mask = getattr(case, name)
+            if mask is not None:
+                present[name] = mask.copy()
+    return present
+
+
 NO_PRESENT = (
     "the adapter does not take a presence mask (set supports_present = True and accept "
     "present= in forward and gradients)"
+)
+
+NO_TOKENS = (
+    "the adapter does not take token sequences (set supports_tokens = True and accept "
+    "(B, L, D) inputs and image_mask=, text_mask= in forward and gradients)"
 )
 
 
@@ -117,9 +138,9 @@ def check_forward(adapter: Adapter, case: Case) -> Outcome:
     reason = adapter.not_applicable(s, training=case.training)
     if reason:
         return Outcome("n/a", reason)
-    present = _present_kwargs(adapter, case.present)
-    if present is None:
-        return Outcome("n/a", NO_PRESENT)
+    present = _call_kwargs(adapter, case)
+    if isinstance(present, str):
+        return Outcome("n/a", present)
     model = adapter.build(s, case.params)
     out, aux = adapter.forward(
         model,
@@ -131,7 +152,9 @@ def check_forward(adapter: Adapter, case: Case) -> Outcome:
         **present,
     )
     ref_out, ref_aux = reference(case.name)
-    declared = s.call_aux(B, training=case.training, present=case.present is not None, **case.options)
+    declared = s.call_aux(
+        B, training=case.training, present=case.masked, tokens=case.tokens, **case.options
+    )
     problems, boundary = [], np.zeros(B, dtype=bool)
     for a in declared:
         if a.role != "decision":
@@ -153,7 +176,7 @@ def check_forward(adapter: Adapter, case: Case) -> Outcome:
     if case.training and s.input_norm == "batch":  # the state a training call leaves
         held = adapter.canonical_params(model)
         for name, value in fusion_ref.running_stats(
-            s, case.params, case.v, case.t, case.present
+            s, case.params, case.v, case.t, **case.call_masks
         ).items():
             reports.append(compare_values(name, held.get(name), value, adapter.dtype))
     for a in declared:
@@ -214,9 +237,9 @@ def check_gradient(adapter: Adapter, case: Case) -> Outcome:
     reason = adapter.not_applicable(case.spec, training=case.training)
     if reason:
         return Outcome("n/a", reason)
-    present = _present_kwargs(adapter, case.present)
-    if present is None:
-        return Outcome("n/a", NO_PRESENT)
+    present = _call_kwargs(adapter, case)
+    if isinstance(present, str):
+        return Outcome("n/a", present)
     aux_cotangents = gradients.aux_cotangents(case)
     if aux_cotangents:
         if not getattr(adapter, "supports_aux_gradients", False):
@@ -240,6 +263,9 @@ def check_gradient(adapter: Adapter, case: Case) -> Outcome:
     ok, problems, figures = gradients.compare_gradients(case.spec, expected, grads, adapter.dtype)
     if case.present is not None:
         problems += gradients.absent_rows_gradient(grads, case.present)
+        ok = not problems
+    if case.image_mask is not None or case.text_mask is not None:
+        problems += gradients.padding_gradient(grads, case.image_mask, case.text_mask)
         ok = not problems
     return Outcome("pass" if ok else "fail", "; ".join(problems), figures)
 

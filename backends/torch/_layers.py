@@ -166,25 +166,27 @@ class Attention(nn.Module):
         Returns ``mixed`` ``(B, Tq, D)`` and the weights ``(B, h, Tq, Tk)`` before dropout
         (``None`` unless ``need_weights``: only aux outputs read them).
 
-        The rules attend over at most two tokens, so scores and mixing are
-        broadcast products summed over one axis (``B Tq Tk D`` multiplies), not
-        ``B h`` tiny batched matmuls on transposed copies; over exactly two keys
-        ``mix_two`` does less.
+        Over exactly two keys (the vector rules) ``mix_two`` computes the softmax of two
+        scores as a sigmoid. Over token sequences, batched matmuls; without weights to
+        return or attention dropout, ``F.scaled_dot_product_attention``.
         """
         if keys.shape[1] == 2:
             return self.mix_two(query, keys, key_mask, need_weights)
         h, dh = self.heads, query.shape[-1] // self.heads
-        q = self.query(query).unflatten(-1, (h, dh))  # (B, Tq, h, dh)
-        k = self.key(keys).unflatten(-1, (h, dh))  # (B, Tk, h, dh)
-        v = self.value(keys).unflatten(-1, (h, dh))  # (B, Tk, h, dh)
-        scores = ((q * self.scale)[:, :, None] * k[:, None]).sum(dim=-1)  # (B, Tq, Tk, h)
-        if key_mask is not None:
-            scores = torch.where(key_mask[:, None, :, None], scores, -math.inf)
-        weights = torch.softmax(scores, dim=2)
-        dropped = dropout(weights, self.dropout, self.training)
-        mixed = (dropped[..., None] * v[:, None]).sum(dim=2)  # (B, Tq, h, dh)
-        out = weights.permute(0, 3, 1, 2) if need_weights else None
-        return mixed.flatten(-2), out  # (B, Tq, D), (B, h, Tq, Tk)
+        q = self.query(query).unflatten(-1, (h, dh)).transpose(1, 2)  # (B, h, Tq, dh)
+        k = self.key(keys).unflatten(-1, (h, dh)).transpose(1, 2)  # (B, h, Tk, dh)
+        v = self.value(keys).unflatten(-1, (h, dh)).transpose(1, 2)  # (B, h, Tk, dh)
+        mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Tk)
+        dropping = self.training and self.dropout > 0.0
+        if not need_weights and not dropping:
+            mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+            return mixed.transpose(1, 2).flatten(-2), None  # (B, Tq, D)
+        scores = (q * self.scale) @ k.transpose(-1, -2)  # (B, h, Tq, Tk)
+        if mask is not None:
+            scores = torch.where(mask, scores, -math.inf)
+        weights = torch.softmax(scores, dim=-1)
+        mixed = dropout(weights, self.dropout, self.training) @ v  # (B, h, Tq, dh)
+        return mixed.transpose(1, 2).flatten(-2), weights if need_weights else None
 
     def _score_diff(self, query: Tensor, keys: Tensor, key_mask: Tensor | None) -> Tensor:
         """``score_0 - score_1`` of two keys ``(B, 2, D)`` per query and head: ``(B, Tq, h)``."""
@@ -697,6 +699,8 @@ class FusionModule(nn.Module):
         t: Tensor | np.ndarray,
         present: Tensor | np.ndarray | None = None,
         *,
+        image_mask: Tensor | np.ndarray | None = None,
+        text_mask: Tensor | np.ndarray | None = None,
         noise: Mapping[str, Any] | None = None,
         return_aux: Literal[False] = False,
         **call_options: Any,
@@ -708,6 +712,8 @@ class FusionModule(nn.Module):
         t: Tensor | np.ndarray,
         present: Tensor | np.ndarray | None = None,
         *,
+        image_mask: Tensor | np.ndarray | None = None,
+        text_mask: Tensor | np.ndarray | None = None,
         noise: Mapping[str, Any] | None = None,
         return_aux: Literal[True],
         **call_options: Any,
@@ -719,6 +725,8 @@ class FusionModule(nn.Module):
         t: Tensor | np.ndarray,
         present: Tensor | np.ndarray | None = None,
         *,
+        image_mask: Tensor | np.ndarray | None = None,
+        text_mask: Tensor | np.ndarray | None = None,
         noise: Mapping[str, Any] | None = None,
         return_aux: bool = False,
         **call_options: Any,
@@ -729,6 +737,8 @@ class FusionModule(nn.Module):
         t: Tensor | np.ndarray,
         present: Tensor | np.ndarray | None = None,
         *,
+        image_mask: Tensor | np.ndarray | None = None,
+        text_mask: Tensor | np.ndarray | None = None,
         noise: Mapping[str, Any] | None = None,
         return_aux: bool = False,
         **call_options: Any,
@@ -738,7 +748,11 @@ class FusionModule(nn.Module):
         Args:
             v, t: ``(B, D)`` real floating tensors (or NumPy arrays) on the module's
                 device; cast to the parameters' dtype (convert the module with
-                ``.to(dtype)`` to compute in another precision).
+                ``.to(dtype)`` to compute in another precision). Either may be a
+                token sequence ``(B, L, D)``: ``simple``, ``transformer_concat`` and
+                ``cross_attention`` attend over every real token, the other rules
+                read each modality's masked mean; one token without a mask is the
+                vector call.
             present: optional ``(B, 2)`` bool (or integer 0/1) tensor: which of
                 (image, text) each sample has; an integer mask holding another value
                 is an ``InputError`` where its values are free to read (a NumPy
@@ -750,6 +764,11 @@ class FusionModule(nn.Module):
                 ``missing_modality`` says what the rule computes without it; a sample
                 with neither outputs zeros and aux ``neither`` reports it. An
                 ordinary input for ``torch.compile``, ``torch.export`` and ONNX.
+            image_mask, text_mask: optional ``(B, L_v)`` / ``(B, L_t)`` bool (or 0/1)
+                padding masks of token sequences, True for a real token (as Hugging
+                Face's ``attention_mask``; the opposite of ``key_padding_mask``).
+                Padding is replaced by zeros before anything reads it; a modality
+                whose tokens are all padding is absent (as ``present`` False).
             noise: optional ``{name: uniform [0, 1) tensor}``, exactly the spec's
                 ``s.noise(B, training=self.training, **call_options)``; when
                 ``None``, stochastic decisions draw ``torch.rand`` from
@@ -774,20 +793,42 @@ class FusionModule(nn.Module):
             spec.InputError: before any torch operation, for a bad argument.
         """
         key = None  # a plain call's signature, remembered once checked (not while tracing)
-        if present is None and noise is None and not call_options:
+        masks = image_mask is not None or text_mask is not None
+        if present is None and noise is None and not call_options and not masks:
             key = None if torch.compiler.is_compiling() else _signature(v, t, return_aux)
         if key is not None and key in self.__dict__.get("_checked", ()):
             options = self._default_options  # this signature passed every check before
         else:
-            options = self._check_call(
-                {"v": v, "t": t, "present": present}, noise, return_aux, call_options
-            )
+            arrays = {"v": v, "t": t, "present": present}
+            if masks:
+                arrays.update(image_mask=image_mask, text_mask=text_mask)
+            options = self._check_call(arrays, noise, return_aux, call_options)
             if key is not None:
                 checked = self.__dict__.setdefault("_checked", set())
                 if len(checked) >= _CHECKED_MAX:  # many batch sizes: start over
                     checked.clear()
                 checked.add(key)
         v, t = self._tensor(v), self._tensor(t)
+        if (v.dim() == 3 or t.dim() == 3) and not masks and _one_token(v) and _one_token(t):
+            v, t = _vector(v), _vector(t)  # one token each, no padding: the vector call
+        if v.dim() == 3 or t.dim() == 3 or masks:
+            out, aux, m, dtype = self._forward_tokens(
+                v, t, present, image_mask, text_mask, noise, options, return_aux
+            )
+        else:
+            out, aux, m, dtype = self._forward_vectors(v, t, present, noise, options, return_aux)
+        if out.dtype != dtype:
+            out = out.to(dtype)
+        if m is not None:
+            out = torch.where(m.neither[:, None], 0.0, out)
+            aux["neither"] = m.neither.to(dtype)
+        if not return_aux:
+            return out
+        aux = {k: a.to(dtype) if a.is_floating_point() else a for k, a in aux.items()}
+        return out, aux
+
+    def _forward_vectors(self, v, t, present, noise, options, return_aux):
+        """The vector call: ``(out, aux, presence, output dtype)`` before the common tail."""
         m = self._present(present)
         if m is not None:
             v = torch.where(m.image[:, None], v, 0.0)
@@ -807,16 +848,54 @@ class FusionModule(nn.Module):
         out, aux = self.fuse(v, t, noise=u, present=m, want_aux=return_aux, **options)
         # One output dtype for every rule under autocast (a no-op otherwise): the rules
         # end in different ops (linear: the autocast dtype; layer norm: float32).
-        dtype = v.dtype
-        if out.dtype != dtype:
-            out = out.to(dtype)
-        if m is not None:
-            out = torch.where(m.neither[:, None], 0.0, out)
-            aux["neither"] = m.neither.to(dtype)
-        if not return_aux:
-            return out
-        aux = {k: a.to(dtype) if a.is_floating_point() else a for k, a in aux.items()}
-        return out, aux
+        return out, aux, m, v.dtype
+
+    def _forward_tokens(self, v, t, present, image_mask, text_mask, noise, options, return_aux):
+        """The token call (``fusion_ref``'s ``_sequences``): each modality as ``(B, L, D)``
+        with its token weights ``w`` ``(B, L)`` (a real token of a present modality);
+        padding and absent tokens replaced by zeros before anything reads them; then the
+        rule over every token (``fuse_tokens``) or over each modality's masked mean."""
+        seqs = [x if x.dim() == 3 else x[:, None] for x in (v, t)]
+        device = seqs[0].device
+        valid = [
+            torch.ones(x.shape[:2], dtype=torch.bool, device=device)
+            if mask is None
+            else self._mask(mask)
+            for x, mask in zip(seqs, (image_mask, text_mask), strict=True)
+        ]
+        m = self._present(present)
+        if m is not None or image_mask is not None or text_mask is not None:
+            here = [vd.sum(dim=1) > 0 for vd in valid]  # (B,) bool, on the device
+            if m is not None:
+                here = [here[0] & m.image, here[1] & m.text]
+            m = Presence(*here)
+            valid = [vd & h[:, None] for vd, h in zip(valid, here, strict=True)]
+        seqs = [torch.where(w[..., None], x, 0.0) for x, w in zip(seqs, valid, strict=True)]
+        s = self.spec
+        for i, modality in enumerate(("image", "text")):
+            if "input_proj" in self._modules and modality in self.input_proj:
+                seqs[i] = torch.where(valid[i][..., None], self.input_proj[modality](seqs[i]), 0.0)
+            if s.input_norm == "batch":
+                B, L, D = seqs[i].shape
+                y = self.input_norm[modality](seqs[i].reshape(B * L, D), valid[i].reshape(B * L), s)
+                seqs[i] = y.reshape(B, L, D)
+        dtype = seqs[0].dtype
+        u = self._noise(seqs[0], noise, options)
+        if hasattr(self, "fuse_tokens"):
+            out, aux = self.fuse_tokens(
+                *seqs, valid, noise=u, present=m, want_aux=return_aux, **options
+            )
+        else:
+            pooled = [pool(x, w) for x, w in zip(seqs, valid, strict=True)]
+            out, aux = self.fuse(*pooled, noise=u, present=m, want_aux=return_aux, **options)
+        return out, aux, m, dtype
+
+    def _mask(self, mask: Any) -> Tensor:
+        """A checked padding mask as bool on the module's device."""
+        if not isinstance(mask, Tensor):
+            mask = torch.from_numpy(np.array(mask, order="C"))
+        mask = mask.to(self._param_device())
+        return mask if mask.dtype == torch.bool else mask != 0
 
     if TYPE_CHECKING:  # ``module(v, t)`` is ``forward``'s (nn.Module types it ``Any``)
         __call__ = forward
@@ -849,7 +928,9 @@ class FusionModule(nn.Module):
         options = s.check_call_options(call_options) if call_options else self._default_options
         check_flag(s.kind, "return_aux", return_aux)
         batch = check_arrays(s, arrays, _meta)
-        check_present(s, _present_host(arrays.get("present")))
+        for name in ("present", "image_mask", "text_mask"):
+            if arrays.get(name) is not None:
+                check_present(s, _present_host(arrays[name]), name)
         device = self._param_meta()[1]
         for name, x in arrays.items():
             if isinstance(x, Tensor) and x.device != device:
@@ -979,6 +1060,44 @@ def _few(names: list[str], limit: int = 8) -> str:
 
 #: At most this many call signatures are remembered as checked per module.
 _CHECKED_MAX = 64
+
+
+def _one_token(x: Tensor) -> bool:
+    return x.dim() == 2 or x.shape[1] == 1
+
+
+def _vector(x: Tensor) -> Tensor:
+    return x if x.dim() == 2 else x[:, 0]
+
+
+def pool(x: Tensor, w: Tensor) -> Tensor:
+    """The mean of the real tokens of ``x`` ``(B, L, D)`` (``w`` ``(B, L)`` bool); zeros
+    where there is none."""
+    count = w.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)  # (B, 1)
+    return torch.where(w[..., None], x, 0.0).sum(dim=1) / count
+
+
+def token_keys(s, w: list[Tensor], present: Presence | None) -> Tensor:
+    """The keys ``(B, L_v + L_t)`` an attending rule reads (``fusion_ref``'s ``token_keys``):
+    ``key_mask``: real tokens of present modalities, every token for a sample with
+    neither; ``zero_fill``: an absent modality is one zero token, its first."""
+    w_v, w_t = w
+    if present is None:
+        return torch.cat([w_v, w_t], dim=1)
+    if s.missing_modality == "key_mask":
+        return torch.cat([w_v, w_t], dim=1) | present.neither[:, None]
+    first = [torch.arange(x.shape[1], device=x.device) == 0 for x in w]
+    # logical ops, not ``torch.where`` on bools (onnxruntime has no bool Where)
+    image, text = present.image[:, None], present.text[:, None]
+    w_v = (image & w_v) | (~image & first[0])
+    w_t = (text & w_t) | (~text & first[1])
+    return torch.cat([w_v, w_t], dim=1)
+
+
+def key_mean(x: Tensor, keys: Tensor) -> Tensor:
+    """Mean of the tokens of ``x`` ``(B, L, D)`` that are keys (at least one per sample)."""
+    count = keys.sum(dim=1, keepdim=True).to(x.dtype)  # (B, 1)
+    return torch.where(keys[..., None], x, 0.0).sum(dim=1) / count
 
 
 def _signature(v: Any, t: Any, return_aux: Any) -> tuple | None:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from fusion_spec.spec._fields import CrossAttentionFields
 
-from ._layers import Attention, FeedForward, FusionModule, layer_norm, tokens
+from ._layers import Attention, FeedForward, FusionModule, layer_norm, pool, token_keys, tokens
 
 
 class CrossAttentionFusion(FusionModule):
@@ -64,5 +64,26 @@ class CrossAttentionFusion(FusionModule):
             return out, {}
         weights = weights[:, :, 0]  # (B, h, 2)
         if present is not None:
+            weights = torch.where(present.neither[:, None, None], 0.0, weights)
+        return out, {"attention_weights": weights}
+
+    def fuse_tokens(self, v: Tensor, t: Tensor, w, *, noise, present=None, want_aux=True):
+        """Token sequences: the query from each modality's masked mean, the keys every
+        token (``token_keys``); ``attention_weights`` ``(B, h, L_v + L_t)``."""
+        keys = token_keys(self.spec, w, present)  # (B, L_v + L_t)
+        x = torch.cat([v, t], dim=1)  # (B, L_v + L_t, D)
+        v, t = pool(v, w[0]), pool(t, w[1])  # (B, D) each
+        q = 0.5 * (v + t)
+        key_mask = self.spec.missing_modality == "key_mask" and present is not None
+        if key_mask:
+            single = torch.where(present.image[:, None], v, t)
+            q = torch.where(present.both[:, None], q, single)  # mean of the present modalities
+        z, weights = self.attn(self.norm1(q)[:, None], x, keys, need_weights=want_aux)
+        z = z[:, 0]  # (B, D)
+        out = z + self.ffn(self.norm2(z))
+        if not want_aux:
+            return out, {}
+        weights = weights[:, :, 0]  # (B, h, L_v + L_t)
+        if key_mask:
             weights = torch.where(present.neither[:, None, None], 0.0, weights)
         return out, {"attention_weights": weights}

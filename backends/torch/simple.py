@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from fusion_spec.spec._fields import SimpleFields
 
-from ._layers import EncoderLayer, FusionModule, present_mean, tokens
+from ._layers import EncoderLayer, FusionModule, key_mean, present_mean, token_keys, tokens
 
 
 class SimpleFusion(FusionModule):
@@ -52,3 +52,12 @@ class SimpleFusion(FusionModule):
         for layer in self.encoder:
             x = layer(x, key_mask)
         return present_mean(x, present), {}
+
+    def fuse_tokens(self, v: Tensor, t: Tensor, w, *, noise, present=None, want_aux=True):
+        """Token sequences ``(B, L_v, D)``, ``(B, L_t, D)``: the encoder over both, averaged
+        over its keys (``token_keys``)."""
+        keys = token_keys(self.spec, w, present)  # (B, L_v + L_t)
+        x = torch.cat([v, t], dim=1)  # (B, L_v + L_t, D)
+        for layer in self.encoder:
+            x = layer(x, keys)
+        return key_mean(x, keys), {}

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from fusion_spec.spec._fields import TransformerConcatFields
 
-from ._layers import EncoderLayer, FusionModule, present_mean, tokens
+from ._layers import EncoderLayer, FusionModule, key_mean, present_mean, token_keys, tokens
 
 
 class TransformerConcatFusion(FusionModule):
@@ -56,3 +56,15 @@ class TransformerConcatFusion(FusionModule):
         for layer in self.encoder:
             x = layer(x, key_mask)
         return present_mean(x, present), {}
+
+    def fuse_tokens(self, v: Tensor, t: Tensor, w, *, noise, present=None, want_aux=True):
+        """Token sequences ``(B, L_v, D)``, ``(B, L_t, D)``: the encoder over both, averaged
+        over its keys (``token_keys``)."""
+        keys = token_keys(self.spec, w, present)  # (B, L_v + L_t)
+        if self.spec.modality_embeddings:
+            e = self.modality_embedding.to(v.dtype)  # (2, D): e_v on image, e_t on text tokens
+            v, t = v + e[0], t + e[1]
+        x = torch.cat([v, t], dim=1)  # (B, L_v + L_t, D)
+        for layer in self.encoder:
+            x = layer(x, keys)
+        return key_mean(x, keys), {}

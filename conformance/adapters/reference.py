@@ -28,6 +28,7 @@ class ReferenceAdapter(Adapter):
     name = "reference"
     dtype = "float64"
     supports_present = True
+    supports_tokens = True
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -42,17 +43,22 @@ class ReferenceAdapter(Adapter):
         declared = model.spec.noise(batch, training=training, **options)
         return {n.name: model.rng.random(n.shape) for n in declared}
 
-    def forward(self, model, v, t, *, training, noise, options, present=None):
+    def forward(
+        self, model, v, t, *, training, noise, options, present=None, image_mask=None,
+        text_mask=None,
+    ):
         if noise is None:
             noise = self.draw_noise(model, v.shape[0], training, options)
+        masks = {"image_mask": image_mask, "text_mask": text_mask}
         if training:  # input_norm="batch": the state a training call leaves (float64)
-            state = fusion_ref.running_stats(model.spec, model.params, v, t, present)
+            state = fusion_ref.running_stats(model.spec, model.params, v, t, present, **masks)
         result = fusion_ref.forward(
             model.spec,
             model.params,
             v,
             t,
             present,
+            **masks,
             training=training,
             noise=noise or None,
             return_aux=True,
@@ -65,5 +71,5 @@ class ReferenceAdapter(Adapter):
     def canonical_params(self, model):
         return {k: v.copy() for k, v in model.params.items()}
 
-    def gradients(self, model, v, t, cotangent, *, training, noise, options, present=None):
+    def gradients(self, model, v, t, cotangent, *, training, noise, options, **masks):
         raise NotSupported("the reference is the oracle the finite differences are taken of")

@@ -28,6 +28,7 @@ class TorchAdapter(Adapter):
     name = "torch"
     supports_present = True
     supports_aux_gradients = True
+    supports_tokens = True
 
     def __init__(self, seed: int = 0, device: str = "cpu", precision: str = "float32"):
         check_settings(device, precision)
@@ -73,18 +74,20 @@ class TorchAdapter(Adapter):
     def _tensor(self, x) -> torch.Tensor:
         return torch.from_numpy(np.asarray(x)).to(self.device)
 
-    def _call(self, module, v, t, training, noise, options, present=None):
+    def _call(self, module, v, t, training, noise, options, present=None, **masks):
         module.train(training)
         present = None if present is None else self._tensor(present)
+        masks = {k: self._tensor(m) for k, m in masks.items() if m is not None}
         noise = None if noise is None else {k: self._tensor(u) for k, u in noise.items()}
         autocast = self.precision == "bfloat16-autocast"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-            return module(v, t, present, noise=noise, return_aux=True, **options)
+            return module(v, t, present, noise=noise, return_aux=True, **masks, **options)
 
-    def forward(self, model, v, t, *, training, noise, options, present=None):
+    def forward(self, model, v, t, *, training, noise, options, present=None, **masks):
         with torch.no_grad():
             out, aux = self._call(
-                model, self._tensor(v), self._tensor(t), training, noise, options, present
+                model, self._tensor(v), self._tensor(t), training, noise, options, present,
+                **masks,
             )
         return _numpy(out), {k: _numpy(a) for k, a in aux.items()}
 
@@ -95,12 +98,13 @@ class TorchAdapter(Adapter):
         return {n: _numpy(p).copy() for n, p in tensors}
 
     def gradients(
-        self, model, v, t, cotangent, *, training, noise, options, present=None, aux_cotangents=None
+        self, model, v, t, cotangent, *, training, noise, options, present=None, aux_cotangents=None,
+        **masks,
     ):
         model.zero_grad(set_to_none=True)
         tv = self._tensor(v).requires_grad_(True)
         tt = self._tensor(t).requires_grad_(True)
-        out, aux = self._call(model, tv, tt, training, noise, options, present)
+        out, aux = self._call(model, tv, tt, training, noise, options, present, **masks)
         loss = (out.float() * self._tensor(cotangent)).sum()
         for name, r in (aux_cotangents or {}).items():
             loss = loss + (aux[name].float() * self._tensor(r)).sum()

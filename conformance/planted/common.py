@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+
 import numpy as np
 
 from fusion_spec import fusion_ref
@@ -35,6 +38,105 @@ def naive_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         z = np.exp(x)
         return z / np.sum(z, axis=axis, keepdims=True)
+
+
+@contextlib.contextmanager
+def _patched_ref(name: str, replacement):
+    """Replace ``name`` in ``fusion_spec.fusion_ref`` (the package: ``forward``'s globals)."""
+    original = getattr(fusion_ref, name)
+    setattr(fusion_ref, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(fusion_ref, name, original)
+
+
+def _pool_over_all_tokens(x, w):
+    return x.mean(axis=1)  # padding (zeroed) counted in the mean
+
+
+class PoolReadsPadding(Broken):
+    """The masked mean divides by ``L``, not by the real tokens' count (padding, already
+    zero, counted in)."""
+
+    bug = "pool-reads-padding"
+
+    def forward(self, model, v, t, **kw):
+        with _patched_ref("pool", _pool_over_all_tokens):
+            return super().forward(model, v, t, **kw)
+
+
+def _padding_as_keys(original):
+    def keys(s, w, present):
+        # every token of a modality that has a real one becomes a key (padding attended)
+        return original(s, [x | x.any(axis=1, keepdims=True) for x in w], present)
+
+    return keys
+
+
+class PaddingKeysAttended(Broken):
+    """Padding tokens are attended to (the key mask forgets the padding mask)."""
+
+    bug = "padding-keys-attended"
+
+    def forward(self, model, v, t, **kw):
+        with contextlib.ExitStack() as stack:
+            for rule in ("simple", "transformer_concat", "cross_attention"):
+                m = importlib.import_module(f"fusion_spec.fusion_ref.{rule}")
+                stack.enter_context(_patched_attr(m, "token_keys", _padding_as_keys(m.token_keys)))
+            return super().forward(model, v, t, **kw)
+
+
+@contextlib.contextmanager
+def _patched_attr(obj, name: str, replacement):
+    original = getattr(obj, name)
+    setattr(obj, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(obj, name, original)
+
+
+def _sequences_by_product(original):
+    def sequences(v, t, mask, padding):
+        seqs, w, m = original(v, t, mask, padding)
+        raw = [x if x.ndim == 3 else x[:, None] for x in (v, t)]
+        # padding "removed" by a product with the mask: NaN * 0 is NaN
+        return [x * ww[..., None] for x, ww in zip(raw, w, strict=True)], w, m
+
+    return sequences
+
+
+class PaddingZeroedByProduct(Broken):
+    """Padding multiplied by the mask instead of selected away: NaN or inf in a padding
+    token poisons the sample."""
+
+    bug = "padding-zeroed-by-product"
+
+    def forward(self, model, v, t, **kw):
+        with _patched_ref("_sequences", _sequences_by_product(fusion_ref._sequences)):
+            return super().forward(model, v, t, **kw)
+
+
+def _sequences_padding_keeps_presence(original):
+    def sequences(v, t, mask, padding):
+        seqs, w, m = original(v, t, mask, padding)
+        if m is not None:  # a modality all padding stays present (its tokens all zero)
+            present = mask if mask is not None else np.ones((seqs[0].shape[0], 2), dtype=bool)
+            m = fusion_ref.Presence(present[:, 0], present[:, 1])
+        return seqs, w, m
+
+    return sequences
+
+
+class AllPaddingStaysPresent(Broken):
+    """A modality whose tokens are all padding is not treated as absent."""
+
+    bug = "all-padding-stays-present"
+
+    def forward(self, model, v, t, **kw):
+        with _patched_ref("_sequences", _sequences_padding_keeps_presence(fusion_ref._sequences)):
+            return super().forward(model, v, t, **kw)
 
 
 class NaiveSoftmax(Broken):
@@ -366,6 +468,34 @@ BUGS = (
         InputsClipped,
         "Inputs clipped to +-1e30: an infinite input's row comes back finite.",
         ("film/property/nan_rows",),
+    ),
+    PlantedBug(
+        "pool-reads-padding",
+        ("concat_mlp", "gated", "film", "modality_dropout", "shomr", "energy_aware_adaptive"),
+        PoolReadsPadding,
+        "Each modality's mean over all L tokens, padding (zeroed) counted in.",
+        ("gated/forward/gated_tokens", "shomr/forward/shomr_tokens"),
+    ),
+    PlantedBug(
+        "padding-keys-attended",
+        ("simple", "transformer_concat", "cross_attention"),
+        PaddingKeysAttended,
+        "The attention's key mask forgets the padding: padding tokens are attended to.",
+        ("simple/forward/simple_tokens", "cross_attention/forward/cross_attention_tokens"),
+    ),
+    PlantedBug(
+        "padding-zeroed-by-product",
+        ALL_RULES,
+        PaddingZeroedByProduct,
+        "Padding multiplied by its mask instead of selected away: NaN in padding leaks.",
+        ("film/forward/film_tokens", "simple/forward/simple_tokens"),
+    ),
+    PlantedBug(
+        "all-padding-stays-present",
+        ALL_RULES,
+        AllPaddingStaysPresent,
+        "A modality whose tokens are all padding is still present (zero tokens, not absent).",
+        ("gated/forward/gated_tokens", "energy_aware_adaptive/forward/energy_aware_adaptive_tokens"),
     ),
     PlantedBug(
         "torch-layer-norm-eps-1e-6",

@@ -124,7 +124,7 @@ def test_a_checked_call_signature_does_not_cover_other_calls():
     v, t = torch.randn(3, 4), torch.randn(3, 4)
     module(v, t, return_aux=True)
     with pytest.raises(
-        bt.InputError, match=r"'t' expected shape \(B, 4\); received shape \(3, 5\)"
+        bt.InputError, match=r"'t' expected shape \(B, 4\) or \(B, L_t, 4\); received shape \(3, 5\)"
     ):
         module(v, torch.randn(3, 5))
     with pytest.raises(bt.InputError, match="return_aux"):
