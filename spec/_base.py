@@ -367,7 +367,14 @@ class FusionSpecBase(BaseModel):
         return declared
 
     def macs(self) -> dict[str, int]:
-        """Multiply-accumulates per sample, per route (weights and attention)."""
+        """Multiply-accumulates per sample, per route (weights and attention), for vector
+        inputs (one token each): the rule's, plus the input projections where a width
+        differs from ``dim``."""
+        proj = sum(self.width(m) * self.dim for m in self.projected())
+        return {route: n + proj for route, n in self.rule_macs().items()}
+
+    def rule_macs(self) -> dict[str, int]:
+        """The rule's multiply-accumulates per sample, per route (inputs of width ``dim``)."""
         raise NotImplementedError
 
     def no_output_gradient(self) -> set[str]:

@@ -54,7 +54,7 @@ class ConcatMlpSpec(FusionSpecBase):
             specs += linear(f"mlp.{i}", w[i], w[i + 1])
         return specs
 
-    def macs(self):
+    def rule_macs(self):
         w = self._widths()
         return {"all": sum(linear_macs(w[i], w[i + 1]) for i in range(self.layers))}
 

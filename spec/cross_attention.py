@@ -72,6 +72,6 @@ class CrossAttentionSpec(AttentionSpecBase):
             )
         ]
 
-    def macs(self):
+    def rule_macs(self):
         d, h = self.dim, self.ffn_mult * self.dim
         return {"all": attention_macs(d, 1, 2) + linear_macs(d, h) + linear_macs(h, d)}

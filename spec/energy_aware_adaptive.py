@@ -261,7 +261,7 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
             ),
         ]
 
-    def macs(self):
+    def rule_macs(self):
         d, h = self.dim, self.ffn_mult * self.dim
         routing = linear_macs(2 * d, d) + linear_macs(d, 3)
         both = (

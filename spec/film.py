@@ -57,5 +57,5 @@ class FilmSpec(FusionSpecBase):
             ),
         ]
 
-    def macs(self):
+    def rule_macs(self):
         return {"all": 2 * linear_macs(self.dim, self.dim)}

@@ -48,5 +48,5 @@ class GatedSpec(FusionSpecBase):
             )
         ]
 
-    def macs(self):
+    def rule_macs(self):
         return {"all": linear_macs(2 * self.dim, self.dim)}

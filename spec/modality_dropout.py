@@ -87,5 +87,5 @@ class ModalityDropoutSpec(FusionSpecBase):
             AuxSpec("keep_text_margin", (batch,), "margin", "|drop_text - p_txt| (inf in eval)."),
         ]
 
-    def macs(self):
+    def rule_macs(self):
         return {"all": linear_macs(2 * self.dim, self.dim) + linear_macs(self.dim, self.dim)}

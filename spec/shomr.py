@@ -187,7 +187,7 @@ class ShomrSpec(AttentionSpecBase):
             AuxSpec("fallback_margin", b, "margin", "|max(c) - fallback_threshold| (inf if off)."),
         ]
 
-    def macs(self):
+    def rule_macs(self):
         d, h = self.dim, self.ffn_mult * self.dim
         routing = linear_macs(2 * d, d) * 2 + linear_macs(d, 2) + linear_macs(d, 3)
         ffn = linear_macs(d, h) + linear_macs(h, d)

@@ -54,5 +54,5 @@ class SimpleSpec(AttentionSpecBase):
     def rule_params(self):
         return encoder("encoder", self.dim, self.layers, self.ffn_mult)
 
-    def macs(self):
+    def rule_macs(self):
         return {"all": encoder_macs(self.dim, self.layers, self.ffn_mult)}

@@ -98,5 +98,5 @@ class TransformerConcatSpec(AttentionSpecBase):
             )
         return specs + encoder("encoder", self.dim, self.layers, self.ffn_mult)
 
-    def macs(self):
+    def rule_macs(self):
         return {"all": encoder_macs(self.dim, self.layers, self.ffn_mult)}

@@ -1337,6 +1337,33 @@ def perf_host_block() -> str:
     ) + table
 
 
+#: benchmarks/tokens_bench.py: token sequences with padding against torch.nn.
+TOKENS_JSON = ROOT / "docs" / "assets" / "tokens_bench.json"
+
+
+def perf_tokens_block() -> str:
+    """The token benchmark's table: milliseconds per call and torch.nn / ours."""
+    doc = json.loads(TOKENS_JSON.read_text())
+    c, m = doc["config"], doc["machine"]
+    rows = []
+    for r in doc["rows"]:
+        rows.append([
+            f"`{r['rule']}`", str(r["L"]), r["mode"], f"{r['ms']['ours']:.1f}",
+            f"{r['ms']['torch_nn']:.1f}", f"{r['ratio']:.2f}x", f"{r['max_abs_diff']:.1e}",
+        ])
+    head = (
+        f"Measured {doc['date']} with `benchmarks/tokens_bench.py` on {m['cpus']} CPU cores, "
+        f"{m['threads']} threads, torch {m['torch']}, load average {m['load']:.2f} at the "
+        f"start; B = {c['batch']}, D = {c['dim']}, {c['heads']} heads, {c['dtype']}; real "
+        f"lengths {c['real_lengths']}. Raw figures: `{_relative(TOKENS_JSON)}`.\n\n"
+    )
+    return head + _table(
+        ["rule", "L per modality", "mode", "ours ms", "torch.nn ms", "torch.nn / ours",
+         "max abs diff"],
+        rows,
+    )
+
+
 def perf_losses_block() -> str:
     """Every cell whose ratio prints below 1.00x (the original faster), beside its A/A."""
     rows = []
@@ -1400,6 +1427,7 @@ def pages() -> dict[str, dict[str, Callable[[], str]]]:
             "perf-cpu": perf_cpu_block,
             "perf-host": perf_host_block,
             "perf-losses": perf_losses_block,
+            "perf-tokens": perf_tokens_block,
         },
     }
     for kind in spec.RULES:

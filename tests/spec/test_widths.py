@@ -98,3 +98,13 @@ def test_a_stored_spec_without_widths_loads_without_projections():
     del stored["image_dim"], stored["text_dim"]
     s = spec.parse_stored(stored)
     assert s.projected() == () and s.width("image") == 8
+
+
+@pytest.mark.parametrize("kind", list(spec.RULES))
+def test_macs_count_the_input_projections(kind):
+    """Each projected modality adds ``D_w * D`` multiply-adds per sample to every route."""
+    plain = spec.parse(kind, **_fields(kind))
+    wide = spec.parse(kind, **_fields(kind), image_dim=12, text_dim=6)
+    extra = (12 + 6) * plain.dim
+    assert wide.macs() == {route: n + extra for route, n in plain.macs().items()}
+    assert spec.parse(kind, **_fields(kind), image_dim=plain.dim).macs() == plain.macs()
