@@ -274,6 +274,13 @@ class FusionSpecBase(BaseModel):
     #: Markdown (TeX math): what the rule computes for a sample missing a modality, for
     #: each value of its ``missing_modality`` field (the docs are generated from it).
     missing_semantics: ClassVar[dict[str, str]] = {}
+    #: What the rule computes from token sequences ``(B, L, D)`` (docs/conventions.md,
+    #: "Token sequences"): every rule but the attending ones reads the masked means.
+    token_semantics: ClassVar[str] = (
+        r"Each modality's masked mean over its real tokens, $\bar v_b = \sum_l w_{b,l} "
+        r"v_{b,l} / \max(1, \sum_l w_{b,l})$ (likewise $\bar t$), then the vector rule on "
+        r"$\bar v$, $\bar t$."
+    )
 
     # --- declarations -----------------------------------------------------
     def params(self) -> list[ParamSpec]:

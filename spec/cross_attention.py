@@ -33,6 +33,9 @@ class CrossAttentionSpec(AttentionSpecBase):
         "zeros and the rule runs unchanged.",
     )
 
+    token_semantics = (
+        r"One query $q = \mathrm{LN}_1(\tfrac12(\bar v + \bar t))$ from the two modalities' masked means attends over all $L_v + L_t$ tokens, padding masked as keys; `attention_weights` is $(B, h, L_v + L_t)$, 0 on padding."
+    )
     missing_semantics = {
         "key_mask": (
             r"Attention over present tokens only: the query is the normalised mean of "

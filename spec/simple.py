@@ -34,6 +34,9 @@ class SimpleSpec(AttentionSpecBase):
         "no token attends to the absent one and the output is the present token's row.",
     )
 
+    token_semantics = (
+        r"The encoder over all $L_v + L_t$ tokens $[v_1 \dots v_{L_v}, t_1 \dots t_{L_t}]$, padding masked as keys, and the mean of its output over the keys (the real tokens of present modalities; under `zero_fill` an absent modality is one zero token)."
+    )
     missing_semantics = {
         "zero_fill": (
             r"The absent embedding is a zero token: $f = \tfrac12 (X_{0,:} + X_{1,:})^\top$ "

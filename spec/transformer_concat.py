@@ -61,6 +61,9 @@ class TransformerConcatSpec(AttentionSpecBase):
         "absent one and the output is the present token's row.",
     )
 
+    token_semantics = (
+        r"The encoder over all $L_v + L_t$ tokens $[v_1 + e_v \dots v_{L_v} + e_v, t_1 + e_t \dots t_{L_t} + e_t]$ ($e_v$ on every image token, $e_t$ on every text token), padding masked as keys, and the mean of its output over the keys."
+    )
     missing_semantics = {
         "zero_fill": (
             r"The absent embedding is zeros, its token keeps the modality embedding: "

@@ -758,14 +758,21 @@ def io_block(kind: str) -> str:
     cls = spec.RULES[kind]
     s = _spec(kind, DIM)
     inputs = [
-        ["`v`", "`(B, D)`", "F", "image embedding, one row per sample"],
-        ["`t`", "`(B, D)`", "F", "text embedding, one row per sample"],
+        ["`v`", "`(B, D)` or `(B, L_v, D)`", "F", "image embedding, or image tokens"],
+        ["`t`", "`(B, D)` or `(B, L_t, D)`", "F", "text embedding, or text tokens"],
         [
             "`present` (optional)",
             "`(B, 2)`",
             "bool (or int 0/1)",
             "which of (image, text) each sample has; see "
             "[Missing modalities](#missing-modalities)",
+        ],
+        [
+            "`image_mask`, `text_mask` (optional)",
+            "`(B, L_v)`, `(B, L_t)`",
+            "bool (or int 0/1)",
+            "the real tokens (True) and the padding of token inputs; see "
+            "[Token sequences](../conventions.md#token-sequences)",
         ],
     ]
     noise_names = _noise_names(kind)
@@ -797,6 +804,7 @@ def io_block(kind: str) -> str:
     )
     ints = [a.name for a in aux if a.dtype == "int"]
     text = "**Inputs**\n\n" + _table(["name", "shape", "type", "meaning"], inputs)
+    text += f"\n**Token sequences**: {cls.token_semantics}\n"
     text += "\n**Outputs**\n\n" + _table(["name", "shape", "type", "meaning"], outputs)
     text += (
         "\n**Type constraints**\n\n"

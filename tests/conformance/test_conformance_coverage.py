@@ -357,3 +357,30 @@ def test_every_aux_output_is_compared_in_eval_and_in_training(rule, aux, mode):
         }
     ]
     assert cases, f"{rule}: no {mode} case declares aux output {aux!r}"
+
+
+TOKEN_NEEDS = {
+    "padding in every pattern": lambda c: c.image_mask is not None and c.text_mask is not None
+    and not c.image_mask.all(1).all() and (~c.image_mask).all(1).any()
+    and (~c.text_mask).all(1).any(),
+    "padding with a presence mask": lambda c: c.image_mask is not None and c.present is not None,
+    "token sequences without a mask": lambda c: c.v.ndim == 3 and c.image_mask is None,
+}
+
+
+@pytest.mark.parametrize("rule", list(spec.RULES))
+@pytest.mark.parametrize("need", list(TOKEN_NEEDS))
+def test_every_rule_on_token_sequences_under_forward_and_gradient_checks(rule, need):
+    """Token inputs: padding (partial and whole: an absent modality), composed with
+    ``present``, and unpadded sequences of unequal lengths, each a gradient case too."""
+    found = [c for c in cases_of(rule) if TOKEN_NEEDS[need](c)]
+    assert found, f"{rule}: no token case with {need}"
+    assert any(c.gradient for c in found), f"{rule}: no gradient case with {need}"
+    if need == "padding in every pattern":
+        assert any(np.isnan(c.v[~c.image_mask]).all() for c in found)  # the padding never read
+
+
+@pytest.mark.parametrize("rule", ["simple", "transformer_concat", "cross_attention"])
+def test_every_missing_modality_value_of_the_attending_rules_on_tokens(rule):
+    values = {c.spec.missing_modality for c in cases_of(rule) if c.image_mask is not None}
+    assert values == set(spec.RULES[rule].missing_semantics), values

@@ -10,15 +10,17 @@ from pathlib import Path
 
 from fusion_spec.conformance.cases import all_cases
 from fusion_spec.conformance.examples.minimal_adapter import MinimalAdapter
-from fusion_spec.conformance.suite import NO_PRESENT, all_checks, run_check
+from fusion_spec.conformance.suite import NO_PRESENT, NO_TOKENS, all_checks, run_check
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_example_passes_gated_and_film_and_says_why_not_the_rest():
-    """The example takes no presence mask: its missing-modality checks are n/a, saying why."""
+    """The example takes no presence mask and no tokens: its missing-modality and token
+    checks are n/a, saying why."""
     adapter = MinimalAdapter()
     masked = {c.name for c in all_cases() if c.present is not None}
+    tokens = {c.name for c in all_cases() if c.v.ndim == 3 or c.t.ndim == 3} - masked
     normed = {c.name for c in all_cases() if c.spec.input_norm != "none"}
     widths = {c.name for c in all_cases() if c.spec.projected()} - normed
     assert normed & {c.name for c in all_cases() if c.rule == "gated"}  # the example meets them
@@ -33,6 +35,8 @@ def test_example_passes_gated_and_film_and_says_why_not_the_rest():
             assert "image_dim" in outcome.message
         elif check.rule in ("gated", "film") and check.name in masked:
             assert (outcome.status, outcome.message) == ("n/a", NO_PRESENT), check.id
+        elif check.rule in ("gated", "film") and check.name in tokens:
+            assert (outcome.status, outcome.message) == ("n/a", NO_TOKENS), check.id
         elif check.rule in ("gated", "film") and check.category != "distribution":
             assert outcome.status == "pass", (check.id, outcome.message)
         else:
