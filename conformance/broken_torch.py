@@ -54,7 +54,7 @@ class TorchTanhGelu(TorchAdapter):
         super().__init__(seed)
         self.name = "broken-torch-tanh-gelu"
 
-    def _call(self, module, v, t, training, noise, options, present=None):
+    def _call(self, module, v, t, training, noise, options, present=None, **masks):
         modules = [
             m for name, m in sys.modules.items() if name.startswith("fusion_spec.backends.torch")
         ]
@@ -62,7 +62,7 @@ class TorchTanhGelu(TorchAdapter):
         try:
             for m, _ in saved:
                 m.gelu = _tanh_gelu
-            return super()._call(module, v, t, training, noise, options, present)
+            return super()._call(module, v, t, training, noise, options, present, **masks)
         finally:
             for m, original in saved:
                 m.gelu = original
@@ -74,6 +74,11 @@ class _TorchBug(TorchAdapter):
     bug = ""
     #: As ``broken._Broken.equal_widths``: the bug reads the raw ``v``, ``t``.
     equal_widths = False
+
+    @property
+    def supports_tokens(self) -> bool:  # type: ignore[override]
+        """A bug that reads the raw ``v``, ``t`` reads vectors: token cases are n/a."""
+        return not self.equal_widths
 
     def not_applicable(self, s, *, training):
         if self.equal_widths and s.projected():
@@ -97,10 +102,10 @@ class StraightThroughOnSoftSamples(_TorchBug):
 
     bug = "straight-through-on-soft-samples"
 
-    def _call(self, module, v, t, training, noise, options, present=None):
+    def _call(self, module, v, t, training, noise, options, present=None, **masks):
         import torch
 
-        out, aux = super()._call(module, v, t, training, noise, options, present)
+        out, aux = super()._call(module, v, t, training, noise, options, present, **masks)
         if module.spec.kind == "shomr" and module.spec.straight_through:
             soft = (aux["hard"] == 0)[:, None]
             factor = _route_factor(out, aux["route_probs"], aux["route"])
@@ -122,8 +127,8 @@ class StraightThroughArgmaxRoute(_TorchBug):
 
     bug = "straight-through-argmax-route"
 
-    def _call(self, module, v, t, training, noise, options, present=None):
-        out, aux = super()._call(module, v, t, training, noise, options, present)
+    def _call(self, module, v, t, training, noise, options, present=None, **masks):
+        out, aux = super()._call(module, v, t, training, noise, options, present, **masks)
         if getattr(module.spec, "straight_through", False):
             r, route = aux["route_probs"], aux["route"]
             wrong = _route_factor(out, r, r.argmax(dim=-1)) - _route_factor(out, r, route)
@@ -138,8 +143,8 @@ class GateDetached(_TorchBug):
     bug = "gate-detached"
     equal_widths = True
 
-    def _call(self, module, v, t, training, noise, options, present=None):
-        out, aux = super()._call(module, v, t, training, noise, options, present)
+    def _call(self, module, v, t, training, noise, options, present=None, **masks):
+        out, aux = super()._call(module, v, t, training, noise, options, present, **masks)
         if module.spec.kind == "gated":
             g = aux["gate"]
             out = out - (g - g.detach()) * (v - t)
@@ -151,8 +156,8 @@ class BetaDetached(_TorchBug):
 
     bug = "beta-detached"
 
-    def _call(self, module, v, t, training, noise, options, present=None):
-        out, aux = super()._call(module, v, t, training, noise, options, present)
+    def _call(self, module, v, t, training, noise, options, present=None, **masks):
+        out, aux = super()._call(module, v, t, training, noise, options, present, **masks)
         if module.spec.kind == "film":
             out = out - (aux["beta"] - aux["beta"].detach())
         return out, aux
@@ -215,10 +220,10 @@ class StraightThroughTemperatureOne(_TorchBug):
 
     bug = "straight-through-temperature-1"
 
-    def _call(self, module, v, t, training, noise, options, present=None):
+    def _call(self, module, v, t, training, noise, options, present=None, **masks):
         import torch
 
-        out, aux = super()._call(module, v, t, training, noise, options, present)
+        out, aux = super()._call(module, v, t, training, noise, options, present, **masks)
         s = module.spec
         if s.kind == "shomr" and s.straight_through:
             r = aux["route_probs"]
@@ -247,8 +252,8 @@ class EnergyLossRouterDetached(_TorchBug):
 
     bug = "energy-loss-router-detached"
 
-    def _call(self, module, v, t, training, noise, options, present=None):
-        out, aux = super()._call(module, v, t, training, noise, options, present)
+    def _call(self, module, v, t, training, noise, options, present=None, **masks):
+        out, aux = super()._call(module, v, t, training, noise, options, present, **masks)
         if module.spec.kind == "energy_aware_adaptive":
             aux["energy_loss"] = _energy_loss(module, aux, detach_router=True)
         return out, aux
@@ -260,8 +265,8 @@ class EnergyWeightDetached(_TorchBug):
 
     bug = "energy-weight-detached"
 
-    def _call(self, module, v, t, training, noise, options, present=None):
-        out, aux = super()._call(module, v, t, training, noise, options, present)
+    def _call(self, module, v, t, training, noise, options, present=None, **masks):
+        out, aux = super()._call(module, v, t, training, noise, options, present, **masks)
         if module.spec.kind == "energy_aware_adaptive":
             aux["energy_loss"] = _energy_loss(module, aux, detach_weight=True)
         return out, aux
@@ -289,10 +294,10 @@ class EnergyLossPerSampleReluGradient(_TorchBug):
 
     bug = "energy-loss-per-sample-relu-gradient"
 
-    def _call(self, module, v, t, training, noise, options, present=None):
+    def _call(self, module, v, t, training, noise, options, present=None, **masks):
         import torch
 
-        out, aux = super()._call(module, v, t, training, noise, options, present)
+        out, aux = super()._call(module, v, t, training, noise, options, present, **masks)
         s = module.spec
         if s.kind == "energy_aware_adaptive":
             e = aux["expected_energy"]
