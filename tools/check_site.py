@@ -367,13 +367,15 @@ _READY_JS = """
 })()
 """
 
-# What a reader sees, measured in CSS px : natural widths of display formulas against the
+# What a reader sees, measured in CSS px (collapsed blocks opened first): natural widths of display formulas against the
 # box they sit in, the font size of diagram text after the SVG is scaled to the column,
 # tables wider than their box, code split over lines in table cells, text outside math and
 # code that still shows TeX, and the page's own horizontal overflow.
 _LAYOUT_JS = r"""
 (() => {
   const describe = (el) => (el.textContent || "").replace(/\s+/g, " ").trim().slice(0, 70);
+  // a collapsed block is read once opened: measure its content open
+  document.querySelectorAll(".md-content details:not([open])").forEach((d) => { d.open = true; });
   const scrolls = (el) => ["auto", "scroll"].includes(getComputedStyle(el).overflowX);
   const out = {formulas: [], diagrams: [], tables: [], wrapped_code: [], raw: [], clipped: [],
                page_overflow: document.documentElement.scrollWidth - window.innerWidth};

@@ -88,6 +88,16 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _collapsed(title: str, body: str) -> str:
+    """``body`` in a block the reader opens (pymdownx.details ``???``), titled ``title``.
+
+    For the long reference tables of a rule page (fields, parameters): 2,000 to 4,500 px
+    tall on a phone each, read when looked for rather than scrolled past.
+    """
+    indented = "".join(f"    {line}" if line.strip() else line for line in body.splitlines(True))
+    return f'??? abstract "{title}"\n\n{indented}'
+
+
 def _affine(values: tuple[int, int], points: tuple[int, int], symbol: str) -> str:
     """Write ``n`` as ``a*symbol + b`` given its values at two sizes."""
     (n1, n2), (x1, x2) = values, points
@@ -209,7 +219,10 @@ def fields_block(kind: str) -> str:
                 field.description or (f"Selects the rule: `{kind!r}`." if name == "kind" else ""),
             ]
         )
-    text = _table(["field", "type", "default", "constraints", "meaning"], rows)
+    text = _collapsed(
+        "Every field: type, default, constraints, meaning",
+        _table(["field", "type", "default", "constraints", "meaning"], rows),
+    )
     decorators = cls.__pydantic_decorators__
     checks = []
     for name, dec in decorators.field_validators.items():
@@ -365,7 +378,10 @@ def params_block(kind: str) -> str:
         if q.init.origin:
             origins.setdefault(q.init.origin, []).append(formula)
     total = sum(math.prod(q.shape) for q in s.params())
-    text = _table(["name", "shape", f"initial value (at D = {DIM})", "note"], rows)
+    text = _collapsed(
+        "Every parameter and buffer: shape, initial value, note",
+        _table(["name", "shape", f"initial value (at D = {DIM})", "note"], rows),
+    )
     if patterns:
         text += "\nA row `name.{i}.rest` stands for one tensor per $i$"
         text += f"; $L$ = `layers` ({layers} by default)" if "L" in patterns else ""
