@@ -13,7 +13,9 @@ point or an exponent, a number of 10 or more, a number followed by a unit (``%``
 ``x``, ``ms``, ``s``, ``us``, ``mJ``, ``GiB``, ``MB``, ``minutes``, ``points``...) and
 the ``N`` of "N of M". Integers 0 to 9 standing alone are not figures (indices, route and
 row numbers, list and section numbers, small counts named in the sentence), nor are
-numerals inside a name (``ResNet-50``, ``UTF-8``, ``ViT-B/16``).
+numerals inside a name (``ResNet-50``, ``UTF-8``, ``ViT-B/16``). Formulas and code are
+not scanned: they hold the spec's constants and examples' inputs and outputs; the code
+blocks run (tests/docs/test_examples.py) and the rule pages' printed digits are generated.
 
 **A figure outside a generated region fails** unless ``ALLOWED`` lists the exact phrase
 it stands in on that page, with why it is not a measurement: a constant of the spec
