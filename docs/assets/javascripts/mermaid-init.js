@@ -20,7 +20,7 @@ function keepLegible(svg) {
   });
   if (!isFinite(smallest)) return;
   var scale = Math.min(1, LEGIBLE_PX / smallest);
-  svg.style.minWidth = Math.ceil(viewBox.width * scale) + "px";
+  svg.style.minWidth = Math.floor(viewBox.width * scale) + "px";
 }
 
 document$.subscribe(function () {
