@@ -229,9 +229,10 @@ def _catalogue_table() -> str:
         )
     sections = []
     for kind, rows in by_rule.items():
+        table = render_markdown_table([["case", "B x D", "mode, checks", "options: purpose"], *rows])
         sections.append(
             f"### Cases of `{kind}`\n\nCase ids are `{kind}_` followed by the name.\n\n"
-            + render_markdown_table([["case", "B x D", "mode, checks", "options: purpose"], *rows])
+            + _collapsed("Every case: size, mode and checks, options and purpose", table)
         )
     table = "\n\n".join(sections)
     trials = [["distribution trial", "calls x B, mode, test", "what it is for"]]
@@ -239,6 +240,13 @@ def _catalogue_table() -> str:
         mode = "training" if tr.training else "eval"
         trials.append([f"`{tr.name}`", f"{tr.calls} x {tr.batch}, {mode}, {tr.kind}", tr.doc])
     return table + "\n\n### Distribution trials\n\n" + render_markdown_table(trials)
+
+
+def _collapsed(title: str, body: str) -> str:
+    """``body`` in a block the reader opens (pymdownx.details ``???``): a rule's case table
+    is 2,600 to 7,700 px tall on a phone, read when looked for rather than scrolled past."""
+    indented = "\n".join(f"    {line}" if line.strip() else line for line in body.splitlines())
+    return f'??? abstract "{title}"\n\n{indented}'
 
 
 def _one_line(text: str) -> str:

@@ -9,9 +9,11 @@ Two checks, both usable from the tests and from the command line:
   site served on localhost and every other host unresolvable. Once the vendored KaTeX
   and Mermaid have run it reports raw TeX left, KaTeX errors, diagrams without an
   ``<svg>`` (or with Mermaid's error diagram), uncaught script errors, any request to
-  a host other than localhost, and the layout a reader sees: display formulas wider
-  than their column, TeX shown as text, diagram text under 10 px, tables wider than
-  the column, code broken mid-word in table cells, a page that scrolls sideways.
+  a host other than localhost, and the layout a reader sees at that width (see
+  ``PageReport.layout_problems``): TeX shown as text, diagram text under 10 px as
+  drawn, content cut by a box that hides its overflow, formulas, tables and diagrams
+  wider than their box (at 390 px allowed only in a box that scrolls sideways), code
+  broken mid-word in table cells, a page that scrolls sideways.
 
 Usage::
 
@@ -55,7 +57,7 @@ CHROMIUM_FLAGS = (
 #: the two viewport widths a page is read at (CSS px): a laptop and a phone.
 DESKTOP_WIDTH = 1280
 PHONE_WIDTH = 390
-#: the smallest text height (CSS px) a diagram may shrink its labels to at DESKTOP_WIDTH.
+#: the smallest text height (CSS px) a diagram may shrink its labels to, at either width.
 MIN_DIAGRAM_FONT_PX = 10.0
 EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:)?//", re.I)
 _VOID = {
@@ -351,7 +353,8 @@ class Browser:
 
 
 # Ready: the document loaded, its fonts too, every formula typeset (or failed) and every
-# diagram drawn (or failed) by the vendored KaTeX and Mermaid.
+# diagram drawn (or failed) by the vendored KaTeX and Mermaid, and sized by the site's
+# mermaid-init.js (it marks the body when it has set the diagrams' legible widths).
 _READY_JS = """
 (async () => {
   if (document.readyState !== "complete") return false;
@@ -359,18 +362,22 @@ _READY_JS = """
   const maths = [...document.querySelectorAll(".arithmatex")];
   if (!maths.every(m => m.querySelector(".katex, .katex-error"))) return false;
   const diagrams = [...document.querySelectorAll("div.mermaid")];
+  if (diagrams.length && document.body.dataset.diagrams !== "drawn") return false;
   return diagrams.every(d => d.querySelector("svg") || d.dataset.processed);
 })()
 """
 
-# What a reader sees, measured in CSS px: natural widths of display formulas against the
+# What a reader sees, measured in CSS px (collapsed blocks opened first): natural widths of display formulas against the
 # box they sit in, the font size of diagram text after the SVG is scaled to the column,
 # tables wider than their box, code split over lines in table cells, text outside math and
 # code that still shows TeX, and the page's own horizontal overflow.
 _LAYOUT_JS = r"""
 (() => {
   const describe = (el) => (el.textContent || "").replace(/\s+/g, " ").trim().slice(0, 70);
-  const out = {formulas: [], diagrams: [], tables: [], wrapped_code: [], raw: [],
+  // a collapsed block is read once opened: measure its content open
+  document.querySelectorAll(".md-content details:not([open])").forEach((d) => { d.open = true; });
+  const scrolls = (el) => ["auto", "scroll"].includes(getComputedStyle(el).overflowX);
+  const out = {formulas: [], diagrams: [], tables: [], wrapped_code: [], raw: [], clipped: [],
                page_overflow: document.documentElement.scrollWidth - window.innerWidth};
   document.querySelectorAll("div.arithmatex").forEach((box) => {
     const parts = box.querySelectorAll(".katex-html > *");
@@ -381,7 +388,7 @@ _LAYOUT_JS = r"""
       left = Math.min(left, r.left); right = Math.max(right, r.right);
     });
     const tex = box.querySelector("annotation");
-    out.formulas.push({width: right - left, box: box.clientWidth,
+    out.formulas.push({width: right - left, box: box.clientWidth, scrolls: scrolls(box),
                        tex: tex ? tex.textContent.trim().slice(0, 70) : describe(box)});
   });
   document.querySelectorAll("div.mermaid svg").forEach((svg, i) => {
@@ -394,17 +401,43 @@ _LAYOUT_JS = r"""
       const px = parseFloat(getComputedStyle(el).fontSize) * scale;
       if (px < min) { min = px; label = describe(el); }
     });
-    out.diagrams.push({index: i, min_font_px: min, label: label, width: shown});
+    const box = svg.closest("div.mermaid");
+    out.diagrams.push({index: i, min_font_px: min, label: label, width: shown,
+                       box: box.clientWidth, scrolls: scrolls(box)});
   });
   document.querySelectorAll(".md-content table").forEach((table) => {
     const box = table.closest(".md-typeset__scrollwrap") || table.parentElement;
     const width = table.scrollWidth;
-    out.tables.push({width: width, box: box.clientWidth,
+    out.tables.push({width: width, box: box.clientWidth, scrolls: scrolls(box),
                      header: describe(table.querySelector("tr") || table)});
     table.querySelectorAll("td code, th code").forEach((code) => {
       const text = code.textContent;
       if (!/\s/.test(text) && code.getClientRects().length > 1) out.wrapped_code.push(text);
     });
+  });
+  // content cut off: a box that hides what overflows it (overflow hidden or clip) with
+  // some of its content drawn past its inner edges (scrollWidth alone also counts the
+  // padding a title keeps free for its icon); KaTeX's MathML copy is hidden on purpose,
+  // for screen readers only
+  const cut = (o) => o === "hidden" || o === "clip";
+  document.querySelectorAll(".md-content *").forEach((el) => {
+    if (el.closest(".katex-mathml, svg") || !el.getClientRects().length) return;
+    const s = getComputedStyle(el);
+    const wide = cut(s.overflowX) && el.scrollWidth > el.clientWidth + 1;
+    const tall = cut(s.overflowY) && el.scrollHeight > el.clientHeight + 1;
+    if (!wide && !tall) return;
+    const r = el.getBoundingClientRect();
+    const left = r.left + el.clientLeft, top = r.top + el.clientTop;
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    let over = 0;
+    for (const c of range.getClientRects()) {
+      if (!c.width || !c.height) continue;
+      if (wide) over = Math.max(over, left - c.left, c.right - (left + el.clientWidth));
+      if (tall) over = Math.max(over, top - c.top, c.bottom - (top + el.clientHeight));
+    }
+    if (over > 1) out.clipped.push({tag: el.tagName.toLowerCase(), text: describe(el),
+                                    over: Math.round(over)});
   });
   const skip = "script, style, code, pre, svg, textarea, .katex, .katex-error, .md-search";
   const root = document.querySelector(".md-main") || document.body;
@@ -439,30 +472,49 @@ class PageReport:
     layout: dict
 
     def layout_problems(self, *, desktop: bool) -> list[str]:
-        """What a reader trips over at this width (``desktop``: the 1280 px limits too)."""
-        found = [f"TeX shown as text: {snippet!r}" for snippet in self.layout["raw"]]
-        if self.layout["page_overflow"] > 1:
-            found.append(f"the page scrolls sideways by {self.layout['page_overflow']} px")
-        if not desktop:
-            return found
-        for f in self.layout["formulas"]:
-            if f["width"] > f["box"] + 1:
-                found.append(
-                    f"display formula {f['width']:.0f} px wide in a {f['box']} px column: "
-                    f"{f['tex']!r}"
-                )
-        for d in self.layout["diagrams"]:
+        """What a reader trips over at this width.
+
+        At both widths: TeX shown as text, a page that scrolls sideways, content cut by a
+        box that hides its overflow, diagram text under ``MIN_DIAGRAM_FONT_PX`` as drawn,
+        an identifier in a table cell broken mid-word, and a formula, table or diagram
+        wider than its box unless that box scrolls sideways itself (then all of it can be
+        reached). At the desktop width (``desktop``) formulas and tables also fit their
+        column: scrolling inside a box is for the phone.
+        """
+        layout = self.layout
+        found = [f"TeX shown as text: {snippet!r}" for snippet in layout["raw"]]
+        if layout["page_overflow"] > 1:
+            found.append(f"the page scrolls sideways by {layout['page_overflow']} px")
+        for c in layout["clipped"]:
+            found.append(
+                f"content cut by {c['over']} px by a <{c['tag']}> that hides its overflow: "
+                f"{c['text']!r}"
+            )
+        for d in layout["diagrams"]:
             if d["min_font_px"] < MIN_DIAGRAM_FONT_PX:
                 found.append(
                     f"diagram {d['index']}: text {d['min_font_px']:.1f} px high "
                     f"(< {MIN_DIAGRAM_FONT_PX} px), e.g. {d['label']!r}"
                 )
-        for t in self.layout["tables"]:
-            if t["width"] > t["box"] + 1:
+            if d["width"] > d["box"] + 1 and not d["scrolls"]:
                 found.append(
-                    f"table {t['width']} px wide in a {t['box']} px column: {t['header']!r}"
+                    f"diagram {d['index']} {d['width']:.0f} px wide in a {d['box']} px box "
+                    "that does not scroll"
                 )
-        found += [f"code broken mid-word in a table cell: {c!r}" for c in self.layout["wrapped_code"]]
+        for f in layout["formulas"]:
+            if f["width"] > f["box"] + 1 and (desktop or not f["scrolls"]):
+                where = "column" if desktop else "box that does not scroll"
+                found.append(
+                    f"display formula {f['width']:.0f} px wide in a {f['box']} px {where}: "
+                    f"{f['tex']!r}"
+                )
+        for t in layout["tables"]:
+            if t["width"] > t["box"] + 1 and (desktop or not t["scrolls"]):
+                where = "column" if desktop else "box that does not scroll"
+                found.append(
+                    f"table {t['width']} px wide in a {t['box']} px {where}: {t['header']!r}"
+                )
+        found += [f"code broken mid-word in a table cell: {c!r}" for c in layout["wrapped_code"]]
         return found
 
 

@@ -88,6 +88,16 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _collapsed(title: str, body: str) -> str:
+    """``body`` in a block the reader opens (pymdownx.details ``???``), titled ``title``.
+
+    For the long reference tables of a rule page (fields, parameters): 2,000 to 4,500 px
+    tall on a phone each, read when looked for rather than scrolled past.
+    """
+    indented = "".join(f"    {line}" if line.strip() else line for line in body.splitlines(True))
+    return f'??? abstract "{title}"\n\n{indented}'
+
+
 def _affine(values: tuple[int, int], points: tuple[int, int], symbol: str) -> str:
     """Write ``n`` as ``a*symbol + b`` given its values at two sizes."""
     (n1, n2), (x1, x2) = values, points
@@ -111,7 +121,9 @@ def _shape(shapes: tuple[tuple[int, ...], tuple[int, ...]], points, symbol: str)
     first, second = shapes
     if len(first) != len(second):
         raise ValueError(f"rank changes with {symbol}: {first} vs {second}")
-    return _shape_text([_affine((a, b), points, symbol) for a, b in zip(first, second, strict=True)])
+    return _shape_text(
+        [_affine((a, b), points, symbol) for a, b in zip(first, second, strict=True)]
+    )
 
 
 def symbolic_shapes(kind: str, declare, fields: dict | None = None) -> dict[str, str]:
@@ -209,7 +221,10 @@ def fields_block(kind: str) -> str:
                 field.description or (f"Selects the rule: `{kind!r}`." if name == "kind" else ""),
             ]
         )
-    text = _table(["field", "type", "default", "constraints", "meaning"], rows)
+    text = _collapsed(
+        "Every field: type, default, constraints, meaning",
+        _table(["field", "type", "default", "constraints", "meaning"], rows),
+    )
     decorators = cls.__pydantic_decorators__
     checks = []
     for name, dec in decorators.field_validators.items():
@@ -307,8 +322,15 @@ def param_rows(kind: str) -> list[dict]:
         else:
             for _, q in members:
                 rows.append(
-                    {"name": q.name, "count": 1, "shape": shape, "formula": formula, "at": at,
-                     "spec": q, "tied": [q.init.tied_to] if q.init.tied_to else []}
+                    {
+                        "name": q.name,
+                        "count": 1,
+                        "shape": shape,
+                        "formula": formula,
+                        "at": at,
+                        "spec": q,
+                        "tied": [q.init.tied_to] if q.init.tied_to else [],
+                    }
                 )
     return rows
 
@@ -331,7 +353,9 @@ def optional_params(kind: str) -> list[tuple[str, object, str, str]]:
         shapes = symbolic_shapes(kind, lambda sp, b: sp.params(), fields)
         for q in extra:
             seen.add(q.name)
-            out.append((f"`{name}={value!r}`", q, shapes[q.name], init_formula(kind, q.name, fields)))
+            out.append(
+                (f"`{name}={value!r}`", q, shapes[q.name], init_formula(kind, q.name, fields))
+            )
     return out
 
 
@@ -365,7 +389,10 @@ def params_block(kind: str) -> str:
         if q.init.origin:
             origins.setdefault(q.init.origin, []).append(formula)
     total = sum(math.prod(q.shape) for q in s.params())
-    text = _table(["name", "shape", f"initial value (at D = {DIM})", "note"], rows)
+    text = _collapsed(
+        "Every parameter and buffer: shape, initial value, note",
+        _table(["name", "shape", f"initial value (at D = {DIM})", "note"], rows),
+    )
     if patterns:
         text += "\nA row `name.{i}.rest` stands for one tensor per $i$"
         text += f"; $L$ = `layers` ({layers} by default)" if "L" in patterns else ""
@@ -559,16 +586,21 @@ def usage_block(kind: str) -> str:
     dispatch = ", dispatch=None" if "route" in _noise_names(kind) else ""
     signatures = (
         "```text\n"
-        + _wrap(f"fusion_spec.backends.torch.build({kind!r}, params=None, *, ",
-                ", ".join(fields) + f", generator=None{dispatch})")
+        + _wrap(
+            f"fusion_spec.backends.torch.build({kind!r}, params=None, *, ",
+            ", ".join(fields) + f", generator=None{dispatch})",
+        )
         + f"\n    -> {name}, a torch.nn.Module\n"
         + _wrap("module(", f"v, t, present=None, *, noise=None, return_aux=False{options})")
         + "\n    -> fused, or (fused, aux) with return_aux=True\n\n"
-        + _wrap(f"fusion_spec.backends.keras.build({kind!r}, params=None, *, ",
-                "<the same spec fields>, seed=None, matmul_precision='float32')")
+        + _wrap(
+            f"fusion_spec.backends.keras.build({kind!r}, params=None, *, ",
+            "<the same spec fields>, seed=None, matmul_precision='float32')",
+        )
         + f"\n    -> {name}, a keras.layers.Layer\n"
-        + _wrap("layer(", f"v, t, present=None, training=None, noise=None, "
-                f"return_aux=False{options})")
+        + _wrap(
+            "layer(", f"v, t, present=None, training=None, noise=None, return_aux=False{options})"
+        )
         + "\n    -> fused, or (fused, aux) with return_aux=True\n```\n"
     )
     d = USAGE_DIM
@@ -576,7 +608,7 @@ def usage_block(kind: str) -> str:
         "```python\n"
         "import torch\n"
         "from fusion_spec.backends.torch import build\n\n"
-        f"fusion = build(\"{kind}\", dim={d})\n"
+        f'fusion = build("{kind}", dim={d})\n'
         f"fused = fusion(torch.randn(8, {d}), torch.randn(8, {d}))  # v, t: (B, D)\n"
         f"assert fused.shape == (8, {d})\n"
         "```\n"
@@ -587,8 +619,8 @@ def usage_block(kind: str) -> str:
         'os.environ.setdefault("KERAS_BACKEND", "jax")  # before the first import of keras\n\n'
         "import numpy as np\n"
         "from fusion_spec.backends.keras import build\n\n"
-        f"layer = build(\"{kind}\", dim={d})\n"
-        f"v, t = np.random.default_rng(0).normal(size=(2, 8, {d})).astype(\"float32\")\n"
+        f'layer = build("{kind}", dim={d})\n'
+        f'v, t = np.random.default_rng(0).normal(size=(2, 8, {d})).astype("float32")\n'
         f"fused = layer(v, t)\n"
         f"assert fused.shape == (8, {d})\n"
         "```\n"
@@ -665,8 +697,14 @@ def example_outputs(kind: str, params: dict | None = None) -> dict[str, str]:
     s, drawn, v, t, noise = example_inputs(kind)
     training = ex.get("training", False)
     fused, aux = fusion_ref.forward(
-        s, drawn if params is None else params, v, t, training=training,
-        noise=noise or None, return_aux=True, **ex.get("options", {}),
+        s,
+        drawn if params is None else params,
+        v,
+        t,
+        training=training,
+        noise=noise or None,
+        return_aux=True,
+        **ex.get("options", {}),
     )
     shown = [a.name for a in s.aux(len(v), training=training) if a.role != "margin"]
     return {"fused": _literal(fused), **{name: _literal(aux[name]) for name in shown}}
@@ -764,8 +802,7 @@ def io_block(kind: str) -> str:
             "`present` (optional)",
             "`(B, 2)`",
             "bool (or int 0/1)",
-            "which of (image, text) each sample has; see "
-            "[Missing modalities](#missing-modalities)",
+            "which of (image, text) each sample has; see [Missing modalities](#missing-modalities)",
         ],
         [
             "`image_mask`, `text_mask` (optional)",
@@ -902,11 +939,13 @@ def differentiability_block(kind: str) -> str:
         steps = [a.name for a in aux if a.role != "value"]
         if values:
             text += (
-                "\nThe aux values " + ", ".join(f"`{n}`" for n in values)
+                "\nThe aux values "
+                + ", ".join(f"`{n}`" for n in values)
                 + " are differentiable functions of the inputs and parameters"
             )
             text += (
-                "; decisions and margins " + ", ".join(f"`{n}`" for n in steps)
+                "; decisions and margins "
+                + ", ".join(f"`{n}`" for n in steps)
                 + " are piecewise constant (zero gradient).\n"
                 if steps
                 else ".\n"
@@ -925,9 +964,7 @@ def differentiability_block(kind: str) -> str:
 def links_block(kind: str) -> str:
     cls = spec.RULES[kind]
     manifest = ROOT / "conformance" / "golden" / "manifest.json"
-    cases = [
-        c["name"] for c in json.loads(manifest.read_text())["cases"] if c["rule"] == kind
-    ]
+    cases = [c["name"] for c in json.loads(manifest.read_text())["cases"] if c["rule"] == kind]
     return (
         f"- Spec: `spec/{kind}.py`, "
         f"[`{cls.__name__}`](../reference/spec.md#fusion_spec.spec.{cls.__name__}).\n"
@@ -1171,7 +1208,7 @@ def choosing_accuracy_block() -> str:
         "[training page](training.md#both-towers-trained-from-scratch) "
         f"(`{_relative(TOWERS_JSON)}`, {report['config']['epochs']} epochs, "
         f"D = {report['config']['dim']}; seeds: complete "
-        f"{towers.seeds_of(report, 'complete')}). Built with `input_norm=\"batch\"` except "
+        f'{towers.seeds_of(report, "complete")}). Built with `input_norm="batch"` except '
         "in the last column. The missing-modality columns: "
         f"{report['config']['fraction_missing']:.0%} of the training samples lack one "
         "modality, tested on complete samples; with the presence mask, over the "
@@ -1318,9 +1355,9 @@ def perf_cpu_block() -> str:
         "\nMilliseconds per call (median sample); in brackets the original's time over ours "
         "(above 1: ours is faster); `A/A`: the original over a second copy of itself, the "
         f"cell's noise floor ({low:.2f}x to {high:.2f}x in this run). "
-        "`energy_aware_adaptive` in eval: \"vs our routes\" is the original's structure on "
+        '`energy_aware_adaptive` in eval: "vs our routes" is the original\'s structure on '
         "our argmax routes over ours (the original samples its route, a different "
-        "function). Training rows of the routing rules: \"without straight-through\" is our "
+        'function). Training rows of the routing rules: "without straight-through" is our '
         "module with `straight_through=False`. `of GEMM`: the rule's multiply-accumulate "
         "rate over torch's `(B, D) x (D, 4D)` product at that batch.\n"
     )
@@ -1339,10 +1376,14 @@ def perf_host_block() -> str:
         ["rule", "eval forward", "training step"],
         [[f"`{k}`", cells[(k, "eval")], cells[(k, "train")]] for k in spec.RULES],
     )
-    return bench_run_sentence(HOST_JSON) + (
-        f"\nMilliseconds per call at B = {', '.join(map(str, batches))}, original / ours in "
-        f"brackets, A/A from {low:.2f}x to {high:.2f}x:\n\n"
-    ) + table
+    return (
+        bench_run_sentence(HOST_JSON)
+        + (
+            f"\nMilliseconds per call at B = {', '.join(map(str, batches))}, original / ours in "
+            f"brackets, A/A from {low:.2f}x to {high:.2f}x:\n\n"
+        )
+        + table
+    )
 
 
 #: benchmarks/tokens_bench.py: token sequences with padding against torch.nn.
@@ -1383,8 +1424,14 @@ def perf_losses_block() -> str:
             if round(ratio, 2) < 1:
                 aa = r["speedup"].get("original_again")
                 rows.append(
-                    [f"`{r['rule']}`", "eval" if r["mode"] == "eval" else "training",
-                     run, r["batch"], f"{ratio:.2f}x", f"{aa:.2f}x" if aa else ""]
+                    [
+                        f"`{r['rule']}`",
+                        "eval" if r["mode"] == "eval" else "training",
+                        run,
+                        r["batch"],
+                        f"{ratio:.2f}x",
+                        f"{aa:.2f}x" if aa else "",
+                    ]
                 )
     return _table(["rule", "mode", "run", "B", "original / ours", "A/A"], rows)
 
@@ -1419,6 +1466,59 @@ def measurements_block() -> str:
     return "```text\n" + inspect.cleandoc(tolerance.__doc__) + "\n```\n"
 
 
+TRAIN_JSON = DOCS / "assets" / "train_bench.json"
+#: an accuracy within this of chance reads "at chance" (the task's chance is 1/3).
+AT_CHANCE = 0.05
+
+
+def untrained_expected_energy(fields: dict | None = None) -> float:
+    """``energy_aware_adaptive``'s expected energy (mJ) of an untrained router: its route
+    logits start at the bias ``router_init_bias`` (the weights' share is small), so the
+    route probabilities are its softmax; a ``None`` bias (the original) is uniform."""
+    s = _spec("energy_aware_adaptive", DIM, **(fields or {}))
+    bias = s.router_init_bias or (0.0, 0.0, 0.0)
+    weights = [math.exp(b - max(bias)) for b in bias]
+    return sum(c * w for c, w in zip(s.energy_costs_mJ, weights, strict=True)) / sum(weights)
+
+
+def train_notes_block() -> str:
+    """The training benchmark's findings in prose, every figure read from its JSON."""
+    data = json.loads(TRAIN_JSON.read_text())
+    runs = data["results"]
+
+    def of(rule: str, framework: str = "torch") -> list[dict]:
+        return sorted(
+            (r for r in runs if r["rule"] == rule and r["framework"] == framework),
+            key=lambda r: r["seed"],
+        )
+
+    chance_seeds = [
+        str(r["seed"])
+        for r in of("transformer_concat:modality_embedding_std=1.0")
+        if r["accuracy"] < data["chance"] + AT_CHANCE
+    ]
+    energy = of("energy_aware_adaptive")
+    final = [r["train_expected_energy_mJ_last"] for r in energy]
+    both = sum(r["route_share"][2] / sum(r["route_share"]) for r in energy) / len(energy)
+    s = _spec("energy_aware_adaptive", DIM)
+    seeds = ", ".join(chance_seeds) if chance_seeds else "none"
+    return (
+        "The rows with a `field=value` suffix are the original's options (`--original`), for\n"
+        "comparison: without the straight-through gradient both routing rules stay far below\n"
+        "the baseline in both frameworks, and `N(0, 1)` modality embeddings left PyTorch's\n"
+        f"`transformer_concat` at chance for seed {seeds}.\n\n"
+        "With its defaults, `energy_aware_adaptive`'s energy term acts: an untrained router's\n"
+        f"expected energy is about {untrained_expected_energy():.1f} mJ (its route logits start "
+        f"at `router_init_bias`),\nabove the {s.energy_budget_mJ:g} mJ budget; in PyTorch the "
+        f"batch's expected energy ends training at\n{min(final):.1f} to {max(final):.1f} mJ, "
+        f'just under it, with {100 * both:.0f}% of test samples on the "both" route\n'
+        "(mean over the seeds).\n\n"
+        f"The figures above come from one run on the machine the JSON records as\n"
+        f"`{data['machine']}`: {data['wall_seconds'] / 60:.0f} minutes of wall time, of which "
+        "the training times in the JSON\nare a noisy share. Accuracy does not depend on the load.\n"
+    )
+
+
 def pages() -> dict[str, dict[str, Callable[[], str]]]:
     """docs-relative page -> {block name: generator}; every listed block must be present."""
     out: dict[str, dict[str, Callable[[], str]]] = {
@@ -1431,6 +1531,7 @@ def pages() -> dict[str, dict[str, Callable[[], str]]]:
             "choose-behaviour": choosing_behaviour_block,
             "choose-missing": missing_semantics_block,
         },
+        "training.md": {"train-notes": train_notes_block},
         "performance.md": {
             "perf-cpu": perf_cpu_block,
             "perf-host": perf_host_block,
