@@ -124,7 +124,8 @@ NOT_ARRAYS = st.one_of(
 
 @st.composite
 def bad_arrays(draw, dim: int, batch: int):
-    """A non-array, a wrong dtype, a wrong rank or a wrong width."""
+    """A non-array, a wrong dtype, a wrong rank (a token sequence (B, L, D) is a right one)
+    or a wrong width."""
     choice = draw(st.integers(0, 3))
     if choice == 0:
         return draw(NOT_ARRAYS)
@@ -132,7 +133,7 @@ def bad_arrays(draw, dim: int, batch: int):
         dtype = draw(st.sampled_from([np.int64, np.int8, np.bool_, np.complex64, object, "U2"]))
         return np.zeros((batch, dim), dtype=dtype)
     if choice == 2:
-        shape = draw(st.sampled_from([(), (dim,), (1, batch, dim), (batch, dim, 1)]))
+        shape = draw(st.sampled_from([(), (dim,), (batch, 1, 1, dim), (batch, dim, 1)]))
         return np.zeros(shape, np.float32)
     return np.zeros((batch, draw(st.sampled_from([0, 1, dim + 1, 2 * dim]))), np.float32)
 
