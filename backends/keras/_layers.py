@@ -379,6 +379,16 @@ def _as_bool(mask):
     return mask
 
 
+def _propagated(mask, x, keras_mask):
+    """The padding mask of tokens ``x``: ``mask`` if given, else the mask Keras propagated
+    with ``x`` where it is one of its tokens (rank 2 for a rank-3 ``x``), else ``None``."""
+    if mask is not None or keras_mask is None:
+        return mask
+    if len(x.shape) == 3 and len(keras_mask.shape) == 2:
+        return keras_mask
+    return None
+
+
 def _fusion_error(e: BaseException) -> FusionError | None:
     """The ``FusionError`` that ``e`` wraps (its cause or context chain), if any."""
     seen = set()
@@ -632,6 +642,8 @@ class FusionLayer(keras.layers.Layer):
         return_aux=False,
         image_mask=None,
         text_mask=None,
+        v_mask=None,
+        t_mask=None,
         **call_options,
     ):
         """Fuse ``v`` and ``t``.
@@ -659,6 +671,10 @@ class FusionLayer(keras.layers.Layer):
                 ``present`` said so (aux ``neither`` is then returned too).
                 ``simple``, ``transformer_concat`` and ``cross_attention`` attend over
                 every real token; the other rules read each modality's masked mean.
+            v_mask, t_mask: not for callers: Keras's mask propagation fills them with the
+                masks its layers attach to ``v`` and ``t`` (``Embedding(mask_zero=True)``,
+                ``Masking``), which then serve as ``image_mask`` and ``text_mask`` where those
+                are not given (a mask of a token sequence only: ``(B, L)`` for ``(B, L, D)``).
             training: Keras training flag (``None`` is eval). Stochastic decisions
                 (in training, and in eval where the spec samples, e.g.
                 ``eval_routing="sample"``) read ``noise`` or draw from the layer's
@@ -688,6 +704,8 @@ class FusionLayer(keras.layers.Layer):
         options = self._call_options(call_options, training)
         # on the variables' device (Keras on torch: CUDA when present), even for CPU inputs
         v, t = ops.convert_to_tensor(v), ops.convert_to_tensor(t)
+        image_mask = _propagated(image_mask, v, v_mask)
+        text_mask = _propagated(text_mask, t, t_mask)
         if len(v.shape) == 3 or len(t.shape) == 3:  # static: the vector path stays as it was
             out, aux, m = self._fuse_tokens(
                 v, t, present, (image_mask, text_mask), training, noise, options
@@ -859,6 +877,11 @@ class FusionLayer(keras.layers.Layer):
     def compute_output_shape(self, v_shape, t_shape, present_shape=None):
         return (v_shape[0], self.spec.dim)
 
+    def compute_mask(self, inputs, previous_mask=None):
+        """No mask on the output: the fused ``(B, dim)`` has no tokens left to mask (this
+        layer consumes the padding masks of its token inputs)."""
+        return None
+
     def compute_output_spec(
         self,
         v,
@@ -869,6 +892,8 @@ class FusionLayer(keras.layers.Layer):
         return_aux=False,
         image_mask=None,
         text_mask=None,
+        v_mask=None,
+        t_mask=None,
         **call_options,
     ):
         s = self.spec
@@ -877,6 +902,8 @@ class FusionLayer(keras.layers.Layer):
         out = keras.KerasTensor((batch, s.dim), dtype=self.compute_dtype)
         if not return_aux:
             return out
+        image_mask = _propagated(image_mask, v, v_mask)
+        text_mask = _propagated(text_mask, t, t_mask)
         masked = present is not None or image_mask is not None or text_mask is not None
         lengths = tuple(x.shape[1] if len(x.shape) == 3 else 1 for x in (v, t))
 

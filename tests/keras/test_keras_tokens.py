@@ -242,3 +242,31 @@ def test_integer_masks_equal_bool_masks():
               return_aux=True),
         layer(v, t, **MASKS, return_aux=True),
     )
+
+
+@pytest.mark.parametrize("case", ["cross_attention", "gated"])
+def test_keras_mask_propagation_gives_the_padding_masks(case):
+    """``Embedding(mask_zero=True)`` attaches a mask to its tokens; the layer reads it as the
+    padding mask (ids 0 are padding), leaves none on its output, and trains with it."""
+    s, params, layer = build(CASES[case])
+    ids_in = [keras.Input((None,), dtype="int32") for _ in range(2)]
+    embed = [keras.layers.Embedding(20, s.dim, mask_zero=True) for _ in range(2)]
+    fused = layer(*(e(i) for e, i in zip(embed, ids_in, strict=True)))
+    model = keras.Model(ids_in, fused)
+    rng = np.random.default_rng(0)
+    ids = [rng.integers(1, 20, (BATCH, L_V)), rng.integers(1, 20, (BATCH, L_T))]
+    ids[0][~IMAGE_MASK], ids[1][~TEXT_MASK] = 0, 0
+    v, t = (to_numpy(e(i)) for e, i in zip(embed, ids, strict=True))
+    ref = fusion_ref.forward(s, params, v, t, **MASKS)
+    np.testing.assert_allclose(to_numpy(model.predict_on_batch(ids)), ref, **TOL)
+    # the model's output carries no mask, and an explicit mask wins over a propagated one
+    assert getattr(fused, "_keras_mask", None) is None
+    explicit = layer(embed[0](ids[0]), embed[1](ids[1]), image_mask=np.ones((BATCH, L_V), bool))
+    ref = fusion_ref.forward(s, params, v, t, text_mask=TEXT_MASK)
+    np.testing.assert_allclose(to_numpy(explicit), ref, **TOL)
+    if CAN_TRAIN:
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        before = layer.canonical_params()
+        model.fit(ids, np.ones((BATCH, s.dim), np.float32), epochs=1, verbose=0)
+        moved = [n for n, x in layer.canonical_params().items() if not np.array_equal(x, before[n])]
+        assert moved
