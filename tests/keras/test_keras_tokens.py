@@ -270,3 +270,21 @@ def test_keras_mask_propagation_gives_the_padding_masks(case):
         model.fit(ids, np.ones((BATCH, s.dim), np.float32), epochs=1, verbose=0)
         moved = [n for n, x in layer.canonical_params().items() if not np.array_equal(x, before[n])]
         assert moved
+
+
+def test_an_unbuilt_layer_builds_from_token_inputs():
+    """Keras builds the layer from symbolic token shapes (with masks among the call's
+    tensors); its weights are those of the vector layer."""
+    s = spec.parse("film", dim=8)
+    layer = bk.LAYERS["film"](s, seed=0)
+    v_in, t_in = keras.Input((None, 8)), keras.Input((None, 8))
+    mask_in = keras.Input((None,), dtype="bool")
+    model = keras.Model([v_in, t_in, mask_in], layer(v_in, t_in, text_mask=mask_in))
+    assert layer.built and model.output.shape == (None, 8)
+    assert {name: p.shape for name, p in layer.canonical_params().items()} == {
+        p.name: p.shape for p in s.params()
+    }
+    v, t = token_inputs(s)
+    got = to_numpy(model.predict_on_batch([v, t, TEXT_MASK]))
+    ref = fusion_ref.forward(s, layer.canonical_params(), v, t, text_mask=TEXT_MASK)
+    np.testing.assert_allclose(got, ref, **TOL)
