@@ -130,8 +130,7 @@ def attention(
     keys the score ``-inf``, hence weight exactly 0. Returns the output
     ``(B, Tq, D)`` and the weights ``(B, h, Tq, Tk)`` before dropout.
     """
-    Tq, D = query.shape[1], query.shape[2]
-    Tk = keys.shape[1]
+    Tq, Tk, D = _length(query), _length(keys), query.shape[2]
     dh = D // heads
     q = ops.transpose(
         ops.reshape(linear(p, f"{name}.query", query), (-1, Tq, heads, dh)), (0, 2, 1, 3)
@@ -149,6 +148,12 @@ def attention(
     mixed = ops.matmul(drop(weights), v)  # (B, h, Tq, dh)
     mixed = ops.reshape(ops.transpose(mixed, (0, 2, 1, 3)), (-1, Tq, D))  # (B, Tq, D)
     return linear(p, f"{name}.output", mixed), weights
+
+
+def _length(x):
+    """The token count of ``x`` ``(B, T, D)``: static where known, else (a TensorFlow graph of
+    unknown length) the dynamic one, which ``ops.reshape`` takes as well."""
+    return ops.shape(x)[1] if x.shape[1] is None else x.shape[1]
 
 
 def encoder_layer(

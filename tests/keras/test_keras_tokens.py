@@ -180,7 +180,10 @@ def test_a_functional_model_of_unknown_lengths_runs_on_two(case, tmp_path):
     path = tmp_path / f"{case}.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
-    np.testing.assert_array_equal(to_numpy(loaded.predict_on_batch([v, t, image_mask, text_mask])), got)
+    # not bit for bit: TensorFlow traces the model's second length with the length unknown
+    # (relaxed shapes) and the loaded model's first with it known, which may pick other kernels
+    again = to_numpy(loaded.predict_on_batch([v, t, image_mask, text_mask]))
+    np.testing.assert_allclose(again, got, **TOL)
 
 
 def test_symbolic_aux_of_unknown_lengths():
