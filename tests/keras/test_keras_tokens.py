@@ -37,10 +37,18 @@ ALL = (
     CASES
     | MISSING_VARIANTS
     | {
-        "gated-widths-batch": {**CASES["gated"], "image_dim": 10, "text_dim": 6,
-                               "input_norm": "batch"},
-        "cross_attention-widths-batch": {**CASES["cross_attention"], "image_dim": 20,
-                                         "text_dim": 6, "input_norm": "batch"},
+        "gated-widths-batch": {
+            **CASES["gated"],
+            "image_dim": 10,
+            "text_dim": 6,
+            "input_norm": "batch",
+        },
+        "cross_attention-widths-batch": {
+            **CASES["cross_attention"],
+            "image_dim": 20,
+            "text_dim": 6,
+            "input_norm": "batch",
+        },
     }
 )
 MASKS = {"image_mask": IMAGE_MASK, "text_mask": TEXT_MASK}
@@ -133,7 +141,12 @@ def test_no_gradient_reaches_a_padding_token(case):
     v, t = garbage_in_padding(*token_inputs(s), IMAGE_MASK, TEXT_MASK)
     cot = np.random.default_rng(0).standard_normal((BATCH, s.dim)).astype(np.float32)
     grads = adapter.gradients(
-        adapter.build(s, params), v, t, cot, training=True, noise=noise_for(s, True),
+        adapter.build(s, params),
+        v,
+        t,
+        cot,
+        training=True,
+        noise=noise_for(s, True),
         options=dict(MASKS),
     )
     assert grads["v"].shape == v.shape and grads["t"].shape == t.shape
@@ -241,8 +254,13 @@ def test_integer_masks_equal_bool_masks():
     s, _, layer = build(CASES["shomr"])
     v, t = token_inputs(s)
     assert_equal_calls(
-        layer(v, t, image_mask=IMAGE_MASK.astype(np.int32), text_mask=TEXT_MASK.astype(np.int8),
-              return_aux=True),
+        layer(
+            v,
+            t,
+            image_mask=IMAGE_MASK.astype(np.int32),
+            text_mask=TEXT_MASK.astype(np.int8),
+            return_aux=True,
+        ),
         layer(v, t, **MASKS, return_aux=True),
     )
 
