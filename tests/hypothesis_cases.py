@@ -124,8 +124,8 @@ NOT_ARRAYS = st.one_of(
 
 @st.composite
 def bad_arrays(draw, dim: int, batch: int):
-    """A non-array, a wrong dtype, a wrong rank (a token sequence (B, L, D) is a right one)
-    or a wrong width."""
+    """A non-array, a wrong dtype, a wrong rank or a wrong width (rank 3 ``(B, L, D)`` is a
+    token sequence, valid)."""
     choice = draw(st.integers(0, 3))
     if choice == 0:
         return draw(NOT_ARRAYS)
