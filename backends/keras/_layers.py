@@ -39,10 +39,13 @@ from fusion_spec.spec import (
     parse,
     parse_stored,
 )
-from fusion_spec.spec._checks import check_present, numpy_host
+from fusion_spec.spec._checks import TOKEN_MASKS, check_present, numpy_host
 from fusion_spec.spec._errors import dtype_kind
 
 Drop = Callable[[Any], Any]
+
+#: The keyword arguments of a call that are padding masks (``image_mask``, ``text_mask``).
+PADDING_MASKS = tuple(TOKEN_MASKS.values())
 
 #: ``matmul_precision`` values: float32 products (the default), or TensorFloat-32
 #: (10-bit mantissa inputs, float32 accumulation) as an explicit opt-in.
@@ -127,8 +130,7 @@ def attention(
     keys the score ``-inf``, hence weight exactly 0. Returns the output
     ``(B, Tq, D)`` and the weights ``(B, h, Tq, Tk)`` before dropout.
     """
-    Tq, D = query.shape[1], query.shape[2]
-    Tk = keys.shape[1]
+    Tq, Tk, D = _length(query), _length(keys), query.shape[2]
     dh = D // heads
     q = ops.transpose(
         ops.reshape(linear(p, f"{name}.query", query), (-1, Tq, heads, dh)), (0, 2, 1, 3)
@@ -146,6 +148,12 @@ def attention(
     mixed = ops.matmul(drop(weights), v)  # (B, h, Tq, dh)
     mixed = ops.reshape(ops.transpose(mixed, (0, 2, 1, 3)), (-1, Tq, D))  # (B, Tq, D)
     return linear(p, f"{name}.output", mixed), weights
+
+
+def _length(x):
+    """The token count of ``x`` ``(B, T, D)``: static where known, else (a TensorFlow graph of
+    unknown length) the dynamic one, which ``ops.reshape`` takes as well."""
+    return ops.shape(x)[1] if x.shape[1] is None else x.shape[1]
 
 
 def encoder_layer(
@@ -220,6 +228,45 @@ def present_mean(x, present: Presence | None):
     return ops.where(
         present.both[:, None], mean, ops.where(present.image[:, None], x[:, 0], x[:, 1])
     )
+
+
+def pool(x, w):
+    """The mean of the real tokens of ``x`` ``(B, L, D)`` (``w`` ``(B, L)`` bool; ``None``: all
+    real): ``(B, D)``, zeros where there is none. One token is returned exactly."""
+    if w is None:
+        return ops.mean(x, axis=1)
+    count = ops.maximum(ops.sum(ops.cast(w, x.dtype), axis=1), 1.0)[:, None]  # (B, 1)
+    return ops.sum(ops.where(w[..., None], x, ops.zeros_like(x)), axis=1) / count
+
+
+def token_keys(s, w, present: Presence | None):
+    """The keys ``(B, L_v + L_t)`` bool an attention rule attends to (and averages over).
+
+    ``w`` holds each modality's token weights ``(B, L)`` (real tokens of a present
+    modality), ``None`` when every token is real (then every token is a key: ``None``).
+    ``missing_modality="key_mask"``: those tokens; every token for a sample with
+    neither (its output is zeros; an all-masked softmax would be NaN). ``"zero_fill"``:
+    an absent modality is one zero token, its first (as the vector rule's zero row).
+    """
+    if w is None:
+        return None
+    w_v, w_t = w
+    if s.missing_modality == "key_mask":
+        return ops.logical_or(ops.concatenate([w_v, w_t], axis=1), present.neither[:, None])
+    # the first token of each sequence, for any (even symbolic) length
+    first = [ops.cumsum(ops.ones_like(x, dtype="int32"), axis=1) == 1 for x in w]  # (B, L)
+    w_v = ops.where(present.image[:, None], w_v, first[0])
+    w_t = ops.where(present.text[:, None], w_t, first[1])
+    return ops.concatenate([w_v, w_t], axis=1)
+
+
+def key_mean(x, keys):
+    """Mean of the tokens ``x`` ``(B, L, D)`` that are keys (``keys`` ``(B, L)`` bool, at least
+    one per sample; ``None``: all of them)."""
+    if keys is None:
+        return ops.mean(x, axis=1)
+    count = ops.sum(ops.cast(keys, x.dtype), axis=1)[:, None]  # (B, 1)
+    return ops.sum(ops.where(keys[..., None], x, ops.zeros_like(x)), axis=1) / count
 
 
 def categorical(probs, u):
@@ -329,6 +376,24 @@ def _host_array(x: Any) -> Any:
     return x
 
 
+def _as_bool(mask):
+    """A padding (or presence) mask as a bool tensor: an integer one is nonzero where True."""
+    mask = ops.convert_to_tensor(mask)
+    if keras.backend.standardize_dtype(mask.dtype) != "bool":
+        mask = ops.not_equal(mask, 0)
+    return mask
+
+
+def _propagated(mask, x, keras_mask):
+    """The padding mask of tokens ``x``: ``mask`` if given, else the mask Keras propagated
+    with ``x`` where it is one of its tokens (rank 2 for a rank-3 ``x``), else ``None``."""
+    if mask is not None or keras_mask is None:
+        return mask
+    if len(x.shape) == 3 and len(keras_mask.shape) == 2:
+        return keras_mask
+    return None
+
+
 def _fusion_error(e: BaseException) -> FusionError | None:
     """The ``FusionError`` that ``e`` wraps (its cause or context chain), if any."""
     seen = set()
@@ -423,6 +488,9 @@ class FusionLayer(keras.layers.Layer):
 
     kind: ClassVar[str]
     fuse: ClassVar[Callable]
+    #: Whether ``fuse`` reads every token (``fusion_ref.TOKEN_RULES``: the attending rules);
+    #: the others get each modality's masked mean.
+    reads_tokens: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -484,10 +552,10 @@ class FusionLayer(keras.layers.Layer):
     def build(self, v_shape=None, t_shape=None, present_shape=None):
         for name, modality, shape in (("v", "image", v_shape), ("t", "text", t_shape)):
             width = self.spec.width(modality)
-            if shape is not None and (len(shape) != 2 or shape[-1] not in (None, width)):
+            if shape is not None and (len(shape) not in (2, 3) or shape[-1] not in (None, width)):
                 raise InputError(
-                    f"{self.kind}: input {name!r} expected shape (B, {width}); "
-                    f"received shape {tuple(shape)}"
+                    f"{self.kind}: input {name!r} expected shape (B, {width}) or "
+                    f"(B, L_{name}, {width}); received shape {tuple(shape)}"
                 )
         if present_shape is not None and (len(present_shape) != 2 or present_shape[-1] != 2):
             raise InputError(
@@ -518,7 +586,8 @@ class FusionLayer(keras.layers.Layer):
         """The one checking layer: every argument is checked before Keras or a backend sees it.
 
         ``layer(v, t)``, ``layer(v, t, present)`` or, Keras's convention for several
-        inputs, ``layer([v, t])`` and ``layer([v, t, present])``.
+        inputs, ``layer([v, t])`` and ``layer([v, t, present])``; the padding masks of token
+        sequences as keywords, ``image_mask=``, ``text_mask=``.
         """
         if t is None and isinstance(v, (list, tuple)) and len(v) == 3 and not args:
             v, t, args = v[0], v[1], (v[2],)
@@ -533,12 +602,20 @@ class FusionLayer(keras.layers.Layer):
         training = kwargs.get("training")
         noise = kwargs.get("noise")
         options = {
-            k: x for k, x in kwargs.items() if k not in ("training", "noise", "return_aux")
+            k: x
+            for k, x in kwargs.items()
+            if k not in ("training", "noise", "return_aux", *PADDING_MASKS)
         }
         arrays = {"v": v, "t": t, "present": present}
+        arrays.update((name, kwargs.get(name)) for name in PADDING_MASKS)
         self._check_call(arrays, training, noise, kwargs.get("return_aux", False), options)
         if noise is not None:
             kwargs["noise"] = {name: _host_array(u) for name, u in noise.items()}
+        for name in PADDING_MASKS:
+            if kwargs.get(name) is None:
+                kwargs.pop(name, None)
+            elif isinstance(kwargs[name], np.ndarray):  # keeps its bool/int dtype
+                kwargs[name] = np.array(kwargs[name], order="C")
         if present is None:
             return super().__call__(_host_array(v), _host_array(t), **kwargs)
         if isinstance(present, np.ndarray):  # keeps its bool/int dtype (_host_array casts)
@@ -547,26 +624,39 @@ class FusionLayer(keras.layers.Layer):
 
     def _check_call(self, arrays: dict, training, noise, return_aux, call_options: dict) -> None:
         """Metadata checks of a call (shape, dtype, names, flags); values only of NumPy
-        noise and a NumPy ``present`` (a backend tensor's would need a synchronisation)."""
+        noise and NumPy masks (a backend tensor's would need a synchronisation)."""
         s = self.spec
         training = check_flag(s.kind, "training", training, allow_none=True)
         check_flag(s.kind, "return_aux", return_aux)
         options = self._call_options(call_options, bool(training))
         batch = check_arrays(s, arrays, array_meta)
-        present = arrays.get("present")
-        check_present(s, present if isinstance(present, np.ndarray) else None)
+        for name in ("present", *PADDING_MASKS):
+            mask = arrays.get(name)
+            check_present(s, mask if isinstance(mask, np.ndarray) else None, name)
         if noise is not None:
             declared = s.noise(batch, training=training, **options)
             check_noise(s, noise, declared, array_meta, numpy_host)
 
     def call(
-        self, v, t, present=None, training=None, noise=None, return_aux=False, **call_options
+        self,
+        v,
+        t,
+        present=None,
+        training=None,
+        noise=None,
+        return_aux=False,
+        image_mask=None,
+        text_mask=None,
+        v_mask=None,
+        t_mask=None,
+        **call_options,
     ):
         """Fuse ``v`` and ``t``.
 
         Args:
-            v, t: ``(B, D)`` real floating embeddings, cast to the layer's compute dtype
-                (docs/errors.md, "Input dtypes and values").
+            v, t: ``(B, D)`` real floating embeddings, or token sequences ``(B, L_v, D)``,
+                ``(B, L_t, D)`` (either or both; a vector is one token), cast to the
+                layer's compute dtype (docs/errors.md, "Input dtypes and values").
             present: optional ``(B, 2)`` bool (or integer 0/1) tensor: which of (image,
                 text) each sample has; an integer mask holding another value is an
                 ``InputError`` where given as a NumPy array (a backend tensor is not
@@ -577,6 +667,19 @@ class FusionLayer(keras.layers.Layer):
                 what the rule computes without it; a sample with neither outputs
                 zeros and aux ``neither`` reports it. A ``keras.Input`` in functional
                 models.
+            image_mask, text_mask: optional padding masks ``(B, L_v)``, ``(B, L_t)`` of
+                token sequences, bool or integer 0/1: True (nonzero) is a real token, as
+                Hugging Face's ``attention_mask`` (the opposite of PyTorch's
+                ``key_padding_mask``). Padding is replaced by zeros with ``ops.where``
+                before anything reads it (a NaN there cannot leak; its gradient is exactly
+                zero); a modality whose tokens are all padding is absent, as if
+                ``present`` said so (aux ``neither`` is then returned too).
+                ``simple``, ``transformer_concat`` and ``cross_attention`` attend over
+                every real token; the other rules read each modality's masked mean.
+            v_mask, t_mask: not for callers: Keras's mask propagation fills them with the
+                masks its layers attach to ``v`` and ``t`` (``Embedding(mask_zero=True)``,
+                ``Masking``), which then serve as ``image_mask`` and ``text_mask`` where those
+                are not given (a mask of a token sequence only: ``(B, L)`` for ``(B, L, D)``).
             training: Keras training flag (``None`` is eval). Stochastic decisions
                 (in training, and in eval where the spec samples, e.g.
                 ``eval_routing="sample"``) read ``noise`` or draw from the layer's
@@ -594,7 +697,8 @@ class FusionLayer(keras.layers.Layer):
                 scalar tensor or variable, which a compiled step can take).
 
         Returns:
-            ``fused`` ``(B, D)``, or ``(fused, aux)`` with ``return_aux=True``.
+            ``fused`` ``(B, D)``, or ``(fused, aux)`` with ``return_aux=True``
+            (``cross_attention``'s ``attention_weights`` is ``(B, heads, L_v + L_t)``).
 
         Raises:
             spec.InputError: from ``__call__``, before Keras or a backend sees the
@@ -605,6 +709,13 @@ class FusionLayer(keras.layers.Layer):
         options = self._call_options(call_options, training)
         # on the variables' device (Keras on torch: CUDA when present), even for CPU inputs
         v, t = ops.convert_to_tensor(v), ops.convert_to_tensor(t)
+        image_mask = _propagated(image_mask, v, v_mask)
+        text_mask = _propagated(text_mask, t, t_mask)
+        if len(v.shape) == 3 or len(t.shape) == 3:  # static: the vector path stays as it was
+            out, aux, m = self._fuse_tokens(
+                v, t, present, (image_mask, text_mask), training, noise, options
+            )
+            return self._finish(out, aux, m, training, return_aux)
         m = self._present(present)
         if m is not None:
             v = ops.where(m.image[:, None], v, ops.zeros_like(v))
@@ -620,11 +731,90 @@ class FusionLayer(keras.layers.Layer):
             out, aux = type(self).fuse(
                 s, self._canonical, v, t, training=training, noise=u, drop=drop, present=m, **options
             )
+        return self._finish(out, aux, m, training, return_aux)
+
+    def _finish(self, out, aux, m, training: bool, return_aux: bool):
+        """Zeros for a sample with neither modality (aux ``neither``), then the hook."""
         if m is not None:
             out = ops.where(m.neither[:, None], ops.zeros_like(out), out)
             aux["neither"] = ops.cast(m.neither, out.dtype)
         self._after_call(aux, training)
         return (out, aux) if return_aux else out
+
+    def _fuse_tokens(self, v, t, present, padding, training: bool, noise, options: dict):
+        """The rule on token sequences (``fusion_ref.forward``'s token path): returns
+        ``(fused, aux, presence)``.
+
+        Padding and absent tokens become zeros (``ops.where``); ``input_proj`` maps every
+        token; ``input_norm="batch"`` reads every real token of a present modality. The
+        attending rules (``reads_tokens``) get the sequences and their token weights;
+        the others each modality's masked mean.
+        """
+        s = self.spec
+        x, w, m = self._sequences(v, t, present, padding)
+        if s.projected():
+            x = self._project_tokens(x, w)
+        if s.input_norm == "batch":
+            x = [
+                self._input_norm_tokens(x[i], None if w is None else w[i], modality, training)
+                for i, modality in enumerate(("image", "text"))
+            ]
+        if not type(self).reads_tokens:
+            x = [pool(x[0], None if w is None else w[0]), pool(x[1], None if w is None else w[1])]
+        u = self._noise(x[0], training, noise, options)
+        drop = dropout(float(getattr(s, "dropout", 0.0)), training, self.seed_generator)
+        extra = {"token_weights": w} if type(self).reads_tokens else {}
+        with matmul_precision_scope(self.matmul_precision):
+            out, aux = type(self).fuse(
+                s, self._canonical, *x, training=training, noise=u, drop=drop, present=m,
+                **extra, **options,
+            )
+        return out, aux, m
+
+    def _sequences(self, v, t, present, padding):
+        """Both modalities as token sequences ``(B, L, D)`` (a vector is one token), their
+        token weights ``(w_v, w_t)`` (``(B, L)`` bool: a real token of a present modality)
+        and the call's ``Presence``.
+
+        Without a presence or padding mask both are ``None`` (every token is real) and
+        the sequences are returned as they are. Otherwise a modality whose tokens are
+        all padding is absent (the masks compose with ``present`` by AND), and padding
+        and absent tokens are replaced by zeros.
+        """
+        x = [y if len(y.shape) == 3 else y[:, None] for y in (v, t)]  # (B, L, D) each
+        if present is None and all(pad is None for pad in padding):
+            return x, None, None
+        valid = [
+            ops.ones_like(y[..., 0], dtype="bool") if pad is None else _as_bool(pad)
+            for y, pad in zip(x, padding, strict=True)
+        ]  # (B, L) each
+        here = [ops.any(w, axis=1) for w in valid]  # (B,) each
+        given = self._present(present)
+        if given is not None:
+            here = [ops.logical_and(here[0], given.image), ops.logical_and(here[1], given.text)]
+        valid = [ops.logical_and(w, h[:, None]) for w, h in zip(valid, here, strict=True)]
+        x = [ops.where(w[..., None], y, ops.zeros_like(y)) for y, w in zip(x, valid, strict=True)]
+        return x, valid, Presence(*here)
+
+    def _project_tokens(self, x, w):
+        """Each modality's tokens mapped to ``dim`` by ``input_proj`` where its width differs;
+        padding and absent tokens stay 0 (not the projection's bias)."""
+        x = list(x)
+        for i, modality in enumerate(("image", "text")):
+            if modality in self.spec.projected():
+                with matmul_precision_scope(self.matmul_precision):
+                    y = linear(self._canonical, f"input_proj.{modality}", x[i])  # (B, L, D)
+                x[i] = y if w is None else ops.where(w[i][..., None], y, ops.zeros_like(y))
+        return x
+
+    def _input_norm_tokens(self, x, w, modality: str, training: bool):
+        """``input_norm="batch"`` of token sequences ``(B, L, D)``: the statistics over every
+        real token (``w`` ``(B, L)``; ``None``: all), as over ``B * L`` rows."""
+        D = x.shape[-1]
+        flat = ops.reshape(x, (-1, D))  # (B * L, D)
+        y = self._input_norm(flat, None if w is None else ops.reshape(w, (-1,)), modality, training)
+        return ops.reshape(y, ops.shape(x))  # (B, L, D)
+
     def _project(self, v, t, m):
         """``v``, ``t`` mapped to ``dim`` by ``input_proj`` where a width differs; an absent
         row stays 0 (not the projection's bias)."""
@@ -692,8 +882,24 @@ class FusionLayer(keras.layers.Layer):
     def compute_output_shape(self, v_shape, t_shape, present_shape=None):
         return (v_shape[0], self.spec.dim)
 
+    def compute_mask(self, inputs, previous_mask=None):
+        """No mask on the output: the fused ``(B, dim)`` has no tokens left to mask (this
+        layer consumes the padding masks of its token inputs)."""
+        return None
+
     def compute_output_spec(
-        self, v, t, present=None, training=None, noise=None, return_aux=False, **call_options
+        self,
+        v,
+        t,
+        present=None,
+        training=None,
+        noise=None,
+        return_aux=False,
+        image_mask=None,
+        text_mask=None,
+        v_mask=None,
+        t_mask=None,
+        **call_options,
     ):
         s = self.spec
         options = self._call_options(call_options, bool(training))
@@ -701,15 +907,23 @@ class FusionLayer(keras.layers.Layer):
         out = keras.KerasTensor((batch, s.dim), dtype=self.compute_dtype)
         if not return_aux:
             return out
-        aux = {
-            a.name: keras.KerasTensor(
-                a.shape, dtype="int32" if a.dtype == "int" else self.compute_dtype
+        image_mask = _propagated(image_mask, v, v_mask)
+        text_mask = _propagated(text_mask, t, t_mask)
+        masked = present is not None or image_mask is not None or text_mask is not None
+        lengths = tuple(x.shape[1] if len(x.shape) == 3 else 1 for x in (v, t))
+
+        def declared(unknown: int):  # a symbolic token count (None) read as ``unknown``
+            tokens = tuple(unknown if n is None else n for n in lengths)
+            return s.call_aux(
+                batch, training=bool(training), present=masked, tokens=tokens, **options
             )
-            for a in s.call_aux(
-                batch, training=bool(training), present=present is not None, **options
-            )
-            if a.role != "margin"
-        }
+
+        aux = {}
+        for a, b in zip(declared(1), declared(2), strict=True):  # sizes that differ are None
+            if a.role != "margin":
+                shape = tuple(x if x == y else None for x, y in zip(a.shape, b.shape, strict=True))
+                dtype = "int32" if a.dtype == "int" else self.compute_dtype
+                aux[a.name] = keras.KerasTensor(shape, dtype=dtype)
         return out, aux
 
     def get_config(self):

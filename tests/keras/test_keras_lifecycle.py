@@ -135,8 +135,14 @@ def test_call_errors_name_rule_argument_and_received():
         ValueError, match=r"shomr: noise 'route' expected shape \(8,\); received \(4,\)"
     ):
         layer(v, t, training=True, noise={"route": np.zeros(4)})
-    with pytest.raises(ValueError, match=r"shomr: input 'v' expected shape \(B, 16\); received"):
+    with pytest.raises(
+        ValueError, match=r"shomr: input 'v' expected shape \(B, 16\) or \(B, L_v, 16\); received"
+    ):
         bk.ShomrFusion(s).build((None, 12), (None, 16))
+    with pytest.raises(
+        ValueError, match=r"shomr: input 't' expected shape \(B, 16\) or \(B, L_t, 16\); received"
+    ):
+        bk.ShomrFusion(s).build((None, 16), (None, 2, 3, 16))
     with pytest.raises(TypeError, match=r"shomr: unexpected call option\(s\) \['progress'\]"):
         layer(v, t, progress=0.5)
     with pytest.raises(
