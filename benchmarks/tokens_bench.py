@@ -107,6 +107,38 @@ def inputs(length: int, seed: int):
     return v, t, *masks
 
 
+def _step(module, call) -> None:
+    module.zero_grad(set_to_none=True)
+    call().sum().backward()
+
+
+def _cells(kind: str, ours, theirs, length: int, budget_s: float) -> list[dict]:
+    """The eval and training rows of one rule at one length."""
+    v, t, mv, mt = inputs(length, seed=length)
+
+    def call_ours():
+        return ours(v, t, image_mask=mv, text_mask=mt)
+
+    def call_theirs():
+        return theirs(v, t, mv, mt)
+
+    rows = []
+    ours.eval(), theirs.eval()
+    with torch.inference_mode():
+        diff = float((call_ours() - call_theirs()).abs().max())
+        times = interleaved({"ours": call_ours, "torch_nn": call_theirs}, budget_s)
+    rows.append({"rule": kind, "L": length, "mode": "eval", "max_abs_diff": diff, "ms": times,
+                 "ratio": times["torch_nn"] / times["ours"]})
+    ours.train(), theirs.train()
+    times = interleaved(
+        {"ours": lambda: _step(ours, call_ours), "torch_nn": lambda: _step(theirs, call_theirs)},
+        budget_s,
+    )
+    rows.append({"rule": kind, "L": length, "mode": "train", "max_abs_diff": diff, "ms": times,
+                 "ratio": times["torch_nn"] / times["ours"]})
+    return rows
+
+
 def run(budget_s: float, lengths=LENGTHS) -> list[dict]:
     rows = []
     for kind in RULES:
@@ -114,38 +146,11 @@ def run(budget_s: float, lengths=LENGTHS) -> list[dict]:
         params = spec.init_params(s, seed=0)
         ours, theirs = build(s, params), BASELINES[kind](s, params)
         for length in lengths:
-            v, t, mv, mt = inputs(length, seed=length)
-            ours.eval(), theirs.eval()
-            with torch.inference_mode():
-                a = ours(v, t, image_mask=mv, text_mask=mt)
-                b = theirs(v, t, mv, mt)
-                diff = float((a - b).abs().max())
-                times = interleaved(
-                    {
-                        "ours": lambda: ours(v, t, image_mask=mv, text_mask=mt),
-                        "torch_nn": lambda: theirs(v, t, mv, mt),
-                    },
-                    budget_s,
-                )
-            rows.append({"rule": kind, "L": length, "mode": "eval", "max_abs_diff": diff,
-                         "ms": times, "ratio": times["torch_nn"] / times["ours"]})
-            ours.train(), theirs.train()
-
-            def step(m, call):
-                m.zero_grad(set_to_none=True)
-                call().sum().backward()
-
-            times = interleaved(
-                {
-                    "ours": lambda: step(ours, lambda: ours(v, t, image_mask=mv, text_mask=mt)),
-                    "torch_nn": lambda: step(theirs, lambda: theirs(v, t, mv, mt)),
-                },
-                budget_s,
-            )
-            rows.append({"rule": kind, "L": length, "mode": "train", "max_abs_diff": diff,
-                         "ms": times, "ratio": times["torch_nn"] / times["ours"]})
-            print(f"{kind} L={length}: eval/train ratios {rows[-2]['ratio']:.2f} / "
-                  f"{rows[-1]['ratio']:.2f} (max |diff| {diff:.1e})", file=sys.stderr)
+            eval_row, train_row = _cells(kind, ours, theirs, length, budget_s)
+            rows += [eval_row, train_row]
+            print(f"{kind} L={length}: eval/train ratios {eval_row['ratio']:.2f} / "
+                  f"{train_row['ratio']:.2f} (max |diff| {eval_row['max_abs_diff']:.1e})",
+                  file=sys.stderr)
     return rows
 
 

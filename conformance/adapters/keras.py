@@ -61,6 +61,7 @@ class KerasAdapter(Adapter):
     dtype = "float32"
     supports_present = True
     supports_aux_gradients = True
+    supports_tokens = True
 
     def __init__(self, seed: int = 0, device: str = "cpu", precision: str = "float32"):
         check_settings(device, precision)
@@ -110,9 +111,11 @@ class KerasAdapter(Adapter):
     def _noise(noise):
         return None if noise is None else {k: np.asarray(u, np.float32) for k, u in noise.items()}
 
-    def forward(self, model, v, t, *, training, noise, options, present=None):
+    def forward(self, model, v, t, *, training, noise, options, present=None, **masks):
+        masks = {k: m for k, m in masks.items() if m is not None}
         out, aux = model(
-            v, t, present, training=training, noise=self._noise(noise), return_aux=True, **options
+            v, t, present, training=training, noise=self._noise(noise), return_aux=True,
+            **masks, **options,
         )
         return _numpy(out), {k: _numpy(a) for k, a in aux.items()}
 
@@ -125,10 +128,12 @@ class KerasAdapter(Adapter):
         return {name: var for name, var in model.canonical_variables.items() if id(var) in by_id}
 
     def gradients(
-        self, model, v, t, cotangent, *, training, noise, options, present=None, aux_cotangents=None
+        self, model, v, t, cotangent, *, training, noise, options, present=None, aux_cotangents=None,
+        **masks,
     ):
         noise = self._noise(noise)
-        options = {**options, "present": present}
+        masks = {k: m for k, m in masks.items() if m is not None}
+        options = {**options, "present": present, **masks}
         variables = self._variables(model)
         # the loss: sum(out * cotangent) plus each aux loss term times its cotangent
         cotangents = (cotangent, dict(aux_cotangents or {}))
