@@ -388,6 +388,25 @@ def _float64_available() -> bool:
     return bool(jax.config.jax_enable_x64)
 
 
+#: Keyword arguments of a layer that are not spec fields: ``keras.layers.Layer``'s own
+#: (``name``, ``dtype``, ``trainable``, ...) and the routing layers' (``energy_loss``, ...).
+#: Every other keyword of a layer's constructor (and of ``build``) is a spec field.
+LAYER_ARGUMENTS = frozenset(
+    {
+        "activity_regularizer",
+        "autocast",
+        "dtype",
+        "input_dim",
+        "input_shape",
+        "name",
+        "trainable",
+        "energy_loss",
+        "monitor",
+        "track_progress",
+    }
+)
+
+
 class FusionLayer(keras.layers.Layer):
     """Keras layer computing one fusion rule ``f(v, t)``: ``(B, D), (B, D) -> (B, D)``.
 
@@ -405,6 +424,11 @@ class FusionLayer(keras.layers.Layer):
             policy). On the torch and tensorflow backends only ``"float32"`` is
             accepted: their TF32 switches are process-wide (see
             ``matmul_precision_scope``).
+        **kwargs: spec fields, as ``build`` takes them: ``GatedFusion(dim=32)`` is
+            ``GatedFusion(spec.parse("gated", dim=32))``, and with ``spec`` they override
+            its fields (as the PyTorch modules do); a misspelt field is a ``SpecError``
+            naming the closest fields. The keywords of ``LAYER_ARGUMENTS`` (``name``,
+            ``dtype``, ``trainable``, ...) go to ``keras.layers.Layer`` instead.
 
     Weights: one Keras variable per canonical parameter, named after it; dense
     weights canonically ``(out, in)`` are held transposed as kernels ``(in, out)``
@@ -426,12 +450,15 @@ class FusionLayer(keras.layers.Layer):
 
     def __init__(
         self,
-        spec: Any,
+        spec: Any = None,
         seed: int | None = None,
         matmul_precision: str = "float32",
         **kwargs: Any,
     ):
-        s = parse(spec)  # first: a bad spec or dtype is named before Keras sees them
+        fields = {k: x for k, x in kwargs.items() if k not in LAYER_ARGUMENTS}
+        kwargs = {k: x for k, x in kwargs.items() if k in LAYER_ARGUMENTS}
+        # first: a bad spec, field or dtype is named before Keras sees them
+        s = parse(self.kind if spec is None else spec, **fields)
         _check_dtype(s.kind, kwargs.get("dtype"))
         try:
             super().__init__(**kwargs)
@@ -476,6 +503,11 @@ class FusionLayer(keras.layers.Layer):
         self.transposed = tuple(p.name for p in self.param_specs if _is_dense(p))
         self._canonical: dict[str, keras.Variable] = {}
         self._initial_values: dict[str, np.ndarray] | None = None
+
+    @property
+    def dim(self) -> int:
+        """The output width ``D`` (``spec.dim``)."""
+        return self.spec.dim
 
     # --- Keras lifecycle ----------------------------------------------------------
     def __repr__(self) -> str:

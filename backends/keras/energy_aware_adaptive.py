@@ -115,7 +115,7 @@ class EnergyAwareAdaptiveFusion(RouteMonitor, FusionLayer):
 
     def __init__(
         self,
-        spec,
+        spec=None,
         seed=None,
         *,
         energy_loss: bool = True,
