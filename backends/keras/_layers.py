@@ -407,6 +407,26 @@ LAYER_ARGUMENTS = frozenset(
 )
 
 
+#: Rows x ``dim`` per chunk of a chunked eval call (``FusionLayer.chunked_eval``): 2**21
+#: elements, 4096 rows at D = 512 (the encoder's matrix products then have 8192 token rows).
+EVAL_CHUNK_ELEMENTS = 2**21
+
+
+def _eager(x) -> bool:
+    """Whether ``x`` is a concrete tensor of an eager call (not a JAX tracer under
+    ``jit``, nor a TensorFlow graph tensor): only there is the batch size a number."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return not isinstance(x, jax.core.Tracer)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    return True
+
+
 class FusionLayer(keras.layers.Layer):
     """Keras layer computing one fusion rule ``f(v, t)``: ``(B, D), (B, D) -> (B, D)``.
 
@@ -447,6 +467,12 @@ class FusionLayer(keras.layers.Layer):
 
     kind: ClassVar[str]
     fuse: ClassVar[Callable]
+    #: True for the rules whose eager eval call runs over chunks of the batch (each
+    #: sample's output depends on that sample alone there): their intermediates (the
+    #: FFN hidden layer ``(B, 2, 4D)``, every route's path) would otherwise take 11 to
+    #: 14 times the inputs at B = 65536. A compiled call (``jit``, a ``tf.function``)
+    #: runs whole: XLA plans its memory itself.
+    chunked_eval: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -499,6 +525,8 @@ class FusionLayer(keras.layers.Layer):
         self.seed = seed
         self.matmul_precision = matmul_precision
         self.seed_generator = keras.random.SeedGenerator(seed)
+        #: Rows x dim per chunk of a chunked eval call; 0 turns chunking off.
+        self.eval_chunk_elements = EVAL_CHUNK_ELEMENTS
         self.param_specs = tuple(s.params())
         self.transposed = tuple(p.name for p in self.param_specs if _is_dense(p))
         self._canonical: dict[str, keras.Variable] = {}
@@ -648,15 +676,55 @@ class FusionLayer(keras.layers.Layer):
             t = self._input_norm(t, None if m is None else m.text, "text", training)
         u = self._noise(v, training, noise, options)
         drop = dropout(float(getattr(s, "dropout", 0.0)), training, self.seed_generator)
+        rows = self._chunk_rows(v, u, training)
         with matmul_precision_scope(self.matmul_precision):
-            out, aux = type(self).fuse(
-                s, self._canonical, v, t, training=training, noise=u, drop=drop, present=m, **options
-            )
+            if rows is None:
+                out, aux = type(self).fuse(
+                    s, self._canonical, v, t, training=training, noise=u, drop=drop, present=m,
+                    **options,
+                )
+            else:
+                out, aux = self._fuse_chunked(v, t, m, rows, drop, options)
         if m is not None:
             out = ops.where(m.neither[:, None], ops.zeros_like(out), out)
             aux["neither"] = ops.cast(m.neither, out.dtype)
         self._after_call(aux, training)
         return (out, aux) if return_aux else out
+    def _chunk_rows(self, v, noise: dict, training: bool) -> int | None:
+        """Rows per chunk of this call; ``None``: one piece (training, noise drawn, a
+        compiled call, or a batch of at most one chunk)."""
+        if training or noise or not self.chunked_eval or not self.eval_chunk_elements:
+            return None
+        batch = v.shape[0]
+        if not isinstance(batch, int) or not _eager(v):
+            return None
+        rows = max(1, self.eval_chunk_elements // int(v.shape[-1]))
+        return rows if batch > rows else None
+
+    def _fuse_chunked(self, v, t, m: Presence | None, rows: int, drop, options: dict):
+        """``fuse`` over ``rows``-row chunks, concatenated: one chunk's intermediates at a
+        time. Per-sample aux outputs are concatenated; ``merge_aux`` finishes the others."""
+        outs, auxes = [], []
+        for i in range(0, v.shape[0], rows):
+            pm = None if m is None else Presence(m.image[i : i + rows], m.text[i : i + rows])
+            o, a = type(self).fuse(
+                self.spec, self._canonical, v[i : i + rows], t[i : i + rows],
+                training=False, noise={}, drop=drop, present=pm, **options,
+            )
+            outs.append(o)
+            auxes.append(a)
+        aux = {
+            k: ops.concatenate([a[k] for a in auxes], axis=0)
+            for k in auxes[0]
+            if len(auxes[0][k].shape)
+        }
+        return ops.concatenate(outs, axis=0), self.merge_aux(aux)
+
+    def merge_aux(self, aux: dict) -> dict:
+        """The aux outputs of a chunked call from its per-sample ones (concatenated over
+        the chunks): a rule with a batch-wide aux output (``energy_loss``) computes it here."""
+        return aux
+
     def _project(self, v, t, m):
         """``v``, ``t`` mapped to ``dim`` by ``input_proj`` where a width differs; an absent
         row stays 0 (not the projection's bias)."""

@@ -46,4 +46,5 @@ class CrossAttentionFusion(FusionLayer):
     """
 
     kind = "cross_attention"
+    chunked_eval = True
     fuse = staticmethod(cross_attention)

@@ -107,6 +107,7 @@ class ShomrFusion(RouteMonitor, FusionLayer):
     """
 
     kind = "shomr"
+    chunked_eval = True
     fuse = staticmethod(shomr)
 
     def __init__(self, spec=None, seed=None, *, monitor: bool = False, **kwargs):

@@ -28,4 +28,5 @@ class SimpleFusion(FusionLayer):
     """
 
     kind = "simple"
+    chunked_eval = True
     fuse = staticmethod(simple)

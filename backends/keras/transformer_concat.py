@@ -31,4 +31,5 @@ class TransformerConcatFusion(FusionLayer):
     """
 
     kind = "transformer_concat"
+    chunked_eval = True
     fuse = staticmethod(transformer_concat)
