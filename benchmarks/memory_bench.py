@@ -31,7 +31,7 @@ distinct batch sizes (B = 1000, 1001, ...) after a warm-up call; the resident se
 by the figure reported per new size, against calls repeating one size (the control).
 Eager JAX compiles each operation for each new shape and keeps the executable; after
 ``jax.clear_caches()`` as many calls at new sizes again (B = 2001, ...) grow the
-resident set by the third figure: the memory the caches held is reused.
+resident set by the third figure: whether the memory the caches held is reused.
 
 Settings: ``chunked`` is the default layer (PyTorch's attention rules and Keras's
 chunked rules run an eval call over chunks of the batch); ``whole`` turns chunking off
