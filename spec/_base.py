@@ -36,6 +36,17 @@ FFN_MULT = 4
 #: Largest ``dim``: one ``(dim, dim)`` float32 matrix is already 16 GiB there. Without a
 #: bound, ``dim=10**7`` failed in the allocator and ``dim=10**30`` inside ``init_params``.
 MAX_DIM = 65536
+#: Largest ``layers`` (encoder layers, or the MLP's linears): above the deepest published
+#: Transformer stacks (GPT-3: 96, PaLM: 118). ``layers=10**9`` failed in the allocator.
+MAX_LAYERS = 128
+#: Largest ``hidden_mult`` (``concat_mlp``'s hidden width is ``hidden_mult * dim``): 16
+#: times the usual 4. ``hidden_mult=10**9`` failed in the allocator.
+MAX_HIDDEN_MULT = 64
+#: Most parameters a spec may declare (``2**38``, 1 TiB in float32): the product of the
+#: bounded sizes (``dim`` x ``dim`` x ``layers`` ...) can still exceed any machine. Every
+#: rule's defaults at ``MAX_DIM`` stay under it (the largest, ``transformer_concat``, has
+#: 2.06e11), so ``dim`` alone is bounded by ``MAX_DIM``, not by this.
+MAX_PARAMS = 2**38
 
 
 def _not_bool(value: Any) -> Any:
@@ -231,6 +242,23 @@ class FusionSpecBase(BaseModel):
         default=1e-5, gt=0.0, le=1.0, description="epsilon of input_norm='batch': (x - mu) / sqrt(var + eps)."
     )
 
+    @model_validator(mode="after")
+    def _parameter_count_bounded(self):
+        """At most ``MAX_PARAMS`` parameters (runs after the fields' own bounds, so the
+        declarations it counts are few and small)."""
+        count = self.parameter_count()
+        if count > MAX_PARAMS:
+            sizes = ", ".join(
+                f"{name}={getattr(self, name)}"
+                for name in SIZE_FIELDS
+                if getattr(self, name, None) is not None
+            )
+            raise ValueError(
+                f"{self.kind}: the parameter count expected at most {MAX_PARAMS} "
+                f"(spec.MAX_PARAMS, 1 TiB of float32); received {count} with {sizes}"
+            )
+        return self
+
     #: Keyword arguments this rule accepts at call time.
     call_options: ClassVar[tuple[CallOption, ...]] = ()
     #: One-line summary for tables and reprs.
@@ -395,6 +423,10 @@ class FusionSpecBase(BaseModel):
     # --- convenience ------------------------------------------------------
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {p.name: p.shape for p in self.params()}
+
+    def parameter_count(self) -> int:
+        """The number of scalars in ``params()`` (trained or not), without allocating them."""
+        return sum(math.prod(p.shape) for p in self.params())
 
     def check_call_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Validate call-time keyword arguments; returns them with defaults filled."""
@@ -598,6 +630,9 @@ def encoder_layer_macs(dim: int, tokens: int, ffn_mult: int) -> int:
 # --- fields shared by the rules ----------------------------------------------
 
 
+#: The integer size fields a spec may have, in the order an error lists them.
+SIZE_FIELDS = ("dim", "image_dim", "text_dim", "heads", "layers", "hidden_mult")
+
 ROUTE_NAMES = ("image", "text", "both")
 #: The modalities, in the order of the call's arguments (``v``, ``t``).
 MODALITIES = ("image", "text")
@@ -675,7 +710,10 @@ class AttentionSpecBase(FusionSpecBase):
     """
 
     heads: Count = Field(
-        default=8, gt=0, description="Attention heads h; must divide dim. Scale 1/sqrt(dim/h)."
+        default=8,
+        gt=0,
+        le=MAX_DIM,
+        description="Attention heads h; must divide dim. Scale 1/sqrt(dim/h).",
     )
     dropout: float = dropout_field()
     layer_norm_eps: Literal[1e-05] = Field(default=1e-05, description="LayerNorm epsilon.")

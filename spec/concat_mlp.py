@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field
 
 from ._base import (
+    MAX_HIDDEN_MULT,
+    MAX_LAYERS,
     Count,
     FusionSpecBase,
     dropout_field,
@@ -26,8 +28,15 @@ class ConcatMlpSpec(FusionSpecBase):
     )
 
     kind: Literal["concat_mlp"] = "concat_mlp"
-    hidden_mult: Count = Field(default=2, gt=0, description="Hidden width is hidden_mult * dim.")
-    layers: Count = Field(default=2, gt=0, description="Number of linear layers (1 = a single linear).")
+    hidden_mult: Count = Field(
+        default=2, gt=0, le=MAX_HIDDEN_MULT, description="Hidden width is hidden_mult * dim."
+    )
+    layers: Count = Field(
+        default=2,
+        gt=0,
+        le=MAX_LAYERS,
+        description="Number of linear layers (1 = a single linear).",
+    )
     dropout: float = dropout_field()
     gelu: Literal["erf"] = gelu_field()
     missing_modality: Literal["zero_fill"] = missing_field(

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ._base import AttentionSpecBase, Count, missing_field
+from ._base import MAX_LAYERS, AttentionSpecBase, Count, missing_field
 from ._encoder import encoder, encoder_macs
 
 
@@ -27,7 +27,7 @@ class SimpleSpec(AttentionSpecBase):
     )
 
     kind: Literal["simple"] = "simple"
-    layers: Count = Field(default=2, gt=0, description="Number of encoder layers.")
+    layers: Count = Field(default=2, gt=0, le=MAX_LAYERS, description="Number of encoder layers.")
     missing_modality: Literal["zero_fill", "key_mask"] = missing_field(
         "zero_fill",
         "'zero_fill': the absent token is zeros and the rule runs unchanged; 'key_mask': "

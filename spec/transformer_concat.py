@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from ._base import (
+    MAX_LAYERS,
     AttentionSpecBase,
     Count,
     Init,
@@ -33,7 +34,7 @@ class TransformerConcatSpec(AttentionSpecBase):
     )
 
     kind: Literal["transformer_concat"] = "transformer_concat"
-    layers: Count = Field(default=4, gt=0, description="Number of encoder layers.")
+    layers: Count = Field(default=4, gt=0, le=MAX_LAYERS, description="Number of encoder layers.")
     modality_embeddings: bool = Field(
         default=True,
         description=(

@@ -55,7 +55,7 @@ def _import_keras() -> None:
 
 _import_keras()
 
-from ._layers import FusionLayer, MonitorCallback  # noqa: E402
+from ._layers import LAYER_ARGUMENTS, FusionLayer, MonitorCallback  # noqa: E402
 from .concat_mlp import ConcatMlpFusion  # noqa: E402
 from .cross_attention import CrossAttentionFusion  # noqa: E402
 from .energy_aware_adaptive import EnergyAwareAdaptiveFusion, ProgressCallback  # noqa: E402
@@ -81,12 +81,6 @@ LAYERS: dict[str, type[FusionLayer]] = {
         EnergyAwareAdaptiveFusion,
     )
 }
-
-
-#: Keyword arguments of ``build`` that go to the layer rather than to the spec.
-LAYER_ARGUMENTS = frozenset(
-    {"energy_loss", "track_progress", "monitor", "name", "dtype", "trainable"}
-)
 
 
 def build(

@@ -453,6 +453,45 @@ def _float64_available() -> bool:
     return bool(jax.config.jax_enable_x64)
 
 
+#: Keyword arguments of a layer that are not spec fields: ``keras.layers.Layer``'s own
+#: (``name``, ``dtype``, ``trainable``, ...) and the routing layers' (``energy_loss``, ...).
+#: Every other keyword of a layer's constructor (and of ``build``) is a spec field.
+LAYER_ARGUMENTS = frozenset(
+    {
+        "activity_regularizer",
+        "autocast",
+        "dtype",
+        "input_dim",
+        "input_shape",
+        "name",
+        "trainable",
+        "energy_loss",
+        "monitor",
+        "track_progress",
+    }
+)
+
+
+#: Rows x ``dim`` per chunk of a chunked eval call (``FusionLayer.chunked_eval``): 2**21
+#: elements, 4096 rows at D = 512 (the encoder's matrix products then have 8192 token rows).
+EVAL_CHUNK_ELEMENTS = 2**21
+
+
+def _eager(x) -> bool:
+    """Whether ``x`` is a concrete tensor of an eager call (not a JAX tracer under
+    ``jit``, nor a TensorFlow graph tensor): only there is the batch size a number."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return not isinstance(x, jax.core.Tracer)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly()
+    return True
+
+
 class FusionLayer(keras.layers.Layer):
     """Keras layer computing one fusion rule ``f(v, t)``: ``(B, D), (B, D) -> (B, D)``.
 
@@ -470,6 +509,11 @@ class FusionLayer(keras.layers.Layer):
             policy). On the torch and tensorflow backends only ``"float32"`` is
             accepted: their TF32 switches are process-wide (see
             ``matmul_precision_scope``).
+        **kwargs: spec fields, as ``build`` takes them: ``GatedFusion(dim=32)`` is
+            ``GatedFusion(spec.parse("gated", dim=32))``, and with ``spec`` they override
+            its fields (as the PyTorch modules do); a misspelt field is a ``SpecError``
+            naming the closest fields. The keywords of ``LAYER_ARGUMENTS`` (``name``,
+            ``dtype``, ``trainable``, ...) go to ``keras.layers.Layer`` instead.
 
     Weights: one Keras variable per canonical parameter, named after it; dense
     weights canonically ``(out, in)`` are held transposed as kernels ``(in, out)``
@@ -491,15 +535,24 @@ class FusionLayer(keras.layers.Layer):
     #: Whether ``fuse`` reads every token (``fusion_ref.TOKEN_RULES``: the attending rules);
     #: the others get each modality's masked mean.
     reads_tokens: ClassVar[bool] = False
+    #: True for the rules whose eager eval call runs over chunks of the batch (each
+    #: sample's output depends on that sample alone there): their intermediates (the
+    #: FFN hidden layer ``(B, 2, 4D)``, every route's path) would otherwise take 11 to
+    #: 14 times the inputs at B = 65536. A compiled call (``jit``, a ``tf.function``)
+    #: runs whole: XLA plans its memory itself.
+    chunked_eval: ClassVar[bool] = False
 
     def __init__(
         self,
-        spec: Any,
+        spec: Any = None,
         seed: int | None = None,
         matmul_precision: str = "float32",
         **kwargs: Any,
     ):
-        s = parse(spec)  # first: a bad spec or dtype is named before Keras sees them
+        fields = {k: x for k, x in kwargs.items() if k not in LAYER_ARGUMENTS}
+        kwargs = {k: x for k, x in kwargs.items() if k in LAYER_ARGUMENTS}
+        # first: a bad spec, field or dtype is named before Keras sees them
+        s = parse(self.kind if spec is None else spec, **fields)
         _check_dtype(s.kind, kwargs.get("dtype"))
         try:
             super().__init__(**kwargs)
@@ -540,10 +593,17 @@ class FusionLayer(keras.layers.Layer):
         self.seed = seed
         self.matmul_precision = matmul_precision
         self.seed_generator = keras.random.SeedGenerator(seed)
+        #: Rows x dim per chunk of a chunked eval call; 0 turns chunking off.
+        self.eval_chunk_elements = EVAL_CHUNK_ELEMENTS
         self.param_specs = tuple(s.params())
         self.transposed = tuple(p.name for p in self.param_specs if _is_dense(p))
         self._canonical: dict[str, keras.Variable] = {}
         self._initial_values: dict[str, np.ndarray] | None = None
+
+    @property
+    def dim(self) -> int:
+        """The output width ``D`` (``spec.dim``)."""
+        return self.spec.dim
 
     # --- Keras lifecycle ----------------------------------------------------------
     def __repr__(self) -> str:
@@ -727,10 +787,15 @@ class FusionLayer(keras.layers.Layer):
             t = self._input_norm(t, None if m is None else m.text, "text", training)
         u = self._noise(v, training, noise, options)
         drop = dropout(float(getattr(s, "dropout", 0.0)), training, self.seed_generator)
+        rows = self._chunk_rows(v, u, training)
         with matmul_precision_scope(self.matmul_precision):
-            out, aux = type(self).fuse(
-                s, self._canonical, v, t, training=training, noise=u, drop=drop, present=m, **options
-            )
+            if rows is None:
+                out, aux = type(self).fuse(
+                    s, self._canonical, v, t, training=training, noise=u, drop=drop, present=m,
+                    **options,
+                )
+            else:
+                out, aux = self._fuse_chunked(v, t, m, rows, drop, options)
         return self._finish(out, aux, m, training, return_aux)
 
     def _finish(self, out, aux, m, training: bool, return_aux: bool):
@@ -814,6 +879,41 @@ class FusionLayer(keras.layers.Layer):
         flat = ops.reshape(x, (-1, D))  # (B * L, D)
         y = self._input_norm(flat, None if w is None else ops.reshape(w, (-1,)), modality, training)
         return ops.reshape(y, ops.shape(x))  # (B, L, D)
+
+    def _chunk_rows(self, v, noise: dict, training: bool) -> int | None:
+        """Rows per chunk of this call; ``None``: one piece (training, noise drawn, a
+        compiled call, or a batch of at most one chunk)."""
+        if training or noise or not self.chunked_eval or not self.eval_chunk_elements:
+            return None
+        batch = v.shape[0]
+        if not isinstance(batch, int) or not _eager(v):
+            return None
+        rows = max(1, self.eval_chunk_elements // int(v.shape[-1]))
+        return rows if batch > rows else None
+
+    def _fuse_chunked(self, v, t, m: Presence | None, rows: int, drop, options: dict):
+        """``fuse`` over ``rows``-row chunks, concatenated: one chunk's intermediates at a
+        time. Per-sample aux outputs are concatenated; ``merge_aux`` finishes the others."""
+        outs, auxes = [], []
+        for i in range(0, v.shape[0], rows):
+            pm = None if m is None else Presence(m.image[i : i + rows], m.text[i : i + rows])
+            o, a = type(self).fuse(
+                self.spec, self._canonical, v[i : i + rows], t[i : i + rows],
+                training=False, noise={}, drop=drop, present=pm, **options,
+            )
+            outs.append(o)
+            auxes.append(a)
+        aux = {
+            k: ops.concatenate([a[k] for a in auxes], axis=0)
+            for k in auxes[0]
+            if len(auxes[0][k].shape)
+        }
+        return ops.concatenate(outs, axis=0), self.merge_aux(aux)
+
+    def merge_aux(self, aux: dict) -> dict:
+        """The aux outputs of a chunked call from its per-sample ones (concatenated over
+        the chunks): a rule with a batch-wide aux output (``energy_loss``) computes it here."""
+        return aux
 
     def _project(self, v, t, m):
         """``v``, ``t`` mapped to ``dim`` by ``input_proj`` where a width differs; an absent

@@ -80,5 +80,6 @@ class CrossAttentionFusion(FusionLayer):
     """
 
     kind = "cross_attention"
+    chunked_eval = True
     fuse = staticmethod(cross_attention)
     reads_tokens = True

@@ -25,6 +25,13 @@ from ._layers import (
 )
 
 
+def energy_loss(s, p, expected):
+    r"""$\lambda \max(0, \bar e - E_{budget})$ from the expected energies ``(B,)``."""
+    weight = p["energy_weight"] if s.energy_weight_trainable else s.energy_weight
+    mean_energy = batch_mean(expected)  # 0, not NaN, for an empty batch
+    return weight * ops.relu(mean_energy - s.energy_budget_mJ)
+
+
 def energy_aware_adaptive(s, p, v, t, *, training, noise, drop, present=None, progress=None):
     r"""Route $k$ from $r = \mathrm{softmax}(\mathrm{MLP}_r([v;t])) \in \mathbb{R}^{B \times 3}$
     (categorical draw with ``noise["route"]`` when the spec samples, else argmax):
@@ -54,9 +61,6 @@ def energy_aware_adaptive(s, p, v, t, *, training, noise, drop, present=None, pr
         out = straight_through(out, r, route)
 
     expected = ops.matmul(r, ops.convert_to_tensor(s.energy_costs_mJ, dtype=r.dtype))  # (B,)
-    weight = p["energy_weight"] if s.energy_weight_trainable else s.energy_weight
-    mean_energy = batch_mean(expected)  # 0, not NaN, for an empty batch
-    energy_loss = weight * ops.relu(mean_energy - s.energy_budget_mJ)
 
     kept = ops.ones_like(expected)  # (B,)
     if training and progress is not None:
@@ -78,7 +82,7 @@ def energy_aware_adaptive(s, p, v, t, *, training, noise, drop, present=None, pr
         "route_probs": r,
         "route": route,
         "expected_energy": expected,
-        "energy_loss": energy_loss,
+        "energy_loss": energy_loss(s, p, expected),
         "output_kept": kept,
     }
     return out, aux
@@ -110,12 +114,13 @@ class EnergyAwareAdaptiveFusion(RouteMonitor, FusionLayer):
     """
 
     kind = "energy_aware_adaptive"
+    chunked_eval = True
     fuse = staticmethod(energy_aware_adaptive)
     monitored = ("route_image", "route_text", "route_both", "expected_energy", "energy_loss")
 
     def __init__(
         self,
-        spec,
+        spec=None,
         seed=None,
         *,
         energy_loss: bool = True,
@@ -168,6 +173,10 @@ class EnergyAwareAdaptiveFusion(RouteMonitor, FusionLayer):
         elif options["progress"] is None and training and self.progress is not None:
             options["progress"] = self.progress.value
         return options
+
+    def merge_aux(self, aux):
+        aux["energy_loss"] = energy_loss(self.spec, self._canonical, aux["expected_energy"])
+        return aux
 
     def _after_call(self, aux, training):
         if self.energy_loss:

@@ -107,9 +107,10 @@ class ShomrFusion(RouteMonitor, FusionLayer):
     """
 
     kind = "shomr"
+    chunked_eval = True
     fuse = staticmethod(shomr)
 
-    def __init__(self, spec, seed=None, *, monitor: bool = False, **kwargs):
+    def __init__(self, spec=None, seed=None, *, monitor: bool = False, **kwargs):
         super().__init__(spec, seed=seed, **kwargs)
         self._init_monitor(monitor)
 

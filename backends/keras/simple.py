@@ -45,5 +45,6 @@ class SimpleFusion(FusionLayer):
     """
 
     kind = "simple"
+    chunked_eval = True
     fuse = staticmethod(simple)
     reads_tokens = True

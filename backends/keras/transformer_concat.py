@@ -48,5 +48,6 @@ class TransformerConcatFusion(FusionLayer):
     """
 
     kind = "transformer_concat"
+    chunked_eval = True
     fuse = staticmethod(transformer_concat)
     reads_tokens = True

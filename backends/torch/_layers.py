@@ -405,6 +405,13 @@ DISPATCHES = ("auto", "dense", "sparse")
 SPARSE_MIN_BATCH: dict[str, int | None] = {"cpu": 1, "cuda": None}
 
 
+#: Rows x ``dim`` per chunk of a chunked eval call (``FusionModule.chunked_eval``): 2**21
+#: elements, 4096 rows at D = 512 (the encoder's matrix products then have 8192 token rows).
+#: Peak memory of such a call is the output plus one chunk's intermediates, whatever B
+#: (``benchmarks/memory_bench.py``).
+EVAL_CHUNK_ELEMENTS = 2**21
+
+
 def static_shapes_required() -> bool:
     """True while compiling, tracing, exporting or capturing a CUDA graph."""
     return (
@@ -567,6 +574,11 @@ class FusionModule(nn.Module):
     kind: ClassVar[str]
     #: True for the rules that route each sample to one of several paths.
     routes: ClassVar[bool] = False
+    #: True for the rules whose eval call runs over chunks of the batch where autograd is
+    #: off (``torch.no_grad``, ``torch.inference_mode``): each sample's output depends on
+    #: that sample alone there, and the encoder's intermediates (FFN hidden layer
+    #: ``(B, 2, 4D)``, ...) would otherwise take 11 times the inputs at B = 65536.
+    chunked_eval: ClassVar[bool] = False
     #: The validated rule spec (each rule's module narrows it to its spec class).
     spec: FusionSpecBase
 
@@ -582,6 +594,8 @@ class FusionModule(nn.Module):
             )
         self.spec = s
         self.generator = generator
+        #: Rows x dim per chunk of a chunked eval call; 0 turns chunking off.
+        self.eval_chunk_elements = EVAL_CHUNK_ELEMENTS
         # device -> generator seeded once from ``generator``, for a module moved off its device
         self._device_generators: dict[str, torch.Generator] = {}
         self.dropout_rate = float(getattr(s, "dropout", 0.0))
@@ -845,7 +859,11 @@ class FusionModule(nn.Module):
             v = self.input_norm["image"](v, None if m is None else m.image, self.spec)
             t = self.input_norm["text"](t, None if m is None else m.text, self.spec)
         u = self._noise(v, noise, options)
-        out, aux = self.fuse(v, t, noise=u, present=m, want_aux=return_aux, **options)
+        rows = self._chunk_rows(v, u)
+        if rows is None:
+            out, aux = self.fuse(v, t, noise=u, present=m, want_aux=return_aux, **options)
+        else:
+            out, aux = self._fuse_chunked(v, t, m, rows, return_aux, options)
         # One output dtype for every rule under autocast (a no-op otherwise): the rules
         # end in different ops (linear: the autocast dtype; layer norm: float32).
         return out, aux, m, v.dtype
@@ -899,6 +917,42 @@ class FusionModule(nn.Module):
 
     if TYPE_CHECKING:  # ``module(v, t)`` is ``forward``'s (nn.Module types it ``Any``)
         __call__ = forward
+
+    def _chunk_rows(self, v: Tensor, noise: dict) -> int | None:
+        """Rows per chunk of this call; ``None``: one piece (training, autograd on, noise
+        drawn, compiling or tracing, or a batch of at most one chunk)."""
+        if (
+            not self.chunked_eval
+            or self.training
+            or torch.is_grad_enabled()
+            or noise
+            or not self.eval_chunk_elements
+            or static_shapes_required()
+            or _transformed(v)
+        ):
+            return None
+        rows = max(1, self.eval_chunk_elements // v.shape[-1])
+        return rows if v.shape[0] > rows else None
+
+    def _fuse_chunked(
+        self, v: Tensor, t: Tensor, m: Presence | None, rows: int, want_aux: bool, options: dict
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``fuse`` over ``rows``-row chunks, each written into the output (and each aux
+        output, all of them per sample) as it is done: no chunk's intermediates outlive it."""
+        B = v.shape[0]
+        out: Tensor | None = None
+        aux: dict[str, Tensor] = {}
+        for i in range(0, B, rows):
+            part = slice(i, i + rows)
+            pm = None if m is None else Presence(m.image[part], m.text[part])
+            o, a = self.fuse(v[part], t[part], noise={}, present=pm, want_aux=want_aux, **options)
+            if out is None:
+                out = o.new_empty((B, *o.shape[1:]))  # (B, D)
+                aux = {k: x.new_empty((B, *x.shape[1:])) for k, x in a.items()}
+            out[part] = o
+            for k, x in a.items():
+                aux[k][part] = x
+        return out, aux
 
     def fuse(
         self,

@@ -29,6 +29,7 @@ class CrossAttentionFusion(FusionModule):
     """
 
     kind = "cross_attention"
+    chunked_eval = True
     spec: CrossAttentionSpec
 
     def __init__(

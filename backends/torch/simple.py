@@ -27,6 +27,7 @@ class SimpleFusion(FusionModule):
     """
 
     kind = "simple"
+    chunked_eval = True
     spec: SimpleSpec
 
     def __init__(

@@ -27,6 +27,7 @@ class TransformerConcatFusion(FusionModule):
     """
 
     kind = "transformer_concat"
+    chunked_eval = True
     spec: TransformerConcatSpec
 
     def __init__(

@@ -235,6 +235,42 @@ def test_frozen_and_extra_forbidden():
             "received dim=1000000000000000000000000000000",
         ),
         (
+            {"kind": "concat_mlp", "dim": 8, "layers": 10**9},
+            "concat_mlp: field 'layers': input should be less than or equal to 128; "
+            "received layers=1000000000",
+        ),
+        (
+            {"kind": "simple", "dim": 8, "heads": 2, "layers": 129},
+            "simple: field 'layers': input should be less than or equal to 128; received layers=129",
+        ),
+        (
+            {"kind": "transformer_concat", "dim": 8, "heads": 2, "layers": 10**9},
+            "transformer_concat: field 'layers': input should be less than or equal to 128; "
+            "received layers=1000000000",
+        ),
+        (
+            {"kind": "concat_mlp", "dim": 8, "hidden_mult": 10**9},
+            "concat_mlp: field 'hidden_mult': input should be less than or equal to 64; "
+            "received hidden_mult=1000000000",
+        ),
+        (
+            {"kind": "cross_attention", "dim": 8, "heads": 10**9},
+            "cross_attention: field 'heads': input should be less than or equal to 65536; "
+            "received heads=1000000000",
+        ),
+        (
+            {"kind": "transformer_concat", "dim": 65536, "layers": 8},
+            "transformer_concat: the parameter count expected at most 274877906944 "
+            "(spec.MAX_PARAMS, 1 TiB of float32); received 412323807232 with dim=65536, "
+            "heads=8, layers=8",
+        ),
+        (
+            {"kind": "concat_mlp", "dim": 65536, "hidden_mult": 64},
+            "concat_mlp: the parameter count expected at most 274877906944 "
+            "(spec.MAX_PARAMS, 1 TiB of float32); received 824637980672 with dim=65536, "
+            "layers=2, hidden_mult=64",
+        ),
+        (
             {"kind": "gated", "dim": True},
             "gated: field 'dim': input should be an integer, not a boolean; received dim=True",
         ),
@@ -266,6 +302,37 @@ def test_dim_bound_is_inclusive_and_counts_take_plain_and_numpy_ints():
     assert spec.parse({"kind": "gated", "dim": 65536}).dim == 65536 == spec.MAX_DIM
     assert spec.parse({"kind": "gated", "dim": np.int64(8)}).dim == 8
     assert spec.parse('{"kind": "simple", "dim": 8, "heads": 2, "layers": 1}').layers == 1
+
+
+def test_size_bounds_are_inclusive_and_defaults_at_max_dim_stay_under_the_parameter_bound():
+    """``layers`` and ``hidden_mult`` at their bounds parse; every rule's defaults at
+    ``MAX_DIM`` parse (so ``dim`` is bounded by ``MAX_DIM`` alone, as documented); the
+    bounds are in the JSON Schema a tool outside Python reads."""
+    assert (spec.MAX_LAYERS, spec.MAX_HIDDEN_MULT, spec.MAX_PARAMS) == (128, 64, 2**38)
+    s = spec.parse({"kind": "concat_mlp", "dim": 8, "layers": 128, "hidden_mult": 64})
+    assert (s.layers, s.hidden_mult) == (128, 64)
+    assert spec.parse({"kind": "simple", "dim": 8, "heads": 8, "layers": 128}).layers == 128
+    for kind in spec.RULES:
+        s = spec.parse({"kind": kind, "dim": spec.MAX_DIM})
+        assert s.parameter_count() <= spec.MAX_PARAMS
+    assert max(spec.parse({"kind": k, "dim": spec.MAX_DIM}).parameter_count() for k in spec.RULES) == (
+        spec.parse({"kind": "transformer_concat", "dim": spec.MAX_DIM}).parameter_count()
+    )
+    schema = spec.json_schema()
+    defs = schema["$defs"]
+    assert defs["ConcatMlpSpec"]["properties"]["layers"]["maximum"] == spec.MAX_LAYERS
+    assert defs["ConcatMlpSpec"]["properties"]["hidden_mult"]["maximum"] == spec.MAX_HIDDEN_MULT
+    assert defs["SimpleSpec"]["properties"]["layers"]["maximum"] == spec.MAX_LAYERS
+    assert defs["TransformerConcatSpec"]["properties"]["layers"]["maximum"] == spec.MAX_LAYERS
+    assert defs["CrossAttentionSpec"]["properties"]["heads"]["maximum"] == spec.MAX_DIM
+
+
+def test_parameter_count_counts_every_declared_scalar():
+    s = spec.parse({"kind": "concat_mlp", "dim": 4, "hidden_mult": 3, "layers": 2})
+    # mlp.0: (12, 8) + 12; mlp.1: (4, 12) + 4
+    assert s.parameter_count() == 12 * 8 + 12 + 4 * 12 + 4 == sum(
+        a.size for a in spec.init_params(s).values()
+    )
 
 
 @pytest.mark.parametrize(
