@@ -1413,6 +1413,46 @@ def perf_tokens_block() -> str:
     )
 
 
+#: benchmarks/memory_bench.py: extra memory of one eval call at a large batch.
+MEMORY_JSON = ROOT / "docs" / "assets" / "memory_bench.json"
+
+
+def perf_memory_block() -> str:
+    """The memory benchmark's table (whole batch against chunked) and the JAX growth."""
+    doc = json.loads(MEMORY_JSON.read_text())
+    m = doc["machine"]
+    cells = {(r["backend"], r["rule"], r["setting"]): r for r in doc["rows"]}
+    order = sorted({(r["backend"], r["rule"]) for r in doc["rows"]},
+                   key=lambda k: (k[0] != "torch", list(spec.RULES).index(k[1])))
+    rows = []
+    for backend, rule in order:
+        row = [backend, f"`{rule}`"]
+        for setting in ("whole", "chunked"):
+            r = cells.get((backend, rule, setting))
+            row.append(f"{r['extra_bytes'] / 2**20:.0f} MiB ({r['ratio']:.2f}x)" if r else "")
+        rows.append(row)
+    text = (
+        f"Measured {m['date']} with `benchmarks/memory_bench.py "
+        f"{' '.join(a for a in m['argv'] if not a.endswith('.json') and a != '--json')}` on "
+        f"{m['cpu_count']} CPU cores, torch {m['torch']}, keras {m['keras']}; B = {doc['batch']}, "
+        f"D = {doc['dim']}, inputs {2 * doc['batch'] * doc['dim'] * 4 / 2**20:.0f} MiB "
+        f"(`v` and `t`, float32). Raw figures: `{_relative(MEMORY_JSON)}`.\n\n"
+    )
+    text += _table(
+        ["backend", "rule", "whole batch (x inputs)", "chunked, the default (x inputs)"], rows
+    )
+    g = doc.get("jax_growth")
+    if g:
+        text += (
+            f"\nKeras on JAX, {g['calls']} calls of `{g['rule']}` at D = {g['dim']}: the resident "
+            f"set grows {g['bytes_per_new_batch_size'] / 2**20:.1f} MiB per new batch size and "
+            f"{g['bytes_per_repeated_call'] / 2**20:.2f} MiB per call repeating one size; after "
+            "`jax.clear_caches()`, "
+            f"{g['bytes_per_new_batch_size_after_clear_caches'] / 2**20:.1f} MiB per new size.\n"
+        )
+    return text
+
+
 def perf_losses_block() -> str:
     """Every cell whose ratio prints below 1.00x (the original faster), beside its A/A."""
     rows = []
@@ -1537,6 +1577,7 @@ def pages() -> dict[str, dict[str, Callable[[], str]]]:
             "perf-host": perf_host_block,
             "perf-losses": perf_losses_block,
             "perf-tokens": perf_tokens_block,
+            "perf-memory": perf_memory_block,
         },
     }
     for kind in spec.RULES:
