@@ -227,7 +227,7 @@ class ModalityDropPerSample(_Broken):
 
     bug = "modality-drop-per-sample"
 
-    def forward(self, model, v, t, *, training, noise, options, present=None):
+    def forward(self, model, v, t, *, training, noise, options, present=None, **masks):
         s = model.spec
         if s.kind == "modality_dropout" and training and noise is None:
             per_sample = s.model_copy(update={"drop_granularity": "sample"})
@@ -239,7 +239,7 @@ class ModalityDropPerSample(_Broken):
                 per_sample, model.params, v, t, present, training=True, noise=noise, return_aux=True
             )
         return super().forward(
-            model, v, t, training=training, noise=noise, options=options, present=present
+            model, v, t, training=training, noise=noise, options=options, present=present, **masks
         )
 
 

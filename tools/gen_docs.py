@@ -591,7 +591,11 @@ def usage_block(kind: str) -> str:
             ", ".join(fields) + f", generator=None{dispatch})",
         )
         + f"\n    -> {name}, a torch.nn.Module\n"
-        + _wrap("module(", f"v, t, present=None, *, noise=None, return_aux=False{options})")
+        + _wrap(
+            "module(",
+            "v, t, present=None, *, image_mask=None, text_mask=None, noise=None, "
+            f"return_aux=False{options})",
+        )
         + "\n    -> fused, or (fused, aux) with return_aux=True\n\n"
         + _wrap(
             f"fusion_spec.backends.keras.build({kind!r}, params=None, *, ",
@@ -599,7 +603,9 @@ def usage_block(kind: str) -> str:
         )
         + f"\n    -> {name}, a keras.layers.Layer\n"
         + _wrap(
-            "layer(", f"v, t, present=None, training=None, noise=None, return_aux=False{options})"
+            "layer(",
+            "v, t, present=None, training=None, noise=None, return_aux=False, "
+            f"image_mask=None, text_mask=None{options})",
         )
         + "\n    -> fused, or (fused, aux) with return_aux=True\n```\n"
     )

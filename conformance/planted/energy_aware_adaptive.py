@@ -32,11 +32,11 @@ class _OutputDrop(Broken):
         """Gate ``(1,)`` and flags ``(B, 2)`` from the backend's own RNG."""
         return model.rng.random(1), model.rng.random((batch, 2))
 
-    def forward(self, model, v, t, *, training, noise, options, present=None):
+    def forward(self, model, v, t, *, training, noise, options, present=None, **masks):
         s, progress = model.spec, options.get("progress")
         if s.kind != "energy_aware_adaptive" or not training or progress is None:
             return super().forward(
-                model, v, t, training=training, noise=noise, options=options, present=present
+                model, v, t, training=training, noise=noise, options=options, present=present, **masks
             )
         B = v.shape[0]
         if noise is None:
@@ -155,11 +155,11 @@ class EvalRoutingSampleIgnored(Broken):
     def build(self, s, params):
         return super().build(s.model_copy(update={"eval_routing": "argmax"}), params)
 
-    def forward(self, model, v, t, *, training, noise, options, present=None):
+    def forward(self, model, v, t, *, training, noise, options, present=None, **masks):
         if not training and noise:
             noise = {k: u for k, u in noise.items() if k != "route"}
         return super().forward(
-            model, v, t, training=training, noise=noise, options=options, present=present
+            model, v, t, training=training, noise=noise, options=options, present=present, **masks
         )
 
 
@@ -169,9 +169,9 @@ class EnergyMeanOverPresent(Broken):
 
     bug = "energy-mean-over-present"
 
-    def forward(self, model, v, t, *, training, noise, options, present=None):
+    def forward(self, model, v, t, *, training, noise, options, present=None, **masks):
         out, aux = super().forward(
-            model, v, t, training=training, noise=noise, options=options, present=present
+            model, v, t, training=training, noise=noise, options=options, present=present, **masks
         )
         s = model.spec
         if present is not None and np.asarray(present).any(axis=1).any():
@@ -187,9 +187,9 @@ class OutputScaledInEval(Broken):
 
     bug = "output-scaled-in-eval"
 
-    def forward(self, model, v, t, *, training, noise, options, present=None):
+    def forward(self, model, v, t, *, training, noise, options, present=None, **masks):
         out, aux = super().forward(
-            model, v, t, training=training, noise=noise, options=options, present=present
+            model, v, t, training=training, noise=noise, options=options, present=present, **masks
         )
         progress = options.get("progress")
         if not training and progress is not None:
@@ -212,9 +212,9 @@ class NeitherRowCostsImage(Broken):
 
     bug = "neither-row-costs-image"
 
-    def forward(self, model, v, t, *, training, noise, options, present=None):
+    def forward(self, model, v, t, *, training, noise, options, present=None, **masks):
         out, aux = super().forward(
-            model, v, t, training=training, noise=noise, options=options, present=present
+            model, v, t, training=training, noise=noise, options=options, present=present, **masks
         )
         s = model.spec
         if present is not None:

@@ -24,13 +24,13 @@ class SharedUniform(Broken):
 
     bug = "modality-drop-shared-uniform"
 
-    def forward(self, model, v, t, *, training, noise, options, present=None):
+    def forward(self, model, v, t, *, training, noise, options, present=None, **masks):
         if training and noise is None:
             shape = model.spec.noise(v.shape[0], training=True)[0].shape
             u = model.rng.random(shape)
             noise = {"drop_image": u, "drop_text": u.copy()}
         return super().forward(
-            model, v, t, training=training, noise=noise, options=options, present=present
+            model, v, t, training=training, noise=noise, options=options, present=present, **masks
         )
 
 

@@ -74,10 +74,10 @@ class ForcedRoutingIgnored(Broken):
 
     bug = "shomr-forced-routing-ignored"
 
-    def forward(self, model, v, t, *, training, noise, options, present=None):
+    def forward(self, model, v, t, *, training, noise, options, present=None, **masks):
         options = {k: o for k, o in options.items() if k != "use_hard_routing"}
         return super().forward(
-            model, v, t, training=training, noise=noise, options=options, present=present
+            model, v, t, training=training, noise=noise, options=options, present=present, **masks
         )
 
 

@@ -115,6 +115,7 @@ SUITE = "a setting of the conformance suite or its tests"
 TOWERS = "a setting of benchmarks/towers.py (its JSON's config; checked below)"
 TRAIN = "a setting of benchmarks/train_bench.py (its JSON's config; checked below)"
 BENCH = "a setting of benchmarks/bench.py's timing method"
+CHUNK = "the backends' EVAL_CHUNK_ELEMENTS (2**21) over D = 512 (checked below)"
 #: (page, the exact phrase a figure stands in) -> why it is not a measurement.
 ALLOWED: dict[tuple[str, str], str] = {
     ("conventions.md", "ResNet-50 2048, ViT-B/16 768, BERT-base 768"): "published encoder widths",
@@ -148,6 +149,12 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("performance.md", "B = 32768"): BENCH,
     ("performance.md", "30% of the training samples missing"): TOWERS,
     ("quickstart.md", "Python 3.10"): "a version",
+    ("errors.md", "(GPT-3: 96, PaLM: 118)"): "published model depths (the reason for the bound)",
+    ("errors.md", "16 times the usual 4"): "spec.MAX_HIDDEN_MULT (64) over the usual FFN factor",
+    ("guide/keras.md", "(4096 rows at D = 512)"): CHUNK,
+    ("guide/torch.md", "(4096 rows at D = 512)"): CHUNK,
+    ("performance.md", "2**21 elements each (`EVAL_CHUNK_ELEMENTS`: 4096 rows at\nD = 512"): CHUNK,
+    ("performance.md", "still have 8192 token rows"): CHUNK,
     ("rules/energy_aware_adaptive.md", "(init 0.01)"): SPEC,
     ("rules/energy_aware_adaptive.md", "(about 5.7 mJ) is below the 8 mJ budget"): SPEC,
     ("rules/energy_aware_adaptive.md", "Bernoulli(0.5)"): SPEC,
@@ -245,7 +252,24 @@ CHECKS = [
     ("training.md", "2e-3), batch", "2e-3", lambda: _train_config()["lr"]),
     ("training.md", "batch 128, 300 steps", "128", lambda: _train_config()["batch"]),
     ("training.md", "300 steps", "300", lambda: _train_config()["steps"]),
+    ("guide/keras.md", "(4096 rows at D", "4096", lambda: _chunk_rows(512)),
+    ("guide/torch.md", "(4096 rows at D", "4096", lambda: _chunk_rows(512)),
+    ("performance.md", "2**21 elements", "21", lambda: math.log2(_chunk_elements())),
+    ("performance.md", "`EVAL_CHUNK_ELEMENTS`: 4096 rows", "4096", lambda: _chunk_rows(512)),
+    ("performance.md", "still have 8192 token rows", "8192", lambda: 2 * _chunk_rows(512)),
 ]
+
+
+def _chunk_elements() -> int:
+    """The backends' chunk size (both, and equal)."""
+    pytest.importorskip("torch")
+    from fusion_spec.backends.torch import _layers as torch_layers
+
+    return torch_layers.EVAL_CHUNK_ELEMENTS
+
+
+def _chunk_rows(dim: int) -> int:
+    return _chunk_elements() // dim
 
 
 @pytest.mark.parametrize(("page", "phrase", "figure", "value"), CHECKS, ids=lambda x: "")
