@@ -107,14 +107,22 @@ def _sequences_by_product(original):
     return sequences
 
 
+def _pool_by_product(x, w):
+    count = np.maximum(w.sum(axis=1), 1)[:, None]
+    return (x * w[..., None]).sum(axis=1) / count  # NaN * 0 is NaN
+
+
 class PaddingZeroedByProduct(Broken):
-    """Padding multiplied by the mask instead of selected away: NaN or inf in a padding
-    token poisons the sample."""
+    """Padding multiplied by the mask instead of selected away (in the sequences and in
+    the masked mean): NaN or inf in a padding token poisons the sample."""
 
     bug = "padding-zeroed-by-product"
 
     def forward(self, model, v, t, **kw):
-        with _patched_ref("_sequences", _sequences_by_product(fusion_ref._sequences)):
+        with (
+            _patched_ref("_sequences", _sequences_by_product(fusion_ref._sequences)),
+            _patched_ref("pool", _pool_by_product),
+        ):
             return super().forward(model, v, t, **kw)
 
 
@@ -249,9 +257,9 @@ class SoftmaxClipped(Broken):
 _project = fusion_ref._project
 
 
-def _project_keeping_bias(s, p, v, t, m):
+def _project_keeping_bias(s, p, x, w):
     """The input projections applied to every row: an absent row becomes the bias."""
-    return _project(s, p, v, t, None)
+    return _project(s, p, x, [np.ones_like(wi) for wi in w])
 
 
 class ProjectionBiasOnAbsentRows(Broken):
@@ -261,11 +269,13 @@ class ProjectionBiasOnAbsentRows(Broken):
     bug = "input-proj-bias-on-absent-rows"
 
     def forward(self, model, v, t, **kw):
-        fusion_ref._project = _project_keeping_bias
-        try:
+        # the pooling rules read the row as it is (the reference's masked mean would
+        # select the absent row away again)
+        with (
+            _patched_ref("_project", _project_keeping_bias),
+            _patched_ref("pool", lambda x, w, _pool=fusion_ref.pool: _pool(x, np.ones_like(w))),
+        ):
             return super().forward(model, v, t, **kw)
-        finally:
-            fusion_ref._project = _project
 
 
 class InputNormEpsIgnored(Broken):
