@@ -16,7 +16,7 @@ from fusion_spec.spec import check_flag, parse
 from fusion_spec.spec._base import MODALITIES
 
 from ._base import prepare
-from ._layers import Presence, erf, gelu, input_norm, linear
+from ._layers import Presence, erf, gelu, input_norm, linear, pool
 from .concat_mlp import concat_mlp
 from .cross_attention import cross_attention
 from .energy_aware_adaptive import energy_aware_adaptive
@@ -182,13 +182,6 @@ def _sequences(v, t, mask, padding):
         valid = [vd & h[:, None] for vd, h in zip(valid, here, strict=True)]
     seqs = [np.where(w[..., None], x, 0.0) for x, w in zip(seqs, valid, strict=True)]
     return seqs, valid, m
-
-
-def pool(x, w):
-    """The mean of the real tokens of ``x`` ``(B, L, D)`` (weights ``w`` ``(B, L)`` bool);
-    zeros where there is none. One token is returned exactly."""
-    count = np.maximum(w.sum(axis=1), 1)[:, None]  # (B, 1)
-    return np.where(w[..., None], x, 0.0).sum(axis=1) / count
 
 
 def _project(s, p, x, w):

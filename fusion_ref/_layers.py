@@ -271,6 +271,13 @@ def token_keys(s, w, present: Presence | None) -> np.ndarray:
     return np.concatenate([w_v, w_t], axis=1)
 
 
+def pool(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The mean of the real tokens of ``x`` ``(B, L, D)`` (weights ``w`` ``(B, L)`` bool);
+    zeros where there is none. One token is returned exactly."""
+    count = np.maximum(w.sum(axis=1), 1)[:, None]  # (B, 1)
+    return np.where(w[..., None], x, 0.0).sum(axis=1) / count
+
+
 def key_mean(x: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Mean of the tokens ``x`` ``(B, L, D)`` that are keys (``keys`` ``(B, L)``, at least one
     per sample)."""

@@ -10,18 +10,14 @@ absent modality as one zero token.
 
 import numpy as np
 
-from ._layers import attention, feed_forward, layer_norm, token_keys
-
-
-def _mean(x, w):
-    return np.where(w[..., None], x, 0.0).sum(axis=1) / np.maximum(w.sum(axis=1), 1)[:, None]
+from ._layers import attention, feed_forward, layer_norm, pool, token_keys
 
 
 def cross_attention(s, p, v, t, *, training, noise, present=None, tokens):
     eps = s.layer_norm_eps
     keys = token_keys(s, tokens, present)  # (B, L_v + L_t)
     x = np.concatenate([v, t], axis=1)  # (B, L_v + L_t, D)
-    v, t = _mean(v, tokens[0]), _mean(t, tokens[1])  # (B, D) each; one token exactly
+    v, t = pool(v, tokens[0]), pool(t, tokens[1])  # (B, D) each; one token exactly
     if present is not None and s.missing_modality == "key_mask":
         both, image = present.both[:, None], present.image[:, None]
         q = np.where(both, 0.5 * (v + t), np.where(image, v, t))  # mean of present modalities

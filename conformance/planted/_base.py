@@ -75,8 +75,9 @@ def nudged(s, field: str, direction: float):
 
 @contextlib.contextmanager
 def patched_in(module: str, name: str, replacement) -> Iterator[None]:
-    """Replace ``name`` in the reference module ``fusion_spec.fusion_ref.<module>`` only."""
-    m = importlib.import_module(f"fusion_spec.fusion_ref.{module}")
+    """Replace ``name`` in the reference module ``fusion_spec.fusion_ref.<module>`` only
+    (``module=""``: the package itself, whose globals ``forward`` reads)."""
+    m = importlib.import_module("fusion_spec.fusion_ref" + (f".{module}" if module else ""))
     original = getattr(m, name)
     setattr(m, name, replacement)
     try:

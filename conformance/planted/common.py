@@ -11,7 +11,7 @@ from fusion_spec import fusion_ref
 from fusion_spec.fusion_ref import _layers
 
 from .. import broken
-from ._base import Broken, PlantedBug
+from ._base import Broken, PlantedBug, patched_in
 
 ATTENTION_RULES = (
     "simple",
@@ -40,17 +40,6 @@ def naive_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
         return z / np.sum(z, axis=axis, keepdims=True)
 
 
-@contextlib.contextmanager
-def _patched_ref(name: str, replacement):
-    """Replace ``name`` in ``fusion_spec.fusion_ref`` (the package: ``forward``'s globals)."""
-    original = getattr(fusion_ref, name)
-    setattr(fusion_ref, name, replacement)
-    try:
-        yield
-    finally:
-        setattr(fusion_ref, name, original)
-
-
 def _pool_over_all_tokens(x, w):
     return x.mean(axis=1)  # padding (zeroed) counted in the mean
 
@@ -62,7 +51,7 @@ class PoolReadsPadding(Broken):
     bug = "pool-reads-padding"
 
     def forward(self, model, v, t, **kw):
-        with _patched_ref("pool", _pool_over_all_tokens):
+        with patched_in("", "pool", _pool_over_all_tokens):
             return super().forward(model, v, t, **kw)
 
 
@@ -83,18 +72,8 @@ class PaddingKeysAttended(Broken):
         with contextlib.ExitStack() as stack:
             for rule in ("simple", "transformer_concat", "cross_attention"):
                 m = importlib.import_module(f"fusion_spec.fusion_ref.{rule}")
-                stack.enter_context(_patched_attr(m, "token_keys", _padding_as_keys(m.token_keys)))
+                stack.enter_context(patched_in(rule, "token_keys", _padding_as_keys(m.token_keys)))
             return super().forward(model, v, t, **kw)
-
-
-@contextlib.contextmanager
-def _patched_attr(obj, name: str, replacement):
-    original = getattr(obj, name)
-    setattr(obj, name, replacement)
-    try:
-        yield
-    finally:
-        setattr(obj, name, original)
 
 
 def _sequences_by_product(original):
@@ -120,8 +99,8 @@ class PaddingZeroedByProduct(Broken):
 
     def forward(self, model, v, t, **kw):
         with (
-            _patched_ref("_sequences", _sequences_by_product(fusion_ref._sequences)),
-            _patched_ref("pool", _pool_by_product),
+            patched_in("", "_sequences", _sequences_by_product(fusion_ref._sequences)),
+            patched_in("", "pool", _pool_by_product),
         ):
             return super().forward(model, v, t, **kw)
 
@@ -143,7 +122,7 @@ class AllPaddingStaysPresent(Broken):
     bug = "all-padding-stays-present"
 
     def forward(self, model, v, t, **kw):
-        with _patched_ref("_sequences", _sequences_padding_keeps_presence(fusion_ref._sequences)):
+        with patched_in("", "_sequences", _sequences_padding_keeps_presence(fusion_ref._sequences)):
             return super().forward(model, v, t, **kw)
 
 
@@ -272,8 +251,8 @@ class ProjectionBiasOnAbsentRows(Broken):
         # the pooling rules read the row as it is (the reference's masked mean would
         # select the absent row away again)
         with (
-            _patched_ref("_project", _project_keeping_bias),
-            _patched_ref("pool", lambda x, w, _pool=fusion_ref.pool: _pool(x, np.ones_like(w))),
+            patched_in("", "_project", _project_keeping_bias),
+            patched_in("", "pool", lambda x, w, _pool=fusion_ref.pool: _pool(x, np.ones_like(w))),
         ):
             return super().forward(model, v, t, **kw)
 
