@@ -203,7 +203,9 @@ def route_draws(torch, s, ours, v, t, count: int = 16) -> tuple[list, dict]:
 
 def _torch_case(args, torch, bt, original, dev, sync, kind, mode, precision, B) -> dict:
     train = mode == "train"
-    s = spec.parse({"kind": kind, "dim": args.dim})
+    # like for like with the original, which has no input normalisation (from_legacy's
+    # input_norm="none"); the default input_norm="batch" is not in these timings
+    s = spec.parse({"kind": kind, "dim": args.dim, "input_norm": "none"})
     params = spec.init_params(s, seed=0)
     gen = torch.Generator().manual_seed(B)
     # in training the embeddings come from encoders being trained: gradients reach them too
@@ -338,7 +340,7 @@ def _keras_case(args, bk, device, policy, kind, mode, B) -> dict:
     import keras
 
     train = mode == "train"
-    s = spec.parse({"kind": kind, "dim": args.dim})
+    s = spec.parse({"kind": kind, "dim": args.dim, "input_norm": "none"})  # as the torch cells
     layer = bk.LAYERS[kind](s, seed=0, dtype=policy)
     layer.build()
     layer.load_canonical(spec.init_params(s, seed=0))

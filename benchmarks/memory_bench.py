@@ -79,7 +79,8 @@ def _inputs(batch: int, dim: int):
 
 def _layer(backend: str, rule: str, dim: int, setting: str):
     """The layer and a function calling it in eval."""
-    fields = {"dim": dim, "dropout": 0.0}
+    # input_norm="none": the published runs measured the rules' own intermediates
+    fields = {"dim": dim, "dropout": 0.0, "input_norm": "none"}
     if backend == "torch":
         import torch
 
@@ -139,7 +140,7 @@ def measure_growth(batches: int, dim: int) -> dict:
 
     from fusion_spec.backends import keras as bk
 
-    layer = bk.build("simple", seed=0, dim=dim, dropout=0.0)
+    layer = bk.build("simple", seed=0, dim=dim, dropout=0.0, input_norm="none")
     layer(*_inputs(999, dim), training=False)
     per = {}
     for name, sizes in (

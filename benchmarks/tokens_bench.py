@@ -142,7 +142,8 @@ def _cells(kind: str, ours, theirs, length: int, budget_s: float) -> list[dict]:
 def run(budget_s: float, lengths=LENGTHS) -> list[dict]:
     rows = []
     for kind in RULES:
-        s = spec.parse(kind, dim=DIM, heads=HEADS, dropout=0.0)
+        # input_norm="none": torch.nn's layers compute the rule's own function, no batch norm
+        s = spec.parse(kind, dim=DIM, heads=HEADS, dropout=0.0, input_norm="none")
         params = spec.init_params(s, seed=0)
         ours, theirs = build(s, params), BASELINES[kind](s, params)
         for length in lengths:

@@ -351,11 +351,10 @@ RULES = (
     "simple", "concat_mlp", "gated", "film", "modality_dropout",
     "transformer_concat", "cross_attention", "shomr", "energy_aware_adaptive",
 )
+#: what docs/training.md measures: each rule with its defaults (``input_norm="batch"``
+#: among them), and with the per-sample ``input_norm="none"`` for comparison
+MEASURED = (*RULES, *(f'{kind}:input_norm="none"' for kind in RULES))
 #: scenario -> (missing, mask)
-#: what docs/training.md measures: each rule with ``input_norm="batch"``, the setting the
-#: guide "Training end to end" recommends for encoders trained from scratch (the spec's
-#: default stays ``"none"``: per-sample math, see the guide)
-MEASURED = tuple(f'{kind}:input_norm="batch"' for kind in RULES)
 SCENARIOS = {"complete": (False, True), "missing_mask": (True, True),
              "missing_no_mask": (True, False)}
 
@@ -477,9 +476,15 @@ def merge(reports: list[dict]) -> dict:
     return {
         "config": {**{k: first[k] for k in fixed if k in first},
                    **{k: union(k) for k in ("rules", "frameworks", "seeds", "scenarios")}},
-        "machine": sorted({r.get("machine", "") for r in reports}),
+        "machine": sorted({m for r in reports for m in _machines(r)}),
         "results": list(results.values()),
     }
+
+
+def _machines(report: dict) -> list[str]:
+    """A report's machine line, or the lines of a merged report (a list)."""
+    machine = report.get("machine", "")
+    return list(machine) if isinstance(machine, list) else [machine]
 
 
 def seeds_of(report: dict, scenario: str) -> str:
@@ -491,15 +496,24 @@ def seeds_of(report: dict, scenario: str) -> str:
     return "; ".join(f"{fw} {', '.join(map(str, sorted(seeds)))}" for fw, seeds in per.items())
 
 
+def input_norm_of(label: str) -> str:
+    """The ``input_norm`` a label's run computed with: its field, else the spec's default."""
+    from fusion_spec import spec
+
+    kind, fields = parse_rule(label)
+    return fields.get("input_norm", spec.RULES[kind].model_fields["input_norm"].default)
+
+
 def _name(label: str) -> str:
-    """The rule cell of a label: the kind, its other fields, and "+ batch norm" for
-    ``input_norm="batch"`` (short cells: the tables must fit a phone's width)."""
+    """The rule cell of a label: the kind, its other fields, and "(no input norm)" for
+    ``input_norm="none"`` (short cells: the tables must fit a phone's width)."""
     if label == BASELINE:
         return "concatenate + MLP (baseline)"
     kind, fields = parse_rule(label)
-    norm = fields.pop("input_norm", "none")
+    norm = input_norm_of(label)
+    fields.pop("input_norm", None)
     rest = ";".join(f"{k}={v}" for k, v in fields.items())
-    return f"`{kind}{':' + rest if rest else ''}`" + (" + batch norm" if norm == "batch" else "")
+    return f"`{kind}{':' + rest if rest else ''}`" + (" (no input norm)" if norm == "none" else "")
 
 
 def markdown_complete(report: dict) -> str:
@@ -510,8 +524,8 @@ def markdown_complete(report: dict) -> str:
         f"{cfg['epochs']} epochs, seeds {seeds_of(report, 'complete')} (chance 1/9; one modality alone "
         "caps at 1/3). Ratio: accuracy over the baseline's of the same framework and seed "
         "(median and worst seed). Epochs: to 90% of the final accuracy (median). Routes: "
-        "the eval routes (image, text, both) of the median-accuracy seed. "
-        '"+ batch norm": built with input_norm="batch".',
+        "the eval routes (image, text, both) of the median-accuracy seed. Rows without a "
+        'suffix: the defaults (input_norm="batch"); "(no input norm)": input_norm="none".',
         "",
         "| rule | framework | accuracy per seed | median ratio | worst ratio | epochs | routes |",
         "|---|---|---|---|---|---|---|",

@@ -43,7 +43,8 @@ IMAGE_DIM, TEXT_DIM = 12, 6
 
 #: What the common variants are for, when a case has no ``doc`` of its own.
 VARIANT_DOCS = {
-    "default": "Every spec default but dim (8).",
+    "default": "Every spec default but dim (8), input_norm='none' (the rule's per-sample "
+    "math, as every case not named for input_norm) and a routing rule's router_init_bias=None.",
     "batch1": "B = 1.",
     "l2": "L2-normalised v and t.",
     "zeros": "v = t = 0: LayerNorm of a constant, zero logits.",
@@ -239,6 +240,9 @@ def case(
         # the router bias drawn as the original's (uniform): the decisions of the routing
         # cases sit where they were designed; *_router_init_bias cases take the default
         fields.setdefault("router_init_bias", None)
+    # the rule's per-sample math, on which the cases' inputs, decisions and stresses were
+    # designed; the *_input_norm*, *_non_default* and *_spec_defaults* cases take "batch"
+    fields.setdefault("input_norm", "none")
     s = make_spec(kind, **fields)
     params = perturbed(s, seed)
     if edit is not None:
@@ -1537,6 +1541,40 @@ def export_energy_aware_adaptive_router_init_bias_training():
     )
 
 
+def _spec_defaults(kind: str, seed: int, training: bool) -> Case:
+    name = f"{kind}_spec_defaults" + ("_training" if training else "")
+    return case(
+        name,
+        kind,
+        seed=seed,
+        training=training,
+        gradient=True,
+        doc=(
+            "What build(kind, dim=8) computes: every spec default, input_norm='batch' and "
+            "a routing rule's router_init_bias included"
+            + (" (dropout 0: element-wise dropout has no noise contract)." if training else ".")
+        ),
+        dim=8,
+        input_norm=spec.RULES[kind].model_fields["input_norm"].default,
+        **{
+            name: f.default
+            for name, f in spec.RULES[kind].model_fields.items()
+            if name == "router_init_bias"
+        },
+    )
+
+
+def _spec_defaults_exports() -> dict[str, Callable[[], Case]]:
+    out = {}
+    for i, kind in enumerate(spec.RULES):
+        for training in (False, True):
+            name = f"{kind}_spec_defaults" + ("_training" if training else "")
+            out[name] = lambda k=kind, seed=2100 + 10 * i + training, tr=training: _spec_defaults(
+                k, seed, tr
+            )
+    return out
+
+
 def _input_norm_exports() -> dict[str, Callable[[], Case]]:
     out = {}
     for i, kind in enumerate(spec.RULES):
@@ -1675,6 +1713,9 @@ def _other_values(name: str, default: Any, annotation: Any) -> list[Any]:
 #: ``p_txt``: swapped probabilities would go unseen), or print badly.
 NON_DEFAULT_FIRST: dict[str, tuple[Any, ...]] = {
     "p_txt": (0.6,),
+    # the default, kept: input_norm_momentum and input_norm_eps act only with it, and
+    # every other case runs input_norm="none"
+    "input_norm": ("batch",),
     # 1e-3, not 5e-06: the page prints values as code, and a browser breaks "5e-06" at its hyphen
     "input_norm_eps": (1e-3,),
     "image_dim": (IMAGE_DIM,),
@@ -1930,7 +1971,7 @@ def _tokens_variant(kind: str, value: str) -> Case:
 
 EXPORTS: dict[str, Callable[[], Case]] = {
     name[len("export_") :]: fn for name, fn in list(globals().items()) if name.startswith("export_")
-} | _missing_exports() | _input_norm_exports() | _stress_exports() | _non_default_exports() | _widths_exports() | _tokens_exports()
+} | _missing_exports() | _spec_defaults_exports() | _input_norm_exports() | _stress_exports() | _non_default_exports() | _widths_exports() | _tokens_exports()
 
 _CACHE: dict[str, Case] = {}
 

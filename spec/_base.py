@@ -216,16 +216,16 @@ class FusionSpecBase(BaseModel):
         ),
     )
     input_norm: Literal["none", "batch"] = Field(
-        default="none",
+        default="batch",
         description=(
-            "'batch': standardise v and t per feature before the rule, with the batch's "
-            "statistics in training (over the samples that have the modality; gradients "
-            "flow through them) and running statistics in eval, as BatchNorm without "
-            "affine. Encoders trained from scratch whose outputs carry a large common "
-            "offset (ReLU features, a CNN's pooled map) otherwise die in the first "
-            "epochs under the rules that mix v and t in one feature space: set it for "
-            "them (guide 'Training end to end'). 'none' (the default, as the original): "
-            "each sample's output depends on that sample alone."
+            "'batch' (the default): standardise v and t per feature before the rule, with "
+            "the batch's statistics in training (over the samples that have the modality; "
+            "gradients flow through them) and running statistics in eval, as BatchNorm "
+            "without affine. Encoders trained from scratch whose outputs carry a large "
+            "common offset (ReLU features, a CNN's pooled map) otherwise die in the first "
+            "epochs under the rules that mix v and t in one feature space (guide 'Training "
+            "end to end'). 'none' (the original's function; from_legacy sets it): each "
+            "sample's output depends on that sample alone, in training as in eval."
         ),
     )
     input_norm_momentum: float = Field(

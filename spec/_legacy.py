@@ -38,9 +38,11 @@ ENCODER_LAYER = {
 
 
 #: Fields whose default serves training and whose other value is the original's behaviour;
-#: from_legacy sets the original's unless the caller gives the field.
+#: from_legacy sets the original's unless the caller gives the field. Every rule: the
+#: original has no input normalisation (the default ``input_norm="batch"`` is for
+#: encoders trained from scratch).
 FIDELITY: dict[str, dict[str, Any]] = {
-    kind: {}
+    kind: {"input_norm": "none"}
     for kind in (
         "simple", "concat_mlp", "gated", "film", "modality_dropout",
         "transformer_concat", "cross_attention", "shomr", "energy_aware_adaptive",
@@ -232,8 +234,8 @@ def from_legacy(kind: str, state_dict: Mapping[str, Any], **init_kwargs: Any):
     ``heads`` cannot be and defaults to the original's 8. For
     ``energy_aware_adaptive`` the trained ``lambda_energy`` becomes the spec's
     ``energy_weight`` (or the parameter, with ``energy_weight_trainable=True``).
-    The fidelity options of ``FIDELITY`` (no straight-through router gradient, the
-    original's ``torch.randn`` modality embeddings) are set unless given: the
+    The fidelity options of ``FIDELITY`` (no input normalisation, no straight-through
+    router gradient, the original's ``torch.randn`` modality embeddings) are set unless given: the
     loaded module behaves, and keeps training, as the original did.
     Raises ``WeightsError`` naming missing, unexpected and mis-shaped keys.
     """
@@ -303,6 +305,8 @@ def from_legacy(kind: str, state_dict: Mapping[str, Any], **init_kwargs: Any):
         raise WeightsError(
             f"{kind}: legacy state_dict does not match {s!r}: " + "; ".join(problems)
         )
+    for p in s.input_norm_params():  # input_norm="batch" given: state the original lacks
+        params[p.name] = np.array(p.init.array(p.shape), dtype=np.float32, order="C")
     check_params(s, params, what="converted legacy params")
     return s, params
 

@@ -21,9 +21,13 @@ SIZES = {"dim": 12, "heads": 3}
 
 
 def make_spec(kind: str, **overrides):
-    """A small spec of ``kind``: dim 12 (not a power of two), 3 heads, dropout 0."""
+    """A small spec of ``kind``: dim 12 (not a power of two), 3 heads, dropout 0, and
+    ``input_norm="none"``: the rule's per-sample math of the rule pages, which these
+    tests check sample by sample (the default ``input_norm="batch"`` couples a training
+    batch's samples; its own tests, the hypothesis tests and the conformance suite's
+    default cases run it)."""
     fields = spec.RULES[kind].model_fields
-    kw = {"kind": kind, "dim": SIZES["dim"]}
+    kw = {"kind": kind, "dim": SIZES["dim"], "input_norm": "none"}
     if "heads" in fields:
         kw["heads"] = SIZES["heads"]
     if "dropout" in fields:

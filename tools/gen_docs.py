@@ -374,10 +374,13 @@ def params_block(kind: str) -> str:
             tied = tied or bool(row["tied"])
         elif row["tied"]:
             notes.append(f"starts as a copy of `{row['tied'][0]}`")
+        if q.name.startswith("input_norm."):
+            notes.append("absent with spec `input_norm='none'`")
         if not q.trained:
             notes.append("not trained")
         init = row["formula"] if row["formula"] == row["at"] else f"{row['formula']} ({row['at']})"
-        rows.append([name, row["shape"], init, "; ".join(notes)])
+        joined = "; ".join(n.rstrip(".") for n in notes[:-1]) + ("; " if len(notes) > 1 else "")
+        rows.append([name, row["shape"], init, joined + (notes[-1] if notes else "")])
         if q.init.origin:
             origins.setdefault(q.init.origin, []).append(row["formula"])
     for setting, q, shape, formula in optional_params(kind):
@@ -647,27 +650,28 @@ def usage_block(kind: str) -> str:
 #: D = 4, not 2: a LayerNorm of two features maps each to plus or minus its scale,
 #: so at D = 2 whatever precedes it (the attention of ``simple``) left the printed
 #: digits unchanged when removed. tests/docs/test_worked_examples.py plants removals
-#: and checks that the digits change.
+#: and checks that the digits change. input_norm="none": the rule's own math, the rule
+#: page's formulas, without the default's standardisation of v and t.
 EXAMPLES: dict[str, dict] = {
-    "simple": {"fields": {"dim": 4, "heads": 2, "layers": 1}, "batch": 1, "seed": 1},
-    "concat_mlp": {"fields": {"dim": 4, "hidden_mult": 1}, "batch": 1, "seed": 2},
-    "gated": {"fields": {"dim": 4}, "batch": 1, "seed": 3},
-    "film": {"fields": {"dim": 4}, "batch": 1, "seed": 4},
+    "simple": {"fields": {"dim": 4, "input_norm": "none", "heads": 2, "layers": 1}, "batch": 1, "seed": 1},
+    "concat_mlp": {"fields": {"dim": 4, "input_norm": "none", "hidden_mult": 1}, "batch": 1, "seed": 2},
+    "gated": {"fields": {"dim": 4, "input_norm": "none"}, "batch": 1, "seed": 3},
+    "film": {"fields": {"dim": 4, "input_norm": "none"}, "batch": 1, "seed": 4},
     "modality_dropout": {
-        "fields": {"dim": 4},
+        "fields": {"dim": 4, "input_norm": "none"},
         "batch": 1,
         "seed": 5,
         "training": True,
         "noise": {"drop_image": [0.1], "drop_text": [0.7]},
     },
-    "transformer_concat": {"fields": {"dim": 4, "heads": 2, "layers": 1}, "batch": 1, "seed": 6},
-    "cross_attention": {"fields": {"dim": 4, "heads": 2}, "batch": 1, "seed": 7},
+    "transformer_concat": {"fields": {"dim": 4, "input_norm": "none", "heads": 2, "layers": 1}, "batch": 1, "seed": 6},
+    "cross_attention": {"fields": {"dim": 4, "input_norm": "none", "heads": 2}, "batch": 1, "seed": 7},
     # seeds chosen so that every path runs: shomr's three samples are soft, hard on one
     # modality and hard on both; energy_aware_adaptive's take the three routes, above a
     # lowered budget (so that the energy loss is not 0)
-    "shomr": {"fields": {"dim": 4, "heads": 2}, "batch": 3, "seed": 7},
+    "shomr": {"fields": {"dim": 4, "input_norm": "none", "heads": 2}, "batch": 3, "seed": 7},
     "energy_aware_adaptive": {
-        "fields": {"dim": 4, "heads": 2, "energy_budget_mJ": 5.0},
+        "fields": {"dim": 4, "input_norm": "none", "heads": 2, "energy_budget_mJ": 5.0},
         "batch": 3,
         "seed": 14,
     },
@@ -790,7 +794,9 @@ def example_block(kind: str) -> str:
         )
     mode = "training, with the noise shown" if training else "eval"
     head = (
-        f"One call at D = {s.dim}, B = {len(v)} ({mode}): every parameter, input and "
+        f"One call at D = {s.dim}, B = {len(v)} ({mode}) of the rule alone "
+        "(`input_norm=\"none\"`: the formulas above, without the default's "
+        "standardisation of v and t): every parameter, input and "
         "output. Parameters are drawn on a 0.1 grid so that each number prints short; "
         "the expected values come from the reference, and the block runs as a test.\n\n"
     )
@@ -1055,8 +1061,8 @@ _POLY_DIMS = (64, 128, 192, 320)
 #: nearest rule to the training benchmark's baseline.
 TIME_REFERENCE = "concat_mlp"
 TIME_BATCHES = (256, 4096)
-#: a median accuracy ratio below this, with input_norm="none", marks a rule the towers
-#: benchmark could not train without input_norm="batch" (a threshold, not a measurement).
+#: a median accuracy ratio below this marks a rule the towers benchmark could not train
+#: with its defaults (a threshold, not a measurement).
 TRAINS_AT = 0.9
 
 
@@ -1195,7 +1201,7 @@ def accuracy_ratios(path: Path = TOWERS_JSON) -> dict[tuple[str, str, str, str],
             kind, fields = towers.parse_rule(label)
             if set(fields) - {"input_norm"} or not seeds:
                 continue
-            norm = fields.get("input_norm", "none")
+            norm = towers.input_norm_of(label)
             out[(scenario, fw, kind, norm)] = float(np.median(list(seeds.values())))
     return out
 
@@ -1214,7 +1220,7 @@ def choosing_accuracy_block() -> str:
         "[training page](training.md#both-towers-trained-from-scratch) "
         f"(`{_relative(TOWERS_JSON)}`, {report['config']['epochs']} epochs, "
         f"D = {report['config']['dim']}; seeds: complete "
-        f'{towers.seeds_of(report, "complete")}). Built with `input_norm="batch"` except '
+        f'{towers.seeds_of(report, "complete")}). The defaults (`input_norm="batch"`) except '
         "in the last column. The missing-modality columns: "
         f"{report['config']['fraction_missing']:.0%} of the training samples lack one "
         "modality, tested on complete samples; with the presence mask, over the "
@@ -1249,13 +1255,13 @@ def choosing_behaviour_block() -> str:
         field = cls.model_fields["missing_modality"]
         others = [f"`{v!r}`" for v in cls.missing_semantics if v != field.default]
         missing = f"`{field.default!r}`" + (f" (or {', '.join(others)})" if others else "")
-        plain = ratio.get(("complete", "torch", kind, "none"))
-        if plain is None:
+        default = ratio.get(("complete", "torch", kind, "batch"))
+        if default is None:
             trains = "not measured"
-        elif plain < TRAINS_AT:
-            trains = f"{plain:.2f}: batch norm"
+        elif default < TRAINS_AT:
+            trains = f"{default:.2f}: no"
         else:
-            trains = f"{plain:.2f}: defaults"
+            trains = f"{default:.2f}: yes"
         rows.append(
             [
                 f"`{kind}`",
@@ -1268,9 +1274,9 @@ def choosing_behaviour_block() -> str:
     header = ["rule", "missing modality", "training draws", "eval draws", "from scratch"]
     return _table(header, rows) + (
         "\nFrom scratch: the median accuracy ratio of the spec's defaults "
-        '(`input_norm="none"`, PyTorch, complete data) in the two-tower benchmark; below '
-        f'{TRAINS_AT:g} ("batch norm") the rule did not train there without '
-        '`input_norm="batch"`, from it up ("defaults") it did.\n'
+        '(`input_norm="batch"`, PyTorch, complete data) in the two-tower benchmark; below '
+        f'{TRAINS_AT:g} ("no") the defaults did not train the rule there, from it up ("yes") '
+        "they did.\n"
     )
 
 

@@ -508,6 +508,14 @@ def straight_through(out: Tensor, probs: Tensor, route: Tensor) -> Tensor:
     return out + out * (r_k - r_k.detach())
 
 
+def _under_torch_func(x: Tensor) -> bool:
+    """Whether ``x`` is wrapped by a ``torch.func`` transform (never while compiling:
+    ``torch.compile`` traces plain tensors)."""
+    if torch.compiler.is_compiling():
+        return False
+    return torch._C._functorch.is_functorch_wrapped_tensor(x)
+
+
 class RunningStats(nn.Module):
     r"""``input_norm="batch"`` of one modality: $\hat x = (x - \mu) / \sqrt{\sigma^2 + \epsilon}$ per feature.
 
@@ -515,7 +523,10 @@ class RunningStats(nn.Module):
     gradients flowing through them; with fewer than two such rows, the running
     statistics. The buffers ``running_mean``, ``running_var`` then move by
     ``momentum`` towards $\mu$ and the unbiased variance, in place, without a host
-    read. Eval: the running statistics. Absent rows stay 0.
+    read. Eval: the running statistics. Absent rows stay 0. Under ``torch.func``
+    transforms (``vmap``, ``grad``, ``functional_call`` inside them) the buffers are not
+    updated, as after ``torch.func.replace_all_batch_norm_modules_``: a vmapped call
+    has one value per sample for one buffer, and ``grad`` refuses to mutate it.
     """
 
     def __init__(self, dim: int):
@@ -537,11 +548,12 @@ class RunningStats(nn.Module):
             mean_b = (w[:, None] * x).sum(0) / n.clamp(min=1)  # (D,)
             var_b = (w[:, None] * (x - mean_b).square()).sum(0) / n.clamp(min=1)  # (D,)
             enough = n >= 2
-            with torch.no_grad():
-                m = s.input_norm_momentum
-                unbiased = var_b * (n / (n - 1).clamp(min=1))
-                self.running_mean.copy_(torch.where(enough, mean.lerp(mean_b, m), mean))
-                self.running_var.copy_(torch.where(enough, var.lerp(unbiased, m), var))
+            if not _under_torch_func(x):
+                with torch.no_grad():
+                    m = s.input_norm_momentum
+                    unbiased = var_b * (n / (n - 1).clamp(min=1))
+                    self.running_mean.copy_(torch.where(enough, mean.lerp(mean_b, m), mean))
+                    self.running_var.copy_(torch.where(enough, var.lerp(unbiased, m), var))
             mean, var = torch.where(enough, mean_b, mean), torch.where(enough, var_b, var)
         y = ((x - mean) * torch.rsqrt(var + s.input_norm_eps)).to(out_dtype)
         return y if present is None else torch.where(present[:, None], y, 0.0)

@@ -151,6 +151,8 @@ def test_a_framework_without_missing_runs_is_said_not_measured():
 
 
 def test_a_label_shows_its_fields_and_input_norm():
+    assert towers._name('shomr:input_norm="none";router_init_bias=null') == (
+        "`shomr:router_init_bias=None` (no input norm)")
     assert towers._name('shomr:input_norm="batch";router_init_bias=null') == (
-        "`shomr:router_init_bias=None` + batch norm")
+        "`shomr:router_init_bias=None`")  # the default
     assert towers._name("film") == "`film`"

@@ -35,11 +35,20 @@ def test_inputs_are_float32_and_noise_in_unit_interval():
 
 
 def test_defaults_keep_every_spec_default_but_dim():
+    """``{rule}_default``: the defaults but dim and input_norm (the per-sample math);
+    ``{rule}_spec_defaults``: exactly what ``build(rule, dim=8)`` computes (in training,
+    dropout 0)."""
     for rule, cls in spec.RULES.items():
         c = cases_of(rule)[0]
         assert c.name == f"{rule}_default"
         defaults = cls(dim=c.spec.dim).model_dump()
-        assert c.spec.model_dump() == defaults
+        assert c.spec.model_dump() == defaults | {"input_norm": "none"}
+        by_name = {c.name: c for c in cases_of(rule)}
+        assert by_name[f"{rule}_spec_defaults"].spec.model_dump() == cls(dim=8).model_dump()
+        trained = by_name[f"{rule}_spec_defaults_training"]
+        assert trained.training and trained.gradient
+        dropout = {"dropout": 0.0} if "dropout" in cls.model_fields else {}
+        assert trained.spec.model_dump() == cls(dim=8, **dropout).model_dump()
 
 
 def test_every_route_is_taken_in_eval_and_training():

@@ -108,15 +108,16 @@ def test_symbolic_shapes_evaluate_the_spec_at_two_sizes(monkeypatch):
 def test_encoder_layers_collapse_into_pattern_rows():
     rows = gen_docs.param_rows("transformer_concat")
     s = spec.parse({"kind": "transformer_concat", "dim": gen_docs.DIM})
-    assert len(s.params()) == 65
-    assert len(rows) == 17  # the modality embedding and 16 tensors per layer
+    assert len(s.params()) == 69  # 1 + 16 x 4 layers + input_norm's 4 running statistics
+    assert len(rows) == 21  # the modality embedding, 16 tensors per layer, 4 statistics
     assert all(r["count"] == s.layers for r in rows if "{i}" in r["name"])
     text = gen_docs.params_block("transformer_concat")
     assert "| `encoder.{i}.attn.query.weight` | `(D, D)` |" in text
     assert "encoder.1." not in text
     # the MLP's layers differ in shape: they stay one row each
     assert [r["name"] for r in gen_docs.param_rows("concat_mlp")] == [
-        "mlp.0.weight", "mlp.0.bias", "mlp.1.weight", "mlp.1.bias"
+        "mlp.0.weight", "mlp.0.bias", "mlp.1.weight", "mlp.1.bias",
+        *(f"input_norm.{m}.running_{x}" for m in ("image", "text") for x in ("mean", "var")),
     ]
 
 
@@ -194,15 +195,19 @@ def test_route_dtypes_stated_are_the_implementations():
 
 
 def test_parameters_of_non_default_settings_are_listed():
-    """``energy_weight`` exists only with ``energy_weight_trainable=True``, the running
-    statistics only with ``input_norm='batch'``: the default spec's ``params()`` omits them,
-    yet a backend must name and load them, so the table lists them with their condition."""
+    """``energy_weight`` exists only with ``energy_weight_trainable=True``: the default
+    spec's ``params()`` omits it, yet a backend must name and load it, so the table lists
+    it with its condition; the running statistics of the default ``input_norm='batch'``
+    say when they are absent."""
     energy = gen_docs.params_block("energy_aware_adaptive")
     assert "| `energy_weight` | `()` (scalar) | $0.01$ |" in energy
     assert "Only with spec `energy_weight_trainable=True`." in energy
     gated = gen_docs.params_block("gated")
     assert "| `input_norm.text.running_var` | `(D,)` | $1$ |" in gated
-    assert "Only with spec `input_norm='batch'`; not trained." in gated
+    assert (
+        "| Running var of the text features (updated in training); absent with spec "
+        "`input_norm='none'`; not trained |" in gated
+    )
 
 
 def test_aux_tables_name_the_neither_output():

@@ -105,6 +105,27 @@ def test_empty_batch_gives_empty_outputs_and_zero_energy_loss(kind):
 
 
 @pytest.mark.parametrize("kind", list(EDGE_SPECS))
+def test_nan_spreads_through_the_batch_statistics_in_training_only(kind):
+    """The default input_norm="batch": a NaN in one sample's t reaches every sample that
+    has text through the training batch's statistics (docs/errors.md); in eval the
+    running statistics keep it in its row."""
+    s = EDGE_SPECS[kind].replace(input_norm="batch")
+    p = spec.init_params(s, seed=2)
+    v, t = (np.random.default_rng(3).standard_normal((4, s.dim)) for _ in range(2))
+    t[1, 2] = np.nan
+    present = np.array([[True, True], [True, True], [True, True], [True, False]])
+    for training in (False, True):
+        options = {"progress": 0.5} if kind == "energy_aware_adaptive" and training else {}
+        noise = training_noise(s, 4, **options) if s.noise(4, training=training, **options) else None
+        out = fusion_ref.forward(s, p, v, t, present, training=training, noise=noise, **options)
+        finite = np.isfinite(out).all(axis=-1)
+        if not training:
+            np.testing.assert_array_equal(finite, [True, False, True, True])
+        else:  # rows with text are not finite; row 3 (image only) may stay finite
+            assert not finite[:3].any(), finite
+
+
+@pytest.mark.parametrize("kind", list(EDGE_SPECS))
 def test_nan_and_inf_propagate_per_sample(kind):
     """A sample with a NaN or inf input gets a non-finite row; the others are untouched."""
     s = EDGE_SPECS[kind]

@@ -73,7 +73,7 @@ def test_trainable_energy_weight_is_a_scalar_param():
 
 
 def test_check_params_names_every_problem():
-    s = make_spec("gated")
+    s = make_spec("gated", input_norm="none")  # the running statistics would be missing too
     p = spec.init_params(s)
     bad = {"gate.weight": p["gate.weight"].T, "extra": np.zeros(2)}
     with pytest.raises(spec.WeightsError) as info:

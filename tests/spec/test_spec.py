@@ -57,7 +57,7 @@ def test_defaults_follow_the_original_constructors():
         "dim": 8,
         "image_dim": None,  # v and t as wide as dim: no input projections
         "text_dim": None,
-        "input_norm": "none",
+        "input_norm": "batch",  # training default (issue 20); the original: "none"
         "input_norm_momentum": 0.1,
         "input_norm_eps": 1e-05,
         "heads": 8,
@@ -261,13 +261,13 @@ def test_frozen_and_extra_forbidden():
         (
             {"kind": "transformer_concat", "dim": 65536, "layers": 8},
             "transformer_concat: the parameter count expected at most 274877906944 "
-            "(spec.MAX_PARAMS, 1 TiB of float32); received 412323807232 with dim=65536, "
+            "(spec.MAX_PARAMS, 1 TiB of float32); received 412324069376 with dim=65536, "
             "heads=8, layers=8",
         ),
         (
             {"kind": "concat_mlp", "dim": 65536, "hidden_mult": 64},
             "concat_mlp: the parameter count expected at most 274877906944 "
-            "(spec.MAX_PARAMS, 1 TiB of float32); received 824637980672 with dim=65536, "
+            "(spec.MAX_PARAMS, 1 TiB of float32); received 824638242816 with dim=65536, "
             "layers=2, hidden_mult=64",
         ),
         (
@@ -329,8 +329,8 @@ def test_size_bounds_are_inclusive_and_defaults_at_max_dim_stay_under_the_parame
 
 def test_parameter_count_counts_every_declared_scalar():
     s = spec.parse({"kind": "concat_mlp", "dim": 4, "hidden_mult": 3, "layers": 2})
-    # mlp.0: (12, 8) + 12; mlp.1: (4, 12) + 4
-    assert s.parameter_count() == 12 * 8 + 12 + 4 * 12 + 4 == sum(
+    # mlp.0: (12, 8) + 12; mlp.1: (4, 12) + 4; input_norm's running mean and var: 2 x 2 x 4
+    assert s.parameter_count() == 12 * 8 + 12 + 4 * 12 + 4 + 2 * 2 * 4 == sum(
         a.size for a in spec.init_params(s).values()
     )
 

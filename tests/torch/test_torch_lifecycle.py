@@ -34,7 +34,12 @@ def test_state_dict_keys_are_the_canonical_names(case):
     s = make_spec(case)
     module = bt.build(s)
     assert sorted(module.state_dict()) == sorted(p.name for p in s.params())
-    assert sorted(n for n, _ in module.named_parameters()) == sorted(p.name for p in s.params())
+    assert sorted(n for n, _ in module.named_parameters()) == sorted(
+        p.name for p in s.params() if p.trained
+    )
+    assert sorted(n for n, _ in module.named_buffers()) == sorted(
+        p.name for p in s.params() if not p.trained
+    )  # input_norm's running statistics
     for p in s.params():
         assert tuple(module.state_dict()[p.name].shape) == p.shape, p.name
         assert module.state_dict()[p.name].dtype == torch.float32
@@ -88,7 +93,7 @@ def test_eval_output_is_identical_across_calls(case):
 def test_reset_parameters_draws_the_spec_distributions():
     s = spec.parse(dict(kind="transformer_concat", dim=64, heads=4, layers=3))
     gen = torch.Generator().manual_seed(0)
-    params = {n: p.detach() for n, p in bt.build(s, generator=gen).named_parameters()}
+    params = {n: p.detach() for n, p in bt.build(s, generator=gen).state_dict().items()}
     for p in s.params():
         value, init = params[p.name], p.init
         if init.tied_to is not None:
@@ -124,7 +129,7 @@ def test_build_accepts_dicts_and_json_and_prints_the_spec():
 
 
 def test_wrong_params_are_a_weights_error():
-    s = make_spec("gated")
+    s = make_spec("gated").replace(input_norm="none")  # only gate.bias missing
     params = perturbed_params(s)
     with pytest.raises(spec.WeightsError, match=r"missing \['gate.bias'\]"):
         bt.build(s, {"gate.weight": params["gate.weight"]})

@@ -19,6 +19,8 @@ from fusion_spec.backends import torch as bt
 #: the global generator, which two processes cannot share) and, for the energy loss, a
 #: budget of 0, which keeps relu(mean - budget) linear in the batch mean: the loss of the
 #: full batch is then the mean of the two halves' losses.
+#: input_norm="none": with the default "batch" each replica normalises with its own
+#: half's statistics, so DDP gradients differ from one process's (the distributed guide)
 DDP_SPECS = {
     "simple": dict(dim=8, heads=2, layers=2, dropout=0.0),
     "concat_mlp": dict(dim=8, dropout=0.0),
@@ -46,7 +48,7 @@ def _loss(module, v, t, noise):
 
 def _data(kind):
     """Per step: inputs ``(B, D)`` and the call's noise for the whole batch."""
-    s = spec.parse(kind, **DDP_SPECS[kind])
+    s = spec.parse(kind, input_norm="none", **DDP_SPECS[kind])
     rng = np.random.default_rng(7)
     steps = []
     for _ in range(DDP_STEPS):
@@ -189,7 +191,7 @@ def test_autocast_output_dtype_is_the_parameters_dtype(kind, device, dtype, inpu
 @pytest.mark.parametrize("kind", ["shomr", "energy_aware_adaptive", "modality_dropout"])
 def test_module_built_with_a_generator_moves_to_another_device(kind):
     """The CPU generator seeds a generator of the new device; ``meta`` has none."""
-    s = spec.parse(kind, **DDP_SPECS[kind])
+    s = spec.parse(kind, input_norm="none", **DDP_SPECS[kind])
     module = bt.build(s, generator=torch.Generator().manual_seed(0)).train()
     meta = module.to("meta")
     out = meta(torch.empty(4, s.dim, device="meta"), torch.empty(4, s.dim, device="meta"))
@@ -225,7 +227,7 @@ def test_build_takes_kind_and_fields():
 
 def test_legacy_checkpoint_of_a_ddp_model_loads(tmp_path):
     """``module.``-prefixed keys (a state_dict saved from DDP/DataParallel) load the same weights."""
-    s = spec.parse("gated", dim=4)
+    s = spec.parse("gated", dim=4, input_norm="none")  # from_legacy: the original's function
     legacy = {"gate.0.weight": torch.randn(4, 8), "gate.0.bias": torch.randn(4)}
     plain = bt.load_legacy_checkpoint(legacy, "gated")
     for state in (
