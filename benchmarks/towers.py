@@ -548,6 +548,39 @@ def markdown_complete(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def markdown_one_field(report: dict) -> str:
+    """One rule with one field changed per row (``EAA_JSON``): the row names the change
+    only (short cells: the table must fit a phone's width)."""
+    cfg = report["config"]
+    rows, ratio = _by(report, "complete"), ratios(report)
+    lines = [
+        f"`{cfg['rules'][0].split(':')[0]}`, both towers trained from scratch, complete "
+        f"data, {cfg['epochs']} epochs, seeds {seeds_of(report, 'complete')}; one field "
+        "changed per row from the defaults. Ratio: accuracy over the baseline's of the same "
+        "seed. Routes: the eval routes (image, text, both) of the median-accuracy seed.",
+        "",
+        "| change | accuracy per seed | median ratio | worst ratio | routes |",
+        "|---|---|---|---|---|",
+    ]
+    for label in (BASELINE, *cfg["rules"]):
+        for fw in cfg["frameworks"]:
+            seeds = rows.get((label, fw))
+            if not seeds:
+                continue
+            accs = " ".join(f"{seeds[s]['accuracy']:.2f}" for s in sorted(seeds))
+            r = ratio.get((label, fw), {})
+            med = f"{np.median(list(r.values())):.2f}" if r else ""
+            worst = f"{min(r.values()):.2f}" if r else ""
+            order = sorted(seeds, key=lambda s: seeds[s]["accuracy"])
+            routes = seeds[order[len(order) // 2]]["history"]["routes"][-1]
+            shown = "" if routes is None else " / ".join(f"{x:.2f}" for x in routes)
+            _, fields = parse_rule(label)
+            change = ("baseline (concatenate + MLP)" if label == BASELINE else
+                      "; ".join(f"`{k}={v}`" for k, v in fields.items()) or "none (the defaults)")
+            lines.append(f"| {change} | {accs} | {med} | {worst} | {shown} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_missing(report: dict) -> str:
     cfg = report["config"]
     mask, plain = _by(report, "missing_mask"), _by(report, "missing_no_mask")
@@ -615,13 +648,28 @@ def plot(report: dict, path) -> None:
     plt.close(fig)
 
 
+def tables(report: dict, docs) -> tuple[tuple[str, str], ...]:
+    """(marker, table) of ``docs/training.md``: the report's, and the energy-term runs
+    of ``EAA_JSON`` (``energy_aware_adaptive`` with one field changed per row)."""
+    import json
+
+    eaa = json.loads((docs / "assets" / EAA_JSON).read_text())
+    return (("towers-complete", markdown_complete(report)),
+            ("towers-missing", markdown_missing(report)),
+            ("towers-eaa", markdown_one_field(eaa)))
+
+
+#: runs of energy_aware_adaptive with one field changed (docs/assets/), made with
+#: ``--rules 'energy_aware_adaptive:energy_weight=0.0' ... --json`` and merged
+EAA_JSON = "train_towers_eaa.json"
+
+
 def write_docs(report: dict, docs) -> None:
     """The tables between the ``towers`` markers of ``docs/training.md`` and the plot."""
     plot(report, docs / "assets" / "train_towers.png")
     page = docs / "training.md"
     text = page.read_text()
-    for marker, table in (("towers-complete", markdown_complete(report)),
-                          ("towers-missing", markdown_missing(report))):
+    for marker, table in tables(report, docs):
         begin, end = f"<!-- {marker}: begin -->", f"<!-- {marker}: end -->"
         if begin not in text:
             continue

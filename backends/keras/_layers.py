@@ -945,8 +945,10 @@ class FusionLayer(keras.layers.Layer):
             w = ops.ones_like(x[:, 0]) if present is None else ops.cast(present, x.dtype)  # (B,)
             n = ops.sum(w)
             count = ops.maximum(n, 1.0)
-            mean_b = ops.matmul(w, x) / count  # (D,)
-            var_b = ops.matmul(w, ops.square(x - mean_b)) / count  # (D,)
+            # weighted sums, not ``w @ x``: a product would run at the backend's default
+            # matmul precision (TF32 or bfloat16 passes on GPUs), outside matmul_precision
+            mean_b = ops.sum(w[:, None] * x, axis=0) / count  # (D,)
+            var_b = ops.sum(w[:, None] * ops.square(x - mean_b), axis=0) / count  # (D,)
             enough = n >= 2.0
             m = s.input_norm_momentum
             unbiased = ops.stop_gradient(var_b * (n / ops.maximum(n - 1.0, 1.0)))

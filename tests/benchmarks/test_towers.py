@@ -133,8 +133,7 @@ def test_the_training_page_shows_the_committed_json():
     docs/assets/train_towers.json: no hand-edited figure."""
     report = json.loads((ROOT / "docs" / "assets" / "train_towers.json").read_text())
     page = (ROOT / "docs" / "training.md").read_text()
-    for marker, table in (("towers-complete", towers.markdown_complete(report)),
-                          ("towers-missing", towers.markdown_missing(report))):
+    for marker, table in towers.tables(report, ROOT / "docs"):
         begin, end = f"<!-- {marker}: begin -->", f"<!-- {marker}: end -->"
         shown = page.split(begin)[1].split(end)[0]
         assert shown == "\n" + table, f"rerun: python benchmarks/towers.py --merge ... --docs ({marker})"

@@ -138,6 +138,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("guide/end-to-end.md", "U(-0.05, 0.05)"): "Keras's documented Embedding initialiser",
     ("guide/missing.md", "where 30% of test samples"): TOWERS,
     ("guide/routing.md", "default 3.2, 4.1 and 9.8 mJ"): SPEC,
+    ("training.md", "its default budget (8 mJ)"): SPEC,
+    ("training.md", "route's cost (9.8 mJ)"): SPEC,
     ("guide/routing.md", "starts near 8.5 mJ, above the default budget of 8 mJ"): SPEC,
     ("guide/routing.md", "(`energy_weight`, 0.01)"): SPEC,
     ("guide/torch.md", "float64 to 1e-12"): SUITE,
@@ -214,6 +216,8 @@ def _softmax_both() -> float:
 
 #: (page, allowed phrase, the figure as written, the value it restates).
 CHECKS = [
+    ("training.md", "its default budget (8 mJ)", "8", lambda: _eaa().energy_budget_mJ),
+    ("training.md", "route's cost (9.8 mJ)", "9.8", lambda: _eaa().energy_costs_mJ[2]),
     ("guide/routing.md", "default 3.2, 4.1 and 9.8 mJ", "3.2", lambda: _eaa().energy_costs_mJ[0]),
     ("guide/routing.md", "default 3.2, 4.1 and 9.8 mJ", "4.1", lambda: _eaa().energy_costs_mJ[1]),
     ("guide/routing.md", "default 3.2, 4.1 and 9.8 mJ", "9.8", lambda: _eaa().energy_costs_mJ[2]),

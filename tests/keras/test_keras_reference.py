@@ -119,7 +119,7 @@ def test_elementwise_dropout_acts_in_training_only():
 def test_literal_gated():
     """Worked by hand: dim 1, W_g = [[1, -1]], b_g = 0: v = 2, t = 2 gives g = 1/2, f = 2;
     v = 1, t = 0 gives g = sigmoid(1) = 0.7310586, f = 0.7310586."""
-    s = spec.parse({"kind": "gated", "dim": 1})
+    s = spec.parse({"kind": "gated", "dim": 1, "input_norm": "none"})  # the rule alone
     layer = bk.build(s, {"gate.weight": np.array([[1.0, -1.0]]), "gate.bias": np.array([0.0])})
     out = to_numpy(layer(np.array([[2.0], [1.0]]), np.array([[2.0], [0.0]])))
     np.testing.assert_allclose(out, [[2.0], [0.7310586]], rtol=1e-6)
@@ -129,7 +129,7 @@ def test_literal_film_non_square_layout():
     """dim 2, W_gamma = [[1, 2], [0, 0]] (out, in), b_gamma = [0, 1], beta = 0:
     t = [1, 1] gives gamma = [3, 1]; v = [2, 5] gives f = [6, 5]. The transposed
     kernel would give gamma = [1, 3], f = [2, 15]."""
-    s = spec.parse({"kind": "film", "dim": 2})
+    s = spec.parse({"kind": "film", "dim": 2, "input_norm": "none"})  # the rule alone
     params = {
         "gamma.weight": np.array([[1.0, 2.0], [0.0, 0.0]]),
         "gamma.bias": np.array([0.0, 1.0]),

@@ -2,7 +2,8 @@
 
 Each case sets most weights to zero or the identity so that the output reduces
 to a few scalar operations; the numbers in the comments were computed with
-``math`` from those reductions, not with the reference.
+``math`` from those reductions, not with the reference. Every spec sets
+``input_norm="none"``: the rule's own math, without the default's standardisation.
 """
 
 import math
@@ -32,7 +33,7 @@ def run(s, params, v, t, **kw):
 
 
 def test_gated_literal():
-    s = spec.parse({"kind": "gated", "dim": 1})
+    s = spec.parse({"input_norm": "none", "kind": "gated", "dim": 1})
     p = {"gate.weight": np.array([[1.0, -1.0]]), "gate.bias": np.array([0.0])}
     # g = sigmoid(2 - 1) = 0.7310585786300049; out = 2 g + (1 - g)
     out, aux = run(s, p, [[2.0]], [[1.0]], return_aux=True)
@@ -41,7 +42,7 @@ def test_gated_literal():
 
 
 def test_film_literal_and_zero_weights_return_bias():
-    s = spec.parse({"kind": "film", "dim": 2})
+    s = spec.parse({"input_norm": "none", "kind": "film", "dim": 2})
     p = {
         "gamma.weight": np.eye(2),
         "gamma.bias": np.zeros(2),
@@ -60,7 +61,7 @@ def test_film_literal_and_zero_weights_return_bias():
 
 
 def test_concat_mlp_literal():
-    one = spec.parse({"kind": "concat_mlp", "dim": 1, "layers": 1})
+    one = spec.parse({"input_norm": "none", "kind": "concat_mlp", "dim": 1, "layers": 1})
     # 2 v + 3 t + 1
     np.testing.assert_allclose(
         run(
@@ -71,7 +72,7 @@ def test_concat_mlp_literal():
         ),
         [[6.0]],
     )
-    two = spec.parse({"kind": "concat_mlp", "dim": 1, "layers": 2, "hidden_mult": 1})
+    two = spec.parse({"input_norm": "none", "kind": "concat_mlp", "dim": 1, "layers": 2, "hidden_mult": 1})
     p = {
         "mlp.0.weight": np.array([[1.0, 1.0]]),
         "mlp.0.bias": np.array([0.0]),
@@ -83,7 +84,7 @@ def test_concat_mlp_literal():
 
 
 def test_modality_dropout_literal():
-    s = spec.parse({"kind": "modality_dropout", "dim": 1})
+    s = spec.parse({"input_norm": "none", "kind": "modality_dropout", "dim": 1})
     p = {
         "mlp.0.weight": np.array([[1.0, 1.0]]),
         "mlp.0.bias": np.array([0.0]),
@@ -98,7 +99,7 @@ def test_modality_dropout_literal():
     np.testing.assert_allclose(out, [[3.0], [3.0]])
     assert aux["keep_image"].tolist() == [0.0, 0.0] and aux["keep_text"].tolist() == [1.0, 1.0]
     np.testing.assert_allclose(aux["keep_image_margin"], [0.2, 0.2])
-    per = spec.parse({"kind": "modality_dropout", "dim": 1, "drop_granularity": "sample"})
+    per = spec.parse({"input_norm": "none", "kind": "modality_dropout", "dim": 1, "drop_granularity": "sample"})
     noise = {"drop_image": np.array([0.1, 0.5]), "drop_text": np.array([0.9, 0.3])}
     # sample 0: v dropped -> 3; sample 1: u == p_txt keeps t (drop only where u < p) -> 5
     np.testing.assert_allclose(run(per, p, v, t, training=True, noise=noise), [[3.0], [5.0]])
@@ -115,12 +116,12 @@ def _encoder_case(s):
 def test_simple_literal():
     # attention and FFN weights are zero: each layer is x -> LN(LN(x + [1,0,-1]) + [0,2,0])
     # worked with math.sqrt per token, then the mean of the two tokens
-    s1 = spec.parse({"kind": "simple", "dim": 3, "heads": 1, "layers": 1})
+    s1 = spec.parse({"input_norm": "none", "kind": "simple", "dim": 3, "heads": 1, "layers": 1})
     out = run(s1, _encoder_case(s1), [[3.0, 1.0, 0.0]], [[0.0, 2.0, 5.0]])
     np.testing.assert_allclose(
         out, [[-0.45704440770965904, 0.8833408009388652, -0.4262963932292063]], rtol=1e-12
     )
-    s2 = spec.parse({"kind": "simple", "dim": 3, "heads": 3, "layers": 2})
+    s2 = spec.parse({"input_norm": "none", "kind": "simple", "dim": 3, "heads": 3, "layers": 2})
     out = run(s2, _encoder_case(s2), [[3.0, 1.0, 0.0]], [[0.0, 2.0, 5.0]])
     np.testing.assert_allclose(
         out, [[-0.27814151359049855, 1.2852304970418655, -1.007088983451367]], rtol=1e-12
@@ -128,7 +129,7 @@ def test_simple_literal():
 
 
 def test_transformer_concat_literal():
-    s = spec.parse({"kind": "transformer_concat", "dim": 3, "heads": 1, "layers": 1})
+    s = spec.parse({"input_norm": "none", "kind": "transformer_concat", "dim": 3, "heads": 1, "layers": 1})
     p = _encoder_case(s)
     p["modality_embedding"] = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
     # tokens become [4, 1, 0] and [0, 2, 4], then as in test_simple_literal
@@ -139,7 +140,7 @@ def test_transformer_concat_literal():
 
 
 def test_cross_attention_literal():
-    s = spec.parse({"kind": "cross_attention", "dim": 2, "heads": 1})
+    s = spec.parse({"input_norm": "none", "kind": "cross_attention", "dim": 2, "heads": 1})
     p = zeros(s)
     for proj in ("query", "key", "value", "output"):
         p[f"attn.{proj}.weight"] = np.eye(2)
@@ -157,7 +158,7 @@ def test_cross_attention_literal():
 
 
 def _shomr_case(conf_bias, router_bias):
-    s = spec.parse({"kind": "shomr", "dim": 2, "heads": 1, "dropout": 0.0})
+    s = spec.parse({"input_norm": "none", "kind": "shomr", "dim": 2, "heads": 1, "dropout": 0.0})
     p = zeros(s)
     p["confidence.out.bias"] = np.array(conf_bias)
     p["router.out.bias"] = np.array(router_bias)
@@ -184,7 +185,7 @@ def test_shomr_literal_hard_and_soft():
 
 
 def test_energy_aware_adaptive_literal():
-    s = spec.parse({"kind": "energy_aware_adaptive", "dim": 2, "heads": 1, "energy_budget_mJ": 1.0})
+    s = spec.parse({"input_norm": "none", "kind": "energy_aware_adaptive", "dim": 2, "heads": 1, "energy_budget_mJ": 1.0})
     p = zeros(s)
     p["router.out.bias"] = np.array([0.0, 10.0, 0.0])
     v, t = [[1.0, 2.0]], [[-3.0, 4.0]]
@@ -211,7 +212,7 @@ def test_energy_aware_adaptive_literal():
     [(0.0, 0.05, [0, 0, 0, 1]), (0.0, 0.15, [1, 1, 1, 1]), (1.0, 0.35, [0, 0, 0, 1])],
 )
 def test_energy_aware_adaptive_output_dropout_literal(progress, gate_u, expected_kept):
-    s = spec.parse({"kind": "energy_aware_adaptive", "dim": 2, "heads": 1, "dropout": 0.0})
+    s = spec.parse({"input_norm": "none", "kind": "energy_aware_adaptive", "dim": 2, "heads": 1, "dropout": 0.0})
     p = zeros(s)
     p["router.out.bias"] = np.array([10.0, 0.0, 0.0])  # route 0: out = v
     v = np.ones((4, 2))
