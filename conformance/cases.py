@@ -1543,6 +1543,9 @@ def export_energy_aware_adaptive_router_init_bias_training():
 
 def _spec_defaults(kind: str, seed: int, training: bool) -> Case:
     name = f"{kind}_spec_defaults" + ("_training" if training else "")
+    fields = spec.RULES[kind].model_fields
+    # the two fields ``case`` otherwise sets off their defaults
+    defaults = {f: fields[f].default for f in ("input_norm", "router_init_bias") if f in fields}
     return case(
         name,
         kind,
@@ -1555,12 +1558,7 @@ def _spec_defaults(kind: str, seed: int, training: bool) -> Case:
             + (" (dropout 0: element-wise dropout has no noise contract)." if training else ".")
         ),
         dim=8,
-        input_norm=spec.RULES[kind].model_fields["input_norm"].default,
-        **{
-            name: f.default
-            for name, f in spec.RULES[kind].model_fields.items()
-            if name == "router_init_bias"
-        },
+        **defaults,
     )
 
 
