@@ -518,7 +518,6 @@ def _name(label: str) -> str:
 
 def markdown_complete(report: dict) -> str:
     cfg = report["config"]
-    rows, ratio = _by(report, "complete"), ratios(report)
     lines = [
         f"Both towers trained from scratch, complete data: test accuracy after "
         f"{cfg['epochs']} epochs, seeds {seeds_of(report, 'complete')} (chance 1/9; one modality alone "
@@ -530,29 +529,39 @@ def markdown_complete(report: dict) -> str:
         "| rule | framework | accuracy per seed | median ratio | worst ratio | epochs | routes |",
         "|---|---|---|---|---|---|---|",
     ]
+    for label, fw, c in _cells(report):
+        lines.append(f"| {_name(label)} | {fw} | {c['accuracies']} | {c['median']} | "
+                     f"{c['worst']} | {c['epochs']} | {c['routes']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cells(report: dict):
+    """(label, framework, cells) of each complete-data row: the accuracy per seed, the
+    median and worst ratio to the baseline, the median epochs to 90%, and the eval
+    routes of the median-accuracy seed, as the tables print them."""
+    cfg = report["config"]
+    rows, ratio = _by(report, "complete"), ratios(report)
     for label in (BASELINE, *cfg["rules"]):
         for fw in cfg["frameworks"]:
             seeds = rows.get((label, fw))
             if not seeds:
                 continue
-            accs = [seeds[s]["accuracy"] for s in sorted(seeds)]
             r = ratio.get((label, fw), {})
-            med = f"{np.median(list(r.values())):.2f}" if r else ""
-            worst = f"{min(r.values()):.2f}" if r else ""
-            epochs = f"{np.median([seeds[s]['epochs_to_90'] for s in seeds]):.0f}"
             order = sorted(seeds, key=lambda s: seeds[s]["accuracy"])
             routes = seeds[order[len(order) // 2]]["history"]["routes"][-1]
-            shown = "" if routes is None else " / ".join(f"{x:.2f}" for x in routes)
-            lines.append(f"| {_name(label)} | {fw} | {' '.join(f'{a:.2f}' for a in accs)} | "
-                         f"{med} | {worst} | {epochs} | {shown} |")
-    return "\n".join(lines) + "\n"
+            yield label, fw, {
+                "accuracies": " ".join(f"{seeds[s]['accuracy']:.2f}" for s in sorted(seeds)),
+                "median": f"{np.median(list(r.values())):.2f}" if r else "",
+                "worst": f"{min(r.values()):.2f}" if r else "",
+                "epochs": f"{np.median([seeds[s]['epochs_to_90'] for s in seeds]):.0f}",
+                "routes": "" if routes is None else " / ".join(f"{x:.2f}" for x in routes),
+            }
 
 
 def markdown_one_field(report: dict) -> str:
     """One rule with one field changed per row (``EAA_JSON``): the row names the change
     only (short cells: the table must fit a phone's width)."""
     cfg = report["config"]
-    rows, ratio = _by(report, "complete"), ratios(report)
     lines = [
         f"`{cfg['rules'][0].split(':')[0]}`, both towers trained from scratch, complete "
         f"data, {cfg['epochs']} epochs, seeds {seeds_of(report, 'complete')}; one field "
@@ -562,22 +571,12 @@ def markdown_one_field(report: dict) -> str:
         "| change | accuracy per seed | median ratio | worst ratio | routes |",
         "|---|---|---|---|---|",
     ]
-    for label in (BASELINE, *cfg["rules"]):
-        for fw in cfg["frameworks"]:
-            seeds = rows.get((label, fw))
-            if not seeds:
-                continue
-            accs = " ".join(f"{seeds[s]['accuracy']:.2f}" for s in sorted(seeds))
-            r = ratio.get((label, fw), {})
-            med = f"{np.median(list(r.values())):.2f}" if r else ""
-            worst = f"{min(r.values()):.2f}" if r else ""
-            order = sorted(seeds, key=lambda s: seeds[s]["accuracy"])
-            routes = seeds[order[len(order) // 2]]["history"]["routes"][-1]
-            shown = "" if routes is None else " / ".join(f"{x:.2f}" for x in routes)
-            _, fields = parse_rule(label)
-            change = ("baseline (concatenate + MLP)" if label == BASELINE else
-                      "; ".join(f"`{k}={v}`" for k, v in fields.items()) or "none (the defaults)")
-            lines.append(f"| {change} | {accs} | {med} | {worst} | {shown} |")
+    for label, _fw, c in _cells(report):
+        _, fields = parse_rule(label)
+        change = ("baseline (concatenate + MLP)" if label == BASELINE else
+                  "; ".join(f"`{k}={v}`" for k, v in fields.items()) or "none (the defaults)")
+        lines.append(f"| {change} | {c['accuracies']} | {c['median']} | {c['worst']} | "
+                     f"{c['routes']} |")
     return "\n".join(lines) + "\n"
 
 

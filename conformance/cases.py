@@ -1562,25 +1562,29 @@ def _spec_defaults(kind: str, seed: int, training: bool) -> Case:
     )
 
 
-def _spec_defaults_exports() -> dict[str, Callable[[], Case]]:
+def _per_rule_exports(
+    variant: str, build: Callable[[str, int, bool], Case], first_seed: int
+) -> dict[str, Callable[[], Case]]:
+    """``{kind}_{variant}`` and ``{kind}_{variant}_training`` for every rule, built by
+    ``build(kind, seed, training)`` with seed ``first_seed + 10 i + training``."""
     out = {}
     for i, kind in enumerate(spec.RULES):
         for training in (False, True):
-            name = f"{kind}_spec_defaults" + ("_training" if training else "")
-            out[name] = lambda k=kind, seed=2100 + 10 * i + training, tr=training: _spec_defaults(
+            name = f"{kind}_{variant}" + ("_training" if training else "")
+            out[name] = lambda k=kind, seed=first_seed + 10 * i + training, tr=training: build(
                 k, seed, tr
             )
     return out
 
 
+def _spec_defaults_exports() -> dict[str, Callable[[], Case]]:
+    return _per_rule_exports("spec_defaults", _spec_defaults, 2100)
+
+
 def _input_norm_exports() -> dict[str, Callable[[], Case]]:
-    out = {}
-    for i, kind in enumerate(spec.RULES):
-        for training in (False, True):
-            name = f"{kind}_input_norm" + ("_training" if training else "")
-            out[name] = lambda k=kind, seed=1200 + 10 * i + training, tr=training: _input_norm(
-                k, seed, training=tr
-            )
+    out = _per_rule_exports(
+        "input_norm", lambda k, seed, tr: _input_norm(k, seed, training=tr), 1200
+    )
     out["gated_input_norm_lone_text_training"] = lambda: _input_norm(
         "gated", 1290, training=True, lone=True
     )
@@ -1769,14 +1773,7 @@ def _non_default(kind: str, seed: int, training: bool) -> Case:
 
 
 def _non_default_exports() -> dict[str, Callable[[], Case]]:
-    out = {}
-    for i, kind in enumerate(spec.RULES):
-        for training in (False, True):
-            name = f"{kind}_non_default" + ("_training" if training else "")
-            out[name] = lambda k=kind, seed=1600 + 10 * i + training, tr=training: _non_default(
-                k, seed, tr
-            )
-    return out
+    return _per_rule_exports("non_default", _non_default, 1600)
 
 
 # --- stress inputs: every rule, with and without missing modalities --------------------
