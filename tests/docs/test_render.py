@@ -15,6 +15,7 @@ only when Debian's ``chromium`` is absent (``apt-get install -y chromium``).
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
 from check_site import (
@@ -91,13 +92,15 @@ TINY_DIAGRAM = (
 
 
 def _open_planted(site, browser, base_url, planted: str, width: int):
-    """Open the gated rule page with ``planted`` HTML appended to its article."""
+    """Open the gated rule page with ``planted`` HTML appended to its article, from a
+    folder of its own: pytest-xdist workers share one built site, and two planted pages
+    in one folder overwrote each other (a phone check once read the other's faults)."""
     page = (site / "rules" / "gated" / "index.html").read_text()
-    broken = site / "planted-broken"
-    broken.mkdir(exist_ok=True)
+    broken = site / f"planted-{uuid.uuid4().hex}"
+    broken.mkdir()
     (broken / "index.html").write_text(page.replace("</article>", planted + "</article>", 1))
     try:
-        return browser.open(base_url + "planted-broken/", width=width)
+        return browser.open(base_url + broken.name + "/", width=width)
     finally:
         (broken / "index.html").unlink()
         broken.rmdir()
