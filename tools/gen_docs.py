@@ -379,8 +379,8 @@ def params_block(kind: str) -> str:
         if not q.trained:
             notes.append("not trained")
         init = row["formula"] if row["formula"] == row["at"] else f"{row['formula']} ({row['at']})"
-        joined = "; ".join(n.rstrip(".") for n in notes[:-1]) + ("; " if len(notes) > 1 else "")
-        rows.append([name, row["shape"], init, joined + (notes[-1] if notes else "")])
+        # a note's own full stop goes where another note follows it
+        rows.append([name, row["shape"], init, "; ".join([n.rstrip(".") for n in notes[:-1]] + notes[-1:])])
         if q.init.origin:
             origins.setdefault(q.init.origin, []).append(row["formula"])
     for setting, q, shape, formula in optional_params(kind):
