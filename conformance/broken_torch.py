@@ -122,6 +122,18 @@ class StraightThroughIgnored(_TorchBug):
         return super().build(s, params)
 
 
+class StraightThroughChosenRouteOnly(_TorchBug):
+    """``energy_aware_adaptive``: ``straight_through_routes="all"`` read as ``"chosen"``:
+    the router's gradient from the routed output alone, never the other routes'."""
+
+    bug = "straight-through-chosen-route-only"
+
+    def build(self, s, params):
+        if getattr(s, "straight_through_routes", None) == "all":
+            s = s.model_copy(update={"straight_through_routes": "chosen"})
+        return super().build(s, params)
+
+
 class StraightThroughArgmaxRoute(_TorchBug):
     """The straight-through factor built from the argmax route's probability, not the route's."""
 

@@ -1230,6 +1230,37 @@ def export_energy_aware_adaptive_straight_through():
     )
 
 
+def export_energy_aware_adaptive_straight_through_chosen():
+    return case(
+        "energy_aware_adaptive_straight_through_chosen",
+        "energy_aware_adaptive",
+        seed=125,
+        training=True,
+        dim=8,
+        heads=2,
+        straight_through=True,
+        straight_through_routes="chosen",
+        gradient=True,
+        doc="straight_through_routes='chosen': the routed output times "
+        "1 + r_k - sg(r_k), the router's gradient from the chosen route alone "
+        "(the inputs and weights of energy_aware_adaptive_straight_through).",
+    )
+
+
+def export_energy_aware_adaptive_straight_through_chosen_eval():
+    return case(
+        "energy_aware_adaptive_straight_through_chosen_eval",
+        "energy_aware_adaptive",
+        seed=134,
+        dim=8,
+        heads=2,
+        straight_through=True,
+        straight_through_routes="chosen",
+        gradient=True,
+        doc="Eval (argmax route) with the chosen route's straight-through factor.",
+    )
+
+
 def export_energy_aware_adaptive_no_straight_through():
     return case(
         "energy_aware_adaptive_no_straight_through",

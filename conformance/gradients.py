@@ -40,7 +40,11 @@ the same gradient instead,
 $L_{st}(\theta) = L(\theta) + \sum_b w_b \langle R_b, f_b(\theta_0) \rangle\, r_{b, k_b}(\theta)$,
 with $f(\theta_0)$ and the routes $k$ held at the unperturbed point and
 $w_b = 1$ for the routed samples (``hard`` for ``shomr``, all for
-``energy_aware_adaptive``).
+``energy_aware_adaptive``). With ``straight_through_routes="all"``
+(``energy_aware_adaptive``) the term is that of every route,
+$\sum_b \sum_j \langle R_b, y_{b,j}(\theta_0) \rangle\, r_{b,j}(\theta)$, with
+$y_j(\theta_0)$ the output the call gives when route $j$ is taken (the route logits'
+bias of $j$ raised by $10^6$, so $r$ is one-hot on $j$), non-finite values as 0.
 """
 
 from __future__ import annotations
@@ -203,9 +207,29 @@ class _Loss:
         self.decisions = _decisions(self.s, aux, case.v.shape[0], case.training, case.options)
         self.straight_through = bool(getattr(self.s, "straight_through", False))
         if self.straight_through:
-            routed = aux["hard"] if self.s.kind == "shomr" else np.ones(case.v.shape[0])
             self.route = aux["route"]
-            self.st_weight = routed * np.sum(self.R * out, axis=1)  # (B,)
+            if getattr(self.s, "straight_through_routes", "chosen") == "all":
+                # (B, K): <R_b, y_j> for every route's output y_j, held at the base point
+                self.st_weight = np.stack(
+                    [np.sum(self.R * held, axis=1) for held in self._route_outputs()], axis=1
+                )
+            else:
+                routed = aux["hard"] if self.s.kind == "shomr" else np.ones(case.v.shape[0])
+                self.st_weight = routed * np.sum(self.R * out, axis=1)  # (B,)
+
+    def _route_outputs(self) -> list[np.ndarray]:
+        """Each route's output ``y_j`` ``(B, D)`` at the base point (non-finite values as 0):
+        the call with the route logits' bias of route ``j`` raised by ``1e6``, so that
+        ``r`` is one-hot on ``j`` and every draw or argmax picks it (samples with one
+        modality keep their route: their ``r`` is constant and never reaches the sum)."""
+        outputs = []
+        for j in range(self.params["router.out.bias"].shape[0]):
+            params = dict(self.params)
+            params["router.out.bias"] = params["router.out.bias"].copy()
+            params["router.out.bias"][j] += 1e6
+            y, _ = self._forward(self.base, params)
+            outputs.append(np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0))
+        return outputs
 
     def _forward(self, x, params):
         c = self.case
@@ -242,7 +266,9 @@ class _Loss:
         loss = np.sum(out * self.R, axis=1)  # (B,)
         for k, r in self.aux_R.items():  # a batch-level term, spread evenly over the rows
             loss = loss + float(np.sum(aux[k] * r)) / out.shape[0]
-        if self.straight_through:
+        if self.straight_through and self.st_weight.ndim == 2:
+            loss = loss + np.sum(self.st_weight * aux["route_probs"], axis=1)
+        elif self.straight_through:
             r_k = np.take_along_axis(aux["route_probs"], self.route[:, None], axis=1)[:, 0]
             loss = loss + self.st_weight * r_k
         return loss

@@ -164,6 +164,7 @@ class EnergyAwareAdaptiveFields(TypedDict, total=False):
     eval_routing: Literal["argmax", "sample"]
     router_init_bias: Sequence[float] | None
     straight_through: bool
+    straight_through_routes: Literal["all", "chosen"]
     output_drop_start: float
     output_drop_ramp: float
     output_drop_max: float

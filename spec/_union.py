@@ -148,6 +148,11 @@ def parse(obj: Any, /, **fields: Any) -> FusionSpecBase:
 #: Fields added after artefacts were first stored whose default changes the function:
 #: the value a stored spec without the field meant (the behaviour before the field).
 STORED_DEFAULTS: dict[str, Any] = {"input_norm": "none"}
+#: The same for one kind's fields: ``energy_aware_adaptive`` files written before
+#: ``straight_through_routes`` trained the router with the chosen route's factor.
+STORED_KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "energy_aware_adaptive": {"straight_through_routes": "chosen"},
+}
 
 
 def parse_stored(obj: Any, /) -> FusionSpec:
@@ -156,7 +161,8 @@ def parse_stored(obj: Any, /) -> FusionSpec:
     A stored spec that lacks a field of ``STORED_DEFAULTS`` was written before the
     field existed and computes what that field's earlier behaviour computes, so it
     takes that value, not today's default: files saved before ``input_norm`` load
-    as ``input_norm="none"``, with the parameters they hold.
+    as ``input_norm="none"``, with the parameters they hold (``STORED_KIND_DEFAULTS``:
+    the same for one kind's fields).
     """
     if isinstance(obj, (str, bytes)):
         try:
@@ -164,7 +170,9 @@ def parse_stored(obj: Any, /) -> FusionSpec:
         except ValueError:
             return parse(obj)  # parse words the error
     if isinstance(obj, dict):
-        obj = {**STORED_DEFAULTS, **obj}
+        kind = obj.get("kind")
+        by_kind = STORED_KIND_DEFAULTS.get(kind, {}) if isinstance(kind, str) else {}
+        obj = {**STORED_DEFAULTS, **by_kind, **obj}
     return parse(obj)
 
 

@@ -77,12 +77,16 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
         description="Energy of the image, text and both routes in mJ, each in [0, 1e6].",
     )
     energy_weight: float = Field(
-        default=0.01,
+        default=1.0,
         ge=0.0,
         le=ENERGY_MAX,
         description=(
-            "lambda in the energy loss, in [0, 1e6]. A fixed hyperparameter by default; the "
-            "original's learnable lambda_energy could be driven negative by the optimiser."
+            "lambda in the energy loss, in [0, 1e6]: the task-loss units one mJ over the "
+            "budget costs. At 1 the budget binds (the batch's mean expected energy settles "
+            "at it); at the original's 0.01 a router that compares routes ignores it. A "
+            "fixed hyperparameter by default; the original's learnable lambda_energy "
+            "(from_legacy reads its value from the checkpoint) could be driven negative by "
+            "the optimiser."
         ),
     )
     energy_weight_trainable: bool = Field(
@@ -100,11 +104,25 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
     straight_through: bool = Field(
         default=True,
         description=(
-            "Multiply the routed output by 1 + r_k - stop_gradient(r_k) so the router "
-            "receives a straight-through gradient from the task loss (forward value "
-            "unchanged). False (the original; from_legacy sets it): the router learns "
-            "from the energy loss alone, which is 0 while the expected energy is "
-            "within the budget."
+            "Give the router a straight-through gradient from the task loss (forward value "
+            "unchanged; straight_through_routes says which). False (the original; "
+            "from_legacy sets it): the router learns from the energy loss alone, which is "
+            "0 while the expected energy is within the budget."
+        ),
+    )
+    straight_through_routes: Literal["all", "chosen"] = Field(
+        default="all",
+        description=(
+            "With straight_through, the routes the router's gradient compares. 'all': add "
+            "sum_j (r_j - stop_gradient(r_j)) stop_gradient(y_j) over the three routes' "
+            "outputs y_j (a non-finite y_j counts as 0), so the router's gradient is that of "
+            "the mixture sum_j r_j y_j: it moves towards the route whose output the loss "
+            "prefers, while the experts train only on the samples routed to them. Training "
+            "then computes the 'both' path for every sample. 'chosen': multiply the routed "
+            "output by 1 + r_k - stop_gradient(r_k) (shomr's form): the router only learns "
+            "to scale the chosen route's output, never that another route would do better, "
+            "and a router that leaves 'both' early in training may not come back. Files "
+            "written before this field load as 'chosen'."
         ),
     )
     output_drop_start: float = Field(

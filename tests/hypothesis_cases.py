@@ -72,6 +72,7 @@ def valid_specs(draw, kind: str):
         kw["energy_weight_trainable"] = draw(st.booleans())
         kw["eval_routing"] = draw(st.sampled_from(["argmax", "sample"]))
         kw["straight_through"] = draw(st.booleans())
+        kw["straight_through_routes"] = draw(st.sampled_from(["all", "chosen"]))
         kw["output_drop_start"] = draw(st.sampled_from([0.0, 0.1, 1.0]))
         kw["output_drop_flag_p"] = draw(st.sampled_from([0.0, 0.5, 1.0]))
     return spec.parse(kw)

@@ -319,6 +319,20 @@ def straight_through(out, probs, route):
     return out + out * (r_k - ops.stop_gradient(r_k))
 
 
+def straight_through_routes(out, probs, outputs):
+    """``out + sum_j (r_j - stop_gradient(r_j)) stop_gradient(y_j)`` over every route's
+    output ``y_j`` ``(B, D)``: the forward value is ``out`` unchanged, and ``probs``
+    ``(B, K)`` receives the gradient of the mixture ``sum_j r_j y_j``. A non-finite
+    ``y_j`` counts as 0, so a route's inf or NaN never reaches a sample routed elsewhere.
+    """
+    delta = probs - ops.stop_gradient(probs)  # (B, K): exactly 0 forward
+    for j, y in enumerate(outputs):
+        y = ops.stop_gradient(y)
+        held = ops.where(ops.isfinite(y), y, ops.zeros_like(y))
+        out = out + delta[:, j : j + 1] * held
+    return out
+
+
 # --- the layer base ---------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from ._layers import (
     poison_undecided,
     select,
     straight_through,
+    straight_through_routes,
     tokens,
 )
 
@@ -57,7 +58,9 @@ def energy_aware_adaptive(s, p, v, t, *, training, noise, drop, present=None, pr
     b = layer_norm(p, "norm", g * v + (1.0 - g) * t + a, s.layer_norm_eps)
     both = feed_forward(p, "ffn", b, drop_out=drop)
     out = poison_undecided(select(route, v, t, both), r)
-    if s.straight_through:
+    if s.straight_through and s.straight_through_routes == "all":
+        out = straight_through_routes(out, r, (v, t, both))
+    elif s.straight_through:
         out = straight_through(out, r, route)
 
     expected = ops.matmul(r, ops.convert_to_tensor(s.energy_costs_mJ, dtype=r.dtype))  # (B,)

@@ -508,6 +508,22 @@ def straight_through(out: Tensor, probs: Tensor, route: Tensor) -> Tensor:
     return out + out * (r_k - r_k.detach())
 
 
+def straight_through_routes(out: Tensor, probs: Tensor, outputs: tuple[Tensor, ...]) -> Tensor:
+    """``out + sum_j (r_j - stop_gradient(r_j)) stop_gradient(y_j)`` over every route's
+    output ``y_j`` ``(B, D)``: the forward value is ``out`` unchanged, and ``probs``
+    ``(B, K)`` receives the gradient of the mixture ``sum_j r_j y_j``, ``<y_j, dL/dout>``
+    per route. A non-finite ``y_j`` counts as 0, so a route's inf or NaN never reaches
+    a sample routed elsewhere.
+    """
+    if not (probs.requires_grad and torch.is_grad_enabled()):
+        return out  # nothing to carry a gradient: the forward value is ``out`` as is
+    delta = (probs - probs.detach()).to(out.dtype)  # (B, K): exactly 0 forward
+    for j, y in enumerate(outputs):
+        held = torch.nan_to_num(y.detach(), nan=0.0, posinf=0.0, neginf=0.0)
+        out = out + delta[:, j : j + 1] * held
+    return out
+
+
 def _under_torch_func(x: Tensor) -> bool:
     """Whether ``x`` is wrapped by a ``torch.func`` transform (never while compiling:
     ``torch.compile`` traces plain tensors)."""

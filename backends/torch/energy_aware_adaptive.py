@@ -29,6 +29,7 @@ from ._layers import (
     select,
     sparse_dispatch,
     straight_through,
+    straight_through_routes,
     tokens,
 )
 
@@ -51,6 +52,8 @@ class EnergyAwareAdaptiveFusion(FusionModule):
     for every sample and selects with ``torch.where`` (no host synchronisation;
     compiles, exports, CUDA graphs); ``"sparse"`` runs it on the rows routed to it
     only (one host read of the bucket sizes); ``"auto"`` (default) chooses per call.
+    A call that trains the router with ``straight_through_routes="all"`` computes the
+    "both" path for every row whatever the dispatch: the router's gradient reads it.
 
     Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``route_probs`` ``(B, 3)``,
     ``route`` ``(B,)`` int32, ``expected_energy`` ``(B,)``, ``energy_loss`` ``()``,
@@ -104,7 +107,14 @@ class EnergyAwareAdaptiveFusion(FusionModule):
             route = present.single_route(route)
             r = present.route_probs(r, route)
 
-        if sparse_dispatch(self.dispatch, v):
+        # the router's gradient compares every route's output: "both" for every sample
+        every_route = (
+            s.straight_through
+            and s.straight_through_routes == "all"
+            and r.requires_grad
+            and torch.is_grad_enabled()
+        )
+        if not every_route and sparse_dispatch(self.dispatch, v):
             # the "both" path on its rows only, scattered into zeros; image/text rows
             # selected element-wise (cheaper than a gather and its backward)
             order, (n_kept, _) = bucket_sizes((route == 2).to(torch.int64), 2)
@@ -115,9 +125,12 @@ class EnergyAwareAdaptiveFusion(FusionModule):
             both = both.new_zeros((v.shape[0], both.shape[1])).index_copy(0, idx, both)
             out = select(route, v, t, both)
         else:
-            out = select(route, v, t, self._both(v, t, h))
+            both = self._both(v, t, h)
+            out = select(route, v, t, both)
         out = poison_undecided(out, r)
-        if s.straight_through:
+        if every_route:
+            out = straight_through_routes(out, r, (v, t, both))
+        elif s.straight_through:
             out = straight_through(out, r, route)
 
         kept = None

@@ -337,6 +337,18 @@ BUGS = (
         scope=("energy_aware_adaptive/forward/*", "energy_aware_adaptive/gradient/*"),
     ),
     _bug(
+        "straight-through-chosen-route-only",
+        "fusion_spec.conformance.broken_torch:StraightThroughChosenRouteOnly",
+        "PyTorch: straight_through_routes='all' computed as 'chosen': the router learns to "
+        "scale the routed output, never that another route would do better.",
+        (
+            "energy_aware_adaptive/gradient/energy_aware_adaptive_straight_through",
+            "energy_aware_adaptive/gradient/energy_aware_adaptive_straight_through_eval",
+        ),
+        requires="torch",
+        scope=("energy_aware_adaptive/forward/*", "energy_aware_adaptive/gradient/*"),
+    ),
+    _bug(
         "energy-weight-detached",
         "fusion_spec.conformance.broken_torch:EnergyWeightDetached",
         "PyTorch: a trainable energy_weight read detached in the loss: it never learns.",

@@ -252,7 +252,7 @@ BUGS = (
         ("shomr", "energy_aware_adaptive"),
         "fusion_spec.conformance.broken_torch:StraightThroughArgmaxRoute",
         "The straight-through factor uses r of the argmax route, not of the route taken.",
-        ("energy_aware_adaptive/gradient/energy_aware_adaptive_straight_through",),
+        ("energy_aware_adaptive/gradient/energy_aware_adaptive_straight_through_chosen",),
         requires="torch",
         scope=(
             "shomr/forward/*",

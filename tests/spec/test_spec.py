@@ -78,7 +78,8 @@ def test_defaults_follow_the_original_constructors():
     assert h.straight_through is True  # training default; the original: False
     e = spec.parse({"kind": "energy_aware_adaptive", "dim": 8})
     assert (e.heads, e.energy_budget_mJ, e.energy_costs_mJ) == (8, 8.0, (3.2, 4.1, 9.8))
-    assert (e.eval_routing, e.energy_weight, e.straight_through) == ("argmax", 0.01, True)
+    assert (e.eval_routing, e.energy_weight, e.straight_through) == ("argmax", 1.0, True)
+    assert e.straight_through_routes == "all"  # the router compares every route
     tc = spec.parse({"kind": "transformer_concat", "dim": 8})
     assert (tc.modality_embeddings, tc.modality_embedding_std) == (True, 0.02)
 

@@ -29,7 +29,7 @@ def test_save_load_round_trip(kind, tmp_path):
 
 
 def test_scalar_param_round_trip(tmp_path):
-    s = make_spec("energy_aware_adaptive", energy_weight_trainable=True)
+    s = make_spec("energy_aware_adaptive", energy_weight_trainable=True, energy_weight=0.01)
     params = spec.init_params(s)
     spec.save_weights(tmp_path / "w.safetensors", s, params)
     _, p2 = spec.load_weights(tmp_path / "w.safetensors")
