@@ -473,8 +473,9 @@ def merge(reports: list[dict]) -> dict:
     for r in reports:
         for x in r["results"]:
             results[(x["framework"], x["rule"], x["seed"], x["scenario"])] = x
+    kept = {k: first[k] for k in ("earlier_defaults",) if k in first}  # a table's legend
     return {
-        "config": {**{k: first[k] for k in fixed if k in first},
+        "config": {**{k: first[k] for k in fixed if k in first}, **kept,
                    **{k: union(k) for k in ("rules", "frameworks", "seeds", "scenarios")}},
         "machine": sorted({m for r in reports for m in _machines(r)}),
         "results": list(results.values()),
@@ -548,35 +549,56 @@ def _cells(report: dict):
                 continue
             r = ratio.get((label, fw), {})
             order = sorted(seeds, key=lambda s: seeds[s]["accuracy"])
-            routes = seeds[order[len(order) // 2]]["history"]["routes"][-1]
+            middle = seeds[order[len(order) // 2]]["history"]
+            routes = middle["routes"][-1]
+            energy = (middle.get("energy") or [None])[-1]
             yield label, fw, {
                 "accuracies": " ".join(f"{seeds[s]['accuracy']:.2f}" for s in sorted(seeds)),
                 "median": f"{np.median(list(r.values())):.2f}" if r else "",
                 "worst": f"{min(r.values()):.2f}" if r else "",
                 "epochs": f"{np.median([seeds[s]['epochs_to_90'] for s in seeds]):.0f}",
                 "routes": "" if routes is None else " / ".join(f"{x:.2f}" for x in routes),
+                "energy": "" if energy is None else f"{energy:.2f}",
             }
 
 
+def _budget(label: str) -> str:
+    """The energy budget of a label's spec (its field, else the default), as the page prints it."""
+    from fusion_spec import spec
+
+    kind, fields = parse_rule(label)
+    return f"{spec.parse(kind, dim=Run.dim, **fields).energy_budget_mJ:g}"
+
+
 def markdown_one_field(report: dict) -> str:
-    """One rule with one field changed per row (``EAA_JSON``): the row names the change
-    only (short cells: the table must fit a phone's width)."""
+    """One rule with a few fields changed per row (``EAA_JSON``): the row names the
+    changes only (short cells: the table must fit a phone's width)."""
     cfg = report["config"]
     lines = [
         f"`{cfg['rules'][0].split(':')[0]}`, both towers trained from scratch, complete "
-        f"data, {cfg['epochs']} epochs, seeds {seeds_of(report, 'complete')}; one field "
-        "changed per row from the defaults. Ratio: accuracy over the baseline's of the same "
-        "seed. Routes: the eval routes (image, text, both) of the median-accuracy seed.",
+        f"data, {cfg['epochs']} epochs, seeds {seeds_of(report, 'complete')}; each row "
+        "names the fields it changes from the defaults. Ratio: accuracy over the baseline's "
+        "of the same seed. Routes: the eval routes (image, text, both) of the median-accuracy "
+        "seed. Energy: that seed's mean expected energy in mJ over its last training epoch "
+        f"(the budget: {_budget(cfg['rules'][0])} mJ).",
         "",
-        "| change | accuracy per seed | median ratio | worst ratio | routes |",
-        "|---|---|---|---|---|",
+        "| change | accuracy per seed | median ratio | worst ratio | routes | energy |",
+        "|---|---|---|---|---|---|",
     ]
+    earlier = cfg.get("earlier_defaults", {})
+    if earlier:
+        lines[0] += (' "Earlier defaults": ' + ", ".join(f"`{k}={v}`" for k, v in earlier.items())
+                     + ", the defaults these runs were first made with.")
     for label, _fw, c in _cells(report):
         _, fields = parse_rule(label)
+        old = bool(earlier) and all(fields.get(k) == v for k, v in earlier.items())
+        if old:
+            fields = {k: v for k, v in fields.items() if k not in earlier}
+        parts = ["earlier defaults"] * old + [f"`{k}={v}`" for k, v in fields.items()]
         change = ("baseline (concatenate + MLP)" if label == BASELINE else
-                  "; ".join(f"`{k}={v}`" for k, v in fields.items()) or "none (the defaults)")
+                  "; ".join(parts) or "none (the defaults)")
         lines.append(f"| {change} | {c['accuracies']} | {c['median']} | {c['worst']} | "
-                     f"{c['routes']} |")
+                     f"{c['routes']} | {c['energy']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -649,7 +671,7 @@ def plot(report: dict, path) -> None:
 
 def tables(report: dict, docs) -> tuple[tuple[str, str], ...]:
     """(marker, table) of ``docs/training.md``: the report's, and the energy-term runs
-    of ``EAA_JSON`` (``energy_aware_adaptive`` with one field changed per row)."""
+    of ``EAA_JSON`` (``energy_aware_adaptive`` with fields changed per row)."""
     import json
 
     eaa = json.loads((docs / "assets" / EAA_JSON).read_text())
@@ -658,7 +680,7 @@ def tables(report: dict, docs) -> tuple[tuple[str, str], ...]:
             ("towers-eaa", markdown_one_field(eaa)))
 
 
-#: runs of energy_aware_adaptive with one field changed (docs/assets/), made with
+#: runs of energy_aware_adaptive with fields changed (docs/assets/), made with
 #: ``--rules 'energy_aware_adaptive:energy_weight=0.0' ... --json`` and merged
 EAA_JSON = "train_towers_eaa.json"
 

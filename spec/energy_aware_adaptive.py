@@ -188,7 +188,11 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
             + feed_forward("ffn", d, self.ffn_mult * d)
         )
         if self.energy_weight_trainable:
-            init = Init("constant", value=self.energy_weight, origin="the original's lambda_energy")
+            init = Init(
+                "constant",
+                value=self.energy_weight,
+                origin="the field energy_weight (the original's lambda_energy started at 0.01)",
+            )
             specs.append(
                 ParamSpec(
                     "energy_weight",

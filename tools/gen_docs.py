@@ -962,14 +962,26 @@ def differentiability_block(kind: str) -> str:
                 if steps
                 else ".\n"
             )
-    if st:
+    chosen = (
+        "multiplies a routed output by "
+        "$1 + r_k - \\mathrm{sg}(r_k)$, where $\\mathrm{sg}$ stops the gradient: the "
+        "value is unchanged, and the router receives the gradient "
+        "$\\partial \\mathcal{L} / \\partial r_k = \\langle \\partial \\mathcal{L} / "
+        "\\partial f, f \\rangle$ of each sample's chosen route"
+    )
+    if st and "straight_through_routes" in cls.model_fields:
         text += (
-            "\nStraight-through (`straight_through=True`) multiplies a routed output by "
-            "$1 + r_k - \\mathrm{sg}(r_k)$, where $\\mathrm{sg}$ stops the gradient: the "
-            "value is unchanged, and the router receives the gradient "
-            "$\\partial \\mathcal{L} / \\partial r_k = \\langle \\partial \\mathcal{L} / "
-            "\\partial f, f \\rangle$ of each sample's chosen route.\n"
+            "\nStraight-through (`straight_through=True`), with the default "
+            f"`straight_through_routes={s.straight_through_routes!r}`, adds "
+            "$\\sum_j (r_j - \\mathrm{sg}(r_j))\\,\\mathrm{sg}(y_j)$ over every route's "
+            "output $y_j$ (a non-finite $y_j$ as 0), where $\\mathrm{sg}$ stops the gradient: "
+            "the value is unchanged, and the router receives the gradient of the mixture "
+            "$\\sum_j r_j y_j$, $\\partial \\mathcal{L} / \\partial r_j = \\langle "
+            "\\partial \\mathcal{L} / \\partial f, y_j \\rangle$ for every route $j$. "
+            f"`straight_through_routes='chosen'` {chosen}.\n"
         )
+    elif st:
+        text += f"\nStraight-through (`straight_through=True`) {chosen}.\n"
     return text
 
 
@@ -1568,7 +1580,17 @@ def train_notes_block() -> str:
         f"The figures above come from one run on the machine the JSON records as\n"
         f"`{data['machine']}`: {data['wall_seconds'] / 60:.0f} minutes of wall time, of which "
         "the training times in the JSON\nare a noisy share. Accuracy does not depend on the load.\n"
+        + _rerun_note(data.get("rerun"))
     )
+
+
+def _rerun_note(rerun: dict | None) -> str:
+    """The sentence for runs re-made after a default changed (the JSON's ``rerun``)."""
+    if not rerun:
+        return ""
+    rules = ", ".join(f"`{r}`" for r in rerun["rules"])
+    return (f"The default runs of {rules} were re-made when {rerun['why']}: "
+            f"{rerun['wall_seconds'] / 60:.1f} minutes on `{rerun['machine']}`.\n")
 
 
 def pages() -> dict[str, dict[str, Callable[[], str]]]:

@@ -155,3 +155,30 @@ def test_a_label_shows_its_fields_and_input_norm():
     assert towers._name('shomr:input_norm="batch";router_init_bias=null') == (
         "`shomr:router_init_bias=None`")  # the default
     assert towers._name("film") == "`film`"
+
+
+def test_the_energy_table_names_the_earlier_defaults_once():
+    """Rows holding every field of ``earlier_defaults`` say "earlier defaults" plus their
+    other changes; the energy column is the median-accuracy seed's last epoch."""
+    earlier = {"energy_weight": 0.01, "straight_through_routes": "chosen"}
+    old = 'energy_aware_adaptive:energy_weight=0.01;straight_through_routes="chosen"'
+    rules = ["energy_aware_adaptive", old, old + ";energy_budget_mJ=10.0",
+             "energy_aware_adaptive:energy_weight=0.0"]
+    results = [_result("torch", "baseline", 0, "complete", 0.8)]
+    for i, rule in enumerate(rules):
+        r = _result("torch", rule, 0, "complete", 0.4 + 0.1 * i)
+        r["history"]["energy"] = [9.0, 7.5 + i]
+        results.append(r)
+    report = {"config": {"rules": rules, "frameworks": ["torch"], "seeds": [0],
+                         "scenarios": ["complete"], "epochs": 2,
+                         "earlier_defaults": earlier},
+              "results": results}
+    table = towers.markdown_one_field(report)
+    assert '"Earlier defaults": `energy_weight=0.01`, `straight_through_routes=chosen`' in table
+    assert "(the budget: 8 mJ)" in table
+    assert "| none (the defaults) | 0.40 | 0.50 | 0.50 |  | 7.50 |" in table
+    assert "| earlier defaults | 0.50 | 0.62 | 0.62 |  | 8.50 |" in table
+    assert "| earlier defaults; `energy_budget_mJ=10.0` | 0.60 |" in table
+    assert "| `energy_weight=0.0` | 0.70 |" in table
+    merged = towers.merge([report, {**report, "results": results[:1]}])
+    assert merged["config"]["earlier_defaults"] == earlier
