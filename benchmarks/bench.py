@@ -18,7 +18,9 @@ the order rotated every round; the median of the rounds):
 * with ``--dispatch``, the routing rules' ``dense`` and ``sparse`` dispatch, and in
   training ``no_st``: ``straight_through=False`` (the original's gradient: its router
   gets none through the output; ours by default trains it, one more backward pass
-  through the router MLP over the whole batch);
+  through the router MLP over the whole batch) and, for ``energy_aware_adaptive``,
+  ``st_chosen``: ``straight_through_routes="chosen"`` (the router's gradient from the
+  chosen route only, so the "both" path runs on its own rows);
 * routing rules in training: every variant takes the same route draws (a pool of
   16: our noise, and the routes it gave passed to the original's ``route=``), so the
   ratio compares the same work (``shomr``'s routers have dropout in training, so its
@@ -224,6 +226,10 @@ def _torch_case(args, torch, bt, original, dev, sync, kind, mode, precision, B) 
         models["sparse"] = bt.build(s, params, dispatch="sparse").to(dev)
         if train:  # the original trains no router through its output: ours without that
             models["no_st"] = bt.build(s.replace(straight_through=False), params).to(dev)
+        if train and getattr(s, "straight_through_routes", None) == "all":
+            # the default's extra cost: every route's output for the router (dense "both")
+            chosen = s.replace(straight_through_routes="chosen")
+            models["st_chosen"] = bt.build(chosen, params).to(dev)
     for m in models.values():
         m.train(train)
     autocast = precision == "bfloat16"
@@ -481,6 +487,8 @@ def _cell(r: dict) -> str:
         parts.append(f"vs our routes {r['speedup']['ours'] / r['speedup']['orig_argmax']:.2f}x")
     if "no_st" in ms:
         parts.append(f"without straight-through {r['speedup']['no_st']:.2f}x")
+    if "st_chosen" in ms:
+        parts.append(f"chosen-route straight-through {r['speedup']['st_chosen']:.2f}x")
     if "original_again" in ms:
         parts.append(f"A/A {r['speedup']['original_again']:.2f}x")
     return "; ".join(parts)

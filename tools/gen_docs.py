@@ -1390,6 +1390,30 @@ def perf_cpu_block() -> str:
     return text + _bench_table(rows, "train")
 
 
+#: energy_aware_adaptive's training step re-measured after its default became
+#: straight_through_routes="all" (the 2026-11-29 run predates it)
+EAA_TRAIN_JSON = ROOT / "benchmarks" / "cpu-2026-12-07-eaa-train.json"
+
+
+def perf_eaa_train_block() -> str:
+    """The re-measured ``energy_aware_adaptive`` training row, with its own run sentence."""
+    data = json.loads(EAA_TRAIN_JSON.read_text())
+    rows = data["rows"]
+    bench = _bench()
+    batches = sorted({r["batch"] for r in rows})
+    cells = [bench._cell(next(r for r in rows if r["batch"] == b)) for b in batches]
+    table = _table([f"B={b}" for b in batches], [cells])
+    return (
+        bench_run_sentence(EAA_TRAIN_JSON)
+        + "\nThe training row of `energy_aware_adaptive` in the table above was measured "
+        "before its default became `straight_through_routes=\"all\"`, which computes the "
+        "\"both\" path for every sample in training. Re-measured on its own (the original's "
+        "own milliseconds differ between the two runs: compare the ratios, not the "
+        "milliseconds, with the table above); \"chosen-route straight-through\" is our module with "
+        "`straight_through_routes=\"chosen\"`, the cost before the change.\n\n" + table
+    )
+
+
 def perf_host_block() -> str:
     rows = json.loads(HOST_JSON.read_text())["rows"]
     low, high = _aa_range(rows)
@@ -1608,6 +1632,7 @@ def pages() -> dict[str, dict[str, Callable[[], str]]]:
         "training.md": {"train-notes": train_notes_block},
         "performance.md": {
             "perf-cpu": perf_cpu_block,
+            "perf-eaa-train": perf_eaa_train_block,
             "perf-host": perf_host_block,
             "perf-losses": perf_losses_block,
             "perf-tokens": perf_tokens_block,

@@ -200,7 +200,7 @@ def test_parameters_of_non_default_settings_are_listed():
     it with its condition; the running statistics of the default ``input_norm='batch'``
     say when they are absent."""
     energy = gen_docs.params_block("energy_aware_adaptive")
-    assert "| `energy_weight` | `()` (scalar) | $0.01$ |" in energy
+    assert "| `energy_weight` | `()` (scalar) | $1$ |" in energy  # the field's default
     assert "Only with spec `energy_weight_trainable=True`." in energy
     gated = gen_docs.params_block("gated")
     assert "| `input_norm.text.running_var` | `(D,)` | $1$ |" in gated
