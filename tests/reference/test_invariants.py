@@ -220,7 +220,7 @@ def test_energy_aware_adaptive_routes_and_energy():
     expected = r @ np.array([3.2, 4.1, 9.8])
     np.testing.assert_allclose(aux["expected_energy"], expected, rtol=1e-15)
     np.testing.assert_allclose(
-        aux["energy_loss"], 0.01 * max(0.0, expected.mean() - 3.0), rtol=1e-14
+        aux["energy_loss"], s.energy_weight * max(0.0, expected.mean() - 3.0), rtol=1e-14
     )
     # forced routes through the noise: route 0 returns v and route 1 returns t bit for bit
     noise = {"route": np.zeros(30)}

@@ -185,7 +185,8 @@ def test_shomr_literal_hard_and_soft():
 
 
 def test_energy_aware_adaptive_literal():
-    s = spec.parse({"input_norm": "none", "kind": "energy_aware_adaptive", "dim": 2, "heads": 1, "energy_budget_mJ": 1.0})
+    s = spec.parse({"input_norm": "none", "kind": "energy_aware_adaptive", "dim": 2, "heads": 1,
+                    "energy_budget_mJ": 1.0, "energy_weight": 0.01})
     p = zeros(s)
     p["router.out.bias"] = np.array([0.0, 10.0, 0.0])
     v, t = [[1.0, 2.0]], [[-3.0, 4.0]]
