@@ -65,7 +65,7 @@ class FilmFields(TypedDict, total=False):
     input_norm: Literal["none", "batch"]
     input_norm_momentum: float
     input_norm_eps: float
-    missing_modality: Literal["identity", "zero_fill"]
+    missing_modality: Literal["zero_fill", "identity"]
 
 
 class ModalityDropoutFields(TypedDict, total=False):

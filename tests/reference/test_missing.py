@@ -87,7 +87,7 @@ def test_gated_zero_fill_scales_the_lone_modality_by_its_gate():
 
 
 def test_film_identity_without_text_and_shift_alone_without_image():
-    s, p, v, t = setup(CASES["film"])
+    s, p, v, t = setup({**CASES["film"], "missing_modality": "identity"})
     out, aux = call(s, p, v, t, PRESENT)
     np.testing.assert_array_equal(out[ROWS["image"]], v[ROWS["image"]])
     i = ROWS["text"]
@@ -96,7 +96,8 @@ def test_film_identity_without_text_and_shift_alone_without_image():
 
 
 def test_film_zero_fill_modulates_the_image_by_the_biases():
-    s, p, v, t = setup({**CASES["film"], "missing_modality": "zero_fill"})
+    s, p, v, t = setup(CASES["film"])
+    assert s.missing_modality == "zero_fill"  # the default
     out, _ = call(s, p, v, t, PRESENT)
     i = ROWS["image"]
     np.testing.assert_allclose(out[i], p["gamma.bias"] * v[i] + p["beta.bias"], rtol=1e-13)
