@@ -79,7 +79,7 @@ def test_tables_come_from_the_results():
     table = towers.markdown_complete(report)
     assert "| `gated` | torch | 0.40 0.90 | 0.75 | 0.50 | 2 |  |" in table
     missing = towers.markdown_missing(report)
-    assert "| `gated` | torch | 0.700 | 0.600 | 0.300 | 0.200 |" in missing
+    assert "| `gated` | torch | 0.700 | 0.600 | 0.300 | 0.200 | 1 / 1 |" in missing
 
 
 def test_parse_rule():
