@@ -1217,47 +1217,46 @@ def export_energy_aware_adaptive_trainable_weight():
     )
 
 
-def export_energy_aware_adaptive_straight_through():
+def _eaa_straight_through(name: str, seed: int, training: bool, doc: str = "", **fields):
+    """``energy_aware_adaptive`` with straight-through, a gradient case (``fields``: the
+    estimator's form); the eval and training pairs of each form share inputs and weights."""
     return case(
-        "energy_aware_adaptive_straight_through",
+        name,
         "energy_aware_adaptive",
-        seed=125,
-        training=True,
+        seed=seed,
+        training=training,
         dim=8,
         heads=2,
         straight_through=True,
         gradient=True,
+        doc=doc,
+        **fields,
     )
 
 
+def export_energy_aware_adaptive_straight_through():
+    return _eaa_straight_through("energy_aware_adaptive_straight_through", 125, True)
+
+
 def export_energy_aware_adaptive_straight_through_chosen():
-    return case(
+    return _eaa_straight_through(
         "energy_aware_adaptive_straight_through_chosen",
-        "energy_aware_adaptive",
-        seed=125,
-        training=True,
-        dim=8,
-        heads=2,
-        straight_through=True,
-        straight_through_routes="chosen",
-        gradient=True,
-        doc="straight_through_routes='chosen': the routed output times "
+        125,
+        True,
+        "straight_through_routes='chosen': the routed output times "
         "1 + r_k - sg(r_k), the router's gradient from the chosen route alone "
         "(the inputs and weights of energy_aware_adaptive_straight_through).",
+        straight_through_routes="chosen",
     )
 
 
 def export_energy_aware_adaptive_straight_through_chosen_eval():
-    return case(
+    return _eaa_straight_through(
         "energy_aware_adaptive_straight_through_chosen_eval",
-        "energy_aware_adaptive",
-        seed=134,
-        dim=8,
-        heads=2,
-        straight_through=True,
+        134,
+        False,
+        "Eval (argmax route) with the chosen route's straight-through factor.",
         straight_through_routes="chosen",
-        gradient=True,
-        doc="Eval (argmax route) with the chosen route's straight-through factor.",
     )
 
 
@@ -1406,15 +1405,11 @@ def export_energy_aware_adaptive_argmax_tie():
 
 
 def export_energy_aware_adaptive_straight_through_eval():
-    return case(
+    return _eaa_straight_through(
         "energy_aware_adaptive_straight_through_eval",
-        "energy_aware_adaptive",
-        seed=134,
-        dim=8,
-        heads=2,
-        straight_through=True,
-        gradient=True,
-        doc="Eval (argmax route) with the straight-through factor.",
+        134,
+        False,
+        "Eval (argmax route) with the straight-through factor.",
     )
 
 
