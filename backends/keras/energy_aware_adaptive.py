@@ -60,7 +60,7 @@ def energy_aware_adaptive(s, p, v, t, *, training, noise, drop, present=None, pr
     out = poison_undecided(select(route, v, t, both), r)
     if s.straight_through and s.straight_through_routes == "all":
         out = straight_through_routes(out, r, (v, t, both))
-    elif s.straight_through:
+    elif s.straight_through:  # "chosen"
         out = straight_through(out, r, route)
 
     expected = ops.matmul(r, ops.convert_to_tensor(s.energy_costs_mJ, dtype=r.dtype))  # (B,)

@@ -130,7 +130,7 @@ class EnergyAwareAdaptiveFusion(FusionModule):
         out = poison_undecided(out, r)
         if every_route:
             out = straight_through_routes(out, r, (v, t, both))
-        elif s.straight_through:
+        elif s.straight_through and s.straight_through_routes == "chosen":
             out = straight_through(out, r, route)
 
         kept = None
