@@ -1,7 +1,7 @@
 """Golden vectors: every case's inputs, params and reference outputs, for backends outside Python.
 
-``conformance/golden/vectors.safetensors`` holds the tensors under
-``{case}/{group}/{name}``:
+``conformance/golden/vectors/{rule}.safetensors`` (one file per rule, each case's
+``file`` in the manifest) holds the tensors under ``{case}/{group}/{name}``:
 
 * ``input/v``, ``input/t`` ``(B, D)`` float32 (NaN/1e30 in absent rows);
   ``input/present`` ``(B, 2)`` bool for the missing-modality cases, ``input/image_mask``
@@ -37,9 +37,23 @@ from .gradients import cotangent, finite_differences
 from .suite import reference
 
 DIR = Path(__file__).with_name("golden")
-VECTORS = DIR / "vectors.safetensors"
+#: One safetensors file per rule (``{rule}.safetensors``): small files to review and fetch.
+VECTORS = DIR / "vectors"
 MANIFEST = DIR / "manifest.json"
-FORMAT = "fusion-spec-golden/1"
+FORMAT = "fusion-spec-golden/2"
+
+
+def vector_file(rule: str) -> str:
+    """A rule's tensor file, relative to ``DIR`` (the manifest's ``file`` of its cases)."""
+    return f"{VECTORS.name}/{rule}.safetensors"
+
+
+def load_vectors() -> dict[str, np.ndarray]:
+    """Every stored tensor, from all the rules' files."""
+    tensors: dict[str, np.ndarray] = {}
+    for path in sorted(VECTORS.glob("*.safetensors")):
+        tensors.update(load_file(str(path)))
+    return tensors
 
 
 def generate() -> tuple[dict[str, np.ndarray], dict]:
@@ -69,6 +83,7 @@ def generate() -> tuple[dict[str, np.ndarray], dict]:
         entry = {
             "name": c.name,
             "rule": c.rule,
+            "file": vector_file(c.rule),
             "spec": json.loads(c.spec.model_dump_json()),
             "training": c.training,
             "options": c.options,
@@ -103,9 +118,24 @@ def generate() -> tuple[dict[str, np.ndarray], dict]:
 
 
 def write(tensors: dict[str, np.ndarray], manifest: dict) -> None:
-    DIR.mkdir(exist_ok=True)
-    save_file(tensors, str(VECTORS), metadata={"format": FORMAT})
+    """Each rule's tensors to its file (stale files removed), then the manifest."""
+    VECTORS.mkdir(parents=True, exist_ok=True)
+    files: dict[str, dict[str, np.ndarray]] = {}
+    for entry in manifest["cases"]:
+        group = files.setdefault(entry["file"], {})
+        for key in entry["tensors"].values():
+            group[key] = tensors[key]
+    for old in VECTORS.glob("*.safetensors"):
+        if f"{VECTORS.name}/{old.name}" not in files:
+            old.unlink()
+    for name, group in files.items():
+        save_file(group, str(DIR / name), metadata={"format": FORMAT})
     MANIFEST.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+def size() -> int:
+    """Bytes of the stored golden files (the rules' tensors and the manifest)."""
+    return sum(p.stat().st_size for p in VECTORS.glob("*.safetensors")) + MANIFEST.stat().st_size
 
 
 #: Reference outputs and aux values: float64 on the same inputs, moved only by the
@@ -180,9 +210,9 @@ def drift(tensors: dict[str, np.ndarray], manifest: dict) -> list[str]:
     finite differences to their own rounding bound. Each problem names the case
     (or the manifest path), the key and the size of the difference.
     """
-    if not VECTORS.exists() or not MANIFEST.exists():
+    if not any(VECTORS.glob("*.safetensors")) or not MANIFEST.exists():
         return [f"{VECTORS} or {MANIFEST} missing: run python -m fusion_spec.conformance golden"]
-    stored = load_file(str(VECTORS))
+    stored = load_vectors()
     problems: list[str] = []
     new_manifest = json.loads(json.dumps(manifest, sort_keys=True))
     _compare_json(
@@ -234,8 +264,8 @@ def main(check: bool = False) -> int:
             print(f"golden drift: {p}", file=sys.stderr)
         return 1 if problems else 0
     write(tensors, manifest)
-    size = VECTORS.stat().st_size + MANIFEST.stat().st_size
     print(
-        f"wrote {len(manifest['cases'])} cases, {len(tensors)} tensors, {size / 1e6:.2f} MB to {DIR}"
+        f"wrote {len(manifest['cases'])} cases, {len(tensors)} tensors, {size() / 1e6:.2f} MB "
+        f"to {DIR}"
     )
     return 0

@@ -996,7 +996,8 @@ def links_block(kind: str) -> str:
         f"[its source](../reference/fusion_ref.md#fusion_spec.fusion_ref.{kind}.{kind}).\n"
         f"- Backends: `backends/torch/{kind}.py`, `backends/keras/{kind}.py`.\n"
         f"- Golden vectors: {len(cases)} cases `{kind}_*` in "
-        "`conformance/golden/vectors.safetensors` (index `conformance/golden/manifest.json`), "
+        f"`conformance/golden/vectors/{kind}.safetensors` (index "
+        "`conformance/golden/manifest.json`), "
         f"listed in the [case catalogue](../conformance.md#cases-of-{kind.replace('_', '_')}).\n"
     )
 
