@@ -108,3 +108,14 @@ def test_macs_count_the_input_projections(kind):
     extra = (12 + 6) * plain.dim
     assert wide.macs() == {route: n + extra for route, n in plain.macs().items()}
     assert spec.parse(kind, **_fields(kind), image_dim=plain.dim).macs() == plain.macs()
+
+
+def test_a_stored_spec_without_the_momentum_loads_with_the_earlier_default():
+    """Files written while input_norm_momentum defaulted to 0.1 and did not name it
+    keep updating their running statistics by 0.1; a stored value is kept."""
+    stored = spec.parse("gated", dim=8).model_dump()
+    del stored["input_norm_momentum"]
+    assert spec.parse_stored(stored).input_norm_momentum == 0.1
+    assert spec.parse_stored(stored).input_norm == "batch"  # the stored field is kept
+    assert spec.parse_stored({**stored, "input_norm_momentum": 0.5}).input_norm_momentum == 0.5
+    assert spec.parse("gated", dim=8).input_norm_momentum == 0.5  # today's default
