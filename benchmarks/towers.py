@@ -119,6 +119,9 @@ class Run:
     batch: int = 128
     missing: bool = False
     mask: bool = True
+    #: PyTorch: also evaluate with running statistics updated by this momentum from the
+    #: same training batches (training never reads them), beside the spec's own
+    shadow_momentum: float | None = None
 
 
 # --- PyTorch ------------------------------------------------------------------------
@@ -173,9 +176,16 @@ def train_torch(run: Run, task: Task) -> dict:
         history["accuracy_one"] = []
     towers = {"grad_image": model.tower_v, "grad_text": model.tower_t}
     probe = slice(0, run.batch)  # the gradient norms' batch: the first training samples
+    shadow = (None if run.shadow_momentum is None or model.fusion is None
+              else ShadowStats(model.fusion, run.shadow_momentum))
+    if shadow is not None:
+        for key in [k for k in history if k.startswith("accuracy")]:
+            history[f"{key}_shadow"] = []
 
     def tower_gradients():
         """Each tower's gradient norm on the probe batch, in training mode; no state kept."""
+        if shadow is not None:
+            shadow.active = False
         state = {k: b.clone() for k, b in model.named_buffers()}
         logits, aux = model(images[probe], tokens[probe],
                             None if present is None else present[probe])
@@ -189,6 +199,8 @@ def train_torch(run: Run, task: Task) -> dict:
                 p.grad.square().sum() for p in tower.parameters() if p.grad is not None
             ))))
         model.zero_grad(set_to_none=True)
+        if shadow is not None:
+            shadow.active = True
 
     start = time.perf_counter()
     for _ in range(run.epochs):
@@ -211,14 +223,67 @@ def train_torch(run: Run, task: Task) -> dict:
         with torch.no_grad():
             for name, split in tests.items():
                 p = torch.from_numpy(split.present) if name == "one" else None
-                logits, aux = model(torch.from_numpy(split.images), torch.from_numpy(split.tokens), p)
+                x = (torch.from_numpy(split.images), torch.from_numpy(split.tokens), p)
+                logits, aux = model(*x)
                 acc = float((logits.argmax(-1).numpy() == split.labels).mean())
-                history["accuracy" if name == "complete" else "accuracy_one"].append(acc)
+                key = "accuracy" if name == "complete" else "accuracy_one"
+                history[key].append(acc)
+                if shadow is not None:
+                    shadow.swap()
+                    pred = model(*x)[0].argmax(-1).numpy()
+                    shadow.swap()
+                    history[f"{key}_shadow"].append(float((pred == split.labels).mean()))
                 if name == "complete":
                     routes = (np.bincount(aux["route"].numpy(), minlength=3) / len(split.labels)
                               if "route" in aux else None)
                     history["routes"].append(None if routes is None else routes.round(4).tolist())
-    return _summary(history, time.perf_counter() - start)
+    out = _summary(history, time.perf_counter() - start)
+    if shadow is not None:
+        out["shadow_momentum"] = run.shadow_momentum
+    return out
+
+
+class ShadowStats:
+    """Running statistics of a PyTorch fusion layer's ``input_norm`` updated with another
+    momentum, from the batches the layer normalises in training (a forward pre-hook:
+    the same present rows, mean and unbiased variance as the layer's own update).
+    ``swap()`` exchanges them with the layer's buffers, for an eval with them and back."""
+
+    def __init__(self, fusion, momentum: float):
+        import torch
+
+        from fusion_spec.backends.torch._layers import RunningStats
+
+        self.momentum, self.active = momentum, True
+        self.modules = [m for m in fusion.modules() if isinstance(m, RunningStats)]
+        self.stats = {m: [m.running_mean.clone(), m.running_var.clone()] for m in self.modules}
+
+        def hook(module, args):
+            if not (module.training and self.active):
+                return
+            x, present = args[0], args[1]
+            with torch.no_grad():
+                x = x.to(module.running_mean.dtype)
+                w = torch.ones_like(x[:, 0]) if present is None else present.to(x.dtype)
+                n = w.sum()
+                if n < 2:  # the layer keeps its statistics then, and so does the shadow
+                    return
+                mean = (w[:, None] * x).sum(0) / n
+                var = (w[:, None] * (x - mean).square()).sum(0) / (n - 1)
+                stats = self.stats[module]
+                stats[0].lerp_(mean, self.momentum)
+                stats[1].lerp_(var, self.momentum)
+
+        for m in self.modules:
+            m.register_forward_pre_hook(hook)
+
+    def swap(self) -> None:
+        for m in self.modules:
+            stats = self.stats[m]
+            own = [m.running_mean.clone(), m.running_var.clone()]
+            m.running_mean.copy_(stats[0])
+            m.running_var.copy_(stats[1])
+            self.stats[m] = own
 
 
 def _summary(history: dict, seconds: float) -> dict:
@@ -228,8 +293,9 @@ def _summary(history: dict, seconds: float) -> dict:
         "train_seconds": round(seconds, 1),
         "history": history,
     }
-    if "accuracy_one" in history:
-        out["accuracy_one"] = history["accuracy_one"][-1]
+    for key in ("accuracy_one", "accuracy_shadow", "accuracy_one_shadow"):
+        if key in history:
+            out[key] = history[key][-1]
     return out
 
 
@@ -371,7 +437,8 @@ def parse_rule(label: str) -> tuple[str, dict]:
     return kind, fields
 
 
-def job(framework: str, label: str, seed: int, scenario: str, epochs: int) -> dict:
+def job(framework: str, label: str, seed: int, scenario: str, epochs: int,
+        shadow_momentum: float | None = None) -> dict:
     """One training run (in its own process: Keras reads KERAS_BACKEND at import)."""
     import os
 
@@ -380,13 +447,18 @@ def job(framework: str, label: str, seed: int, scenario: str, epochs: int) -> di
     kind, fields = parse_rule(label)
     missing, mask = SCENARIOS[scenario]
     task = make_task(seed, missing=missing)
-    result = TRAINERS[framework](Run(kind, fields, seed, epochs, missing=missing, mask=mask), task)
+    shadow = shadow_momentum if framework == "torch" else None
+    result = TRAINERS[framework](Run(kind, fields, seed, epochs, missing=missing, mask=mask,
+                                     shadow_momentum=shadow), task)
     return {"framework": framework, "rule": label, "seed": seed, "scenario": scenario, **result}
 
 
-def run_all(labels, frameworks, seeds, scenarios, epochs: int, jobs: int, out, log=print) -> dict:
+def run_all(labels, frameworks, seeds, scenarios, epochs: int, jobs: int, out, log=print,
+            baseline: bool = True, shadow_momentum: float | None = None) -> dict:
     """Every (scenario, framework, rule, seed), ``jobs`` processes at a time; the report is
-    rewritten to ``out`` after each run (an interrupted run keeps what finished)."""
+    rewritten to ``out`` after each run (an interrupted run keeps what finished). Without
+    ``baseline`` the baseline's runs are left out (for a report merged with one that has
+    them: the baseline does not depend on any rule's field)."""
     import json
     import multiprocessing
     import os
@@ -407,12 +479,12 @@ def run_all(labels, frameworks, seeds, scenarios, epochs: int, jobs: int, out, l
             report["results"] = old["results"]
     done = {(r["framework"], r["rule"], r["seed"], r["scenario"]) for r in report["results"]}
     todo = [(fw, label, seed, sc) for sc in scenarios for fw in frameworks
-            for seed in seeds for label in (BASELINE, *labels)
+            for seed in seeds for label in ((BASELINE,) * baseline + tuple(labels))
             if (fw, label, seed, sc) not in done
             and not (label == BASELINE and sc == "missing_mask")]  # the baseline takes no mask
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(job, fw, label, seed, sc, epochs): (fw, label, seed, sc)
+        futures = {pool.submit(job, fw, label, seed, sc, epochs, shadow_momentum): (fw, label, seed, sc)
                    for fw, label, seed, sc in todo}
         for future in as_completed(futures):
             r = future.result()
@@ -589,8 +661,13 @@ def markdown_one_field(report: dict) -> str:
     if earlier:
         lines[0] += (' "Earlier defaults": ' + ", ".join(f"`{k}={v}`" for k, v in earlier.items())
                      + ", the defaults these runs were first made with.")
+    common = _common_fields([label for label in cfg["rules"] if label != BASELINE])
+    if common:
+        lines[0] += (" Every row also ran with " + ", ".join(f"`{k}={v}`" for k, v in common.items())
+                     + ", a default of the time, not named in the rows.")
     for label, _fw, c in _cells(report):
         _, fields = parse_rule(label)
+        fields = {k: v for k, v in fields.items() if k not in common}
         old = bool(earlier) and all(fields.get(k) == v for k, v in earlier.items())
         if old:
             fields = {k: v for k, v in fields.items() if k not in earlier}
@@ -600,6 +677,94 @@ def markdown_one_field(report: dict) -> str:
         lines.append(f"| {change} | {c['accuracies']} | {c['median']} | {c['worst']} | "
                      f"{c['routes']} | {c['energy']} |")
     return "\n".join(lines) + "\n"
+
+
+def _common_fields(labels: list[str]) -> dict:
+    """The fields that every label sets to the same value (none for fewer than two)."""
+    if len(labels) < 2:
+        return {}
+    first = parse_rule(labels[0])[1]
+    return {k: v for k, v in first.items()
+            if all(parse_rule(label)[1].get(k, object()) == v for label in labels[1:])}
+
+
+#: the last epochs whose epoch-to-epoch changes of test accuracy measure the swing
+SWING_EPOCHS = 10
+
+
+def swing(accuracies: list[float], epochs: int = SWING_EPOCHS) -> float:
+    """The mean |change| of test accuracy between consecutive epochs over the last ``epochs``."""
+    return float(np.abs(np.diff(accuracies[-epochs:])).mean())
+
+
+def markdown_momentum(report: dict, old: dict) -> str:
+    """The rules' defaults (``report``) beside the earlier running statistics update
+    ``input_norm_momentum=0.1``: per framework, over the nine rules and their seeds.
+    Where the default runs carry ``accuracy_shadow`` (PyTorch, ``--shadow-momentum``),
+    the 0.1 row is the same runs evaluated with the shadow statistics; otherwise it is
+    the runs of ``old`` (``MOMENTUM_JSON``), made before the change."""
+    rows_new, rows_old = _by(report, "complete"), _by(old, "complete")
+    frameworks = report["config"]["frameworks"]
+    base = {fw: rows_new.get((BASELINE, fw), {}) for fw in frameworks}
+    lines = [
+        f"Complete data, {report['config']['epochs']} epochs, the nine rules with their "
+        f"defaults but the running statistics' update. Swing: the mean change of test "
+        f"accuracy from one epoch to the next over the last {SWING_EPOCHS} epochs, the "
+        "median over the rules' runs (the baseline's own runs on its row). Lowest median: "
+        "the lowest of the rules' median ratios to the baseline; worst seed: the lowest "
+        "ratio of any rule's seed, and its rule. \"Same runs\": each training run "
+        "evaluated with both updates (running statistics of 0.1 follow the same training "
+        "batches beside the layer's own; training reads neither). \"Earlier runs\": runs "
+        "made with 0.1 before the change, by an earlier version of the code whose training "
+        "differs from today's from the first epoch, so that row compares two sets of runs.",
+        "",
+        "| `input_norm_momentum` | framework | seeds | swing | lowest median | worst seed |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def runs_of(rows, fw, fields):
+        out = {}
+        for (label, f), seeds in rows.items():
+            kind, given = parse_rule(label)
+            if (f == fw and label != BASELINE and input_norm_of(label) == "batch"
+                    and given == fields):
+                out[kind] = {s: r for s, r in seeds.items() if s in base[fw]}
+        return out
+
+    def row(value, fw, runs, key):
+        ratio = {k: {s: r[key] / base[fw][s]["accuracy"] for s, r in v.items()}
+                 for k, v in runs.items()}
+        worst = min((min(v.values()), k) for k, v in ratio.items())
+        seeds = sorted({s for v in runs.values() for s in v})
+        history = "accuracy" if key == "accuracy" else "accuracy_shadow"
+        return (f"| {value} | {fw} | {', '.join(map(str, seeds))} | "
+                f"{np.median([swing(r['history'][history]) for v in runs.values() for r in v.values()]):.3f} | "
+                f"{min(np.median(list(v.values())) for v in ratio.values()):.2f} | "
+                f"{worst[0]:.2f} (`{worst[1]}`) |")
+
+    for fw in frameworks:
+        if not base[fw]:
+            continue
+        lines.append(f"| baseline (no input norm) | {fw} | {', '.join(map(str, sorted(base[fw])))} | "
+                     f"{np.median([swing(r['history']['accuracy']) for r in base[fw].values()]):.3f}"
+                     " |  |  |")
+        current = runs_of(rows_new, fw, {})
+        shadows = {r.get("shadow_momentum") for v in current.values() for r in v.values()}
+        if current and len(shadows) == 1 and None not in shadows:
+            lines.append(row(f"{shadows.pop():g} (same runs)", fw, current, "accuracy_shadow"))
+        else:
+            earlier = runs_of(rows_old, fw, {"input_norm_momentum": 0.1})
+            if earlier:
+                lines.append(row("0.1 (earlier runs)", fw, earlier, "accuracy"))
+        if current:
+            lines.append(row(f"{_default('input_norm_momentum'):g} (default)", fw, current, "accuracy"))
+    return "\n".join(lines) + "\n"
+
+
+def _default(field: str):
+    from fusion_spec import spec
+
+    return spec.RULES["simple"].model_fields[field].default
 
 
 def markdown_missing(report: dict) -> str:
@@ -676,14 +841,19 @@ def tables(report: dict, docs) -> tuple[tuple[str, str], ...]:
     import json
 
     eaa = json.loads((docs / "assets" / EAA_JSON).read_text())
+    momentum = json.loads((docs / "assets" / MOMENTUM_JSON).read_text())
     return (("towers-complete", markdown_complete(report)),
             ("towers-missing", markdown_missing(report)),
-            ("towers-eaa", markdown_one_field(eaa)))
+            ("towers-eaa", markdown_one_field(eaa)),
+            ("towers-momentum", markdown_momentum(report, momentum)))
 
 
 #: runs of energy_aware_adaptive with fields changed (docs/assets/), made with
 #: ``--rules 'energy_aware_adaptive:energy_weight=0.0' ... --json`` and merged
 EAA_JSON = "train_towers_eaa.json"
+#: the runs of the rules' defaults made while ``input_norm_momentum`` was 0.1 (relabelled
+#: ``kind:input_norm_momentum=0.1``): training is the same, only the eval statistics differ
+MOMENTUM_JSON = "train_towers_momentum.json"
 
 
 def write_docs(report: dict, docs) -> None:
@@ -715,6 +885,11 @@ def main(argv=None) -> int:
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=tuple(SCENARIOS))
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=2, help="training processes at a time")
+    parser.add_argument("--shadow-momentum", type=float, default=None,
+                        help="PyTorch: also evaluate with running statistics of this momentum "
+                             "(history accuracy_shadow), from the same training run")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="leave the baseline's runs out (to merge with a report that has them)")
     parser.add_argument("--json", type=Path, default=root / "docs" / "assets" / "train_towers.json",
                         help="the report (resumed when it holds runs of the same config)")
     parser.add_argument("--merge", nargs="+", type=Path, default=None,
@@ -730,7 +905,8 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     else:
         report = run_all(args.rules, args.frameworks, args.seeds, args.scenarios, args.epochs,
-                         args.jobs, args.json)
+                         args.jobs, args.json, baseline=not args.no_baseline,
+                         shadow_momentum=args.shadow_momentum)
         print(f"wall {_time.perf_counter() - start:.0f} s")
     print(markdown_complete(report))
     if any(r["scenario"] == "missing_mask" for r in report["results"]):

@@ -182,3 +182,60 @@ def test_the_energy_table_names_the_earlier_defaults_once():
     assert "| `energy_weight=0.0` | 0.70 |" in table
     merged = towers.merge([report, {**report, "results": results[:1]}])
     assert merged["config"]["earlier_defaults"] == earlier
+
+
+def test_shadow_statistics_evaluate_as_a_run_with_that_momentum():
+    """Training never reads the running statistics, so one run evaluated with shadow
+    statistics of momentum 0.1 gives what a run built with 0.1 gives: the momentum
+    table's "same runs" row compares like for like."""
+    pytest.importorskip("torch")
+    task = towers.make_task(0, n_train=1024, n_test=300, missing=True)
+    shadowed = towers.train_torch(
+        towers.Run("gated", {}, 0, epochs=2, missing=True, shadow_momentum=0.1), task)
+    direct = towers.train_torch(
+        towers.Run("gated", {"input_norm_momentum": 0.1}, 0, epochs=2, missing=True), task)
+    h, d = shadowed["history"], direct["history"]
+    # the same batches and weights; the shadow's update differs from the layer's only in
+    # float32 rounding (a few ulps of the statistics), far below one of 300 test samples
+    assert h["accuracy_shadow"] == d["accuracy"]
+    assert h["accuracy_one_shadow"] == d["accuracy_one"]
+    assert h["grad_image"] == pytest.approx(d["grad_image"], rel=1e-5)
+    assert shadowed["shadow_momentum"] == 0.1
+    assert "accuracy_shadow" not in direct["history"]
+
+
+def test_the_momentum_table_compares_the_updates():
+    """The 0.1 row reads the shadow accuracies where the default runs carry them, else the
+    earlier runs; ratios are to the baseline of the same framework and seed."""
+    results = [_result("torch", "baseline", s, "complete", 0.8) for s in (0, 1)]
+    for s, (acc, shadow) in enumerate([(0.8, 0.4), (0.72, 0.8)]):
+        r = _result("torch", "gated", s, "complete", acc)
+        r["history"]["accuracy_shadow"] = [shadow, shadow]
+        r["accuracy_shadow"], r["shadow_momentum"] = shadow, 0.1
+        results.append(r)
+    results.append(_result("keras-jax", "baseline", 0, "complete", 0.5))
+    results.append(_result("keras-jax", "gated", 0, "complete", 0.5))
+    report = {"config": {"rules": ["gated"], "frameworks": ["torch", "keras-jax"],
+                         "seeds": [0, 1], "scenarios": ["complete"], "epochs": 2},
+              "results": results}
+    old = {"config": report["config"],
+           "results": [_result("keras-jax", "gated:input_norm_momentum=0.1", 0, "complete", 0.25)]}
+    table = towers.markdown_momentum(report, old)
+    assert "| 0.1 (same runs) | torch | 0, 1 | 0.000 | 0.75 | 0.50 (`gated`) |" in table
+    assert "| 0.5 (default) | torch | 0, 1 | 0.380 | 0.95 | 0.90 (`gated`) |" in table
+    assert "| 0.1 (earlier runs) | keras-jax | 0 | 0.125 | 0.50 | 0.50 (`gated`) |" in table
+    assert "| baseline (no input norm) | torch | 0, 1 | 0.400 |  |  |" in table
+
+
+def test_a_field_every_row_shares_is_said_once():
+    rules = ["energy_aware_adaptive:input_norm_momentum=0.1",
+             "energy_aware_adaptive:dropout=0.0;input_norm_momentum=0.1"]
+    results = [_result("torch", "baseline", 0, "complete", 0.8)]
+    results += [_result("torch", r, 0, "complete", 0.4) for r in rules]
+    report = {"config": {"rules": rules, "frameworks": ["torch"], "seeds": [0],
+                         "scenarios": ["complete"], "epochs": 2}, "results": results}
+    table = towers.markdown_one_field(report)
+    assert "Every row also ran with `input_norm_momentum=0.1`" in table
+    assert "| none (the defaults) | 0.40 |" in table
+    assert "| `dropout=0.0` | 0.40 |" in table
+    assert towers.swing([0.5, 0.7, 0.6]) == pytest.approx(0.15)
