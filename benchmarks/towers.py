@@ -775,15 +775,34 @@ def markdown_missing(report: dict) -> str:
         f"seeds (seeds {seeds_of(report, 'missing_mask')}; the count with the mask / without) "
         "on the complete test samples and on the same samples with one "
         "modality each (capped at 1/3 by the task), with the presence mask given to the "
-        "fusion layer in training and test, and without it (absent embeddings zeroed).",
+        "fusion layer in training and test, and without it (absent embeddings zeroed). "
+        "Difference: mask minus no mask, paired by seed (the same data and initial "
+        "weights), the mean over the seeds both ran and twice its standard error (the "
+        "seed noise of that mean; none for one seed), on the complete and the "
+        "one-modality samples.",
         "",
-        "| rule | framework | complete, mask | no mask | one modality, mask | no mask | seeds |",
-        "|---|---|---|---|---|---|---|",
+        "| rule | framework | complete, mask | no mask | one modality, mask | no mask | "
+        "difference (complete; one) | seeds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
 
     def median(rows, key, label, fw):
         seeds = rows.get((label, fw))
         return f"{np.median([r[key] for r in seeds.values()]):.3f}" if seeds else ""
+
+    costly = []  # (row, samples) where the mask costs beyond the seed noise
+
+    def paired(label, fw, key):
+        a, b = mask.get((label, fw), {}), plain.get((label, fw), {})
+        d = np.array([a[s][key] - b[s][key] for s in sorted(set(a) & set(b))])
+        if len(d) == 0:
+            return ""
+        if len(d) == 1:
+            return f"{d[0]:+.3f}"
+        noise = 2 * d.std(ddof=1) / np.sqrt(len(d))
+        if d.mean() + noise < 0:
+            costly.append(f"{_name(label)} {fw} ({'complete' if key == 'accuracy' else 'one modality'})")
+        return f"{d.mean():+.3f} ± {noise:.3f}"
 
     for label in (BASELINE, *cfg["rules"]):
         for fw in cfg["frameworks"]:
@@ -794,8 +813,12 @@ def markdown_missing(report: dict) -> str:
                 f"{median(plain, 'accuracy', label, fw)} | "
                 f"{median(mask, 'accuracy_one', label, fw)} | "
                 f"{median(plain, 'accuracy_one', label, fw)} | "
+                f"{'; '.join(filter(None, (paired(label, fw, k) for k in ('accuracy', 'accuracy_one'))))} | "
                 f"{len(mask.get((label, fw), {}))} / {len(plain.get((label, fw), {}))} |"
             )
+    lines += ["", "Rows where the mask costs beyond the seed noise (the difference's mean "
+              "below 0 by more than twice its standard error): "
+              + (", ".join(costly) if costly else "none") + "."]
     measured = {fw for (_, fw) in (*mask, *plain)}
     absent = [fw for fw in cfg["frameworks"] if fw not in measured]
     if absent:

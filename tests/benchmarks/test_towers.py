@@ -79,7 +79,29 @@ def test_tables_come_from_the_results():
     table = towers.markdown_complete(report)
     assert "| `gated` | torch | 0.40 0.90 | 0.75 | 0.50 | 2 |  |" in table
     missing = towers.markdown_missing(report)
-    assert "| `gated` | torch | 0.700 | 0.600 | 0.300 | 0.200 | 1 / 1 |" in missing
+    assert "| `gated` | torch | 0.700 | 0.600 | 0.300 | 0.200 | +0.100; +0.100 | 1 / 1 |" in missing
+    assert "twice its standard error): none." in missing  # one seed: no noise estimate
+
+
+def test_the_missing_table_pairs_seeds_and_flags_a_cost_beyond_the_noise():
+    """The difference is paired by seed: mean and twice the standard error of the
+    per-seed differences; a row whose mean lies below 0 by more than that is named."""
+    results = []
+    for seed, (m, p, m1, p1) in enumerate([(0.80, 0.90, 0.30, 0.30), (0.70, 0.78, 0.32, 0.30),
+                                           (0.90, 0.99, 0.31, 0.32)]):
+        results.append(_result("torch", "gated", seed, "missing_mask", m, m1))
+        results.append(_result("torch", "gated", seed, "missing_no_mask", p, p1))
+    results.append(_result("torch", "gated", 3, "missing_mask", 0.5, 0.2))  # unpaired: left out
+    report = {"config": {"rules": ["gated"], "frameworks": ["torch"], "seeds": [0, 1, 2, 3],
+                         "scenarios": ["missing_mask", "missing_no_mask"], "epochs": 2},
+              "results": results}
+    table = towers.markdown_missing(report)
+    cells = []
+    for d in (np.array([0.80 - 0.90, 0.70 - 0.78, 0.90 - 0.99]), np.array([0.0, 0.02, -0.01])):
+        cells.append(f"{d.mean():+.3f} ± {2 * d.std(ddof=1) / np.sqrt(3):.3f}")
+    assert cells == ["-0.090 ± 0.012", "+0.003 ± 0.018"]
+    assert f"| {'; '.join(cells)} | 4 / 3 |" in table
+    assert "twice its standard error): `gated` torch (complete)." in table
 
 
 def test_parse_rule():
