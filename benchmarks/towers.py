@@ -772,18 +772,18 @@ def markdown_missing(report: dict) -> str:
     mask, plain = _by(report, "missing_mask"), _by(report, "missing_no_mask")
     lines = [
         f"30% of the training samples miss one modality; median accuracy over each row's "
-        f"seeds (seeds {seeds_of(report, 'missing_mask')}; the count with the mask / without) "
+        f"seeds (seeds {seeds_of(report, 'missing_mask')}; each row counts its seeds with the mask / without) "
         "on the complete test samples and on the same samples with one "
         "modality each (capped at 1/3 by the task), with the presence mask given to the "
         "fusion layer in training and test, and without it (absent embeddings zeroed). "
         "Difference: mask minus no mask, paired by seed (the same data and initial "
         "weights), the mean over the seeds both ran and twice its standard error (the "
-        "seed noise of that mean; none for one seed), on the complete and the "
-        "one-modality samples.",
+        "seed noise of that mean; none for one seed), on the complete samples (first "
+        "line) and the one-modality samples (second).",
         "",
-        "| rule | framework | complete, mask | no mask | one modality, mask | no mask | "
-        "difference (complete; one) | seeds |",
-        "|---|---|---|---|---|---|---|---|",
+        "| rule | framework, seeds | complete: mask / no mask | one modality: mask / no mask | "
+        "difference: complete, one |",
+        "|---|---|---|---|---|",
     ]
 
     def median(rows, key, label, fw):
@@ -809,12 +809,12 @@ def markdown_missing(report: dict) -> str:
             if (label, fw) not in plain and (label, fw) not in mask:
                 continue
             lines.append(
-                f"| {_name(label)} | {fw} | {median(mask, 'accuracy', label, fw)} | "
-                f"{median(plain, 'accuracy', label, fw)} | "
-                f"{median(mask, 'accuracy_one', label, fw)} | "
-                f"{median(plain, 'accuracy_one', label, fw)} | "
-                f"{'; '.join(filter(None, (paired(label, fw, k) for k in ('accuracy', 'accuracy_one'))))} | "
-                f"{len(mask.get((label, fw), {}))} / {len(plain.get((label, fw), {}))} |"
+                f"| {_name(label)} | {fw}, {len(mask.get((label, fw), {}))} / "
+                f"{len(plain.get((label, fw), {}))} | {median(mask, 'accuracy', label, fw) or '-'} / "
+                f"{median(plain, 'accuracy', label, fw) or '-'} | "
+                f"{median(mask, 'accuracy_one', label, fw) or '-'} / "
+                f"{median(plain, 'accuracy_one', label, fw) or '-'} | "
+                f"{'<br>'.join(filter(None, (paired(label, fw, k) for k in ('accuracy', 'accuracy_one'))))} |"
             )
     lines += ["", "Rows where the mask costs beyond the seed noise (the difference's mean "
               "below 0 by more than twice its standard error): "

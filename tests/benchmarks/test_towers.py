@@ -79,7 +79,7 @@ def test_tables_come_from_the_results():
     table = towers.markdown_complete(report)
     assert "| `gated` | torch | 0.40 0.90 | 0.75 | 0.50 | 2 |  |" in table
     missing = towers.markdown_missing(report)
-    assert "| `gated` | torch | 0.700 | 0.600 | 0.300 | 0.200 | +0.100; +0.100 | 1 / 1 |" in missing
+    assert "| `gated` | torch, 1 / 1 | 0.700 / 0.600 | 0.300 / 0.200 | +0.100<br>+0.100 |" in missing
     assert "twice its standard error): none." in missing  # one seed: no noise estimate
 
 
@@ -100,7 +100,8 @@ def test_the_missing_table_pairs_seeds_and_flags_a_cost_beyond_the_noise():
     for d in (np.array([0.80 - 0.90, 0.70 - 0.78, 0.90 - 0.99]), np.array([0.0, 0.02, -0.01])):
         cells.append(f"{d.mean():+.3f} ± {2 * d.std(ddof=1) / np.sqrt(3):.3f}")
     assert cells == ["-0.090 ± 0.012", "+0.003 ± 0.018"]
-    assert f"| {'; '.join(cells)} | 4 / 3 |" in table
+    assert "| `gated` | torch, 4 / 3 |" in table
+    assert f"| {'<br>'.join(cells)} |" in table
     assert "twice its standard error): `gated` torch (complete)." in table
 
 
