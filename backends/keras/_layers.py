@@ -881,8 +881,13 @@ class FusionLayer(keras.layers.Layer):
         x = list(x)
         for i, modality in enumerate(("image", "text")):
             if modality in self.spec.projected():
+                # over B * L rows, as the vector path's (B, D_w) matmul: a batched (B, L,
+                # D_w) matmul takes another kernel (NumPy's differs in the last bit)
+                B, L, width = ops.shape(x[i])
                 with matmul_precision_scope(self.matmul_precision):
-                    y = linear(self._canonical, f"input_proj.{modality}", x[i])  # (B, L, D)
+                    y = linear(self._canonical, f"input_proj.{modality}",
+                               ops.reshape(x[i], (-1, width)))  # (B * L, D)
+                y = ops.reshape(y, (B, L, self.spec.dim))  # (B, L, D)
                 x[i] = y if w is None else ops.where(w[i][..., None], y, ops.zeros_like(y))
         return x
 
