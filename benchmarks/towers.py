@@ -245,45 +245,36 @@ def train_torch(run: Run, task: Task) -> dict:
 
 class ShadowStats:
     """Running statistics of a PyTorch fusion layer's ``input_norm`` updated with another
-    momentum, from the batches the layer normalises in training (a forward pre-hook:
-    the same present rows, mean and unbiased variance as the layer's own update).
-    ``swap()`` exchanges them with the layer's buffers, for an eval with them and back."""
+    momentum from the batches the layer normalises in training: a forward pre-hook runs
+    a copy of each ``RunningStats`` module (the layer's own update code) with the spec's
+    momentum replaced. ``swap()`` exchanges the copies' buffers with the layer's, for an
+    eval with them and back."""
 
     def __init__(self, fusion, momentum: float):
+        import copy
+
         import torch
 
         from fusion_spec.backends.torch._layers import RunningStats
 
-        self.momentum, self.active = momentum, True
-        self.modules = [m for m in fusion.modules() if isinstance(m, RunningStats)]
-        self.stats = {m: [m.running_mean.clone(), m.running_var.clone()] for m in self.modules}
+        self.active = True
+        spec = fusion.spec.model_copy(update={"input_norm_momentum": momentum})
+        self.twins = {m: copy.deepcopy(m) for m in fusion.modules() if isinstance(m, RunningStats)}
 
         def hook(module, args):
-            if not (module.training and self.active):
-                return
-            x, present = args[0], args[1]
-            with torch.no_grad():
-                x = x.to(module.running_mean.dtype)
-                w = torch.ones_like(x[:, 0]) if present is None else present.to(x.dtype)
-                n = w.sum()
-                if n < 2:  # the layer keeps its statistics then, and so does the shadow
-                    return
-                mean = (w[:, None] * x).sum(0) / n
-                var = (w[:, None] * (x - mean).square()).sum(0) / (n - 1)
-                stats = self.stats[module]
-                stats[0].lerp_(mean, self.momentum)
-                stats[1].lerp_(var, self.momentum)
+            if module.training and self.active:
+                with torch.no_grad():
+                    self.twins[module].train()(args[0], args[1], spec)
 
-        for m in self.modules:
+        for m in self.twins:
             m.register_forward_pre_hook(hook)
 
     def swap(self) -> None:
-        for m in self.modules:
-            stats = self.stats[m]
-            own = [m.running_mean.clone(), m.running_var.clone()]
-            m.running_mean.copy_(stats[0])
-            m.running_var.copy_(stats[1])
-            self.stats[m] = own
+        for m, twin in self.twins.items():
+            for name in ("running_mean", "running_var"):
+                own = getattr(m, name).clone()
+                getattr(m, name).copy_(getattr(twin, name))
+                getattr(twin, name).copy_(own)
 
 
 def _summary(history: dict, seconds: float) -> dict:
