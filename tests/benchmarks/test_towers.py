@@ -262,3 +262,41 @@ def test_a_field_every_row_shares_is_said_once():
     assert "| none (the defaults) | 0.40 |" in table
     assert "| `dropout=0.0` | 0.40 |" in table
     assert towers.swing([0.5, 0.7, 0.6]) == pytest.approx(0.15)
+
+
+def test_the_chance_of_naming_a_row_is_students_t():
+    """Closed forms of Student's t below -2: one degree of freedom is Cauchy,
+    1/2 - atan(2)/pi; two, (1 - 2/sqrt(6))/2."""
+    assert towers._chance(2) == pytest.approx(0.5 - np.arctan(2) / np.pi, rel=1e-12)
+    assert towers._chance(3) == pytest.approx((1 - 2 / np.sqrt(6)) / 2, rel=1e-12)
+
+
+def test_named_rows_are_replicated_on_fresh_seeds_left_out_of_the_table():
+    """A row named on the first seeds is judged again on REPLICATION_SEEDS alone; those
+    seeds stay out of the table and out of the first verdict."""
+    results = []
+    first = [(0.80, 0.90), (0.70, 0.78), (0.90, 0.99)]  # named: -0.090 +- 0.012
+    fresh = [(0.90, 0.88), (0.80, 0.83), (0.85, 0.84)]  # +0.000 +- 0.031
+    for seed, (m, p) in zip((0, 1, 2, *towers.REPLICATION_SEEDS[:3]), first + fresh, strict=True):
+        results.append(_result("torch", "gated", seed, "missing_mask", m, 0.3))
+        results.append(_result("torch", "gated", seed, "missing_no_mask", p, 0.3))
+    report = {"config": {"rules": ["gated"], "frameworks": ["torch"], "seeds": [0, 1, 2],
+                         "scenarios": ["missing_mask", "missing_no_mask"], "epochs": 2},
+              "results": results}
+    table = towers.markdown_missing(report)
+    assert "| `gated` | torch, 3 / 3 |" in table
+    assert "twice its standard error): `gated` torch (complete)." in table
+    # two differences of three seeds each; the one-modality one has no spread (0 +- 0)
+    assert f"named by chance would be {2 * towers._chance(3):.1f}:" in table
+    d = np.array([0.02, -0.03, 0.01])
+    seeds = ", ".join(map(str, towers.REPLICATION_SEEDS[:3]))
+    assert (f"`gated` torch (complete): {d.mean():+.3f} ± {2 * d.std(ddof=1) / np.sqrt(3):.3f} "
+            f"on seeds {seeds}, within the noise.") in table
+    # the same fresh seeds costing again are named again
+    for r in results:
+        if r["seed"] in towers.REPLICATION_SEEDS and r["scenario"] == "missing_mask":
+            r["accuracy"] -= 0.2
+    assert "named again." in towers.markdown_missing(report)
+    # named without fresh seeds: said not re-run
+    report["results"] = [r for r in results if r["seed"] not in towers.REPLICATION_SEEDS]
+    assert "`gated` torch (complete): not re-run." in towers.markdown_missing(report)
