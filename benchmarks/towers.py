@@ -869,7 +869,28 @@ def markdown_missing(report: dict) -> str:
                   "first seeds show by chance should not come back): "
                   + "; ".join(f"{n}: {again.get(n, 'not re-run')}"
                               for n in (named(*c) for c in costly)) + "."]
-    measured = {fw for (_, fw) in (*mask, *plain)}
+    pooled = []
+    for fw in cfg["frameworks"]:
+        cells = []
+        for key in ("accuracy", "accuracy_one"):
+            d = np.concatenate([
+                _paired(mask[(label, f)], plain[(label, f)], key)[0]
+                for (label, f) in mask if f == fw and label != BASELINE
+                and parse_rule(label)[1] == {} and (label, f) in plain
+                and set(mask[(label, f)]) & set(plain[(label, f)])] or [np.zeros(0)])
+            if len(d) > 1:
+                cells.append(f"{'complete' if key == 'accuracy' else 'one modality'} "
+                             f"{d.mean():+.4f} ± {NOISE_SE * d.std(ddof=1) / np.sqrt(len(d)):.4f} "
+                             f"({(d < 0).sum()} of {len(d)} below 0)")
+        if cells:
+            pooled.append(f"{fw} {', '.join(cells)}")
+    if pooled:
+        lines += ["", "Pooled over the rules with their defaults (every paired run of the "
+                  "table, taken as independent; the rules share each seed's data): mask "
+                  "minus no mask, the mean and twice its standard error: "
+                  + "; ".join(pooled) + "."]
+    measured = {r["framework"] for r in report["results"]  # replication runs count here
+                if r["scenario"] in ("missing_mask", "missing_no_mask")}
     absent = [fw for fw in cfg["frameworks"] if fw not in measured]
     if absent:
         lines += ["", f"Not measured in this scenario: {', '.join(absent)}."]

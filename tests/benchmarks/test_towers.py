@@ -300,3 +300,26 @@ def test_named_rows_are_replicated_on_fresh_seeds_left_out_of_the_table():
     # named without fresh seeds: said not re-run
     report["results"] = [r for r in results if r["seed"] not in towers.REPLICATION_SEEDS]
     assert "`gated` torch (complete): not re-run." in towers.markdown_missing(report)
+
+
+def test_the_pooled_difference_takes_every_default_rules_paired_run_of_the_table():
+    """Pooled per framework over the rules with their defaults (fields changed and
+    replication seeds left out): the mean of all paired differences and twice its
+    standard error."""
+    results = []
+    pairs = {"gated": [(0.80, 0.90), (0.70, 0.78)], "film": [(0.90, 0.85), (0.60, 0.61)],
+             "film:missing_modality=\"identity\"": [(0.10, 0.90), (0.10, 0.90)]}
+    for rule, runs in pairs.items():
+        for seed, (m, p) in zip((0, towers.REPLICATION_SEEDS[0]), runs, strict=True):
+            results.append(_result("torch", rule, seed, "missing_mask", m, 0.3))
+            results.append(_result("torch", rule, seed, "missing_no_mask", p, 0.3))
+    for seed, (m, p) in enumerate([(0.5, 0.6), (0.4, 0.5)], start=1):  # two more seeds of gated
+        results.append(_result("torch", "gated", seed, "missing_mask", m, 0.3))
+        results.append(_result("torch", "gated", seed, "missing_no_mask", p, 0.3))
+    report = {"config": {"rules": list(pairs), "frameworks": ["torch"], "seeds": [0, 1, 2],
+                         "scenarios": ["missing_mask", "missing_no_mask"], "epochs": 2},
+              "results": results}
+    d = np.array([0.80 - 0.90, 0.5 - 0.6, 0.4 - 0.5, 0.90 - 0.85])
+    table = towers.markdown_missing(report)
+    assert (f"torch complete {d.mean():+.4f} ± {2 * d.std(ddof=1) / 2:.4f} (3 of 4 below 0), "
+            "one modality +0.0000 ± 0.0000 (0 of 4 below 0).") in table
