@@ -127,7 +127,35 @@ class Run:
 # --- PyTorch ------------------------------------------------------------------------
 
 
-def train_torch(run: Run, task: Task) -> dict:
+#: Keras's Adam epsilon (added to sqrt(v) before the bias correction, "epsilon hat")
+KERAS_EPSILON = 1e-7
+
+
+def keras_epsilon(step: int, beta2: float = 0.999) -> float:
+    """PyTorch's Adam ``eps`` at ``step`` (1-based) that makes its update Keras's with
+    ``KERAS_EPSILON`` (see tests/keras/test_keras_torch_training.py)."""
+    return KERAS_EPSILON / np.sqrt(1.0 - beta2**step)
+
+
+def keras_setup(model) -> None:
+    """Give a PyTorch towers model Keras's initialisers: glorot-uniform kernels and zero
+    biases for the convolutions and dense layers of the image tower and the head, and
+    uniform(-0.05, 0.05) embeddings; the fusion layer keeps its spec's initialisation."""
+    import torch
+    from torch import nn
+
+    with torch.no_grad():
+        for m in (*model.tower_v, *model.head):
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.uniform_(model.tower_t.weight, -0.05, 0.05)
+
+
+def train_torch(run: Run, task: Task, keras_like: bool = False) -> dict:
+    """``keras_like``: the model and training of ``train_keras`` in PyTorch (its
+    initialisers, its Adam epsilon and placement, and the last partial batch of each
+    epoch, which Keras trains on and this trainer otherwise drops)."""
     import torch
     from torch import nn
 
@@ -162,7 +190,11 @@ def train_torch(run: Run, task: Task) -> dict:
             return self.head(fused), aux
 
     model = Model()
-    opt = torch.optim.Adam(model.parameters(), lr=run.lr)
+    if keras_like:
+        keras_setup(model)
+    opt = torch.optim.Adam(model.parameters(), lr=run.lr,
+                           **({"eps": KERAS_EPSILON} if keras_like else {}))
+    steps = 0
     tr = task.train
     images, tokens, labels = (torch.from_numpy(a) for a in (tr.images, tr.tokens, tr.labels))
     present = torch.from_numpy(tr.present) if run.missing else None
@@ -207,8 +239,13 @@ def train_torch(run: Run, task: Task) -> dict:
         model.train()
         order = torch.randperm(len(labels), generator=gen)
         energy = []
-        for i in range(0, len(labels) - run.batch + 1, run.batch):
+        last = len(labels) if keras_like else len(labels) - run.batch + 1
+        for i in range(0, last, run.batch):
             idx = order[i : i + run.batch]
+            steps += 1
+            if keras_like:
+                for group in opt.param_groups:
+                    group["eps"] = keras_epsilon(steps)
             logits, aux = model(images[idx], tokens[idx], None if present is None else present[idx])
             loss = nn.functional.cross_entropy(logits, labels[idx])
             if "energy_loss" in aux:
@@ -398,7 +435,18 @@ def _keras_tower_gradients(model, split: Split, batch: int):
     return norms
 
 
-TRAINERS = {"torch": train_torch, "keras-jax": train_keras}
+def train_torch_keras_like(run: Run, task: Task) -> dict:
+    return train_torch(run, task, keras_like=True)
+
+
+TRAINERS = {"torch": train_torch, "keras-jax": train_keras,
+            "torch-keras-like": train_torch_keras_like}
+#: the frameworks users run, by default and in the tables
+FRAMEWORKS = ("torch", "keras-jax")
+#: the other trainers: diagnoses of a difference between the two frameworks' runs,
+#: printed only in the missing table's pooled line
+DIAGNOSES = {"torch-keras-like": "the PyTorch model given the Keras model's initialisers, "
+                                 "Adam epsilon and last partial batch"}
 
 
 # --- the run ------------------------------------------------------------------------
@@ -766,6 +814,9 @@ REPLICATION_SEEDS = (5, 6, 7, 8, 9)
 #: A row is named where the mean paired difference lies below 0 by more than this many
 #: standard errors.
 NOISE_SE = 2
+#: The pooled line also averages each run's accuracy over its last this many epochs
+#: (evaluations swing from one epoch to the next; see ``swing``).
+POOL_EPOCHS = 5
 
 
 def _paired(a: dict, b: dict, key: str):
@@ -792,9 +843,10 @@ def markdown_missing(report: dict) -> str:
     first = {**report, "results": [r for r in report["results"]
                                    if r["seed"] not in REPLICATION_SEEDS]}
     mask, plain = _by(first, "missing_mask"), _by(first, "missing_no_mask")
+    shown = {**first, "results": [r for r in first["results"] if r["framework"] in FRAMEWORKS]}
     lines = [
         f"30% of the training samples miss one modality; median accuracy over each row's "
-        f"seeds (seeds {seeds_of(first, 'missing_mask')}; each row counts its seeds with the mask / without) "
+        f"seeds (seeds {seeds_of(shown, 'missing_mask')}; each row counts its seeds with the mask / without) "
         "on the complete test samples and on the same samples with one "
         "modality each (capped at 1/3 by the task), with the presence mask given to the "
         "fusion layer in training and test, and without it (absent embeddings zeroed). "
@@ -827,8 +879,9 @@ def markdown_missing(report: dict) -> str:
             costly.append((label, fw, key))
         return f"{mean:+.3f} ± {noise:.3f}"
 
+    table_fws = [fw for fw in cfg["frameworks"] if fw in FRAMEWORKS]  # diagnoses: pooled only
     for label in (BASELINE, *cfg["rules"]):
-        for fw in cfg["frameworks"]:
+        for fw in table_fws:
             if (label, fw) not in plain and (label, fw) not in mask:
                 continue
             lines.append(
@@ -870,28 +923,49 @@ def markdown_missing(report: dict) -> str:
                   + "; ".join(f"{n}: {again.get(n, 'not re-run')}"
                               for n in (named(*c) for c in costly)) + "."]
     pooled = []
+
+    def pooled_cell(fw, key, last):
+        """Every default rule's paired differences of ``fw``: the final epoch's accuracy
+        (``last`` None) or the mean of the last ``last`` epochs' evaluations."""
+        d = []
+        for (label, f), a in mask.items():
+            b = plain.get((label, f), {})
+            if f != fw or label == BASELINE or parse_rule(label)[1]:
+                continue
+            for seed in sorted(set(a) & set(b)):
+                if last is None:
+                    d.append(a[seed][key] - b[seed][key])
+                else:
+                    d.append(np.mean(a[seed]["history"][key][-last:])
+                             - np.mean(b[seed]["history"][key][-last:]))
+        d = np.array(d)
+        if len(d) < 2:
+            return None
+        return (f"{d.mean():+.4f} ± {NOISE_SE * d.std(ddof=1) / np.sqrt(len(d)):.4f}",
+                int((d < 0).sum()), len(d))
+
     for fw in cfg["frameworks"]:
         cells = []
         for key in ("accuracy", "accuracy_one"):
-            d = np.concatenate([
-                _paired(mask[(label, f)], plain[(label, f)], key)[0]
-                for (label, f) in mask if f == fw and label != BASELINE
-                and parse_rule(label)[1] == {} and (label, f) in plain
-                and set(mask[(label, f)]) & set(plain[(label, f)])] or [np.zeros(0)])
-            if len(d) > 1:
+            final, late = pooled_cell(fw, key, None), pooled_cell(fw, key, POOL_EPOCHS)
+            if final is not None:
                 cells.append(f"{'complete' if key == 'accuracy' else 'one modality'} "
-                             f"{d.mean():+.4f} ± {NOISE_SE * d.std(ddof=1) / np.sqrt(len(d)):.4f} "
-                             f"({(d < 0).sum()} of {len(d)} below 0)")
+                             f"{final[0]} ({final[1]} of {final[2]} below 0; over the last "
+                             f"{POOL_EPOCHS} epochs {late[0]})")
         if cells:
             pooled.append(f"{fw} {', '.join(cells)}")
     if pooled:
         lines += ["", "Pooled over the rules with their defaults (every paired run of the "
-                  "table, taken as independent; the rules share each seed's data): mask "
-                  "minus no mask, the mean and twice its standard error: "
+                  "first seeds, taken as independent; the rules share each seed's data): mask "
+                  "minus no mask, the mean and twice its standard error, of the final "
+                  "accuracy and of the mean accuracy over the last epochs (less of one "
+                  "evaluation's noise): "
                   + "; ".join(pooled) + "."]
+        lines[-1] += "".join(f" {fw}: {DIAGNOSES[fw]} (a diagnosis, not in the table)."
+                             for fw in cfg["frameworks"] if fw in DIAGNOSES)
     measured = {r["framework"] for r in report["results"]  # replication runs count here
                 if r["scenario"] in ("missing_mask", "missing_no_mask")}
-    absent = [fw for fw in cfg["frameworks"] if fw not in measured]
+    absent = [fw for fw in table_fws if fw not in measured]
     if absent:
         lines += ["", f"Not measured in this scenario: {', '.join(absent)}."]
     return "\n".join(lines) + "\n"
@@ -906,9 +980,10 @@ def plot(report: dict, path) -> None:
 
     cfg = report["config"]
     rows = _by(report, "complete")
-    fig, axes = plt.subplots(1, len(cfg["frameworks"]), figsize=(11, 4.2), sharey=True,
+    frameworks = [fw for fw in cfg["frameworks"] if any(f == fw for (_, f) in rows)]
+    fig, axes = plt.subplots(1, len(frameworks), figsize=(11, 4.2), sharey=True,
                              squeeze=False)
-    for ax, fw in zip(axes[0], cfg["frameworks"], strict=True):
+    for ax, fw in zip(axes[0], frameworks, strict=True):
         for i, label in enumerate((BASELINE, *cfg["rules"])):
             seeds = rows.get((label, fw))
             if not seeds:
@@ -974,7 +1049,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Two towers trained from scratch with each rule.")
     parser.add_argument("--rules", nargs="+", default=list(MEASURED),
                         help='kinds, or kind:field=value;... (JSON values), e.g. shomr:input_norm="none"')
-    parser.add_argument("--frameworks", nargs="+", default=list(TRAINERS), choices=tuple(TRAINERS))
+    parser.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=tuple(TRAINERS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=tuple(SCENARIOS))
     parser.add_argument("--epochs", type=int, default=20)

@@ -59,6 +59,7 @@ def _result(fw, rule, seed, scenario, acc, one=None):
          "history": {"accuracy": [acc / 2, acc], "routes": [None, None]}}
     if one is not None:
         r["accuracy_one"] = one
+        r["history"]["accuracy_one"] = [one, one]
     return r
 
 
@@ -320,6 +321,53 @@ def test_the_pooled_difference_takes_every_default_rules_paired_run_of_the_table
                          "scenarios": ["missing_mask", "missing_no_mask"], "epochs": 2},
               "results": results}
     d = np.array([0.80 - 0.90, 0.5 - 0.6, 0.4 - 0.5, 0.90 - 0.85])
+    late = 0.75 * d  # each history is [accuracy / 2, accuracy]: the last epochs' mean
+    assert towers.POOL_EPOCHS >= 2
     table = towers.markdown_missing(report)
-    assert (f"torch complete {d.mean():+.4f} ± {2 * d.std(ddof=1) / 2:.4f} (3 of 4 below 0), "
-            "one modality +0.0000 ± 0.0000 (0 of 4 below 0).") in table
+    assert (f"torch complete {d.mean():+.4f} ± {2 * d.std(ddof=1) / 2:.4f} (3 of 4 below 0; "
+            f"over the last {towers.POOL_EPOCHS} epochs {late.mean():+.4f} ± "
+            f"{2 * late.std(ddof=1) / 2:.4f}), one modality +0.0000 ± 0.0000 (0 of 4 below 0; "
+            f"over the last {towers.POOL_EPOCHS} epochs +0.0000 ± 0.0000).") in table
+
+
+def test_the_keras_like_pytorch_trainer_takes_keras_initialisers_and_epsilon():
+    """``torch-keras-like`` diagnoses the frameworks' runs: glorot-uniform kernels, zero
+    biases, U(-0.05, 0.05) embeddings, and the PyTorch eps that makes Adam's update
+    Keras's (epsilon before the bias correction)."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.tower_v = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(36, 8))
+    model.tower_t = nn.EmbeddingBag(11, 8)
+    model.head = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    towers.keras_setup(model)
+    for m in (model.tower_v[0], model.tower_v[3], model.head[0], model.head[2]):
+        assert torch.count_nonzero(m.bias) == 0
+        fan_in, fan_out = m.weight[0].numel(), m.weight.shape[0] * m.weight[0, 0].numel()
+        limit = np.sqrt(6 / (fan_in + fan_out))  # glorot uniform
+        top = float(m.weight.detach().abs().max())
+        assert 0.5 * limit < top <= limit
+    assert float(model.tower_t.weight.detach().abs().max()) <= 0.05
+    for step in (1, 10, 1000):
+        assert towers.keras_epsilon(step) == pytest.approx(1e-7 / np.sqrt(1 - 0.999**step),
+                                                          rel=1e-12)
+
+
+def test_a_diagnosis_is_pooled_but_not_in_the_table():
+    results = []
+    for fw in ("torch", "torch-keras-like"):
+        for seed, (m, p) in enumerate([(0.80, 0.90), (0.70, 0.78)]):
+            results.append(_result(fw, "gated", seed, "missing_mask", m, 0.3))
+            results.append(_result(fw, "gated", seed, "missing_no_mask", p, 0.3))
+    report = {"config": {"rules": ["gated"], "frameworks": ["torch", "torch-keras-like"],
+                         "seeds": [0, 1], "scenarios": ["missing_mask", "missing_no_mask"],
+                         "epochs": 2},
+              "results": results}
+    table = towers.markdown_missing(report)
+    assert "| `gated` | torch, 2 / 2 |" in table
+    assert "| `gated` | torch-keras-like" not in table
+    assert "; torch-keras-like complete -0.0900" in table
+    assert f"torch-keras-like: {towers.DIAGNOSES['torch-keras-like']} (a diagnosis" in table
+    assert "twice its standard error): `gated` torch (complete)." in table  # not named twice
