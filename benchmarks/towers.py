@@ -152,10 +152,12 @@ def keras_setup(model) -> None:
         nn.init.uniform_(model.tower_t.weight, -0.05, 0.05)
 
 
-def train_torch(run: Run, task: Task, keras_like: bool = False) -> dict:
+def train_torch(run: Run, task: Task, keras_like: bool = False,
+                keras_init: bool = False) -> dict:
     """``keras_like``: the model and training of ``train_keras`` in PyTorch (its
     initialisers, its Adam epsilon and placement, and the last partial batch of each
-    epoch, which Keras trains on and this trainer otherwise drops)."""
+    epoch, which Keras trains on and this trainer otherwise drops); ``keras_init``: its
+    initialisers alone."""
     import torch
     from torch import nn
 
@@ -190,7 +192,7 @@ def train_torch(run: Run, task: Task, keras_like: bool = False) -> dict:
             return self.head(fused), aux
 
     model = Model()
-    if keras_like:
+    if keras_like or keras_init:
         keras_setup(model)
     opt = torch.optim.Adam(model.parameters(), lr=run.lr,
                            **({"eps": KERAS_EPSILON} if keras_like else {}))
@@ -439,14 +441,21 @@ def train_torch_keras_like(run: Run, task: Task) -> dict:
     return train_torch(run, task, keras_like=True)
 
 
+def train_torch_keras_init(run: Run, task: Task) -> dict:
+    return train_torch(run, task, keras_init=True)
+
+
 TRAINERS = {"torch": train_torch, "keras-jax": train_keras,
-            "torch-keras-like": train_torch_keras_like}
+            "torch-keras-like": train_torch_keras_like,
+            "torch-keras-init": train_torch_keras_init}
 #: the frameworks users run, by default and in the tables
 FRAMEWORKS = ("torch", "keras-jax")
 #: the other trainers: diagnoses of a difference between the two frameworks' runs,
 #: printed only in the missing table's pooled line
 DIAGNOSES = {"torch-keras-like": "the PyTorch model given the Keras model's initialisers, "
-                                 "Adam epsilon and last partial batch"}
+                                 "Adam epsilon and last partial batch",
+             "torch-keras-init": "the PyTorch model given the Keras model's initialisers "
+                                 "alone"}
 
 
 # --- the run ------------------------------------------------------------------------

@@ -356,6 +356,7 @@ def test_the_keras_like_pytorch_trainer_takes_keras_initialisers_and_epsilon():
 
 
 def test_a_diagnosis_is_pooled_but_not_in_the_table():
+    assert set(towers.DIAGNOSES) == set(towers.TRAINERS) - set(towers.FRAMEWORKS)
     results = []
     for fw in ("torch", "torch-keras-like"):
         for seed, (m, p) in enumerate([(0.80, 0.90), (0.70, 0.78)]):
