@@ -137,27 +137,38 @@ def keras_epsilon(step: int, beta2: float = 0.999) -> float:
     return KERAS_EPSILON / np.sqrt(1.0 - beta2**step)
 
 
-def keras_setup(model) -> None:
-    """Give a PyTorch towers model Keras's initialisers: glorot-uniform kernels and zero
-    biases for the convolutions and dense layers of the image tower and the head, and
-    uniform(-0.05, 0.05) embeddings; the fusion layer keeps its spec's initialisation."""
+#: the parts of the Keras model's initialisation ``keras_setup`` can give a PyTorch model
+KERAS_INIT_PARTS = ("kernels", "biases", "embeddings")
+
+
+def keras_setup(model, parts: tuple[str, ...] = KERAS_INIT_PARTS) -> None:
+    """Give a PyTorch towers model Keras's initialisers, the ``parts`` of them named:
+    glorot-uniform ``kernels`` and zero ``biases`` for the convolutions and dense layers
+    of the image tower and the head, and uniform(-0.05, 0.05) ``embeddings``; the others
+    keep PyTorch's, and the fusion layer its spec's initialisation."""
     import torch
     from torch import nn
 
+    unknown = set(parts) - set(KERAS_INIT_PARTS)
+    if unknown:
+        raise ValueError(f"keras_setup: parts must be among {KERAS_INIT_PARTS}, got {sorted(unknown)}")
     with torch.no_grad():
         for m in (*model.tower_v, *model.head):
             if isinstance(m, (nn.Linear, nn.Conv2d)):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.uniform_(model.tower_t.weight, -0.05, 0.05)
+                if "kernels" in parts:
+                    nn.init.xavier_uniform_(m.weight)
+                if "biases" in parts:
+                    nn.init.zeros_(m.bias)
+        if "embeddings" in parts:
+            nn.init.uniform_(model.tower_t.weight, -0.05, 0.05)
 
 
 def train_torch(run: Run, task: Task, keras_like: bool = False,
-                keras_init: bool = False) -> dict:
+                keras_init: tuple[str, ...] = ()) -> dict:
     """``keras_like``: the model and training of ``train_keras`` in PyTorch (its
     initialisers, its Adam epsilon and placement, and the last partial batch of each
-    epoch, which Keras trains on and this trainer otherwise drops); ``keras_init``: its
-    initialisers alone."""
+    epoch, which Keras trains on and this trainer otherwise drops); ``keras_init``: the
+    parts of its initialisers named (``KERAS_INIT_PARTS``) alone."""
     import torch
     from torch import nn
 
@@ -193,7 +204,7 @@ def train_torch(run: Run, task: Task, keras_like: bool = False,
 
     model = Model()
     if keras_like or keras_init:
-        keras_setup(model)
+        keras_setup(model, KERAS_INIT_PARTS if keras_like else keras_init)
     opt = torch.optim.Adam(model.parameters(), lr=run.lr,
                            **({"eps": KERAS_EPSILON} if keras_like else {}))
     steps = 0
@@ -204,8 +215,8 @@ def train_torch(run: Run, task: Task, keras_like: bool = False,
     tests = {"complete": task.test}
     if run.missing:
         tests["one"] = one_modality(task.test)
-    history: dict[str, list] = {"accuracy": [], "routes": [], "grad_image": [], "grad_text": [],
-                                "energy": []}
+    history: dict[str, list] = {"accuracy": [], "loss": [], "routes": [], "grad_image": [],
+                                "grad_text": [], "energy": []}
     if run.missing:
         history["accuracy_one"] = []
     towers = {"grad_image": model.tower_v, "grad_text": model.tower_t}
@@ -267,6 +278,9 @@ def train_torch(run: Run, task: Task, keras_like: bool = False,
                 acc = float((logits.argmax(-1).numpy() == split.labels).mean())
                 key = "accuracy" if name == "complete" else "accuracy_one"
                 history[key].append(acc)
+                if name == "complete":  # the test loss: less noisy than the accuracy
+                    target = torch.from_numpy(split.labels)
+                    history["loss"].append(float(nn.functional.cross_entropy(logits, target)))
                 if shadow is not None:
                     shadow.swap()
                     pred = model(*x)[0].argmax(-1).numpy()
@@ -442,12 +456,27 @@ def train_torch_keras_like(run: Run, task: Task) -> dict:
 
 
 def train_torch_keras_init(run: Run, task: Task) -> dict:
-    return train_torch(run, task, keras_init=True)
+    return train_torch(run, task, keras_init=KERAS_INIT_PARTS)
+
+
+def train_torch_keras_kernels(run: Run, task: Task) -> dict:
+    return train_torch(run, task, keras_init=("kernels",))
+
+
+def train_torch_keras_biases(run: Run, task: Task) -> dict:
+    return train_torch(run, task, keras_init=("biases",))
+
+
+def train_torch_keras_embeddings(run: Run, task: Task) -> dict:
+    return train_torch(run, task, keras_init=("embeddings",))
 
 
 TRAINERS = {"torch": train_torch, "keras-jax": train_keras,
             "torch-keras-like": train_torch_keras_like,
-            "torch-keras-init": train_torch_keras_init}
+            "torch-keras-init": train_torch_keras_init,
+            "torch-keras-kernels": train_torch_keras_kernels,
+            "torch-keras-biases": train_torch_keras_biases,
+            "torch-keras-embeddings": train_torch_keras_embeddings}
 #: the frameworks users run, by default and in the tables
 FRAMEWORKS = ("torch", "keras-jax")
 #: the other trainers: diagnoses of a difference between the two frameworks' runs,
@@ -455,7 +484,12 @@ FRAMEWORKS = ("torch", "keras-jax")
 DIAGNOSES = {"torch-keras-like": "the PyTorch model given the Keras model's initialisers, "
                                  "Adam epsilon and last partial batch",
              "torch-keras-init": "the PyTorch model given the Keras model's initialisers "
-                                 "alone"}
+                                 "alone",
+             "torch-keras-kernels": "the PyTorch model given the Keras model's "
+                                    "glorot-uniform kernels alone",
+             "torch-keras-biases": "the PyTorch model given the Keras model's zero biases alone",
+             "torch-keras-embeddings": "the PyTorch model given the Keras model's "
+                                       "uniform(-0.05, 0.05) embeddings alone"}
 
 
 # --- the run ------------------------------------------------------------------------
@@ -823,19 +857,29 @@ REPLICATION_SEEDS = (5, 6, 7, 8, 9)
 #: A row is named where the mean paired difference lies below 0 by more than this many
 #: standard errors.
 NOISE_SE = 2
+#: NOISE_SE in the generated prose
+NOISE_SE_WORDS = {1: "once", 2: "twice"}.get(NOISE_SE, f"{NOISE_SE:g} times")
 #: The pooled line also averages each run's accuracy over its last this many epochs
 #: (evaluations swing from one epoch to the next; see ``swing``).
 POOL_EPOCHS = 5
 
 
-def _paired(a: dict, b: dict, key: str):
-    """Mask minus no mask over the seeds both ran: (differences, mean, NOISE_SE standard
-    errors or None for one seed), or None for no common seed."""
-    d = np.array([a[s][key] - b[s][key] for s in sorted(set(a) & set(b))])
+def _noise(d: np.ndarray) -> float:
+    """NOISE_SE standard errors of the mean of the differences ``d`` (two or more)."""
+    return NOISE_SE * d.std(ddof=1) / np.sqrt(len(d))
+
+
+def _paired(a: dict, b: dict, key: str, last: int | None = None):
+    """Mask minus no mask over the seeds both ran, of the final ``key`` (``last`` None) or
+    of its mean over the last ``last`` epochs' evaluations: (differences, mean, NOISE_SE
+    standard errors or None for one seed), or None for no common seed."""
+    def value(r):
+        return r[key] if last is None else np.mean(r["history"][key][-last:])
+
+    d = np.array([value(a[s]) - value(b[s]) for s in sorted(set(a) & set(b))])
     if len(d) == 0:
         return None
-    noise = NOISE_SE * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else None
-    return d, d.mean(), noise
+    return d, d.mean(), _noise(d) if len(d) > 1 else None
 
 
 def _chance(n: int) -> float:
@@ -860,7 +904,7 @@ def markdown_missing(report: dict) -> str:
         "modality each (capped at 1/3 by the task), with the presence mask given to the "
         "fusion layer in training and test, and without it (absent embeddings zeroed). "
         "Difference: mask minus no mask, paired by seed (the same data and initial "
-        "weights), the mean over the seeds both ran and twice its standard error (the "
+        f"weights), the mean over the seeds both ran and {NOISE_SE_WORDS} its standard error (the "
         "seed noise of that mean; none for one seed), on the complete samples (first "
         "line) and the one-modality samples (second).",
         "",
@@ -906,14 +950,15 @@ def markdown_missing(report: dict) -> str:
         return f"{_name(label)} {fw} ({'complete' if key == 'accuracy' else 'one modality'})"
 
     lines += ["", "Rows where the mask costs beyond the seed noise (the difference's mean "
-              "below 0 by more than twice its standard error): "
+              f"below 0 by more than {NOISE_SE_WORDS} its standard error): "
               + (", ".join(named(*c) for c in costly) if costly else "none") + "."]
     if chance:
         lines[-1] += (
             f" If the mask changed nothing, the expected number of these {len(chance)} "
             f"differences (rows with two or more seeds, on the two test sets) named by "
             f"chance would be {sum(chance):.1f}: the sum over them of the probability that "
-            "Student's t, with the row's seeds minus one degrees of freedom, falls below -2."
+            f"Student's t, with the row's seeds minus one degrees of freedom, falls below "
+            f"-{NOISE_SE:g}."
         )
     again = {}
     for label, fw, key in costly:
@@ -941,17 +986,13 @@ def markdown_missing(report: dict) -> str:
             b = plain.get((label, f), {})
             if f != fw or label == BASELINE or parse_rule(label)[1]:
                 continue
-            for seed in sorted(set(a) & set(b)):
-                if last is None:
-                    d.append(a[seed][key] - b[seed][key])
-                else:
-                    d.append(np.mean(a[seed]["history"][key][-last:])
-                             - np.mean(b[seed]["history"][key][-last:]))
+            got = _paired(a, b, key, last)
+            if got is not None:
+                d.extend(got[0])
         d = np.array(d)
         if len(d) < 2:
             return None
-        return (f"{d.mean():+.4f} ± {NOISE_SE * d.std(ddof=1) / np.sqrt(len(d)):.4f}",
-                int((d < 0).sum()), len(d))
+        return f"{d.mean():+.4f} ± {_noise(d):.4f}", int((d < 0).sum()), len(d)
 
     for fw in cfg["frameworks"]:
         cells = []
@@ -966,7 +1007,7 @@ def markdown_missing(report: dict) -> str:
     if pooled:
         lines += ["", "Pooled over the rules with their defaults (every paired run of the "
                   "first seeds, taken as independent; the rules share each seed's data): mask "
-                  "minus no mask, the mean and twice its standard error, of the final "
+                  f"minus no mask, the mean and {NOISE_SE_WORDS} its standard error, of the final "
                   "accuracy and of the mean accuracy over the last epochs (less of one "
                   "evaluation's noise): "
                   + "; ".join(pooled) + "."]

@@ -355,6 +355,46 @@ def test_the_keras_like_pytorch_trainer_takes_keras_initialisers_and_epsilon():
                                                           rel=1e-12)
 
 
+@pytest.mark.parametrize("part", towers.KERAS_INIT_PARTS)
+def test_one_keras_initialiser_alone_leaves_the_others_pytorchs(part):
+    """The ``torch-keras-{part}`` diagnoses: the named part takes Keras's initialiser,
+    every other parameter keeps the value PyTorch's initialisation gave it."""
+    import torch
+    from torch import nn
+
+    def model():
+        torch.manual_seed(0)
+        m = nn.Module()
+        m.tower_v = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(36, 8))
+        m.tower_t = nn.EmbeddingBag(11, 8)
+        m.head = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+        return m
+
+    def limit(value):  # Keras's uniform limit: glorot for a kernel, 0.05 for embeddings
+        if value.ndim == 2 and value.shape[0] == 11:
+            return 0.05
+        fan_in, fan_out = value[0].numel(), value.shape[0] * value[0, 0].numel()
+        return np.sqrt(6 / (fan_in + fan_out))
+
+    pytorch, alone = model(), model()
+    towers.keras_setup(alone, (part,))
+    owner = {"kernels": lambda n: n.endswith("weight") and not n.startswith("tower_t"),
+             "biases": lambda n: n.endswith("bias"),
+             "embeddings": lambda n: n.startswith("tower_t")}[part]
+    before = dict(pytorch.named_parameters())
+    with torch.no_grad():
+        for name, value in alone.named_parameters():
+            if not owner(name):
+                assert torch.equal(value, before[name]), name
+            elif part == "biases":
+                assert torch.count_nonzero(value) == 0, name
+            else:
+                assert not torch.equal(value, before[name]), name
+                assert 0.5 * limit(value) < float(value.abs().max()) <= limit(value), name
+    with pytest.raises(ValueError, match="parts must be among"):
+        towers.keras_setup(model(), ("kernel",))
+
+
 def test_a_diagnosis_is_pooled_but_not_in_the_table():
     assert set(towers.DIAGNOSES) == set(towers.TRAINERS) - set(towers.FRAMEWORKS)
     results = []
