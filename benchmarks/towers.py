@@ -1013,12 +1013,50 @@ def markdown_missing(report: dict) -> str:
                   + "; ".join(pooled) + "."]
         lines[-1] += "".join(f" {fw}: {DIAGNOSES[fw]} (a diagnosis, not in the table)."
                              for fw in cfg["frameworks"] if fw in DIAGNOSES)
+    trainers = [fw for fw in cfg["frameworks"] if any(f == fw for (_, f) in mask)]
+    if len(trainers) > 1:
+        lines += ["", _per_rule_pooled(mask, plain, cfg["rules"], trainers)]
     measured = {r["framework"] for r in report["results"]  # replication runs count here
                 if r["scenario"] in ("missing_mask", "missing_no_mask")}
     absent = [fw for fw in table_fws if fw not in measured]
     if absent:
         lines += ["", f"Not measured in this scenario: {', '.join(absent)}."]
     return "\n".join(lines) + "\n"
+
+
+def _per_rule_pooled(mask: dict, plain: dict, rules, trainers) -> str:
+    """Each default rule's paired differences pooled over ``trainers`` (the frameworks and
+    the diagnoses), of the mean accuracy over the last POOL_EPOCHS epochs: a cost that the
+    rule keeps whatever the model around it, too small for one row's seeds, shows here."""
+    rows, costly = [], []
+    for label in rules:
+        if parse_rule(label)[1]:
+            continue
+        cells = []
+        for key in ("accuracy", "accuracy_one"):
+            d = np.array([x for fw in trainers for x in (
+                _paired(mask.get((label, fw), {}), plain.get((label, fw), {}), key,
+                        POOL_EPOCHS) or ((),))[0]])
+            if len(d) < 2:
+                cells.append("-")
+                continue
+            cells.append(f"{d.mean():+.4f} ± {_noise(d):.4f} ({int((d < 0).sum())} of {len(d)})")
+            if d.mean() + _noise(d) < 0:
+                costly.append(f"{_name(label)} ({'complete' if key == 'accuracy' else 'one modality'})")
+        rows.append(f"| {_name(label)} | {' | '.join(cells)} |")
+    return "\n".join([
+        "Per rule, pooled over the trainers above (" + ", ".join(trainers) + "; every paired "
+        "run of the first seeds, taken as independent): mask minus no mask of the mean "
+        f"accuracy over the last {POOL_EPOCHS} epochs, the mean and {NOISE_SE_WORDS} its "
+        "standard error (runs below 0 of all). A cost that a rule keeps whatever the model "
+        "around it, too small for one row's seeds, shows here.",
+        "",
+        "| rule | complete | one modality |",
+        "|---|---|---|",
+        *rows,
+        "",
+        "Below 0 beyond that noise: " + (", ".join(costly) if costly else "none") + ".",
+    ])
 
 
 def plot(report: dict, path) -> None:

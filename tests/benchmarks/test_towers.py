@@ -412,3 +412,35 @@ def test_a_diagnosis_is_pooled_but_not_in_the_table():
     assert "; torch-keras-like complete -0.0900" in table
     assert f"torch-keras-like: {towers.DIAGNOSES['torch-keras-like']} (a diagnosis" in table
     assert "twice its standard error): `gated` torch (complete)." in table  # not named twice
+
+
+def test_per_rule_pooling_over_trainers_names_a_cost_each_trainer_hides():
+    """A rule whose mask costs a little under every trainer, within one trainer's seed
+    noise, is named once its paired runs are pooled over the trainers; a rule without
+    a consistent cost is not; one trainer alone prints no per-rule line."""
+    results = []
+    rng = np.random.default_rng(0)
+    for fw in ("torch", "keras-jax", "torch-keras-init"):
+        for seed in range(3):
+            for rule, cost in (("film", 0.01), ("gated", 0.0)):
+                base = 0.9 + 0.02 * rng.standard_normal()
+                wobble = [0.012, -0.012, 0.0][seed]  # seed noise of one trainer's row
+                for sc, acc in (("missing_mask", base - cost + wobble), ("missing_no_mask", base)):
+                    r = _result(fw, rule, seed, sc, acc, 0.3)
+                    r["history"]["accuracy"] = [acc] * towers.POOL_EPOCHS
+                    r["history"]["accuracy_one"] = [0.3] * towers.POOL_EPOCHS
+                    results.append(r)
+    d = np.array([-0.01 + w for w in (0.012, -0.012, 0.0)] * 3)
+    report = {"config": {"rules": ["gated", "film"], "frameworks": ["torch", "keras-jax",
+                                                                    "torch-keras-init"],
+                         "seeds": [0, 1, 2], "scenarios": ["missing_mask", "missing_no_mask"],
+                         "epochs": towers.POOL_EPOCHS},
+              "results": results}
+    table = towers.markdown_missing(report)
+    assert "twice its standard error): none." in table  # the rows alone name nothing
+    noise = 2 * d.std(ddof=1) / np.sqrt(len(d))
+    assert f"| `film` | {d.mean():+.4f} ± {noise:.4f} (6 of 9) | +0.0000 ± 0.0000 (0 of 9) |" in table
+    assert "Below 0 beyond that noise: `film` (complete)." in table
+    one = {**report, "config": {**report["config"], "frameworks": ["torch"]},
+           "results": [r for r in results if r["framework"] == "torch"]}
+    assert "Per rule, pooled" not in towers.markdown_missing(one)
