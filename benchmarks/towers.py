@@ -1013,9 +1013,11 @@ def markdown_missing(report: dict) -> str:
                   + "; ".join(pooled) + "."]
         lines[-1] += "".join(f" {fw}: {DIAGNOSES[fw]} (a diagnosis, not in the table)."
                              for fw in cfg["frameworks"] if fw in DIAGNOSES)
-    trainers = [fw for fw in cfg["frameworks"] if any(f == fw for (_, f) in mask)]
-    if len(trainers) > 1:
-        lines += ["", _per_rule_pooled(mask, plain, cfg["rules"], trainers)]
+    trainers = [fw for fw in cfg["frameworks"]
+                if any(f == fw and (label, f) in plain for (label, f) in mask)]
+    per_rule = _per_rule_pooled(mask, plain, cfg["rules"], trainers) if len(trainers) > 1 else None
+    if per_rule is not None:
+        lines += ["", per_rule]
     measured = {r["framework"] for r in report["results"]  # replication runs count here
                 if r["scenario"] in ("missing_mask", "missing_no_mask")}
     absent = [fw for fw in table_fws if fw not in measured]
@@ -1024,32 +1026,39 @@ def markdown_missing(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _per_rule_pooled(mask: dict, plain: dict, rules, trainers) -> str:
+def _per_rule_pooled(mask: dict, plain: dict, rules, trainers) -> str | None:
     """Each default rule's paired differences pooled over ``trainers`` (the frameworks and
     the diagnoses), of the mean accuracy over the last POOL_EPOCHS epochs: a cost that the
-    rule keeps whatever the model around it, too small for one row's seeds, shows here."""
+    rule keeps whatever the model around it, too small for one row's seeds, shows here.
+    None where no default rule has two paired runs."""
     rows, costly = [], []
     for label in rules:
         if parse_rule(label)[1]:
             continue
         cells = []
         for key in ("accuracy", "accuracy_one"):
-            d = np.array([x for fw in trainers for x in (
-                _paired(mask.get((label, fw), {}), plain.get((label, fw), {}), key,
-                        POOL_EPOCHS) or ((),))[0]])
+            per = [got[0] for fw in trainers if (got := _paired(
+                mask.get((label, fw), {}), plain.get((label, fw), {}), key, POOL_EPOCHS))]
+            d = np.concatenate(per) if per else np.array([])
             if len(d) < 2:
                 cells.append("-")
                 continue
-            cells.append(f"{d.mean():+.4f} ± {_noise(d):.4f} ({int((d < 0).sum())} of {len(d)})")
+            below = sum(x.mean() < 0 for x in per)
+            cells.append(f"{d.mean():+.4f} ± {_noise(d):.4f} ({int((d < 0).sum())} of {len(d)} "
+                         f"runs, {below} of {len(per)} trainers)")
             if d.mean() + _noise(d) < 0:
                 costly.append(f"{_name(label)} ({'complete' if key == 'accuracy' else 'one modality'})")
-        rows.append(f"| {_name(label)} | {' | '.join(cells)} |")
+        if any(c != "-" for c in cells):
+            rows.append(f"| {_name(label)} | {' | '.join(cells)} |")
+    if not rows:
+        return None
     return "\n".join([
         "Per rule, pooled over the trainers above (" + ", ".join(trainers) + "; every paired "
         "run of the first seeds, taken as independent): mask minus no mask of the mean "
         f"accuracy over the last {POOL_EPOCHS} epochs, the mean and {NOISE_SE_WORDS} its "
-        "standard error (runs below 0 of all). A cost that a rule keeps whatever the model "
-        "around it, too small for one row's seeds, shows here.",
+        "standard error (the paired runs below 0, and the trainers whose mean is). A cost "
+        "that a rule keeps whatever the model around it, too small for one row's seeds, "
+        "shows here.",
         "",
         "| rule | complete | one modality |",
         "|---|---|---|",

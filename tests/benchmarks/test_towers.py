@@ -439,8 +439,11 @@ def test_per_rule_pooling_over_trainers_names_a_cost_each_trainer_hides():
     table = towers.markdown_missing(report)
     assert "twice its standard error): none." in table  # the rows alone name nothing
     noise = 2 * d.std(ddof=1) / np.sqrt(len(d))
-    assert f"| `film` | {d.mean():+.4f} ± {noise:.4f} (6 of 9) | +0.0000 ± 0.0000 (0 of 9) |" in table
+    assert (f"| `film` | {d.mean():+.4f} ± {noise:.4f} (6 of 9 runs, 3 of 3 trainers) | "
+            "+0.0000 ± 0.0000 (0 of 9 runs, 0 of 3 trainers) |") in table
     assert "Below 0 beyond that noise: `film` (complete)." in table
     one = {**report, "config": {**report["config"], "frameworks": ["torch"]},
            "results": [r for r in results if r["framework"] == "torch"]}
     assert "Per rule, pooled" not in towers.markdown_missing(one)
+    masked_only = {**report, "results": [r for r in results if r["scenario"] == "missing_mask"]}
+    assert "Per rule, pooled" not in towers.markdown_missing(masked_only)  # nothing paired
