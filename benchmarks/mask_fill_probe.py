@@ -1,0 +1,169 @@
+"""Probe: where should an absent modality's row sit after ``input_norm="batch"``?
+
+A diagnosis of the towers' missing-modality table (``benchmarks/towers.py``): with the
+presence mask, ``film`` and ``cross_attention`` lose a fraction of a point on complete
+test samples against training without it. The mask changes two things in the input
+norm: the batch statistics exclude the absent rows, and an absent row outputs 0, the
+present rows' mean. Without the mask the statistics include the zeroed rows and an
+absent row lands where a raw zero does, ``-mu / sigma``. Each variant here changes one
+of them in the PyTorch layer (patched, the library untouched) and trains the towers'
+``missing_mask`` scenario:
+
+- ``learned_fill``: absent rows output a learned vector per modality (zero-initialised);
+- ``all_row_stats``: the statistics over every row, the absent ones as raw zeros
+  (absent rows still output 0);
+- ``raw_zero``: present-row statistics; absent rows output where a raw zero lands;
+- ``none``: the layer as it is (for a rule's other ``missing_modality``).
+
+Compare with the towers' ``missing_no_mask`` and ``missing_mask`` runs of the same
+trainer and seeds (``--compare``). Not a spec option: a measurement for choosing one.
+
+    python benchmarks/mask_fill_probe.py --variants raw_zero --rules film --seeds 5 6 7 8 9
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import towers  # noqa: E402
+
+VARIANTS = ("none", "learned_fill", "all_row_stats", "raw_zero")
+#: the towers trainers a probe can run under: PyTorch's defaults, Keras's initialisers
+SETUPS = {"torch": (), "torch-keras-init": towers.KERAS_INIT_PARTS}
+
+
+def patch(variant: str):
+    """Replace ``RunningStats`` behaviour for masked calls in this process; returns a
+    function that restores it."""
+    import torch
+    from torch import nn
+
+    from fusion_spec.backends.torch import _layers
+
+    stats = _layers.RunningStats
+    forward, init = stats.forward, stats.__init__
+
+    def restore():
+        stats.forward, stats.__init__ = forward, init
+
+    if variant == "none":
+        return restore
+    if variant == "learned_fill":
+        def __init__(self, dim):
+            init(self, dim)
+            self.fill = nn.Parameter(torch.zeros(dim))
+
+        def patched(self, x, present, s):
+            y = forward(self, x, present, s)
+            return y if present is None else torch.where(present[:, None], y, self.fill.to(y.dtype))
+
+        stats.__init__ = __init__
+    elif variant == "all_row_stats":
+        def patched(self, x, present, s):
+            if present is None:
+                return forward(self, x, None, s)
+            y = forward(self, torch.where(present[:, None], x, 0.0), None, s)
+            return torch.where(present[:, None], y, 0.0)
+    elif variant == "raw_zero":
+        def patched(self, x, present, s):
+            y = forward(self, x, present, s)  # present-row statistics, absent rows 0
+            if present is None:
+                return y
+            if self.training:  # this batch's present-row statistics, as ``forward``
+                w = present.to(x.dtype)
+                n = w.sum().clamp(min=1)
+                mean = (w[:, None] * x).sum(0) / n
+                var = (w[:, None] * (x - mean).square()).sum(0) / n
+            else:
+                mean, var = self.running_mean, self.running_var
+            zero = (torch.zeros_like(x) - mean) * torch.rsqrt(var + s.input_norm_eps)
+            return torch.where(present[:, None], y, zero.to(y.dtype))  # a raw zero, normalised
+    else:
+        raise ValueError(f"mask_fill_probe: variant must be one of {VARIANTS}, got {variant!r}")
+    stats.forward = patched
+    return restore
+
+
+def job(variant: str, setup: str, label: str, seed: int, epochs: int) -> dict:
+    """One ``missing_mask`` run of the towers with ``variant`` (its own process)."""
+    patch(variant)
+    kind, fields = towers.parse_rule(label)
+    task = towers.make_task(seed, missing=True)
+    run = towers.Run(kind, fields, seed, epochs, missing=True, mask=True)
+    result = towers.train_torch(run, task, keras_init=SETUPS[setup])
+    return {"variant": variant, "framework": setup, "rule": label, "seed": seed,
+            "scenario": "missing_mask", **result}
+
+
+def _late(run: dict, key: str) -> float:
+    return float(np.mean(run["history"][key][-towers.POOL_EPOCHS:]))
+
+
+def compare(probe: dict, towers_report: dict) -> str:
+    """Each (variant, trainer, rule): mask minus no mask with the variant and with the
+    default mask, over the last POOL_EPOCHS epochs, paired by seed."""
+    runs = {(r["framework"], r["rule"], r["scenario"], r["seed"]): r
+            for r in towers_report["results"]}
+    groups: dict[tuple, list] = {}
+    for r in probe["results"]:
+        groups.setdefault((r["variant"], r["framework"], r["rule"]), []).append(r)
+    lines = []
+    for (variant, fw, label), rs in sorted(groups.items()):
+        for key in ("accuracy", "loss"):
+            d_var, d_def = [], []
+            for r in rs:
+                plain = runs.get((fw, label.split(":")[0], "missing_no_mask", r["seed"]))
+                mask = runs.get((fw, label.split(":")[0], "missing_mask", r["seed"]))
+                if plain is None or mask is None or key not in plain["history"]:
+                    continue
+                d_var.append(_late(r, key) - _late(plain, key))
+                d_def.append(_late(mask, key) - _late(plain, key))
+            if len(d_var) < 2:
+                continue
+            a, b = np.array(d_var), np.array(d_def)
+            lines.append(f"{variant:14s} {fw:17s} {label:45s} {key:8s} n={len(a)}: "
+                         f"variant {a.mean():+.4f} ± {towers._noise(a):.4f}, "
+                         f"default mask {b.mean():+.4f} ± {towers._noise(b):.4f}, "
+                         f"variant - default {np.mean(a - b):+.4f} ± {towers._noise(a - b):.4f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    import argparse
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS[1:]), choices=VARIANTS)
+    parser.add_argument("--setups", nargs="+", default=list(SETUPS), choices=tuple(SETUPS))
+    parser.add_argument("--rules", nargs="+", default=["film"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None, help="write the runs here")
+    parser.add_argument("--compare", nargs="+", type=Path, default=[],
+                        help="towers reports holding the same trainers' mask / no-mask runs")
+    args = parser.parse_args(argv)
+    todo = [(v, s, label, seed, args.epochs) for v in args.variants for s in args.setups
+            for label in args.rules for seed in args.seeds]
+    # one run per process: ``patch`` changes the class for the process's lifetime
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                             max_tasks_per_child=1) as pool:
+        results = list(pool.map(job, *zip(*todo, strict=True)))
+    probe = {"config": {"variants": args.variants, "setups": args.setups, "rules": args.rules,
+                        "seeds": args.seeds, "epochs": args.epochs}, "results": results}
+    if args.json is not None:
+        args.json.write_text(json.dumps(probe, indent=1) + "\n")
+    if args.compare:
+        report = {"results": [r for p in args.compare for r in json.loads(p.read_text())["results"]]}
+        print(compare(probe, report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
