@@ -1510,17 +1510,31 @@ def _running_stats(s, params):
         params[f"input_norm.{name}"] = value.astype(np.float32)
 
 
-def _input_norm(kind: str, seed: int, *, training: bool, lone: bool = False) -> Case:
-    name = f"{kind}_input_norm" + ("_lone_text" if lone else "") + ("_training" if training else "")
+def _input_norm(kind: str, seed: int, *, training: bool, lone: bool = False,
+                absent: str | None = None, tokens: bool = False) -> Case:
+    """``input_norm="batch"``; with ``absent`` (an ``input_norm_absent`` value) or
+    ``tokens`` (padded sequences, an all-padding one absent), a presence mask in eval
+    too, so that an absent row's fill is read under the running statistics as well."""
+    variant = "_lone_text" if lone else f"_absent_{absent}" if absent else ""
+    variant += "_tokens" if tokens else ""
+    name = f"{kind}_input_norm{variant}" + ("_training" if training else "")
     present = PRESENT_NORM
     if lone:  # one text row: too few for batch statistics, the running ones apply
         present = np.array([[1, 1], [1, 0], [0, 0], [1, 0], [0, 0], [1, 0]], dtype=bool)
+    masked = training or absent is not None or tokens
+    fields = {} if absent is None else {"input_norm_absent": absent}
+    fill = {
+        None: "",
+        "zero": " An absent row is the normalised zero row, -mu / sqrt(var + eps).",
+        "mean": " input_norm_absent='mean': an absent row is 0, the present rows' mean.",
+    }[absent]
     return case(
         name,
         kind,
         seed=seed,
         training=training,
-        present=present if training else None,
+        present=present if masked else None,
+        tokens=(IMAGE_TOKENS, TEXT_TOKENS) if tokens else None,
         edit=_running_stats,
         edit_inputs=_offset_image,
         gradient=True,
@@ -1530,12 +1544,17 @@ def _input_norm(kind: str, seed: int, *, training: bool, lone: bool = False) -> 
                 "training, the batch statistics over the present rows (gradients through "
                 "them), running statistics updated."
                 if training
-                else "eval, the running statistics."
+                else "eval, the running statistics"
+                + (" and a presence mask." if masked else ".")
             )
             + (" One text row: the running statistics normalise it." if lone else "")
+            + fill
+            + (" Padded token sequences (an all-padding one is absent): the statistics "
+               "over the real tokens." if tokens else "")
         ),
         input_norm="batch",
         input_norm_momentum=0.25,
+        **fields,
         **_MISSING_FIELDS[kind],
     )
 
@@ -1613,6 +1632,16 @@ def _input_norm_exports() -> dict[str, Callable[[], Case]]:
     )
     out["gated_input_norm_lone_text_training"] = lambda: _input_norm(
         "gated", 1290, training=True, lone=True
+    )
+    out |= _per_rule_exports(
+        "input_norm_absent_mean",
+        lambda k, seed, tr: _input_norm(k, seed, training=tr, absent="mean"),
+        2300,
+    )
+    out |= _per_rule_exports(
+        "input_norm_absent_zero_tokens",
+        lambda k, seed, tr: _input_norm(k, seed, training=tr, absent="zero", tokens=True),
+        2400,
     )
     return out
 

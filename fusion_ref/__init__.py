@@ -200,14 +200,16 @@ def _normalise(s, p, x, w, training):
     """The tokens after ``input_norm`` and the running statistics after the call.
 
     ``input_norm="batch"`` standardises every real token of a present modality with
-    the statistics over all of them (one token per sample for vectors)."""
+    the statistics over all of them (one token per sample for vectors); every token
+    of an absent modality (no real token) holds ``input_norm_absent``'s fill."""
     if s.input_norm == "none":
         return x, {}
     out, stats = [], {}
     for i, modality in enumerate(MODALITIES):
         B, L, D = x[i].shape
+        absent = np.repeat(~w[i].any(axis=1), L)  # (B * L,): the rows of absent samples
         y, (mean, var) = input_norm(
-            s, p, x[i].reshape(B * L, D), w[i].reshape(B * L), modality, training
+            s, p, x[i].reshape(B * L, D), w[i].reshape(B * L), modality, training, absent
         )
         out.append(y.reshape(B, L, D))
         stats[f"input_norm.{modality}.running_mean"] = mean

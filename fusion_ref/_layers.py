@@ -227,12 +227,16 @@ def present_mean(x: np.ndarray, present: Presence | None) -> np.ndarray:
     )
 
 
-def input_norm(s, p: dict, x: np.ndarray, present, modality: str, training: bool):
-    """``input_norm="batch"``: standardise ``x`` ``(B, D)`` per feature; absent rows stay 0.
+def input_norm(s, p: dict, x: np.ndarray, present, modality: str, training: bool,
+               absent=None):
+    """``input_norm="batch"``: standardise ``x`` ``(B, D)`` per feature.
 
     Training: the mean and biased variance over the rows where the modality is
     present (``present`` ``(B,)`` bool, ``None`` for all), when there are at least
     two of them; else the running statistics. Eval: the running statistics.
+    The rows of an absent modality (``absent`` ``(B,)`` bool; ``None``: the rows
+    not present) hold ``input_norm_absent``'s value: ``"zero"`` the normalised zero
+    row ``-mu / sqrt(var + eps)``, ``"mean"`` 0; other rows not present (padding) 0.
     Returns ``(x_hat, (running_mean, running_var))``: the statistics after this call
     (updated in training with momentum ``m`` and the unbiased variance
     ``var * n / (n - 1)``, as ``torch.nn.BatchNorm1d``; unchanged otherwise).
@@ -248,7 +252,9 @@ def input_norm(s, p: dict, x: np.ndarray, present, modality: str, training: bool
         var = (w[:, None] * (x - mean) ** 2).sum(axis=0) / n  # (D,)
         stats = ((1 - m) * stats[0] + m * mean, (1 - m) * stats[1] + m * var * n / (n - 1))
     y = (x - mean) / np.sqrt(var + s.input_norm_eps)
-    return np.where(w[:, None] > 0, y, 0.0), stats
+    fill = y if s.input_norm_absent == "zero" else 0.0  # x is 0 on absent rows
+    absent = w == 0 if absent is None else absent
+    return np.where(w[:, None] > 0, y, np.where(absent[:, None], fill, 0.0)), stats
 
 
 def token_keys(s, w, present: Presence | None) -> np.ndarray:
@@ -273,9 +279,11 @@ def token_keys(s, w, present: Presence | None) -> np.ndarray:
 
 def pool(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """The mean of the real tokens of ``x`` ``(B, L, D)`` (weights ``w`` ``(B, L)`` bool);
-    zeros where there is none. One token is returned exactly."""
-    count = np.maximum(w.sum(axis=1), 1)[:, None]  # (B, 1)
-    return np.where(w[..., None], x, 0.0).sum(axis=1) / count
+    the first token where there is none (an absent modality: its fill, zeros unless
+    ``input_norm_absent="zero"`` placed it). One token is returned exactly."""
+    count = w.sum(axis=1)[:, None]  # (B, 1)
+    mean = np.where(w[..., None], x, 0.0).sum(axis=1) / np.maximum(count, 1)
+    return np.where(count > 0, mean, x[:, 0])
 
 
 def key_mean(x: np.ndarray, keys: np.ndarray) -> np.ndarray:

@@ -244,6 +244,20 @@ class FusionSpecBase(BaseModel):
     input_norm_eps: float = Field(
         default=1e-5, gt=0.0, le=1.0, description="epsilon of input_norm='batch': (x - mu) / sqrt(var + eps)."
     )
+    input_norm_absent: Literal["zero", "mean"] = Field(
+        default="zero",
+        description=(
+            "Where input_norm='batch' puts an absent modality's row (a presence mask's "
+            "False, or a sequence of padding only). 'zero' (the default): normalised as "
+            "the zero row it is, (0 - mu) / sqrt(var + eps) with the statistics of the "
+            "call (those of the present rows), away from the present rows' centre, as a "
+            "model trained without the mask sees an empty input. 'mean': at the present "
+            "rows' mean, 0 after the norm (files written before this field): a rule that "
+            "reads the absent row (missing_modality 'zero_fill') trained with the mask "
+            "then lost accuracy on complete samples (guide 'Training end to end'). Rules "
+            "that never read it (a key mask, a route, a drop) compute the same under both."
+        ),
+    )
 
     @model_validator(mode="after")
     def _parameter_count_bounded(self):

@@ -19,6 +19,7 @@ class SimpleFields(TypedDict, total=False):
     input_norm: Literal["none", "batch"]
     input_norm_momentum: float
     input_norm_eps: float
+    input_norm_absent: Literal["zero", "mean"]
     heads: int
     dropout: float
     layer_norm_eps: float
@@ -37,6 +38,7 @@ class ConcatMlpFields(TypedDict, total=False):
     input_norm: Literal["none", "batch"]
     input_norm_momentum: float
     input_norm_eps: float
+    input_norm_absent: Literal["zero", "mean"]
     hidden_mult: int
     layers: int
     dropout: float
@@ -53,6 +55,7 @@ class GatedFields(TypedDict, total=False):
     input_norm: Literal["none", "batch"]
     input_norm_momentum: float
     input_norm_eps: float
+    input_norm_absent: Literal["zero", "mean"]
     missing_modality: Literal["present_alone", "zero_fill"]
 
 
@@ -65,6 +68,7 @@ class FilmFields(TypedDict, total=False):
     input_norm: Literal["none", "batch"]
     input_norm_momentum: float
     input_norm_eps: float
+    input_norm_absent: Literal["zero", "mean"]
     missing_modality: Literal["zero_fill", "identity"]
 
 
@@ -77,6 +81,7 @@ class ModalityDropoutFields(TypedDict, total=False):
     input_norm: Literal["none", "batch"]
     input_norm_momentum: float
     input_norm_eps: float
+    input_norm_absent: Literal["zero", "mean"]
     p_img: float
     p_txt: float
     drop_granularity: Literal["batch", "sample"]
@@ -92,6 +97,7 @@ class TransformerConcatFields(TypedDict, total=False):
     input_norm: Literal["none", "batch"]
     input_norm_momentum: float
     input_norm_eps: float
+    input_norm_absent: Literal["zero", "mean"]
     heads: int
     dropout: float
     layer_norm_eps: float
@@ -112,6 +118,7 @@ class CrossAttentionFields(TypedDict, total=False):
     input_norm: Literal["none", "batch"]
     input_norm_momentum: float
     input_norm_eps: float
+    input_norm_absent: Literal["zero", "mean"]
     heads: int
     dropout: float
     layer_norm_eps: float
@@ -129,6 +136,7 @@ class ShomrFields(TypedDict, total=False):
     input_norm: Literal["none", "batch"]
     input_norm_momentum: float
     input_norm_eps: float
+    input_norm_absent: Literal["zero", "mean"]
     heads: int
     dropout: float
     layer_norm_eps: float
@@ -152,6 +160,7 @@ class EnergyAwareAdaptiveFields(TypedDict, total=False):
     input_norm: Literal["none", "batch"]
     input_norm_momentum: float
     input_norm_eps: float
+    input_norm_absent: Literal["zero", "mean"]
     heads: int
     dropout: float
     layer_norm_eps: float

@@ -147,8 +147,13 @@ def parse(obj: Any, /, **fields: Any) -> FusionSpecBase:
 
 #: Fields added after artefacts were first stored whose default changes the function:
 #: the value a stored spec without the field meant (the behaviour before the field, or
-#: the field's default then: ``input_norm_momentum`` was 0.1 until 2026-12-07).
-STORED_DEFAULTS: dict[str, Any] = {"input_norm": "none", "input_norm_momentum": 0.1}
+#: the field's default then: ``input_norm_momentum`` was 0.1 until 2026-12-07; an
+#: absent row sat at the mean, ``input_norm_absent="mean"``, until 2026-12-07 too).
+STORED_DEFAULTS: dict[str, Any] = {
+    "input_norm": "none",
+    "input_norm_momentum": 0.1,
+    "input_norm_absent": "mean",
+}
 #: The same for one kind's fields: ``energy_aware_adaptive`` files written before
 #: ``straight_through_routes`` trained the router with the chosen route's factor.
 STORED_KIND_DEFAULTS: dict[str, dict[str, Any]] = {

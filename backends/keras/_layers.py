@@ -232,11 +232,13 @@ def present_mean(x, present: Presence | None):
 
 def pool(x, w):
     """The mean of the real tokens of ``x`` ``(B, L, D)`` (``w`` ``(B, L)`` bool; ``None``: all
-    real): ``(B, D)``, zeros where there is none. One token is returned exactly."""
+    real): ``(B, D)``, the first token where there is none (an absent modality: its
+    fill). One token is returned exactly."""
     if w is None:
         return ops.mean(x, axis=1)
-    count = ops.maximum(ops.sum(ops.cast(w, x.dtype), axis=1), 1.0)[:, None]  # (B, 1)
-    return ops.sum(ops.where(w[..., None], x, ops.zeros_like(x)), axis=1) / count
+    count = ops.sum(ops.cast(w, x.dtype), axis=1)[:, None]  # (B, 1)
+    mean = ops.sum(ops.where(w[..., None], x, ops.zeros_like(x)), axis=1) / ops.maximum(count, 1.0)
+    return ops.where(count > 0, mean, x[:, 0])
 
 
 def token_keys(s, w, present: Presence | None):
@@ -896,7 +898,12 @@ class FusionLayer(keras.layers.Layer):
         real token (``w`` ``(B, L)``; ``None``: all), as over ``B * L`` rows."""
         D = x.shape[-1]
         flat = ops.reshape(x, (-1, D))  # (B * L, D)
-        y = self._input_norm(flat, None if w is None else ops.reshape(w, (-1,)), modality, training)
+        if w is None:
+            y = self._input_norm(flat, None, modality, training)
+        else:
+            absent = ops.logical_not(ops.any(w, axis=1))[:, None]  # (B, 1): no real token
+            absent = ops.reshape(ops.broadcast_to(absent, ops.shape(w)), (-1,))  # (B * L,)
+            y = self._input_norm(flat, ops.reshape(w, (-1,)), modality, training, absent)
         return ops.reshape(y, ops.shape(x))  # (B, L, D)
 
     def _chunk_rows(self, v, noise: dict, training: bool) -> int | None:
@@ -947,14 +954,16 @@ class FusionLayer(keras.layers.Layer):
             out[modality] = y
         return out["image"], out["text"]
 
-    def _input_norm(self, x, present, modality: str, training: bool):
+    def _input_norm(self, x, present, modality: str, training: bool, absent=None):
         r"""``input_norm="batch"`` of one modality: $(x - \mu) / \sqrt{\sigma^2 + \epsilon}$.
 
         Training: the batch's mean and biased variance over the rows where the
         modality is present (the running statistics with fewer than two), and the
         running statistics (non-trainable variables) move by the spec's momentum
-        towards them (unbiased variance); eval: the running statistics. Absent rows
-        stay 0.
+        towards them (unbiased variance); eval: the running statistics. The rows of an
+        absent modality (``absent``; ``None``: the rows not present) hold
+        ``input_norm_absent``'s fill (``"zero"``: the normalised zero row; ``"mean"``: 0);
+        other rows not present (padding) 0.
         """
         s = self.spec
         mean_var = self._canonical[f"input_norm.{modality}.running_mean"]
@@ -975,7 +984,13 @@ class FusionLayer(keras.layers.Layer):
             var_var.assign(ops.where(enough, var + m * (unbiased - var), var))
             mean, var = ops.where(enough, mean_b, mean), ops.where(enough, var_b, var)
         y = (x - mean) * ops.rsqrt(var + s.input_norm_eps)
-        return y if present is None else ops.where(present[:, None], y, ops.zeros_like(y))
+        if present is None:
+            return y
+        zeros = ops.zeros_like(y)
+        if s.input_norm_absent == "zero":  # x is 0 on absent rows: y is their fill
+            absent = ops.logical_not(present) if absent is None else absent
+            zeros = ops.where(absent[:, None], y, zeros)
+        return ops.where(present[:, None], y, zeros)
 
     def _pair(self, v, t):
         """``(v, t)`` from ``layer(v, t)`` or ``layer([v, t])``."""

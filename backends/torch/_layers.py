@@ -539,7 +539,9 @@ class RunningStats(nn.Module):
     gradients flowing through them; with fewer than two such rows, the running
     statistics. The buffers ``running_mean``, ``running_var`` then move by
     ``momentum`` towards $\mu$ and the unbiased variance, in place, without a host
-    read. Eval: the running statistics. Absent rows stay 0. Under ``torch.func``
+    read. Eval: the running statistics. The rows of an absent modality (``absent``;
+    ``None``: the rows not present) hold ``input_norm_absent``'s fill (``"zero"``: the
+    normalised zero row; ``"mean"``: 0); other rows not present (padding) 0. Under ``torch.func``
     transforms (``vmap``, ``grad``, ``functional_call`` inside them) the buffers are not
     updated, as after ``torch.func.replace_all_batch_norm_modules_``: a vmapped call
     has one value per sample for one buffer, and ``grad`` refuses to mutate it.
@@ -550,7 +552,7 @@ class RunningStats(nn.Module):
         self.register_buffer("running_mean", torch.zeros(dim))
         self.register_buffer("running_var", torch.ones(dim))
 
-    def forward(self, x: Tensor, present: Tensor | None, s) -> Tensor:
+    def forward(self, x: Tensor, present: Tensor | None, s, absent: Tensor | None = None) -> Tensor:
         # statistics in the buffers' precision (float32 under autocast, as BatchNorm):
         # a bfloat16 batch mean neither fits the float32 buffers nor keeps their digits
         out_dtype = x.dtype
@@ -572,7 +574,11 @@ class RunningStats(nn.Module):
                     self.running_var.copy_(torch.where(enough, var.lerp(unbiased, m), var))
             mean, var = torch.where(enough, mean_b, mean), torch.where(enough, var_b, var)
         y = ((x - mean) * torch.rsqrt(var + s.input_norm_eps)).to(out_dtype)
-        return y if present is None else torch.where(present[:, None], y, 0.0)
+        if present is None:
+            return y
+        absent = ~present if absent is None else absent
+        fill = torch.where(absent[:, None], y, 0.0) if s.input_norm_absent == "zero" else 0.0
+        return torch.where(present[:, None], y, fill)  # x is 0 on absent rows: y their fill
 
 
 # --- the module base ------------------------------------------------------------------
@@ -923,7 +929,10 @@ class FusionModule(nn.Module):
                 seqs[i] = torch.where(valid[i][..., None], self.input_proj[modality](seqs[i]), 0.0)
             if s.input_norm == "batch":
                 B, L, D = seqs[i].shape
-                y = self.input_norm[modality](seqs[i].reshape(B * L, D), valid[i].reshape(B * L), s)
+                absent = (valid[i].sum(dim=1) == 0)[:, None].expand(B, L).reshape(B * L)
+                y = self.input_norm[modality](
+                    seqs[i].reshape(B * L, D), valid[i].reshape(B * L), s, absent
+                )
                 seqs[i] = y.reshape(B, L, D)
         dtype = seqs[0].dtype
         u = self._noise(seqs[0], noise, options)
@@ -1153,10 +1162,11 @@ def _vector(x: Tensor) -> Tensor:
 
 
 def pool(x: Tensor, w: Tensor) -> Tensor:
-    """The mean of the real tokens of ``x`` ``(B, L, D)`` (``w`` ``(B, L)`` bool); zeros
-    where there is none."""
-    count = w.sum(dim=1, keepdim=True).clamp(min=1).to(x.dtype)  # (B, 1)
-    return torch.where(w[..., None], x, 0.0).sum(dim=1) / count
+    """The mean of the real tokens of ``x`` ``(B, L, D)`` (``w`` ``(B, L)`` bool); the first
+    token where there is none (an absent modality: its fill)."""
+    count = w.sum(dim=1, keepdim=True)  # (B, 1)
+    mean = torch.where(w[..., None], x, 0.0).sum(dim=1) / count.clamp(min=1).to(x.dtype)
+    return torch.where(count > 0, mean, x[:, 0])
 
 
 def token_keys(s, w: list[Tensor], present: Presence | None) -> Tensor:

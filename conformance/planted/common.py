@@ -266,6 +266,33 @@ class InputNormEpsIgnored(Broken):
         return super().build(s.replace(input_norm_eps=1e-5), params)
 
 
+class InputNormAbsentAtMean(Broken):
+    """``input_norm="batch"`` with an absent row at the present rows' mean (0) whatever
+    ``input_norm_absent`` says: the behaviour before the field."""
+
+    bug = "input-norm-absent-at-mean"
+
+    def build(self, s, params):
+        return super().build(s.replace(input_norm_absent="mean"), params)
+
+
+def _pool_zeros(x, w):
+    """The masked mean with zeros where there is no real token, not the first token."""
+    count = np.maximum(w.sum(axis=1), 1)[:, None]
+    return np.where(w[..., None], x, 0.0).sum(axis=1) / count
+
+
+class PoolZerosAbsent(Broken):
+    """Each modality's masked mean is zeros for an absent modality: the normalised zero
+    row ``input_norm_absent="zero"`` placed there never reaches a pooling rule."""
+
+    bug = "pool-zeros-absent"
+
+    def forward(self, model, v, t, **kw):
+        with patched_in("", "pool", _pool_zeros):
+            return super().forward(model, v, t, **kw)
+
+
 class NanZeroed(Broken):
     """Non-finite inputs replaced by 0 (a "robust" front end): a NaN sample gets a finite row."""
 
@@ -443,6 +470,21 @@ BUGS = (
         InputNormEpsIgnored,
         "input_norm='batch' with epsilon 1e-5 whatever input_norm_eps says.",
         ("gated/forward/gated_non_default", "film/forward/film_non_default_training"),
+    ),
+    PlantedBug(
+        "input-norm-absent-at-mean",
+        ALL_RULES,
+        InputNormAbsentAtMean,
+        "input_norm='batch' with an absent row at the present rows' mean whatever "
+        "input_norm_absent says.",
+        ("film/forward/film_input_norm_training", "concat_mlp/forward/concat_mlp_input_norm_absent_zero_tokens"),
+    ),
+    PlantedBug(
+        "pool-zeros-absent",
+        ALL_RULES,
+        PoolZerosAbsent,
+        "Each modality's masked mean is zeros for an absent modality, not its fill.",
+        ("film/forward/film_input_norm_absent_zero_tokens",),
     ),
     PlantedBug(
         "nan-zeroed",

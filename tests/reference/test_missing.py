@@ -215,3 +215,53 @@ def test_every_rule_documents_each_missing_modality_value():
         assert set(cls.missing_semantics) == values, kind
         assert all("$" in text for text in cls.missing_semantics.values()), kind
         assert make_spec(kind).missing_modality in values
+
+
+def _normalised(s, p, x, present, modality):
+    """``x`` standardised by hand with the running statistics (an eval call)."""
+    mean = p[f"input_norm.{modality}.running_mean"]
+    std = np.sqrt(p[f"input_norm.{modality}.running_var"] + s.input_norm_eps)
+    y = (x.astype(np.float64) - mean) / std
+    fill = -mean / std if s.input_norm_absent == "zero" else np.zeros_like(mean)
+    return np.where(present[:, None], y, fill)
+
+
+@pytest.mark.parametrize("absent", ["zero", "mean"])
+@pytest.mark.parametrize("kind", ["film", "concat_mlp"])
+def test_input_norm_puts_an_absent_row_where_input_norm_absent_says(kind, absent):
+    """Eval with running statistics: a zero-filling rule under the mask computes the rule,
+    without a norm, on the rows normalised by hand, an absent one at ``-mu / sigma``
+    ("zero") or at 0 ("mean")."""
+    s, p, v, t = setup(CASES[kind])
+    s = s.replace(input_norm="batch", input_norm_absent=absent)
+    rng = np.random.default_rng(3)
+    for modality in ("image", "text"):  # statistics off zero, or the fills coincide
+        p[f"input_norm.{modality}.running_mean"] = 2.0 + rng.standard_normal(s.dim)
+        p[f"input_norm.{modality}.running_var"] = rng.uniform(0.5, 2.0, s.dim)
+    out, _ = call(s, p, v, t, PRESENT)
+    plain = s.replace(input_norm="none")
+    by_hand = fusion_ref.forward(
+        plain,
+        {k: a for k, a in p.items() if not k.startswith("input_norm.")},
+        _normalised(s, p, np.nan_to_num(v), PRESENT[:, 0], "image"),
+        _normalised(s, p, np.nan_to_num(t), PRESENT[:, 1], "text"),
+    )
+    some = PRESENT.any(1)  # a sample with neither outputs zeros
+    np.testing.assert_allclose(out[some], by_hand[some], rtol=1e-12, atol=1e-12)
+    assert not np.allclose(out[~PRESENT.all(1) & some], fusion_ref.forward(
+        s.replace(input_norm_absent="zero" if absent == "mean" else "mean"), p, v, t, PRESENT
+    )[~PRESENT.all(1) & some])  # and the other fill computes something else
+
+
+@pytest.mark.parametrize("kind", ["gated", "modality_dropout", "shomr", "cross_attention"])
+def test_rules_that_never_read_an_absent_row_ignore_input_norm_absent(kind):
+    """A gate, a drop, a route or a key mask never reads the absent row: both fills
+    compute the same, bit for bit (the field changes only the zero-filling rules)."""
+    s, p, v, t = setup(CASES[kind])
+    s = s.replace(input_norm="batch")
+    p = {**p, **{k: np.full(s.dim, 2.0) if k.endswith("mean") else np.ones(s.dim)
+                 for k in (f"input_norm.{m}.running_{x}" for m in ("image", "text")
+                           for x in ("mean", "var"))}}
+    a = call(s, p, v, t, PRESENT)
+    b = call(s.replace(input_norm_absent="mean"), p, v, t, PRESENT)
+    assert np.array_equal(a[0], b[0])

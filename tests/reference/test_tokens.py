@@ -229,3 +229,30 @@ def test_integer_masks_equal_bool_masks():
     a = call(s, p, v, t, image_mask=IMAGE_MASK, text_mask=TEXT_MASK)
     b = call(s, p, v, t, image_mask=IMAGE_MASK.astype(np.int64), text_mask=TEXT_MASK.astype(np.int8))
     assert_same(a, b)
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("kind", ["film", "transformer_concat"])
+def test_an_all_padding_modality_is_filled_as_an_absent_vector(kind, training):
+    """``input_norm_absent="zero"``: a modality whose tokens are all padding holds the
+    normalised zero row as an absent vector does: one real token per present sample
+    computes the vector call with that presence mask."""
+    extra = {"dropout": 0.0} if "dropout" in spec.RULES[kind].model_fields else {}
+    s, p = setup(ALL_SPECS[kind], input_norm="batch", **extra)
+    for name in p:  # running statistics away from 0, so the two fills differ
+        if name.endswith("running_mean"):
+            p[name] = p[name] + 2.0
+    v, t = inputs(s)
+    present = PRESENT.copy()
+    present[~present.any(1), 0] = True  # no sample with neither: its output is zeros
+    image_mask = np.zeros((BATCH, 2), bool)
+    image_mask[:, 0] = present[:, 0]
+    text_mask = np.zeros((BATCH, 3), bool)
+    text_mask[:, 1] = present[:, 1]
+    vt = np.repeat(v[:, None], 2, axis=1)
+    tt = np.repeat(t[:, None], 3, axis=1)
+    got = call(s, p, vt, tt, training=training, image_mask=image_mask, text_mask=text_mask)[0]
+    want = call(s, p, v, t, present, training=training)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    mean = call(s.replace(input_norm_absent="mean"), p, v, t, present, training=training)[0]
+    assert not np.allclose(want[~present.all(1)], mean[~present.all(1)])

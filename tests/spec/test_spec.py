@@ -60,6 +60,7 @@ def test_defaults_follow_the_original_constructors():
         "input_norm": "batch",  # training default (issue 20); the original: "none"
         "input_norm_momentum": 0.5,  # issue 20: 0.1 lags encoders trained from scratch
         "input_norm_eps": 1e-05,
+        "input_norm_absent": "zero",  # issue 20: at the mean, zero_fill rules lose with a mask
         "heads": 8,
         "layers": 2,
         "dropout": 0.1,

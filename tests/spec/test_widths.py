@@ -119,3 +119,13 @@ def test_a_stored_spec_without_the_momentum_loads_with_the_earlier_default():
     assert spec.parse_stored(stored).input_norm == "batch"  # the stored field is kept
     assert spec.parse_stored({**stored, "input_norm_momentum": 0.5}).input_norm_momentum == 0.5
     assert spec.parse("gated", dim=8).input_norm_momentum == 0.5  # today's default
+
+
+def test_a_stored_spec_without_the_absent_fill_loads_with_the_earlier_one():
+    """Files written before input_norm_absent put an absent row at the present rows'
+    mean: they keep computing that; a stored value is kept."""
+    stored = spec.parse("film", dim=8).model_dump()
+    del stored["input_norm_absent"]
+    assert spec.parse_stored(stored).input_norm_absent == "mean"
+    assert spec.parse_stored({**stored, "input_norm_absent": "zero"}).input_norm_absent == "zero"
+    assert spec.parse("film", dim=8).input_norm_absent == "zero"  # today's default
