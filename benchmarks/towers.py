@@ -26,6 +26,7 @@ capped at 1/3 by the task).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -891,11 +892,38 @@ def _chance(n: int) -> float:
     return float(stats.t.cdf(-NOISE_SE, n - 1))
 
 
+#: Fields that act only where a presence mask is given: a run without the mask computes
+#: what the rule without them computes, so a label that sets only these pairs its mask
+#: runs with that label's no-mask runs.
+MASK_ONLY_FIELDS = frozenset({"input_norm_absent", "missing_modality"})
+
+
+def _mask_only(label: str) -> bool:
+    """Whether ``label`` sets fields, all of them ``MASK_ONLY_FIELDS``."""
+    fields = parse_rule(label)[1] if label != BASELINE else {}
+    return bool(fields) and set(fields) <= MASK_ONLY_FIELDS
+
+
+def _without_mask(report: dict) -> dict:
+    """``_by(report, "missing_no_mask")``, with each mask-only label's rows those of its
+    label without the mask-only fields."""
+    rows = _by(report, "missing_no_mask")
+    for label, fw in list(_by(report, "missing_mask")):
+        if _mask_only(label):
+            kind, fields = parse_rule(label)
+            rest = {k: v for k, v in fields.items() if k not in MASK_ONLY_FIELDS}
+            plain = kind + (":" + ";".join(f"{k}={json.dumps(v)}" for k, v in rest.items())
+                            if rest else "")
+            if (plain, fw) in rows and (label, fw) not in rows:  # its own runs first
+                rows[(label, fw)] = rows[(plain, fw)]
+    return rows
+
+
 def markdown_missing(report: dict) -> str:
     cfg = report["config"]
     first = {**report, "results": [r for r in report["results"]
                                    if r["seed"] not in REPLICATION_SEEDS]}
-    mask, plain = _by(first, "missing_mask"), _by(first, "missing_no_mask")
+    mask, plain = _by(first, "missing_mask"), _without_mask(first)
     shown = {**first, "results": [r for r in first["results"] if r["framework"] in FRAMEWORKS]}
     lines = [
         f"30% of the training samples miss one modality; median accuracy over each row's "
@@ -962,8 +990,8 @@ def markdown_missing(report: dict) -> str:
         )
     again = {}
     for label, fw, key in costly:
-        rows = [{s: r for s, r in _by(report, sc).get((label, fw), {}).items()
-                 if s in REPLICATION_SEEDS} for sc in ("missing_mask", "missing_no_mask")]
+        rows = [{s: r for s, r in by.get((label, fw), {}).items() if s in REPLICATION_SEEDS}
+                for by in (_by(report, "missing_mask"), _without_mask(report))]
         got = _paired(*rows, key)
         if got is not None and got[2] is not None:
             d, mean, noise = got
@@ -1030,10 +1058,11 @@ def _per_rule_pooled(mask: dict, plain: dict, rules, trainers) -> str | None:
     """Each default rule's paired differences pooled over ``trainers`` (the frameworks and
     the diagnoses), of the mean accuracy over the last POOL_EPOCHS epochs: a cost that the
     rule keeps whatever the model around it, too small for one row's seeds, shows here.
-    None where no default rule has two paired runs."""
+    A label that sets only mask-only fields (``MASK_ONLY_FIELDS``) has its row too.
+    None where no such label has two paired runs."""
     rows, costly = [], []
     for label in rules:
-        if parse_rule(label)[1]:
+        if parse_rule(label)[1] and not _mask_only(label):
             continue
         cells = []
         for key in ("accuracy", "accuracy_one"):

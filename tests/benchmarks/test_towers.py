@@ -447,3 +447,33 @@ def test_per_rule_pooling_over_trainers_names_a_cost_each_trainer_hides():
     assert "Per rule, pooled" not in towers.markdown_missing(one)
     masked_only = {**report, "results": [r for r in results if r["scenario"] == "missing_mask"]}
     assert "Per rule, pooled" not in towers.markdown_missing(masked_only)  # nothing paired
+
+
+def test_a_mask_only_field_pairs_with_the_rule_without_it():
+    """``input_norm_absent`` acts only under the mask: a label that sets only it pairs its
+    mask runs with the plain label's no-mask runs, in the table and in the per-rule
+    pooling; a label with any other field does not borrow them."""
+    mean, other = 'film:input_norm_absent="mean"', 'film:input_norm="none"'
+    results = []
+    for fw in ("torch", "keras-jax"):
+        for seed in range(3):
+            for label, sc, acc in (("film", "missing_no_mask", 0.90 + 0.01 * seed),
+                                   ("film", "missing_mask", 0.90 + 0.01 * seed),
+                                   (mean, "missing_mask", 0.88 + 0.01 * seed),
+                                   (other, "missing_mask", 0.5)):
+                r = _result(fw, label, seed, sc, acc, 0.3)
+                r["history"]["accuracy"] = [acc] * towers.POOL_EPOCHS
+                r["history"]["accuracy_one"] = [0.3] * towers.POOL_EPOCHS
+                results.append(r)
+    report = {"config": {"rules": ["film", mean, other], "frameworks": ["torch", "keras-jax"],
+                         "seeds": [0, 1, 2], "scenarios": ["missing_mask", "missing_no_mask"],
+                         "epochs": towers.POOL_EPOCHS},
+              "results": results}
+    table = towers.markdown_missing(report)
+    assert "| `film:input_norm_absent=mean` | torch, 3 / 3 | 0.890 / 0.910 |" in table
+    assert "-0.020 ± 0.000" in table
+    assert "| `film` (no input norm) | torch, 3 / 0 | 0.500 / - |" in table  # not borrowed
+    assert "| `film:input_norm_absent=mean` | -0.0200 ± 0.0000 (6 of 6 runs, 2 of 2 trainers)" in table
+    assert "| `film` | +0.0000 ± 0.0000 (0 of 6 runs, 0 of 2 trainers)" in table
+    assert towers._mask_only('film:missing_modality="identity"')
+    assert not towers._mask_only(other) and not towers._mask_only("film")
