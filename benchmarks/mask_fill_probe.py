@@ -13,10 +13,18 @@ of them in the PyTorch layer (patched, the library untouched) and trains the tow
 - ``all_row_stats``: the statistics over every row, the absent ones as raw zeros
   (absent rows still output 0);
 - ``raw_zero``: present-row statistics; absent rows output where a raw zero lands;
-- ``none``: the layer as it is (for a rule's other ``missing_modality``).
+- ``none``: the layer as it is (for a rule's other ``missing_modality``);
+- ``drop_present_only``: ``modality_dropout``'s keep masks from the training draws
+  alone, so an absent row enters the MLP as the input norm left it (with
+  ``input_norm_absent="zero"`` in the label: the normalised zero row, apart from a
+  dropped row's 0), not as a dropped one.
 
 Compare with the towers' ``missing_no_mask`` and ``missing_mask`` runs of the same
-trainer and seeds (``--compare``). Not a spec option: a measurement for choosing one.
+trainer and seeds (``--compare``). A measurement for choosing a spec option: it led to
+``input_norm_absent="zero"`` (``raw_zero`` here, the default since 2026-12-07). The
+variants patch the earlier default, ``input_norm_absent="mean"``, which every run here
+sets unless its label says otherwise, and ``--compare`` pairs them with the towers'
+mask runs of that setting (the label ``kind:input_norm_absent="mean"``).
 
     python benchmarks/mask_fill_probe.py --variants raw_zero --rules film --seeds 5 6 7 8 9
 """
@@ -32,7 +40,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import towers  # noqa: E402
 
-VARIANTS = ("none", "learned_fill", "all_row_stats", "raw_zero")
+#: ``input_norm_absent`` of the layer the variants patch: the default they were run against
+EARLIER = "mean"
+VARIANTS = ("none", "learned_fill", "all_row_stats", "raw_zero", "drop_present_only")
 #: the towers trainers a probe can run under: PyTorch's defaults, Keras's initialisers
 SETUPS = {"torch": (), "torch-keras-init": towers.KERAS_INIT_PARTS}
 
@@ -44,14 +54,23 @@ def patch(variant: str):
     from torch import nn
 
     from fusion_spec.backends.torch import _layers
+    from fusion_spec.backends.torch.modality_dropout import ModalityDropoutFusion
 
     stats = _layers.RunningStats
     forward, init = stats.forward, stats.__init__
+    fuse = ModalityDropoutFusion.fuse
 
     def restore():
         stats.forward, stats.__init__ = forward, init
+        ModalityDropoutFusion.fuse = fuse
 
     if variant == "none":
+        return restore
+    if variant == "drop_present_only":
+        def fuse_present_only(self, v, t, *, noise, present=None, want_aux=True):
+            return fuse(self, v, t, noise=noise, present=None, want_aux=want_aux)
+
+        ModalityDropoutFusion.fuse = fuse_present_only
         return restore
     if variant == "learned_fill":
         def __init__(self, dim):
@@ -93,11 +112,19 @@ def job(variant: str, setup: str, label: str, seed: int, epochs: int) -> dict:
     """One ``missing_mask`` run of the towers with ``variant`` (its own process)."""
     patch(variant)
     kind, fields = towers.parse_rule(label)
+    fields.setdefault("input_norm_absent", EARLIER)  # the layer the variants patch
     task = towers.make_task(seed, missing=True)
     run = towers.Run(kind, fields, seed, epochs, missing=True, mask=True)
     result = towers.train_torch(run, task, keras_init=SETUPS[setup])
     return {"variant": variant, "framework": setup, "rule": label, "seed": seed,
             "scenario": "missing_mask", **result}
+
+
+def _earlier(label: str) -> str:
+    """The towers label of the default mask the probe's variants were measured against:
+    the rule's kind with ``input_norm_absent`` at ``EARLIER`` (a rule that never reads an
+    absent row has no such runs: its kind's runs compute the same)."""
+    return f"{label.split(':')[0]}:input_norm_absent={json.dumps(EARLIER)}"
 
 
 def _late(run: dict, key: str) -> float:
@@ -118,7 +145,8 @@ def compare(probe: dict, towers_report: dict) -> str:
             d_var, d_def = [], []
             for r in rs:
                 plain = runs.get((fw, label.split(":")[0], "missing_no_mask", r["seed"]))
-                mask = runs.get((fw, label.split(":")[0], "missing_mask", r["seed"]))
+                mask = runs.get((fw, _earlier(label), "missing_mask", r["seed"]),
+                                runs.get((fw, label.split(":")[0], "missing_mask", r["seed"])))
                 if plain is None or mask is None or key not in plain["history"]:
                     continue
                 d_var.append(_late(r, key) - _late(plain, key))
@@ -148,7 +176,14 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the runs here")
     parser.add_argument("--compare", nargs="+", type=Path, default=[],
                         help="towers reports holding the same trainers' mask / no-mask runs")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="no training: compare the probe runs stored here")
     args = parser.parse_args(argv)
+    if args.runs is not None:
+        if not args.compare:
+            parser.error("--runs reads stored runs to compare: give --compare too")
+        print(compare(json.loads(args.runs.read_text()), _towers(args.compare)))
+        return 0
     todo = [(v, s, label, seed, args.epochs) for v in args.variants for s in args.setups
             for label in args.rules for seed in args.seeds]
     # one run per process: ``patch`` changes the class for the process's lifetime
@@ -160,9 +195,13 @@ def main(argv=None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(probe, indent=1) + "\n")
     if args.compare:
-        report = {"results": [r for p in args.compare for r in json.loads(p.read_text())["results"]]}
-        print(compare(probe, report))
+        print(compare(probe, _towers(args.compare)))
     return 0
+
+
+def _towers(paths: list[Path]) -> dict:
+    """The towers runs of the reports at ``paths``, as one report's ``results``."""
+    return {"results": [r for p in paths for r in json.loads(p.read_text())["results"]]}
 
 
 if __name__ == "__main__":

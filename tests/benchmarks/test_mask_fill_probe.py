@@ -1,5 +1,6 @@
 """The mask-fill probe's variants change only what they say (benchmarks/mask_fill_probe.py)."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,9 +13,10 @@ import mask_fill_probe as probe  # noqa: E402
 torch = pytest.importorskip("torch")
 
 from fusion_spec.backends.torch._layers import RunningStats  # noqa: E402
+from fusion_spec.backends.torch.modality_dropout import ModalityDropoutFusion  # noqa: E402
 from fusion_spec.spec import FilmSpec  # noqa: E402
 
-SPEC = FilmSpec(dim=3)
+SPEC = FilmSpec(dim=3, input_norm_absent="mean")  # the layer the variants patch
 X = torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.5, 1.0], [0.0, 0.0, 0.0], [5.0, 1.5, 2.0]],
                  dtype=torch.float64)
 PRESENT = torch.tensor([True, True, False, True])
@@ -42,9 +44,11 @@ def test_none_is_the_layer_and_every_patch_is_undone():
     mean, var = _stats(X[PRESENT])
     np.testing.assert_allclose(y[PRESENT], (X[PRESENT] - mean) / torch.sqrt(var + SPEC.input_norm_eps))
     assert torch.count_nonzero(y[~PRESENT]) == 0
+    fuse = ModalityDropoutFusion.fuse
     for variant in probe.VARIANTS:
         _call(variant)
         assert (RunningStats.forward, RunningStats.__init__) == before
+        assert ModalityDropoutFusion.fuse is fuse
 
 
 def test_raw_zero_puts_absent_rows_where_a_raw_zero_lands():
@@ -87,3 +91,47 @@ def test_compare_pairs_each_probe_run_with_the_towers_runs_of_its_seed():
     text = probe.compare({"results": probe_runs}, {"results": towers_runs})
     assert "raw_zero" in text and "n=2" in text
     assert "variant -0.0100 ± 0.0200, default mask -0.1500 ± 0.1000, variant - default +0.1400" in text
+
+
+def test_compare_takes_the_earlier_fill_where_the_towers_ran_it(tmp_path, capsys):
+    """The variants patch ``input_norm_absent="mean"``: where the towers hold mask runs of
+    that label they are the default mask compared against, not the plain label's runs
+    (today's default); ``--runs`` compares stored probe runs without training."""
+    def run(rule, scenario, seed, acc, variant=None):
+        r = {"framework": "torch", "rule": rule, "scenario": scenario, "seed": seed,
+             "history": {"accuracy": [acc] * 5, "loss": [1 - acc] * 5}}
+        return r if variant is None else {"variant": variant, **r}
+
+    earlier = 'film:input_norm_absent="mean"'
+    towers_runs = [run("film", "missing_no_mask", s, 0.9) for s in (0, 1)]
+    towers_runs += [run("film", "missing_mask", s, 0.9) for s in (0, 1)]  # today's default
+    towers_runs += [run(earlier, "missing_mask", s, a) for s, a in ((0, 0.8), (1, 0.7))]
+    probe_runs = [run("film", "missing_mask", s, a, "raw_zero") for s, a in ((0, 0.9), (1, 0.88))]
+    (tmp_path / "t.json").write_text(json.dumps({"results": towers_runs}))
+    (tmp_path / "p.json").write_text(json.dumps({"results": probe_runs}))
+    assert probe.main(["--runs", str(tmp_path / "p.json"), "--compare", str(tmp_path / "t.json")]) == 0
+    text = capsys.readouterr().out
+    assert "default mask -0.1500 ± 0.1000, variant - default +0.1400" in text
+
+
+def test_drop_present_only_keeps_an_absent_row_as_the_norm_left_it():
+    """``modality_dropout`` under ``drop_present_only``: an absent image enters the MLP as
+    the norm's fill (the normalised zero row), not as a dropped row's 0; eval."""
+    from fusion_spec.backends.torch import build
+
+    m = build("modality_dropout", dim=3, input_norm_absent="zero").double().eval()
+    m.input_norm["image"].running_mean.fill_(2.0)
+    v, t = torch.ones(2, 3, dtype=torch.float64), torch.ones(2, 3, dtype=torch.float64)
+    present = torch.tensor([[True, True], [False, True]])
+    seen = []
+    hook = m.mlp[0].register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    restore = probe.patch("drop_present_only")
+    try:
+        m(v, t, present)
+    finally:
+        restore()
+    m(v, t, present)
+    hook.remove()
+    fill = -2.0 / np.sqrt(1.0 + m.spec.input_norm_eps)
+    np.testing.assert_allclose(seen[0][1, :3], fill)  # the patched call: the fill
+    np.testing.assert_allclose(seen[1][1, :3], 0.0)  # the layer: a dropped row
