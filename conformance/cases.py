@@ -1633,6 +1633,10 @@ def _input_norm_exports() -> dict[str, Callable[[], Case]]:
     out["gated_input_norm_lone_text_training"] = lambda: _input_norm(
         "gated", 1290, training=True, lone=True
     )
+    # film reads the absent rows: their fill too comes from the running statistics
+    out["film_input_norm_lone_text_training"] = lambda: _input_norm(
+        "film", 1291, training=True, lone=True
+    )
     out |= _per_rule_exports(
         "input_norm_absent_mean",
         lambda k, seed, tr: _input_norm(k, seed, training=tr, absent="mean"),
