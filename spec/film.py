@@ -16,18 +16,21 @@ class FilmSpec(FusionSpecBase):
     missing_modality: Literal["zero_fill", "identity"] = missing_field(
         "zero_fill",
         "'zero_fill': the absent embedding is zeros and the rule runs unchanged (without "
-        "text the image is modulated by the biases); 'identity': without text the image is "
+        "text, under input_norm='none', the image is modulated by the biases; under "
+        "input_norm='batch', by gamma and beta of the text's fill, input_norm_absent); "
+        "'identity': without text the image is "
         "left unmodulated (gamma = 1, beta = 0), without the image the output is the "
         "shift beta(t) alone. Trained with a share of the samples missing one modality and "
         "the mask, 'identity' cost accuracy on complete samples (its text-less outputs "
-        "v sit beside complete samples' gamma(t) v + beta(t)); 'zero_fill' did not "
-        "(docs/training.md).",
+        "v sit beside complete samples' gamma(t) v + beta(t)); 'zero_fill' with the default "
+        "input_norm_absent did not (docs/training.md).",
     )
 
     missing_semantics = {
         "zero_fill": (
-            r"The absent embedding is zeros: $f = \gamma(\hat t) \odot \hat v + "
-            r"\beta(\hat t)$; without text the image is modulated by the biases, "
+            r"The absent embedding is zeros (under `input_norm='batch'`, then its fill, "
+            r"`input_norm_absent`): $f = \gamma(\hat t) \odot \hat v + \beta(\hat t)$; "
+            r"without text and without the input norm the image is modulated by the biases, "
             r"$f = b_\gamma \odot v + b_\beta$."
         ),
         "identity": (
