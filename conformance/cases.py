@@ -1447,7 +1447,8 @@ def _missing(kind: str, value: str, seed: int, *, training: bool = False) -> Cas
     options = {"use_hard_routing": False} if kind == "shomr" else {}
     noise = None
     if training and kind == "modality_dropout":
-        # drops on present and on absent samples: both compose to "dropped"
+        # drops on present and on absent samples ('drop': both compose to "dropped";
+        # 'zero_fill': the draws alone decide)
         noise = {"drop_image": [0.9, 0.1, 0.8, 0.2, 0.7, 0.6], "drop_text": [0.1, 0.9, 0.8, 0.7, 0.2, 0.6]}
     return case(
         name,

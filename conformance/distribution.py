@@ -264,7 +264,18 @@ def trials() -> list[Trial]:
             batch=384,
             calls=16,
             present=True,
-            doc="With a presence mask: an absent modality is never kept; drop rates elsewhere.",
+            doc="With a presence mask ('zero_fill'): a lone modality's absent row is drawn "
+            "like a present one; a sample with neither is never kept.",
+        ),
+        _trial(
+            "modality_dropout_missing_drop_rates",
+            "modality_drop",
+            {**_sample_drop(), "kind": "modality_dropout", "missing_modality": "drop"},
+            batch=384,
+            calls=16,
+            present=True,
+            doc="With a presence mask ('drop'): an absent modality is never kept; drop "
+            "rates elsewhere.",
         ),
         _trial(
             "modality_dropout_batch_rates",
@@ -346,18 +357,26 @@ def _judge_present(trial, auxes, v, t):
                     f"route: {bad} draws of {what} samples took a route other than {want} "
                     "(a sample must never be routed to an absent modality)"
                 )
-    else:
+    rates = both  # the samples whose draws the rule's own judge reads
+    if trial.kind == "modality_drop":
+        drop = trial.spec.missing_modality == "drop"
+        if not drop:  # 'zero_fill': a lone modality is drawn like a present one
+            rates = mask.any(1)
         for name, column in (("keep_image", 0), ("keep_text", 1)):
             keeps = np.stack([np.asarray(a[name], dtype=np.float64) for a in auxes])
-            kept = int(np.sum(keeps[:, ~mask[:, column]]))
+            never = ~mask[:, column] if drop else ~rates
+            kept = int(np.sum(keeps[:, never]))
             if kept:
-                problems.append(f"{name}: {kept} absent samples kept (absent must mean dropped)")
+                what = "absent samples kept (absent must mean dropped)" if drop else (
+                    "samples with neither modality kept"
+                )
+                problems.append(f"{name}: {kept} {what}")
     inner = Trial(
-        trial.name, trial.spec, trial.params, int(both.sum()), trial.calls, trial.training,
+        trial.name, trial.spec, trial.params, int(rates.sum()), trial.calls, trial.training,
         trial.kind, trial.options, trial.doc,
     )
-    sub = [{k: np.asarray(a)[both] if np.ndim(a) else a for k, a in aux.items()} for aux in auxes]
-    ok, message, stats = _JUDGES[trial.kind](inner, sub, v[both], t[both])
+    sub = [{k: np.asarray(a)[rates] if np.ndim(a) else a for k, a in aux.items()} for aux in auxes]
+    ok, message, stats = _JUDGES[trial.kind](inner, sub, v[rates], t[rates])
     if message:
         problems.append(message)
     return ok and not problems, "; ".join(problems), stats

@@ -1,6 +1,7 @@
 """``modality_dropout``: keep masks from noise, then ``W_2 ReLU(W_1 [k_v v; k_t t] + b_1) + b_2``.
 
-Missing modality: an absent modality is a dropped one (``k *= present``).
+Missing modality: ``"zero_fill"`` (default) passes the absent row's fill through the
+draws like a present row; ``"drop"``: an absent modality is a dropped one (``k *= present``).
 """
 
 import numpy as np
@@ -23,11 +24,15 @@ def modality_dropout(s, p, v, t, *, training, noise, present=None):
     else:
         keep_v = keep_t = np.ones(B)
         margin_v = margin_t = np.full(B, np.inf)
-    if present is not None:
-        keep_v = keep_v * present.image
-        keep_t = keep_t * present.text
-        margin_v = np.where(present.image, margin_v, np.inf)
-        margin_t = np.where(present.text, margin_t, np.inf)
+    if present is not None:  # 'drop': an absent modality is a dropped one
+        if s.missing_modality == "drop":
+            here = (present.image, present.text)
+        else:  # 'zero_fill': the absent row's fill goes through; neither: dropped
+            here = (~present.neither, ~present.neither)
+        keep_v = keep_v * here[0]
+        keep_t = keep_t * here[1]
+        margin_v = np.where(here[0], margin_v, np.inf)
+        margin_t = np.where(here[1], margin_t, np.inf)
     h = np.concatenate([keep_v[:, None] * v, keep_t[:, None] * t], axis=-1)  # (B, 2D)
     out = linear(p, "mlp.1", relu(linear(p, "mlp.0", h)))
     aux = {

@@ -85,7 +85,7 @@ class ModalityDropoutFields(TypedDict, total=False):
     p_img: float
     p_txt: float
     drop_granularity: Literal["batch", "sample"]
-    missing_modality: Literal["drop"]
+    missing_modality: Literal["zero_fill", "drop"]
 
 
 class TransformerConcatFields(TypedDict, total=False):

@@ -38,11 +38,27 @@ class ModalityDropoutSpec(FusionSpecBase):
         ),
     )
 
-    missing_modality: Literal["drop"] = missing_field(
-        "drop", "an absent modality is a dropped one (what the rule trains for)."
+    missing_modality: Literal["zero_fill", "drop"] = missing_field(
+        "zero_fill",
+        "'zero_fill': the absent embedding is zeros (under input_norm='batch', then its "
+        "fill, input_norm_absent) and goes through the rule as a present one, only the "
+        "training draws drop; 'drop': an absent modality is a dropped one (zeros after "
+        "the norm). The two differ only where the fill is not 0 (input_norm='batch' with "
+        "input_norm_absent='zero'). Trained with a share of the samples missing one "
+        "modality and the mask, 'drop' cost accuracy on complete samples; 'zero_fill' "
+        "did not (docs/training.md).",
     )
 
     missing_semantics = {
+        "zero_fill": (
+            r"The absent embedding is zeros (under `input_norm='batch'`, then its fill, "
+            r"`input_norm_absent`) and goes through the rule as a present one: "
+            r"$f = W_2\,\mathrm{ReLU}(W_1 [k_v \hat v; k_t \hat t] + b_1) + b_2$ with the "
+            r"training draws $k_v$, $k_t$ alone (1 in eval), which the aux `keep_image`, "
+            r"`keep_text` report (a sample with neither: 0, margin $\infty$). Where the "
+            r"fill is 0 (no input norm, or `input_norm_absent='mean'`) this is `'drop'`'s "
+            r"output."
+        ),
         "drop": (
             r"An absent modality is a dropped one: $k_v \leftarrow k_v \pi_v$, "
             r"$k_t \leftarrow k_t \pi_t$, in eval and composed with the training draws, "
@@ -73,14 +89,14 @@ class ModalityDropoutSpec(FusionSpecBase):
                 "keep_image",
                 (batch,),
                 "decision",
-                "1 where v is kept, 0 where dropped or absent (neither modality: 0).",
+                "1 where v is kept, 0 where dropped (absent too under 'drop'; neither: 0).",
                 margin="keep_image_margin",
             ),
             AuxSpec(
                 "keep_text",
                 (batch,),
                 "decision",
-                "1 where t is kept, 0 where dropped or absent (neither modality: 0).",
+                "1 where t is kept, 0 where dropped (absent too under 'drop'; neither: 0).",
                 margin="keep_text_margin",
             ),
             AuxSpec("keep_image_margin", (batch,), "margin", "|drop_image - p_img| (inf in eval)."),

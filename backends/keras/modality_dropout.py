@@ -23,9 +23,13 @@ def modality_dropout(s, p, v, t, *, training, noise, drop, present=None):
         keep_t = _keep(noise["drop_text"], s.p_txt, v)  # (B,)
     else:
         keep_v = keep_t = ops.ones_like(v[:, 0])  # (B,)
-    if present is not None:  # an absent modality is a dropped one
-        keep_v = keep_v * ops.cast(present.image, v.dtype)
-        keep_t = keep_t * ops.cast(present.text, v.dtype)
+    if present is not None:  # 'drop': an absent modality is a dropped one
+        if s.missing_modality == "drop":
+            here_v, here_t = present.image, present.text
+        else:  # 'zero_fill': the absent row's fill goes through; neither: dropped
+            here_v = here_t = ops.logical_not(present.neither)
+        keep_v = keep_v * ops.cast(here_v, v.dtype)
+        keep_t = keep_t * ops.cast(here_t, v.dtype)
     h = ops.concatenate([keep_v[:, None] * v, keep_t[:, None] * t], axis=-1)  # (B, 2D)
     out = linear(p, "mlp.1", ops.relu(linear(p, "mlp.0", h)))
     return out, {"keep_image": keep_v, "keep_text": keep_t}

@@ -64,8 +64,11 @@ class ModalityDropoutFusion(FusionModule):
                 ]
             else:
                 keep = torch.stack([u_v >= s.p_img, u_t >= s.p_txt], -1)
-        if present is not None:  # an absent modality is a dropped one
-            mask = torch.stack([present.image, present.text], dim=-1)  # (B, 2)
+        if present is not None:  # 'drop': an absent modality is a dropped one
+            if s.missing_modality == "drop":
+                mask = torch.stack([present.image, present.text], dim=-1)  # (B, 2)
+            else:  # 'zero_fill': the absent row's fill goes through; neither: dropped
+                mask = (~present.neither)[:, None].expand(batch, 2)  # (B, 2)
             keep = mask if keep is None else keep & mask
         if kept_on_host is not None:
             image_kept, text_kept = kept_on_host

@@ -52,6 +52,26 @@ class KeepProbability(Broken):
         )
 
 
+class AbsentDropped(Broken):
+    """``missing_modality="zero_fill"`` computed as ``"drop"``: an absent modality's
+    fill never reaches the MLP (the behaviour before the option)."""
+
+    bug = "modality-drop-absent-dropped"
+
+    def build(self, s, params):
+        return super().build(s.replace(missing_modality="drop"), params)
+
+
+class AbsentFilled(Broken):
+    """``missing_modality="drop"`` computed as ``"zero_fill"``: an absent modality's fill
+    goes through the draws."""
+
+    bug = "modality-drop-absent-filled"
+
+    def build(self, s, params):
+        return super().build(s.replace(missing_modality="zero_fill"), params)
+
+
 F = "modality_dropout/forward/modality_dropout_"
 D = "modality_dropout/distribution/modality_dropout_"
 
@@ -85,6 +105,22 @@ BUGS = (
         KeepProbability,
         "p read as the keep probability.",
         (F + "training_exact_threshold", D + "batch_rates"),
+    ),
+    PlantedBug(
+        "modality-drop-absent-dropped",
+        RULE,
+        AbsentDropped,
+        "missing_modality='zero_fill' computed as 'drop': an absent row's fill never "
+        "reaches the MLP.",
+        (F + "missing", D + "missing_rates"),
+    ),
+    PlantedBug(
+        "modality-drop-absent-filled",
+        RULE,
+        AbsentFilled,
+        "missing_modality='drop' computed as 'zero_fill': an absent row's fill goes "
+        "through the draws.",
+        (F + "missing_drop", D + "missing_drop_rates"),
     ),
     PlantedBug(
         "modality-drop-per-sample",

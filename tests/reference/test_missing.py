@@ -111,8 +111,8 @@ def test_concat_mlp_zero_fills():
     np.testing.assert_array_equal(out[keep], fusion_ref.forward(s, p, v0, t0)[keep])
 
 
-def test_modality_dropout_absent_is_dropped_in_eval_and_composes_with_training_drops():
-    s, p, v, t = setup(CASES["modality_dropout_sample"])
+def test_modality_dropout_drop_absent_is_dropped_in_eval_and_composes_with_training_drops():
+    s, p, v, t = setup({**CASES["modality_dropout_sample"], "missing_modality": "drop"})
     out, aux = call(s, p, v, t, PRESENT)
     np.testing.assert_array_equal(aux["keep_image"], PRESENT[:, 0])
     np.testing.assert_array_equal(aux["keep_text"], PRESENT[:, 1])
@@ -129,6 +129,25 @@ def test_modality_dropout_absent_is_dropped_in_eval_and_composes_with_training_d
     expected = L.linear(p, "mlp.1", L.relu(L.linear(p, "mlp.0", h)))
     rows = ~np.isin(np.arange(len(v)), ROWS["neither"])
     np.testing.assert_allclose(out[rows], expected[rows], rtol=1e-12)
+
+
+def test_modality_dropout_zero_fill_keeps_follow_the_draws_alone():
+    """'zero_fill' (the default): an absent modality goes through the draws like a
+    present one, so the keeps are the draws (a sample with neither: 0); with no input
+    norm its row is 0 and the output is 'drop''s."""
+    s, p, v, t = setup(CASES["modality_dropout_sample"])
+    assert s.missing_modality == "zero_fill"
+    some = PRESENT.any(1)
+    u = {"drop_image": np.linspace(0.05, 0.95, len(v)), "drop_text": np.linspace(0.9, 0.1, len(v))}
+    out, aux = call(s, p, v, t, PRESENT, training=True, noise=u)
+    np.testing.assert_array_equal(aux["keep_image"], (u["drop_image"] >= s.p_img) & some)
+    np.testing.assert_array_equal(aux["keep_text"], (u["drop_text"] >= s.p_txt) & some)
+    assert np.all(np.isinf(aux["keep_image_margin"][~some]))
+    assert np.all(np.isfinite(aux["keep_image_margin"][some]))
+    dropped, _ = call(s.replace(missing_modality="drop"), p, v, t, PRESENT, training=True, noise=u)
+    np.testing.assert_array_equal(out, dropped)
+    eval_keeps = call(s, p, v, t, PRESENT)[1]["keep_text"]
+    np.testing.assert_array_equal(eval_keeps, some)
 
 
 @pytest.mark.parametrize("kind", ["simple", "transformer_concat"])
@@ -227,7 +246,7 @@ def _normalised(s, p, x, present, modality):
 
 
 @pytest.mark.parametrize("absent", ["zero", "mean"])
-@pytest.mark.parametrize("kind", ["film", "concat_mlp"])
+@pytest.mark.parametrize("kind", ["film", "concat_mlp", "modality_dropout"])
 def test_input_norm_puts_an_absent_row_where_input_norm_absent_says(kind, absent):
     """Eval with running statistics: a zero-filling rule under the mask computes the rule,
     without a norm, on the rows normalised by hand, an absent one at ``-mu / sigma``
@@ -253,11 +272,15 @@ def test_input_norm_puts_an_absent_row_where_input_norm_absent_says(kind, absent
     )[~PRESENT.all(1) & some])  # and the other fill computes something else
 
 
-@pytest.mark.parametrize("kind", ["gated", "modality_dropout", "shomr", "cross_attention"])
-def test_rules_that_never_read_an_absent_row_ignore_input_norm_absent(kind):
+@pytest.mark.parametrize(
+    "kind, fields",
+    [("gated", {}), ("modality_dropout", {"missing_modality": "drop"}), ("shomr", {}),
+     ("cross_attention", {})],
+)
+def test_rules_that_never_read_an_absent_row_ignore_input_norm_absent(kind, fields):
     """A gate, a drop, a route or a key mask never reads the absent row: both fills
     compute the same, bit for bit (the field changes only the zero-filling rules)."""
-    s, p, v, t = setup(CASES[kind])
+    s, p, v, t = setup({**CASES[kind], **fields})
     s = s.replace(input_norm="batch")
     p = {**p, **{k: np.full(s.dim, 2.0) if k.endswith("mean") else np.ones(s.dim)
                  for k in (f"input_norm.{m}.running_{x}" for m in ("image", "text")
