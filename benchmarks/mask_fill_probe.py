@@ -17,14 +17,16 @@ of them in the PyTorch layer (patched, the library untouched) and trains the tow
 - ``drop_present_only``: ``modality_dropout``'s keep masks from the training draws
   alone, so an absent row enters the MLP as the input norm left it (with
   ``input_norm_absent="zero"`` in the label: the normalised zero row, apart from a
-  dropped row's 0), not as a dropped one.
+  dropped row's 0), not as a dropped one. It patches ``missing_modality="drop"`` and
+  led to ``"zero_fill"``, which computes it (the default since 2026-12-07).
 
 Compare with the towers' ``missing_no_mask`` and ``missing_mask`` runs of the same
 trainer and seeds (``--compare``). A measurement for choosing a spec option: it led to
 ``input_norm_absent="zero"`` (``raw_zero`` here, the default since 2026-12-07). The
 variants patch the earlier default, ``input_norm_absent="mean"``, which every run here
-sets unless its label says otherwise, and ``--compare`` pairs them with the towers'
-mask runs of that setting (the label ``kind:input_norm_absent="mean"``).
+sets unless its label says otherwise (``modality_dropout``: ``missing_modality="drop"``,
+``EARLIER_KIND``), and ``--compare`` pairs them with the towers' mask runs of that
+setting (the label ``kind:input_norm_absent="mean"``, or the kind's own field).
 
     python benchmarks/mask_fill_probe.py --variants raw_zero --rules film --seeds 5 6 7 8 9
 """
@@ -42,6 +44,8 @@ import towers  # noqa: E402
 
 #: ``input_norm_absent`` of the layer the variants patch: the default they were run against
 EARLIER = "mean"
+#: A kind's own earlier default that the variants patch, in place of ``EARLIER``'s field
+EARLIER_KIND = {"modality_dropout": {"missing_modality": "drop"}}
 VARIANTS = ("none", "learned_fill", "all_row_stats", "raw_zero", "drop_present_only")
 #: the towers trainers a probe can run under: PyTorch's defaults, Keras's initialisers
 SETUPS = {"torch": (), "torch-keras-init": towers.KERAS_INIT_PARTS}
@@ -113,6 +117,8 @@ def job(variant: str, setup: str, label: str, seed: int, epochs: int) -> dict:
     patch(variant)
     kind, fields = towers.parse_rule(label)
     fields.setdefault("input_norm_absent", EARLIER)  # the layer the variants patch
+    for name, value in EARLIER_KIND.get(kind, {}).items():
+        fields.setdefault(name, value)
     task = towers.make_task(seed, missing=True)
     run = towers.Run(kind, fields, seed, epochs, missing=True, mask=True)
     result = towers.train_torch(run, task, keras_init=SETUPS[setup])
@@ -122,9 +128,12 @@ def job(variant: str, setup: str, label: str, seed: int, epochs: int) -> dict:
 
 def _earlier(label: str) -> str:
     """The towers label of the default mask the probe's variants were measured against:
-    the rule's kind with ``input_norm_absent`` at ``EARLIER`` (a rule that never reads an
-    absent row has no such runs: its kind's runs compute the same)."""
-    return f"{label.split(':')[0]}:input_norm_absent={json.dumps(EARLIER)}"
+    the rule's kind with its ``EARLIER_KIND`` field, else ``input_norm_absent`` at
+    ``EARLIER`` (a rule that never reads an absent row has no such runs: its kind's runs
+    compute the same)."""
+    kind = label.split(":")[0]
+    fields = EARLIER_KIND.get(kind, {"input_norm_absent": EARLIER})
+    return f"{kind}:" + ";".join(f"{k}={json.dumps(v)}" for k, v in fields.items())
 
 
 def _late(run: dict, key: str) -> float:

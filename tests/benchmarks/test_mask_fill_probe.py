@@ -116,10 +116,12 @@ def test_compare_takes_the_earlier_fill_where_the_towers_ran_it(tmp_path, capsys
 
 def test_drop_present_only_keeps_an_absent_row_as_the_norm_left_it():
     """``modality_dropout`` under ``drop_present_only``: an absent image enters the MLP as
-    the norm's fill (the normalised zero row), not as a dropped row's 0; eval."""
+    the norm's fill (the normalised zero row), not as a dropped row's 0; eval. The layer
+    it patches is ``missing_modality="drop"``; today's ``"zero_fill"`` computes it."""
     from fusion_spec.backends.torch import build
 
-    m = build("modality_dropout", dim=3, input_norm_absent="zero").double().eval()
+    m = build("modality_dropout", dim=3, input_norm_absent="zero", missing_modality="drop")
+    m = m.double().eval()
     m.input_norm["image"].running_mean.fill_(2.0)
     v, t = torch.ones(2, 3, dtype=torch.float64), torch.ones(2, 3, dtype=torch.float64)
     present = torch.tensor([[True, True], [False, True]])
@@ -135,3 +137,15 @@ def test_drop_present_only_keeps_an_absent_row_as_the_norm_left_it():
     fill = -2.0 / np.sqrt(1.0 + m.spec.input_norm_eps)
     np.testing.assert_allclose(seen[0][1, :3], fill)  # the patched call: the fill
     np.testing.assert_allclose(seen[1][1, :3], 0.0)  # the layer: a dropped row
+    default = build("modality_dropout", dim=3, input_norm_absent="zero").double().eval()
+    default.load_state_dict(m.state_dict())
+    assert default.spec.missing_modality == "zero_fill"
+    patched = m.mlp[1](torch.relu(m.mlp[0](seen[0])))  # the MLP on the patched call's input
+    torch.testing.assert_close(default(v, t, present), patched, rtol=0, atol=0)
+
+
+def test_the_earlier_default_is_the_kind_s_own_field_where_it_has_one():
+    assert probe._earlier("film") == 'film:input_norm_absent="mean"'
+    assert probe._earlier('modality_dropout:input_norm_absent="zero"') == (
+        'modality_dropout:missing_modality="drop"'
+    )
