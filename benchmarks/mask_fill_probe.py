@@ -18,7 +18,10 @@ of them in the PyTorch layer (patched, the library untouched) and trains the tow
   alone, so an absent row enters the MLP as the input norm left it (with
   ``input_norm_absent="zero"`` in the label: the normalised zero row, apart from a
   dropped row's 0), not as a dropped one. It patches ``missing_modality="drop"`` and
-  led to ``"zero_fill"``, which computes it (the default since 2026-12-07).
+  led to ``"zero_fill"``, which computes it (the default since 2026-12-07);
+- ``rule_unmasked``: any rule's ``fuse`` called without the mask, so a lone modality's
+  absent row (the norm's fill) goes through the rule as a present one (``shomr``: the
+  router routes it, not a fixed path); the layer still outputs zeros for neither.
 
 Compare with the towers' ``missing_no_mask`` and ``missing_mask`` runs of the same
 trainer and seeds (``--compare``). A measurement for choosing a spec option: it led to
@@ -46,35 +49,36 @@ import towers  # noqa: E402
 EARLIER = "mean"
 #: A kind's own earlier default that the variants patch, in place of ``EARLIER``'s field
 EARLIER_KIND = {"modality_dropout": {"missing_modality": "drop"}}
-VARIANTS = ("none", "learned_fill", "all_row_stats", "raw_zero", "drop_present_only")
+VARIANTS = ("none", "learned_fill", "all_row_stats", "raw_zero", "drop_present_only",
+            "rule_unmasked")
 #: the towers trainers a probe can run under: PyTorch's defaults, Keras's initialisers
 SETUPS = {"torch": (), "torch-keras-init": towers.KERAS_INIT_PARTS}
 
 
-def patch(variant: str):
-    """Replace ``RunningStats`` behaviour for masked calls in this process; returns a
-    function that restores it."""
+def patch(variant: str, kind: str = "modality_dropout"):
+    """Replace ``RunningStats`` behaviour for masked calls in this process (or, for the
+    rule variants, ``kind``'s ``fuse``); returns a function that restores it."""
     import torch
     from torch import nn
 
-    from fusion_spec.backends.torch import _layers
-    from fusion_spec.backends.torch.modality_dropout import ModalityDropoutFusion
+    from fusion_spec.backends.torch import MODULES, _layers
 
     stats = _layers.RunningStats
     forward, init = stats.forward, stats.__init__
-    fuse = ModalityDropoutFusion.fuse
+    rule = MODULES["modality_dropout" if variant == "drop_present_only" else kind]
+    fuse = rule.fuse
 
     def restore():
         stats.forward, stats.__init__ = forward, init
-        ModalityDropoutFusion.fuse = fuse
+        rule.fuse = fuse
 
     if variant == "none":
         return restore
-    if variant == "drop_present_only":
-        def fuse_present_only(self, v, t, *, noise, present=None, want_aux=True):
-            return fuse(self, v, t, noise=noise, present=None, want_aux=want_aux)
+    if variant in ("drop_present_only", "rule_unmasked"):
+        def fuse_unmasked(self, v, t, *, noise, present=None, **kw):
+            return fuse(self, v, t, noise=noise, present=None, **kw)
 
-        ModalityDropoutFusion.fuse = fuse_present_only
+        rule.fuse = fuse_unmasked
         return restore
     if variant == "learned_fill":
         def __init__(self, dim):
@@ -114,8 +118,8 @@ def patch(variant: str):
 
 def job(variant: str, setup: str, label: str, seed: int, epochs: int) -> dict:
     """One ``missing_mask`` run of the towers with ``variant`` (its own process)."""
-    patch(variant)
     kind, fields = towers.parse_rule(label)
+    patch(variant, kind)
     fields.setdefault("input_norm_absent", EARLIER)  # the layer the variants patch
     for name, value in EARLIER_KIND.get(kind, {}).items():
         fields.setdefault(name, value)

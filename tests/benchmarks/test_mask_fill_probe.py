@@ -149,3 +149,27 @@ def test_the_earlier_default_is_the_kind_s_own_field_where_it_has_one():
     assert probe._earlier('modality_dropout:input_norm_absent="zero"') == (
         'modality_dropout:missing_modality="drop"'
     )
+
+
+def test_rule_unmasked_is_the_rule_without_the_mask_on_the_fill():
+    """``shomr`` under ``rule_unmasked``, eval: a lone modality's absent row is the norm's
+    fill, a zero row normalised with the running statistics, so the masked call computes
+    what the unmasked call on zeroed rows computes (the router routes it); restored after."""
+    from fusion_spec.backends.torch import MODULES, build
+
+    torch.manual_seed(0)
+    m = build("shomr", dim=4, heads=2, input_norm_absent="zero").double().eval()
+    for modality in ("image", "text"):
+        m.input_norm[modality].running_mean.normal_()
+    v, t = torch.randn(4, 4, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+    present = torch.tensor([[True, True], [True, False], [False, True], [True, False]])
+    zeroed_v = torch.where(present[:, :1], v, 0.0)
+    zeroed_t = torch.where(present[:, 1:], t, 0.0)
+    fuse = MODULES["shomr"].fuse
+    restore = probe.patch("rule_unmasked", "shomr")
+    try:
+        patched = m(v, t, present)
+    finally:
+        restore()
+    assert MODULES["shomr"].fuse is fuse
+    torch.testing.assert_close(patched, m(zeroed_v, zeroed_t), rtol=1e-12, atol=1e-12)
