@@ -85,19 +85,19 @@ def patch(variant: str, kind: str = "modality_dropout"):
             init(self, dim)
             self.fill = nn.Parameter(torch.zeros(dim))
 
-        def patched(self, x, present, s):
+        def patched(self, x, present, s, absent=None):  # vectors: absent = not present
             y = forward(self, x, present, s)
             return y if present is None else torch.where(present[:, None], y, self.fill.to(y.dtype))
 
         stats.__init__ = __init__
     elif variant == "all_row_stats":
-        def patched(self, x, present, s):
+        def patched(self, x, present, s, absent=None):  # vectors: absent = not present
             if present is None:
                 return forward(self, x, None, s)
             y = forward(self, torch.where(present[:, None], x, 0.0), None, s)
             return torch.where(present[:, None], y, 0.0)
     elif variant == "raw_zero":
-        def patched(self, x, present, s):
+        def patched(self, x, present, s, absent=None):  # vectors: absent = not present
             y = forward(self, x, present, s)  # present-row statistics, absent rows 0
             if present is None:
                 return y
