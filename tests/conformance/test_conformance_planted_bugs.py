@@ -227,8 +227,9 @@ def test_shared_uniform_is_caught_by_the_joint_test_alone():
     assert set(bad) == {
         "modality_dropout/distribution/modality_dropout_batch_rates",
         "modality_dropout/distribution/modality_dropout_sample_rates",
-        # the present samples of the missing-modality trial draw both drops too
+        # the present samples of the missing-modality trials draw both drops too
         "modality_dropout/distribution/modality_dropout_missing_rates",
+        "modality_dropout/distribution/modality_dropout_missing_drop_rates",
     }
     for message in bad.values():
         assert message.startswith("keep_image x keep_text: joint counts")
