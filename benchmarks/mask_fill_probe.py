@@ -137,7 +137,7 @@ def _earlier(label: str) -> str:
     compute the same)."""
     kind = label.split(":")[0]
     fields = EARLIER_KIND.get(kind, {"input_norm_absent": EARLIER})
-    return f"{kind}:" + ";".join(f"{k}={json.dumps(v)}" for k, v in fields.items())
+    return towers.format_rule(kind, fields)
 
 
 def _late(run: dict, key: str) -> float:

@@ -510,14 +510,19 @@ SCENARIOS = {"complete": (False, True), "missing_mask": (True, True),
 
 def parse_rule(label: str) -> tuple[str, dict]:
     """``"shomr:input_norm=\\"none\\";straight_through=false"`` -> ``("shomr", {...})``."""
-    import json
-
     kind, _, rest = label.partition(":")
     fields = {}
     for item in filter(None, rest.split(";")):
         key, _, value = item.partition("=")
         fields[key] = json.loads(value)
     return kind, fields
+
+
+def format_rule(kind: str, fields: dict) -> str:
+    """``parse_rule``'s inverse: ``("shomr", {"input_norm": "none"})`` ->
+    ``'shomr:input_norm="none"'`` (the kind alone without fields)."""
+    rest = ";".join(f"{k}={json.dumps(v)}" for k, v in fields.items())
+    return f"{kind}:{rest}" if rest else kind
 
 
 def job(framework: str, label: str, seed: int, scenario: str, epochs: int,
@@ -912,8 +917,7 @@ def _without_mask(report: dict) -> dict:
         if _mask_only(label):
             kind, fields = parse_rule(label)
             rest = {k: v for k, v in fields.items() if k not in MASK_ONLY_FIELDS}
-            plain = kind + (":" + ";".join(f"{k}={json.dumps(v)}" for k, v in rest.items())
-                            if rest else "")
+            plain = format_rule(kind, rest)
             if (plain, fw) in rows and (label, fw) not in rows:  # its own runs first
                 rows[(label, fw)] = rows[(plain, fw)]
     return rows

@@ -477,3 +477,9 @@ def test_a_mask_only_field_pairs_with_the_rule_without_it():
     assert "| `film` | +0.0000 ± 0.0000 (0 of 6 runs, 0 of 2 trainers)" in table
     assert towers._mask_only('film:missing_modality="identity"')
     assert not towers._mask_only(other) and not towers._mask_only("film")
+
+
+def test_format_rule_is_parse_rule_s_inverse():
+    for label in ("shomr", 'shomr:input_norm="none";straight_through=false',
+                  'modality_dropout:missing_modality="drop"'):
+        assert towers.format_rule(*towers.parse_rule(label)) == label
