@@ -123,7 +123,7 @@ class StraightThroughIgnored(_TorchBug):
 
 
 class StraightThroughChosenRouteOnly(_TorchBug):
-    """``energy_aware_adaptive``: ``straight_through_routes="all"`` read as ``"chosen"``:
+    """``shomr``, ``energy_aware_adaptive``: ``straight_through_routes="all"`` read as ``"chosen"``:
     the router's gradient from the routed output alone, never the other routes'."""
 
     bug = "straight-through-chosen-route-only"

@@ -997,7 +997,12 @@ def export_shomr_fallback_mixed():
 
 
 def _shomr_straight_through(
-    name: str, seed: int, use_hard_routing, doc: str, straight_through: bool = True
+    name: str,
+    seed: int,
+    use_hard_routing,
+    doc: str,
+    straight_through: bool = True,
+    straight_through_routes: str = "all",
 ) -> Case:
     return case(
         name,
@@ -1007,6 +1012,7 @@ def _shomr_straight_through(
         dim=8,
         heads=2,
         straight_through=straight_through,
+        straight_through_routes=straight_through_routes,
         confidence_threshold=0.6,
         options={"use_hard_routing": use_hard_routing},
         edit=confidence_from_v0(),
@@ -1022,7 +1028,7 @@ def export_shomr_straight_through_automatic():
         107,
         None,
         "Automatic routing, hard and soft samples: only the hard ones carry the "
-        "straight-through factor.",
+        "straight-through term (every route's output: straight_through_routes='all').",
     )
 
 
@@ -1063,6 +1069,54 @@ def export_shomr_no_straight_through_soft():
         False,
         "straight_through=False, every sample soft.",
         straight_through=False,
+    )
+
+
+def export_shomr_straight_through_chosen_hard():
+    return _shomr_straight_through(
+        "shomr_straight_through_chosen_hard",
+        97,
+        True,
+        "straight_through_routes='chosen', every sample hard: the routed output times "
+        "1 + r_k - sg(r_k), the router's gradient from the chosen route alone.",
+        straight_through_routes="chosen",
+    )
+
+
+def export_shomr_straight_through_chosen_automatic():
+    return _shomr_straight_through(
+        "shomr_straight_through_chosen_automatic",
+        107,
+        None,
+        "straight_through_routes='chosen' (the inputs and weights of "
+        "shomr_straight_through_automatic): only the hard samples carry the factor.",
+        straight_through_routes="chosen",
+    )
+
+
+def export_shomr_straight_through_chosen_soft():
+    return _shomr_straight_through(
+        "shomr_straight_through_chosen_soft",
+        108,
+        False,
+        "straight_through_routes='chosen', every sample soft: the router gets no gradient.",
+        straight_through_routes="chosen",
+    )
+
+
+def export_shomr_straight_through_missing():
+    return case(
+        "shomr_straight_through_missing",
+        "shomr",
+        seed=112,
+        training=True,
+        dim=8,
+        heads=2,
+        options={"use_hard_routing": True},
+        present=PRESENT,
+        gradient=True,
+        doc="Every route's output in the router's gradient, with samples of one modality "
+        "(their forced route's one-hot gives the router no gradient) beside complete ones.",
     )
 
 

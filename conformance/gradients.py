@@ -40,9 +40,9 @@ the same gradient instead,
 $L_{st}(\theta) = L(\theta) + \sum_b w_b \langle R_b, f_b(\theta_0) \rangle\, r_{b, k_b}(\theta)$,
 with $f(\theta_0)$ and the routes $k$ held at the unperturbed point and
 $w_b = 1$ for the routed samples (``hard`` for ``shomr``, all for
-``energy_aware_adaptive``). With ``straight_through_routes="all"``
-(``energy_aware_adaptive``) the term is that of every route,
-$\sum_b \sum_j \langle R_b, y_{b,j}(\theta_0) \rangle\, r_{b,j}(\theta)$, with
+``energy_aware_adaptive``). With ``straight_through_routes="all"`` (the default of
+both) the term is that of every route,
+$\sum_b w_b \sum_j \langle R_b, y_{b,j}(\theta_0) \rangle\, r_{b,j}(\theta)$, with
 $y_j(\theta_0)$ the output the call gives when route $j$ is taken (the route logits'
 bias of $j$ raised by $10^6$, so $r$ is one-hot on $j$), non-finite values as 0.
 """
@@ -208,13 +208,13 @@ class _Loss:
         self.straight_through = bool(getattr(self.s, "straight_through", False))
         if self.straight_through:
             self.route = aux["route"]
+            routed = aux["hard"] if self.s.kind == "shomr" else np.ones(case.v.shape[0])
             if getattr(self.s, "straight_through_routes", "chosen") == "all":
                 # (B, K): <R_b, y_j> for every route's output y_j, held at the base point
-                self.st_weight = np.stack(
+                self.st_weight = routed[:, None] * np.stack(
                     [np.sum(self.R * held, axis=1) for held in self._route_outputs()], axis=1
                 )
             else:
-                routed = aux["hard"] if self.s.kind == "shomr" else np.ones(case.v.shape[0])
                 self.st_weight = routed * np.sum(self.R * out, axis=1)  # (B,)
 
     def _route_outputs(self) -> list[np.ndarray]:

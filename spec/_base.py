@@ -669,6 +669,26 @@ def router_init_bias_field():
     )
 
 
+def straight_through_routes_field(chosen_cost: str):
+    """``straight_through_routes``: which routes the router's straight-through gradient
+    compares. ``chosen_cost``: what ``"all"`` computes in training beyond ``"chosen"``."""
+    return Field(
+        default="all",
+        description=(
+            "With straight_through, the routes the router's gradient compares. 'all': add "
+            "sum_j (r_j - stop_gradient(r_j)) stop_gradient(y_j) over the three routes' "
+            "outputs y_j (a non-finite y_j counts as 0) to a routed sample's output, so the "
+            "router's gradient is that of the mixture sum_j r_j y_j: it moves towards the "
+            "route whose output the loss prefers, while the paths train only on the samples "
+            f"routed to them. Training then computes {chosen_cost}. 'chosen': multiply the "
+            "routed output by 1 + r_k - stop_gradient(r_k): the router only learns to scale "
+            "the chosen route's output, never that another route would do better, and a "
+            "router that leaves 'both' early in training may not come back. Files written "
+            "before this field load as 'chosen'."
+        ),
+    )
+
+
 def router_logits(name: str, fan_in: int, init_bias, doc: str = "") -> list[ParamSpec]:
     """``linear(name, fan_in, 3)``, its bias starting at ``init_bias`` unless ``None``."""
     specs = linear(name, fan_in, len(ROUTE_NAMES), doc)

@@ -148,6 +148,7 @@ class ShomrFields(TypedDict, total=False):
     fallback_threshold: float
     router_init_bias: Sequence[float] | None
     straight_through: bool
+    straight_through_routes: Literal["all", "chosen"]
     missing_modality: Literal["route"]
 
 

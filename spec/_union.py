@@ -155,11 +155,13 @@ STORED_DEFAULTS: dict[str, Any] = {
     "input_norm_absent": "mean",
 }
 #: The same for one kind's fields: ``energy_aware_adaptive`` files written before
-#: ``straight_through_routes`` trained the router with the chosen route's factor;
+#: ``straight_through_routes`` trained the router with the chosen route's factor (and
+#: ``shomr`` files, before it had the field on 2026-12-07);
 #: ``modality_dropout`` files written before ``missing_modality="zero_fill"`` dropped
 #: an absent modality.
 STORED_KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "energy_aware_adaptive": {"straight_through_routes": "chosen"},
+    "shomr": {"straight_through_routes": "chosen"},
     "modality_dropout": {"missing_modality": "drop"},
 }
 

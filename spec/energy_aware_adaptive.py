@@ -24,6 +24,7 @@ from ._base import (
     missing_field,
     router_init_bias_field,
     router_logits,
+    straight_through_routes_field,
 )
 from ._errors import InputError, describe
 
@@ -110,20 +111,8 @@ class EnergyAwareAdaptiveSpec(AttentionSpecBase):
             "0 while the expected energy is within the budget."
         ),
     )
-    straight_through_routes: Literal["all", "chosen"] = Field(
-        default="all",
-        description=(
-            "With straight_through, the routes the router's gradient compares. 'all': add "
-            "sum_j (r_j - stop_gradient(r_j)) stop_gradient(y_j) over the three routes' "
-            "outputs y_j (a non-finite y_j counts as 0), so the router's gradient is that of "
-            "the mixture sum_j r_j y_j: it moves towards the route whose output the loss "
-            "prefers, while the experts train only on the samples routed to them. Training "
-            "then computes the 'both' path for every sample. 'chosen': multiply the routed "
-            "output by 1 + r_k - stop_gradient(r_k) (shomr's form): the router only learns "
-            "to scale the chosen route's output, never that another route would do better, "
-            "and a router that leaves 'both' early in training may not come back. Files "
-            "written before this field load as 'chosen'."
-        ),
+    straight_through_routes: Literal["all", "chosen"] = straight_through_routes_field(
+        "the 'both' path for every sample"
     )
     output_drop_start: float = Field(
         default=0.1, ge=0.0, le=1.0, description="Progressive output dropout: p at progress 0."

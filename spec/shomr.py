@@ -22,6 +22,7 @@ from ._base import (
     missing_field,
     router_init_bias_field,
     router_logits,
+    straight_through_routes_field,
 )
 from ._errors import InputError, describe
 
@@ -65,7 +66,7 @@ class ShomrSpec(AttentionSpecBase):
         Comparison("route_draw", "route", "noise route", "<", "cumsum(route_probs)"),
         Comparison("route_argmax", "route", "argmax(route_probs) in eval", "first", ""),
     )
-    routing_dependent = ("straight_through",)
+    routing_dependent = ("straight_through", "straight_through_routes")
 
     kind: Literal["shomr"] = "shomr"
     confidence_threshold: float = Field(
@@ -93,11 +94,14 @@ class ShomrSpec(AttentionSpecBase):
     straight_through: bool = Field(
         default=True,
         description=(
-            "Multiply a hard sample's routed output by 1 + r_k - stop_gradient(r_k): "
-            "forward value unchanged, the router receives a straight-through gradient "
-            "(without it an untrained router hard-routes most samples for good). "
+            "Give the router a straight-through gradient from a hard sample's routed "
+            "output (forward value unchanged; straight_through_routes says which routes it "
+            "compares); without it an untrained router hard-routes most samples for good. "
             "False (the original; from_legacy sets it): the router gets no gradient."
         ),
+    )
+    straight_through_routes: Literal["all", "chosen"] = straight_through_routes_field(
+        "both image/text projections and the 'both' path for every hard sample"
     )
 
     missing_modality: Literal["route"] = missing_field(
@@ -114,9 +118,9 @@ class ShomrSpec(AttentionSpecBase):
             r"says: $f = P(v)$ (image only, route 0), $f = P(t)$ (text only, route 1). Its "
             r"aux report what was applied: `hard` 1, `confidence` $(\pi_v, \pi_t)$, "
             r"`route_probs` the one-hot of its route, `fallback` 0, margins $\infty$. "
-            r"With `straight_through=True` its factor $1 + r_k - \mathrm{sg}(r_k)$ reads that "
-            r"one-hot ($r_k = 1$, a constant, not the router's probability), so the router "
-            r"receives no gradient from the sample. A sample with neither has `route` $-1$, "
+            r"With `straight_through=True` its straight-through term reads that one-hot (a "
+            r"constant, not the router's probabilities), so the router receives no gradient "
+            r"from the sample. A sample with neither has `route` $-1$, "
             r"`hard` 0, `fallback` 0, zero `confidence` and `route_probs`, margins $\infty$."
         ),
     }

@@ -16,6 +16,7 @@ from ._layers import (
     poison_undecided,
     select,
     straight_through,
+    straight_through_routes,
     tokens,
 )
 
@@ -31,7 +32,9 @@ def shomr(s, p, v, t, *, training, noise, drop, present=None, use_hard_routing=N
     where the fallback fires); hard: $P(v)$, $P(t)$ or
     $b = \mathrm{LN}_2(g v + (1-g) t + a)$, $f = b + \mathrm{FFN}(b)$, with $a$ the
     token mean of self-attention over $[v, t]$. Missing modality: a sample with one
-    modality takes that modality's hard path; neither: route -1.
+    modality takes that modality's hard path; neither: route -1. ``straight_through``:
+    the router's gradient from every route's output (``straight_through_routes="all"``)
+    or from the chosen one's factor $1 + r_k - \mathrm{sg}(r_k)$ (``"chosen"``).
     """
     eps = s.layer_norm_eps
     h = ops.concatenate([v, t], axis=-1)  # (B, 2D)
@@ -78,7 +81,9 @@ def shomr(s, p, v, t, *, training, noise, drop, present=None, use_hard_routing=N
     single_v = drop(gelu(linear(p, "single", v)))
     single_t = drop(gelu(linear(p, "single", t)))
     routed = poison_undecided(select(route, single_v, single_t, both), r)
-    if s.straight_through:
+    if s.straight_through and s.straight_through_routes == "all":
+        routed = straight_through_routes(routed, r, (single_v, single_t, both))
+    elif s.straight_through:  # "chosen"
         routed = straight_through(routed, r, route)
 
     out = ops.where(hard[:, None], routed, soft)

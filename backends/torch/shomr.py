@@ -30,6 +30,7 @@ from ._layers import (
     rows_of,
     sparse_dispatch,
     straight_through,
+    straight_through_routes,
     tokens,
     unsort,
 )
@@ -61,7 +62,11 @@ class ShomrFusion(FusionModule):
     the samples into the three buckets and runs each path on its own rows (one host
     read of the bucket sizes); ``"auto"`` (default) chooses per call. Dropout as the original:
     after the confidence/router/projection GELUs, attention weights, FFN. With
-    ``straight_through`` a hard sample's output is multiplied by $1 + r_k - \mathrm{sg}(r_k)$.
+    ``straight_through`` a hard sample's output is multiplied by $1 + r_k - \mathrm{sg}(r_k)$
+    (``straight_through_routes="chosen"``), or, by default (``"all"``), gains
+    $\sum_j (r_j - \mathrm{sg}(r_j))\,\mathrm{sg}(y_j)$ over the three routes' outputs
+    $y_j$: a call that trains the router then computes every path on every sample
+    (dense), whatever the dispatch.
 
     Shape: ``v``, ``t`` ``(B, D)`` -> ``(B, D)``. Aux: ``confidence`` ``(B, 2)``,
     ``route_probs`` ``(B, 3)``, ``hard`` and ``fallback`` ``(B,)`` 0/1, ``route``
@@ -108,16 +113,24 @@ class ShomrFusion(FusionModule):
     def _pooled(self, v: Tensor, t: Tensor) -> Tensor:
         return self.attn.pooled(tokens(v, t))  # (N, D)
 
-    def _dense(self, v, t, h, c, hard, route) -> Tensor:
-        """Every path on every sample, selected per sample: ``(B, D)``."""
+    def _dense(self, v, t, h, c, hard, route, every: bool = False):
+        """Every path on every sample, selected per sample: ``(B, D)``. ``every``: also
+        each route's output on every hard sample, ``(P(v), P(t), "both")`` (on soft
+        samples the third is their soft output, which no hard sample reads)."""
         g = torch.sigmoid(self.gate(h))  # (B, D)
         hard_ = hard[:, None]
         a = self._pooled(v, t)
         soft = self.norm1(c[:, :1] * v + c[:, 1:] * t + a)
         both = self.norm2(blend(g, v, t) + a)
         deep = self._deep(torch.where(hard_, both, soft))
-        single = self._single(torch.where((route == 0)[:, None], v, t))
-        return torch.where((hard & (route < 2))[:, None], single, deep)
+        if every:  # both projections (two calls: a chunk of the (2B, D) rows would
+            # tie the exported batch size to a guard on it)
+            single_v, single_t = self._single(v), self._single(t)
+            single = torch.where((route == 0)[:, None], single_v, single_t)
+        else:
+            single = self._single(torch.where((route == 0)[:, None], v, t))
+        out = torch.where((hard & (route < 2))[:, None], single, deep)
+        return (out, (single_v, single_t, deep)) if every else out
 
     def _sparse(self, v, t, h, c, hard, route) -> Tensor:
         """Each path on its own bucket of rows, scattered back: ``(B, D)``."""
@@ -162,10 +175,24 @@ class ShomrFusion(FusionModule):
             )
             hard = (hard & present.both) | (present.image ^ present.text)  # (no bool Where in ORT)
 
-        paths = self._sparse if sparse_dispatch(self.dispatch, v) else self._dense
-        out = paths(v, t, h, c, hard, route)  # (B, D)
+        # the router's gradient compares every route's output: all three on every hard
+        # sample, so the dense paths whatever the dispatch
+        every = (
+            s.straight_through
+            and s.straight_through_routes == "all"
+            and r.requires_grad
+            and torch.is_grad_enabled()
+        )
+        if every:
+            out, outputs = self._dense(v, t, h, c, hard, route, every=True)
+        elif sparse_dispatch(self.dispatch, v):
+            out = self._sparse(v, t, h, c, hard, route)
+        else:
+            out = self._dense(v, t, h, c, hard, route)  # (B, D)
         routed = poison_undecided(out, r)  # on the hard (routed) samples only
-        if s.straight_through:
+        if every:
+            routed = straight_through_routes(routed, r, outputs)
+        elif s.straight_through:
             routed = straight_through(routed, r, route)
         out = torch.where(hard[:, None], routed, out)
         if s.fallback:

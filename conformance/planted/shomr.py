@@ -236,6 +236,20 @@ BUGS = (
         ),
     ),
     PlantedBug(
+        "shomr-straight-through-chosen-route-only",
+        ("shomr",),
+        "fusion_spec.conformance.broken_torch:StraightThroughChosenRouteOnly",
+        "straight_through_routes='all' computed as 'chosen': the router learns to scale "
+        "the routed output, never that another route would do better.",
+        (
+            "shomr/gradient/shomr_straight_through",
+            "shomr/gradient/shomr_straight_through_automatic",
+            "shomr/gradient/shomr_straight_through_missing",
+        ),
+        requires="torch",
+        scope=("shomr/forward/*", "shomr/gradient/*"),
+    ),
+    PlantedBug(
         "straight-through-temperature-1",
         ("shomr",),
         "fusion_spec.conformance.broken_torch:StraightThroughTemperatureOne",

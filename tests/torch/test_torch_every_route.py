@@ -4,6 +4,7 @@ is that of the mixture of every route's output, the forward value is the routed 
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch_cases import inputs, make_spec, perturbed_params
 
@@ -48,10 +49,16 @@ def test_a_non_finite_route_reaches_neither_the_output_nor_the_gradient():
     assert torch.isfinite(logits.grad).all()
 
 
-def test_training_with_sparse_dispatch_computes_both_for_every_row():
-    """The router's gradient reads the "both" path of every sample: a sparse module
-    (which would compute it on the routed rows only) trains exactly as a dense one."""
-    s = make_spec("energy_aware_adaptive").replace(dropout=0.0)
+#: per kind, the call options that route every sample (shomr: every sample hard)
+ROUTED = {"energy_aware_adaptive": {}, "shomr": {"use_hard_routing": True}}
+
+
+@pytest.mark.parametrize("kind", list(ROUTED))
+def test_training_with_sparse_dispatch_computes_both_for_every_row(kind):
+    """The router's gradient reads every route's output on every routed sample: a sparse
+    module (which would compute each path on its own rows only) trains exactly as a
+    dense one."""
+    s = make_spec(kind).replace(dropout=0.0)
     assert s.straight_through and s.straight_through_routes == "all"
     params = perturbed_params(s)
     v, t = (torch.from_numpy(x).double() for x in inputs(s))
@@ -60,16 +67,17 @@ def test_training_with_sparse_dispatch_computes_both_for_every_row():
     grads = []
     for dispatch in ("dense", "sparse"):
         module = bt.build(s, params, dispatch=dispatch).double().train(True)
-        out, aux = module(v, t, noise=noise, return_aux=True)
+        out, aux = module(v, t, noise=noise, return_aux=True, **ROUTED[kind])
         assert 0 < int((aux["route"] == 2).sum()) < v.shape[0]  # some rows elsewhere
         out.square().sum().backward()
         grads.append(module.get_parameter("router.out.weight").grad)
     torch.testing.assert_close(grads[1], grads[0], rtol=0.0, atol=0.0)
 
 
-def test_chosen_and_all_differ_only_in_the_router_gradient():
+@pytest.mark.parametrize("kind", list(ROUTED))
+def test_chosen_and_all_differ_only_in_the_router_gradient(kind):
     """Same forward value; the experts' gradients equal; the router's differ."""
-    s = make_spec("energy_aware_adaptive").replace(dropout=0.0)
+    s = make_spec(kind).replace(dropout=0.0)
     params = perturbed_params(s)
     v, t = (torch.from_numpy(x).double() for x in inputs(s))
     noise = {"route": torch.rand(v.shape[0], generator=torch.Generator().manual_seed(3),
@@ -78,7 +86,7 @@ def test_chosen_and_all_differ_only_in_the_router_gradient():
     for routes in ("all", "chosen"):
         module = bt.build(s.replace(straight_through_routes=routes), params, dispatch="dense")
         module = module.double().train(True)
-        out = module(v, t, noise=noise)
+        out = module(v, t, noise=noise, **ROUTED[kind])
         out.square().sum().backward()
         outs.append(out.detach())
         grads.append({k: p.grad for k, p in module.named_parameters()})
@@ -89,10 +97,12 @@ def test_chosen_and_all_differ_only_in_the_router_gradient():
     assert diff > 1e-3 * grads[1]["router.out.weight"].abs().max()
 
 
-def test_a_file_written_before_the_field_trains_as_it_did():
+@pytest.mark.parametrize("kind", ["energy_aware_adaptive", "shomr"])
+def test_a_file_written_before_the_field_trains_as_it_did(kind):
     """A stored spec without ``straight_through_routes`` (written before it) loads as
     ``"chosen"``; other kinds take nothing from it."""
-    stored = spec.parse("energy_aware_adaptive", dim=8).model_dump()
+    stored = spec.parse(kind, dim=8).model_dump()
+    assert stored["straight_through_routes"] == "all"  # today's default
     del stored["straight_through_routes"]
     assert spec.parse_stored(stored).straight_through_routes == "chosen"
     assert spec.parse_stored({**stored, "straight_through_routes": "all"}).straight_through_routes == "all"

@@ -354,8 +354,9 @@ def test_dense_forward_never_reads_the_host(case, monkeypatch):
 @pytest.mark.parametrize("case", ["shomr", "energy_aware_adaptive_variant"])
 def test_auto_dispatch_is_dense_where_shapes_must_be_static(case, monkeypatch):
     """The default ("auto") goes sparse on the CPU in eager mode, dense while compiling;
-    ``energy_aware_adaptive`` is dense in a call that carries the router's every-route
-    straight-through gradient (it reads the "both" path of every row)."""
+    a call that carries the router's every-route straight-through gradient (the default
+    ``straight_through_routes="all"``) is dense: it reads every route's output on every
+    routed row. With ``"chosen"`` the grad-enabled call goes sparse too."""
     s = make_spec(case)
     module = bt.build(s)
     v, t = (torch.from_numpy(x) for x in inputs(s))
@@ -366,7 +367,10 @@ def test_auto_dispatch_is_dense_where_shapes_must_be_static(case, monkeypatch):
         module(v, t)
     assert len(calls) == 1  # eager, CPU: sparse
     module(v, t)
-    assert len(calls) == (1 if s.kind == "energy_aware_adaptive" else 2)
+    assert len(calls) == 1  # grad enabled, every route in the router's gradient: dense
+    chosen = bt.build(s.replace(straight_through_routes="chosen"))
+    chosen(v, t)
+    assert len(calls) == 2  # the chosen route's factor alone: sparse
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     _refuse_host_reads(monkeypatch)
     calls.clear()
