@@ -903,6 +903,11 @@ def _chance(n: int) -> float:
 MASK_ONLY_FIELDS = frozenset({"input_norm_absent", "missing_modality"})
 
 
+#: Labels whose fields were the rule's defaults when their runs were made (kept, relabelled,
+#: when a default changed): the per-rule pooled table shows them beside today's default.
+EARLIER_DEFAULTS = frozenset({'shomr:straight_through_routes="chosen"'})
+
+
 def _mask_only(label: str) -> bool:
     """Whether ``label`` sets fields, all of them ``MASK_ONLY_FIELDS``."""
     fields = parse_rule(label)[1] if label != BASELINE else {}
@@ -1062,11 +1067,12 @@ def _per_rule_pooled(mask: dict, plain: dict, rules, trainers) -> str | None:
     """Each default rule's paired differences pooled over ``trainers`` (the frameworks and
     the diagnoses), of the mean accuracy over the last POOL_EPOCHS epochs: a cost that the
     rule keeps whatever the model around it, too small for one row's seeds, shows here.
-    A label that sets only mask-only fields (``MASK_ONLY_FIELDS``) has its row too.
+    A label that sets only mask-only fields (``MASK_ONLY_FIELDS``) has its row too, and so
+    does an earlier default (``EARLIER_DEFAULTS``).
     None where no such label has two paired runs."""
     rows, costly = [], []
     for label in rules:
-        if parse_rule(label)[1] and not _mask_only(label):
+        if parse_rule(label)[1] and not (_mask_only(label) or label in EARLIER_DEFAULTS):
             continue
         cells = []
         for key in ("accuracy", "accuracy_one"):

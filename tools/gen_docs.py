@@ -1391,28 +1391,45 @@ def perf_cpu_block() -> str:
     return text + _bench_table(rows, "train")
 
 
-#: energy_aware_adaptive's training step re-measured after its default became
-#: straight_through_routes="all" (the 2026-11-29 run predates it)
-EAA_TRAIN_JSON = ROOT / "benchmarks" / "cpu-2026-12-07-eaa-train.json"
+#: Training steps re-measured after a rule's default became straight_through_routes="all"
+#: (the 2026-11-29 run predates it): rule -> (raw figures, what "all" computes in training)
+RETRAIN_JSON = {
+    "energy_aware_adaptive": (
+        ROOT / "benchmarks" / "cpu-2026-12-07-eaa-train.json",
+        'the "both" path for every sample',
+    ),
+    "shomr": (
+        ROOT / "benchmarks" / "cpu-2026-12-07-shomr-train.json",
+        'every path (soft, "both" and both projections) for every sample',
+    ),
+}
 
 
-def perf_eaa_train_block() -> str:
-    """The re-measured ``energy_aware_adaptive`` training row, with its own run sentence."""
-    data = json.loads(EAA_TRAIN_JSON.read_text())
-    rows = data["rows"]
+def _retrain_block(kind: str) -> str:
+    """``kind``'s re-measured training row, with its own run sentence."""
+    path, computes = RETRAIN_JSON[kind]
+    rows = json.loads(path.read_text())["rows"]
     bench = _bench()
     batches = sorted({r["batch"] for r in rows})
     cells = [bench._cell(next(r for r in rows if r["batch"] == b)) for b in batches]
     table = _table([f"B={b}" for b in batches], [cells])
     return (
-        bench_run_sentence(EAA_TRAIN_JSON)
-        + "\nThe training row of `energy_aware_adaptive` in the table above was measured "
-        "before its default became `straight_through_routes=\"all\"`, which computes the "
-        "\"both\" path for every sample in training. Re-measured on its own (the original's "
+        bench_run_sentence(path)
+        + f"\nThe training row of `{kind}` in the table above was measured "
+        f"before its default became `straight_through_routes=\"all\"`, which computes "
+        f"{computes} in training. Re-measured on its own (the original's "
         "own milliseconds differ between the two runs: compare the ratios, not the "
         "milliseconds, with the table above); \"chosen-route straight-through\" is our module with "
         "`straight_through_routes=\"chosen\"`, the cost before the change.\n\n" + table
     )
+
+
+def perf_eaa_train_block() -> str:
+    return _retrain_block("energy_aware_adaptive")
+
+
+def perf_shomr_train_block() -> str:
+    return _retrain_block("shomr")
 
 
 def perf_host_block() -> str:
@@ -1505,7 +1522,9 @@ def perf_memory_block() -> str:
 def perf_losses_block() -> str:
     """Every cell whose ratio prints below 1.00x (the original faster), beside its A/A."""
     rows = []
-    for path, run in ((BENCH_JSON, "D = 512"), (HOST_JSON, "host-bound")):
+    runs = [(BENCH_JSON, "D = 512"), (HOST_JSON, "host-bound")]
+    runs += [(path, "D = 512, re-measured") for path, _ in RETRAIN_JSON.values()]
+    for path, run in runs:
         measured = json.loads(path.read_text())["rows"]
         order = {kind: i for i, kind in enumerate(spec.RULES)}
         for r in sorted(measured, key=lambda r: (order[r["rule"]], r["mode"], r["batch"])):
@@ -1609,13 +1628,49 @@ def train_notes_block() -> str:
     )
 
 
-def _rerun_note(rerun: dict | None) -> str:
-    """The sentence for runs re-made after a default changed (the JSON's ``rerun``)."""
+def _rerun_note(rerun: dict | list[dict] | None) -> str:
+    """The sentences for runs re-made after a default changed (the JSON's ``rerun``: one
+    record or a list of them, oldest first)."""
     if not rerun:
         return ""
-    rules = ", ".join(f"`{r}`" for r in rerun["rules"])
-    return (f"The default runs of {rules} were re-made when {rerun['why']}: "
-            f"{rerun['wall_seconds'] / 60:.1f} minutes on `{rerun['machine']}`.\n")
+    out = ""
+    for r in [rerun] if isinstance(rerun, dict) else rerun:
+        rules = ", ".join(f"`{k}`" for k in r["rules"])
+        out += (f"The default runs of {rules} were re-made when {r['why']}: "
+                f"{r['wall_seconds'] / 60:.1f} minutes on `{r['machine']}`.\n")
+    return out
+
+
+#: benchmarks/route_code_probe.py: shomr's routes on complete test samples, by class
+ROUTE_CODE_JSON = DOCS / "assets" / "route_code_probe.json"
+
+
+def route_code_block() -> str:
+    """Per seed and label, the hard complete test samples on the image route, by text
+    class, and the accuracy on the complete samples (``route_code_probe.py``'s runs)."""
+    data = json.loads(ROUTE_CODE_JSON.read_text())
+    rows = []
+    for r in sorted(data["runs"], key=lambda r: (r["rule"] != "shomr", r["seed"])):
+        image = r["routes"]["image"]
+        rows.append([
+            f"`{r['rule'].replace(chr(34), '')}`",
+            r["seed"],
+            f"{r['accuracy']:.3f}",
+            image["samples"],
+            " / ".join(map(str, image["text_class"])),
+            f"{image['accuracy']:.3f}" if image["accuracy"] is not None else "-",
+        ])
+    setups = sorted({r["setup"] for r in data["runs"]})
+    return (
+        f"`benchmarks/route_code_probe.py`, trainer {', '.join(setups)}, 30% missing, "
+        "the mask in training and test: over the complete test samples, the accuracy, "
+        "the hard samples the router sends to the image route, their count per text "
+        "class, and the accuracy on them. Raw figures (the image classes too): "
+        "[`assets/route_code_probe.json`](assets/route_code_probe.json), "
+        f"{data['wall_seconds'] / 60:.0f} minutes on `{data['machine']}`.\n\n"
+        + _table(["rule", "seed", "accuracy", "image route", "by text class",
+                  "accuracy there"], rows)
+    )
 
 
 def pages() -> dict[str, dict[str, Callable[[], str]]]:
@@ -1630,10 +1685,11 @@ def pages() -> dict[str, dict[str, Callable[[], str]]]:
             "choose-behaviour": choosing_behaviour_block,
             "choose-missing": missing_semantics_block,
         },
-        "training.md": {"train-notes": train_notes_block},
+        "training.md": {"train-notes": train_notes_block, "route-code": route_code_block},
         "performance.md": {
             "perf-cpu": perf_cpu_block,
             "perf-eaa-train": perf_eaa_train_block,
+            "perf-shomr-train": perf_shomr_train_block,
             "perf-host": perf_host_block,
             "perf-losses": perf_losses_block,
             "perf-tokens": perf_tokens_block,

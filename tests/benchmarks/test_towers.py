@@ -483,3 +483,30 @@ def test_format_rule_is_parse_rule_s_inverse():
     for label in ("shomr", 'shomr:input_norm="none";straight_through=false',
                   'modality_dropout:missing_modality="drop"'):
         assert towers.format_rule(*towers.parse_rule(label)) == label
+
+
+def test_an_earlier_default_has_its_per_rule_pooled_row():
+    """A label kept from before a default changed (``EARLIER_DEFAULTS``) pairs its own runs
+    (its field acts with and without the mask) and has a per-rule pooled row; another
+    non-default label does not."""
+    chosen = 'shomr:straight_through_routes="chosen"'
+    other = 'shomr:straight_through=false'
+    assert chosen in towers.EARLIER_DEFAULTS and not towers._mask_only(chosen)
+    results = []
+    for fw in ("torch", "keras-jax"):
+        for seed in range(3):
+            for label, sc, acc in (("shomr", "missing_no_mask", 0.92), ("shomr", "missing_mask", 0.93),
+                                   (chosen, "missing_no_mask", 0.92), (chosen, "missing_mask", 0.85),
+                                   (other, "missing_no_mask", 0.5), (other, "missing_mask", 0.4)):
+                r = _result(fw, label, seed, sc, acc + 0.001 * seed, 0.3)
+                r["history"]["accuracy"] = [acc + 0.001 * seed] * towers.POOL_EPOCHS
+                r["history"]["accuracy_one"] = [0.3] * towers.POOL_EPOCHS
+                results.append(r)
+    report = {"config": {"rules": ["shomr", chosen, other], "frameworks": ["torch", "keras-jax"],
+                         "seeds": [0, 1, 2], "scenarios": ["missing_mask", "missing_no_mask"],
+                         "epochs": towers.POOL_EPOCHS},
+              "results": results}
+    table = towers.markdown_missing(report)
+    assert "| `shomr:straight_through_routes=chosen` | -0.0700 ± 0.0000 (6 of 6 runs, 2 of 2 trainers)" in table
+    assert "| `shomr` | +0.0100 ± 0.0000 (0 of 6 runs, 0 of 2 trainers)" in table
+    assert "| `shomr:straight_through=false` | -0.1000" not in table
