@@ -65,6 +65,7 @@ def valid_specs(draw, kind: str):
         kw["fallback"] = draw(st.booleans())
         kw["fallback_threshold"] = draw(st.sampled_from([0.3, 0.6, 1.0]))
         kw["straight_through"] = draw(st.booleans())
+        kw["straight_through_routes"] = draw(st.sampled_from(["all", "chosen"]))
     if kind == "energy_aware_adaptive":
         kw["energy_budget_mJ"] = draw(st.sampled_from([0.0, 5.0, 1e6]))
         kw["energy_costs_mJ"] = draw(st.sampled_from([(3.2, 4.1, 9.8), (0.0, 0.0, 0.0), (1e6, 0.0, 1e6)]))
