@@ -677,6 +677,23 @@ def _name(label: str) -> str:
     return f"`{kind}{':' + rest if rest else ''}`" + (" (no input norm)" if norm == "none" else "")
 
 
+def _short_name(label: str) -> str:
+    """``_name``, but an earlier default (``EARLIER_DEFAULTS``) as its kind and "(earlier
+    default)": the seven-column table must fit the page's width."""
+    if label in EARLIER_DEFAULTS:
+        return f"`{parse_rule(label)[0]}` (earlier default)"
+    return _name(label)
+
+
+def _earlier_legend(labels) -> str:
+    """The complete table's legend for its earlier-default rows ("" without them)."""
+    shown = [label for label in labels if label in EARLIER_DEFAULTS]
+    if not shown:
+        return ""
+    return (' "(earlier default)": the runs made before a default changed, '
+            + ", ".join(_name(label) for label in shown) + ".")
+
+
 def markdown_complete(report: dict) -> str:
     cfg = report["config"]
     lines = [
@@ -685,13 +702,14 @@ def markdown_complete(report: dict) -> str:
         "caps at 1/3). Ratio: accuracy over the baseline's of the same framework and seed "
         "(median and worst seed). Epochs: to 90% of the final accuracy (median). Routes: "
         "the eval routes (image, text, both) of the median-accuracy seed. Rows without a "
-        'suffix: the defaults (input_norm="batch"); "(no input norm)": input_norm="none".',
+        'suffix: the defaults (input_norm="batch"); "(no input norm)": input_norm="none".'
+        + _earlier_legend(cfg["rules"]),
         "",
         "| rule | framework | accuracy per seed | median ratio | worst ratio | epochs | routes |",
         "|---|---|---|---|---|---|---|",
     ]
     for label, fw, c in _cells(report):
-        lines.append(f"| {_name(label)} | {fw} | {c['accuracies']} | {c['median']} | "
+        lines.append(f"| {_short_name(label)} | {fw} | {c['accuracies']} | {c['median']} | "
                      f"{c['worst']} | {c['epochs']} | {c['routes']} |")
     return "\n".join(lines) + "\n"
 
@@ -1052,7 +1070,11 @@ def markdown_missing(report: dict) -> str:
                              for fw in cfg["frameworks"] if fw in DIAGNOSES)
     trainers = [fw for fw in cfg["frameworks"]
                 if any(f == fw and (label, f) in plain for (label, f) in mask)]
-    per_rule = _per_rule_pooled(mask, plain, cfg["rules"], trainers) if len(trainers) > 1 else None
+    fresh = tuple(
+        {k: {s: r for s, r in seeds.items() if s in REPLICATION_SEEDS} for k, seeds in by.items()}
+        for by in (_by(report, "missing_mask"), _without_mask(report)))
+    per_rule = (_per_rule_pooled(mask, plain, cfg["rules"], trainers, fresh)
+                if len(trainers) > 1 else None)
     if per_rule is not None:
         lines += ["", per_rule]
     measured = {r["framework"] for r in report["results"]  # replication runs count here
@@ -1063,14 +1085,17 @@ def markdown_missing(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _per_rule_pooled(mask: dict, plain: dict, rules, trainers) -> str | None:
+def _per_rule_pooled(mask: dict, plain: dict, rules, trainers,
+                     fresh: tuple[dict, dict] | None = None) -> str | None:
     """Each default rule's paired differences pooled over ``trainers`` (the frameworks and
     the diagnoses), of the mean accuracy over the last POOL_EPOCHS epochs: a cost that the
     rule keeps whatever the model around it, too small for one row's seeds, shows here.
     A label that sets only mask-only fields (``MASK_ONLY_FIELDS``) has its row too, and so
-    does an earlier default (``EARLIER_DEFAULTS``).
+    does an earlier default (``EARLIER_DEFAULTS``). ``fresh``: the mask and no-mask runs
+    of ``REPLICATION_SEEDS``; a named row is judged again on those, pooled over the
+    trainers that ran them.
     None where no such label has two paired runs."""
-    rows, costly = [], []
+    rows, costly, named = [], [], []
     for label in rules:
         if parse_rule(label)[1] and not (_mask_only(label) or label in EARLIER_DEFAULTS):
             continue
@@ -1087,6 +1112,7 @@ def _per_rule_pooled(mask: dict, plain: dict, rules, trainers) -> str | None:
                          f"runs, {below} of {len(per)} trainers)")
             if d.mean() + _noise(d) < 0:
                 costly.append(f"{_name(label)} ({'complete' if key == 'accuracy' else 'one modality'})")
+                named.append((label, key, costly[-1]))
         if any(c != "-" for c in cells):
             rows.append(f"| {_name(label)} | {' | '.join(cells)} |")
     if not rows:
@@ -1104,7 +1130,31 @@ def _per_rule_pooled(mask: dict, plain: dict, rules, trainers) -> str | None:
         *rows,
         "",
         "Below 0 beyond that noise: " + (", ".join(costly) if costly else "none") + ".",
+        *_replicated(named, trainers, fresh),
     ])
+
+
+def _replicated(named, trainers, fresh) -> list[str]:
+    """The per-rule rows ``named`` ((label, key, name)) judged again on the fresh seeds'
+    runs ``fresh`` (mask, no mask), pooled over the trainers that ran them: the lines to
+    add, none where no named row was re-run."""
+    if not named or fresh is None:
+        return []
+    out = []
+    for label, key, name in named:
+        per = {fw: got[0] for fw in trainers if (got := _paired(
+            fresh[0].get((label, fw), {}), fresh[1].get((label, fw), {}), key, POOL_EPOCHS))}
+        d = np.concatenate(list(per.values())) if per else np.array([])
+        if len(d) < 2:
+            out.append(f"{name}: not re-run")
+            continue
+        verdict = "named again" if d.mean() + _noise(d) < 0 else "within the noise"
+        seeds = sorted({s for fw in per for s in fresh[0][(label, fw)] if s in fresh[1][(label, fw)]})
+        out.append(f"{name}: {d.mean():+.4f} ± {_noise(d):.4f} ({int((d < 0).sum())} of "
+                   f"{len(d)} runs below 0; {', '.join(per)}; seeds "
+                   f"{', '.join(map(str, seeds))}), {verdict}")
+    return ["", "The named rows re-run on fresh seeds, pooled over the trainers that ran "
+            "them: " + "; ".join(out) + "."]
 
 
 def plot(report: dict, path) -> None:

@@ -236,7 +236,7 @@ BUGS = (
         ),
     ),
     PlantedBug(
-        "shomr-straight-through-chosen-route-only",
+        "shomr-straight-through-chosen-only",
         ("shomr",),
         "fusion_spec.conformance.broken_torch:StraightThroughChosenRouteOnly",
         "straight_through_routes='all' computed as 'chosen': the router learns to scale "

@@ -510,3 +510,50 @@ def test_an_earlier_default_has_its_per_rule_pooled_row():
     assert "| `shomr:straight_through_routes=chosen` | -0.0700 ± 0.0000 (6 of 6 runs, 2 of 2 trainers)" in table
     assert "| `shomr` | +0.0100 ± 0.0000 (0 of 6 runs, 0 of 2 trainers)" in table
     assert "| `shomr:straight_through=false` | -0.1000" not in table
+
+
+def test_a_named_per_rule_row_is_judged_again_on_fresh_seeds():
+    """A per-rule row named below zero on the first seeds is pooled again over the
+    REPLICATION_SEEDS runs of the trainers that ran them; a row without them says so."""
+    results = []
+    fresh = towers.REPLICATION_SEEDS[:3]
+    for fw in ("torch", "keras-jax"):
+        for seed in (0, 1, 2, *fresh):
+            for label in ("film", "gated"):
+                if label == "gated" and seed in fresh:
+                    continue  # named, not re-run
+                for sc, acc in (("missing_no_mask", 0.92), ("missing_mask", 0.90)):
+                    # on the fresh seeds film's mask costs nothing (its differences spread around 0)
+                    if seed in fresh and sc == "missing_mask":
+                        acc = 0.92 + 0.002 * (seed - fresh[1])
+                    r = _result(fw, label, seed, sc, acc + 0.001 * seed, 0.3)
+                    r["history"]["accuracy"] = [acc + 0.001 * seed] * towers.POOL_EPOCHS
+                    r["history"]["accuracy_one"] = [0.3] * towers.POOL_EPOCHS
+                    results.append(r)
+    report = {"config": {"rules": ["film", "gated"], "frameworks": ["torch", "keras-jax"],
+                         "seeds": [0, 1, 2, *fresh], "scenarios": ["missing_mask", "missing_no_mask"],
+                         "epochs": towers.POOL_EPOCHS},
+              "results": results}
+    table = towers.markdown_missing(report)
+    assert "Below 0 beyond that noise: `film` (complete), `gated` (complete)." in table
+    d = np.array([-0.002, 0.0, 0.002] * 2)  # mask minus no mask, per fresh seed and trainer
+    noise = 2 * d.std(ddof=1) / np.sqrt(len(d))
+    assert (f"`film` (complete): +0.0000 ± {noise:.4f} (2 of 6 runs below 0; torch, keras-jax; "
+            f"seeds {', '.join(map(str, fresh))}), within the noise") in table
+    assert "`gated` (complete): not re-run" in table
+
+
+def test_the_complete_table_names_an_earlier_default_short():
+    """The seven-column table shows an earlier default as its kind and "(earlier default)",
+    its legend naming the fields; the other tables keep the full label."""
+    chosen = 'shomr:straight_through_routes="chosen"'
+    results = [_result("torch", label, seed, "complete", 0.9, None)
+               for label in (towers.BASELINE, "shomr", chosen) for seed in range(2)]
+    report = {"config": {"rules": ["shomr", chosen], "frameworks": ["torch"], "seeds": [0, 1],
+                         "scenarios": ["complete"], "epochs": 3},
+              "results": results}
+    table = towers.markdown_complete(report)
+    assert "| `shomr` (earlier default) | torch |" in table
+    assert ('"(earlier default)": the runs made before a default changed, '
+            "`shomr:straight_through_routes=chosen`.") in table
+    assert "| `shomr` | torch |" in table
