@@ -63,6 +63,22 @@ def _result(fw, rule, seed, scenario, acc, one=None):
     return r
 
 
+def _flat(fw, rule, seed, scenario, acc, one=0.3):
+    """``_result`` whose last POOL_EPOCHS evaluations all read ``acc`` (and ``one``)."""
+    r = _result(fw, rule, seed, scenario, acc, one)
+    r["history"]["accuracy"] = [acc] * towers.POOL_EPOCHS
+    r["history"]["accuracy_one"] = [one] * towers.POOL_EPOCHS
+    return r
+
+
+def _missing_report(rules, frameworks, seeds, results) -> dict:
+    """A report of the two missing-modality scenarios."""
+    return {"config": {"rules": list(rules), "frameworks": list(frameworks), "seeds": list(seeds),
+                       "scenarios": ["missing_mask", "missing_no_mask"],
+                       "epochs": towers.POOL_EPOCHS},
+            "results": results}
+
+
 def test_tables_come_from_the_results():
     report = {
         "config": {"rules": ["gated"], "frameworks": ["torch"], "seeds": [0, 1],
@@ -426,16 +442,10 @@ def test_per_rule_pooling_over_trainers_names_a_cost_each_trainer_hides():
                 base = 0.9 + 0.02 * rng.standard_normal()
                 wobble = [0.012, -0.012, 0.0][seed]  # seed noise of one trainer's row
                 for sc, acc in (("missing_mask", base - cost + wobble), ("missing_no_mask", base)):
-                    r = _result(fw, rule, seed, sc, acc, 0.3)
-                    r["history"]["accuracy"] = [acc] * towers.POOL_EPOCHS
-                    r["history"]["accuracy_one"] = [0.3] * towers.POOL_EPOCHS
-                    results.append(r)
+                    results.append(_flat(fw, rule, seed, sc, acc))
     d = np.array([-0.01 + w for w in (0.012, -0.012, 0.0)] * 3)
-    report = {"config": {"rules": ["gated", "film"], "frameworks": ["torch", "keras-jax",
-                                                                    "torch-keras-init"],
-                         "seeds": [0, 1, 2], "scenarios": ["missing_mask", "missing_no_mask"],
-                         "epochs": towers.POOL_EPOCHS},
-              "results": results}
+    report = _missing_report(["gated", "film"], ["torch", "keras-jax", "torch-keras-init"],
+                             [0, 1, 2], results)
     table = towers.markdown_missing(report)
     assert "twice its standard error): none." in table  # the rows alone name nothing
     noise = 2 * d.std(ddof=1) / np.sqrt(len(d))
@@ -461,14 +471,8 @@ def test_a_mask_only_field_pairs_with_the_rule_without_it():
                                    ("film", "missing_mask", 0.90 + 0.01 * seed),
                                    (mean, "missing_mask", 0.88 + 0.01 * seed),
                                    (other, "missing_mask", 0.5)):
-                r = _result(fw, label, seed, sc, acc, 0.3)
-                r["history"]["accuracy"] = [acc] * towers.POOL_EPOCHS
-                r["history"]["accuracy_one"] = [0.3] * towers.POOL_EPOCHS
-                results.append(r)
-    report = {"config": {"rules": ["film", mean, other], "frameworks": ["torch", "keras-jax"],
-                         "seeds": [0, 1, 2], "scenarios": ["missing_mask", "missing_no_mask"],
-                         "epochs": towers.POOL_EPOCHS},
-              "results": results}
+                results.append(_flat(fw, label, seed, sc, acc))
+    report = _missing_report(["film", mean, other], ["torch", "keras-jax"], [0, 1, 2], results)
     table = towers.markdown_missing(report)
     assert "| `film:input_norm_absent=mean` | torch, 3 / 3 | 0.890 / 0.910 |" in table
     assert "-0.020 ± 0.000" in table
@@ -498,14 +502,8 @@ def test_an_earlier_default_has_its_per_rule_pooled_row():
             for label, sc, acc in (("shomr", "missing_no_mask", 0.92), ("shomr", "missing_mask", 0.93),
                                    (chosen, "missing_no_mask", 0.92), (chosen, "missing_mask", 0.85),
                                    (other, "missing_no_mask", 0.5), (other, "missing_mask", 0.4)):
-                r = _result(fw, label, seed, sc, acc + 0.001 * seed, 0.3)
-                r["history"]["accuracy"] = [acc + 0.001 * seed] * towers.POOL_EPOCHS
-                r["history"]["accuracy_one"] = [0.3] * towers.POOL_EPOCHS
-                results.append(r)
-    report = {"config": {"rules": ["shomr", chosen, other], "frameworks": ["torch", "keras-jax"],
-                         "seeds": [0, 1, 2], "scenarios": ["missing_mask", "missing_no_mask"],
-                         "epochs": towers.POOL_EPOCHS},
-              "results": results}
+                results.append(_flat(fw, label, seed, sc, acc + 0.001 * seed))
+    report = _missing_report(["shomr", chosen, other], ["torch", "keras-jax"], [0, 1, 2], results)
     table = towers.markdown_missing(report)
     assert "| `shomr:straight_through_routes=chosen` | -0.0700 ± 0.0000 (6 of 6 runs, 2 of 2 trainers)" in table
     assert "| `shomr` | +0.0100 ± 0.0000 (0 of 6 runs, 0 of 2 trainers)" in table
@@ -526,14 +524,8 @@ def test_a_named_per_rule_row_is_judged_again_on_fresh_seeds():
                     # on the fresh seeds film's mask costs nothing (its differences spread around 0)
                     if seed in fresh and sc == "missing_mask":
                         acc = 0.92 + 0.002 * (seed - fresh[1])
-                    r = _result(fw, label, seed, sc, acc + 0.001 * seed, 0.3)
-                    r["history"]["accuracy"] = [acc + 0.001 * seed] * towers.POOL_EPOCHS
-                    r["history"]["accuracy_one"] = [0.3] * towers.POOL_EPOCHS
-                    results.append(r)
-    report = {"config": {"rules": ["film", "gated"], "frameworks": ["torch", "keras-jax"],
-                         "seeds": [0, 1, 2, *fresh], "scenarios": ["missing_mask", "missing_no_mask"],
-                         "epochs": towers.POOL_EPOCHS},
-              "results": results}
+                    results.append(_flat(fw, label, seed, sc, acc + 0.001 * seed))
+    report = _missing_report(["film", "gated"], ["torch", "keras-jax"], [0, 1, 2, *fresh], results)
     table = towers.markdown_missing(report)
     assert "Below 0 beyond that noise: `film` (complete), `gated` (complete)." in table
     d = np.array([-0.002, 0.0, 0.002] * 2)  # mask minus no mask, per fresh seed and trainer
