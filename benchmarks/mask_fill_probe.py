@@ -23,6 +23,18 @@ of them in the PyTorch layer (patched, the library untouched) and trains the tow
   absent row (the norm's fill) goes through the rule as a present one (``shomr``: the
   router routes it, not a fixed path); the layer still outputs zeros for neither.
 
+``cross_attention``'s lone modalities under ``key_mask`` (its default), each variant a
+change of one thing in how the lone token is attended (complete samples as the layer):
+
+- ``manual_key_mask``: the layer's function, computed by the probe's own attention code
+  (a control: its difference from the towers' mask runs is the noise of re-running);
+- ``lone_half``: the lone token's weight 1/2 instead of 1, the rest on a zero value (the
+  scale a token has beside another);
+- ``null_key``: a third key, score 0 and value 0, beside the lone token (the weight it
+  does not take goes to nothing, as ``add_zero_attn``);
+- ``lone_no_dropout``: no attention dropout on a lone token's weight (dropout drops the
+  whole head's value there).
+
 Compare with the towers' ``missing_no_mask`` and ``missing_mask`` runs of the same
 trainer and seeds (``--compare``). A measurement for choosing a spec option: it led to
 ``input_norm_absent="zero"`` (``raw_zero`` here, the default since 2026-12-07). The
@@ -49,8 +61,10 @@ import towers  # noqa: E402
 EARLIER = "mean"
 #: A kind's own earlier default that the variants patch, in place of ``EARLIER``'s field
 EARLIER_KIND = {"modality_dropout": {"missing_modality": "drop"}}
+#: cross_attention's lone-token variants (``_lone_fuse``)
+LONE_VARIANTS = ("manual_key_mask", "lone_half", "null_key", "lone_no_dropout")
 VARIANTS = ("none", "learned_fill", "all_row_stats", "raw_zero", "drop_present_only",
-            "rule_unmasked")
+            "rule_unmasked", *LONE_VARIANTS)
 #: the towers trainers a probe can run under: PyTorch's defaults, Keras's initialisers
 SETUPS = {"torch": (), "torch-keras-init": towers.KERAS_INIT_PARTS}
 
@@ -65,6 +79,8 @@ def patch(variant: str, kind: str = "modality_dropout"):
 
     stats = _layers.RunningStats
     forward, init = stats.forward, stats.__init__
+    if variant in LONE_VARIANTS:
+        kind = "cross_attention"
     rule = MODULES["modality_dropout" if variant == "drop_present_only" else kind]
     fuse = rule.fuse
 
@@ -79,6 +95,9 @@ def patch(variant: str, kind: str = "modality_dropout"):
             return fuse(self, v, t, noise=noise, present=None, **kw)
 
         rule.fuse = fuse_unmasked
+        return restore
+    if variant in LONE_VARIANTS:
+        rule.fuse = _lone_fuse(variant, fuse)
         return restore
     if variant == "learned_fill":
         def __init__(self, dim):
@@ -116,13 +135,55 @@ def patch(variant: str, kind: str = "modality_dropout"):
     return restore
 
 
+def _lone_fuse(variant: str, fuse):
+    """``cross_attention``'s ``fuse`` (vectors) with a lone modality attended as ``variant``
+    says; unmasked calls and complete samples as the layer (``LONE_VARIANTS``)."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    def fuse_lone(self, v, t, *, noise, present=None, want_aux=True):
+        if present is None:
+            return fuse(self, v, t, noise=noise, present=None, want_aux=want_aux)
+        a = self.attn
+        h, dh = a.heads, v.shape[-1] // a.heads
+        q = torch.where(present.both[:, None], 0.5 * (v + t),
+                        torch.where(present.image[:, None], v, t))  # as the layer
+        q = a.query(self.norm1(q)).unflatten(-1, (h, dh))  # (B, h, dh)
+        x = torch.stack([v, t], dim=1)  # (B, 2, D)
+        k = a.key(x).unflatten(-1, (h, dh))  # (B, 2, h, dh)
+        values = a.value(x).unflatten(-1, (h, dh))  # (B, 2, h, dh)
+        scores = (q[:, None] * k).sum(-1) * a.scale  # (B, 2, h)
+        keep = present.key_mask()[:, :, None]  # (B, 2, 1)
+        lone = (present.image ^ present.text)[:, None, None]  # (B, 1, 1)
+        w = torch.softmax(torch.where(keep, scores, -math.inf), dim=1)  # the layer's
+        if variant == "lone_half":
+            w = torch.where(lone, 0.5 * w, w)
+        elif variant == "null_key":  # exp(0) = 1 in the denominator, value 0
+            null = torch.where(lone, 0.0, -math.inf).expand_as(scores[:, :1])
+            w = torch.softmax(torch.cat([torch.where(keep, scores, -math.inf), null], 1), 1)[:, :2]
+        dropped = F.dropout(w, a.dropout, self.training)
+        mix = torch.where(lone, w, dropped) if variant == "lone_no_dropout" else dropped
+        z = a.output((mix[..., None] * values).sum(1).flatten(-2))  # (B, D)
+        weights = torch.where(present.neither[:, None, None], 0.0, w.transpose(1, 2))
+        return z + self.ffn(self.norm2(z)), {"attention_weights": weights} if want_aux else {}
+
+    return fuse_lone
+
+
+def _run_fields(label: str) -> dict:
+    """The fields a probe run of ``label`` sets (``job``): the label's, and the earlier
+    default that the variants patch where the label leaves it."""
+    kind, fields = towers.parse_rule(label)
+    return {"input_norm_absent": EARLIER, **EARLIER_KIND.get(kind, {}), **fields}
+
+
 def job(variant: str, setup: str, label: str, seed: int, epochs: int) -> dict:
     """One ``missing_mask`` run of the towers with ``variant`` (its own process)."""
-    kind, fields = towers.parse_rule(label)
+    kind = towers.parse_rule(label)[0]
     patch(variant, kind)
-    fields.setdefault("input_norm_absent", EARLIER)  # the layer the variants patch
-    for name, value in EARLIER_KIND.get(kind, {}).items():
-        fields.setdefault(name, value)
+    fields = _run_fields(label)  # the layer the variants patch
     task = towers.make_task(seed, missing=True)
     run = towers.Run(kind, fields, seed, epochs, missing=True, mask=True)
     result = towers.train_torch(run, task, keras_init=SETUPS[setup])
@@ -144,33 +205,75 @@ def _late(run: dict, key: str) -> float:
     return float(np.mean(run["history"][key][-towers.POOL_EPOCHS:]))
 
 
-def compare(probe: dict, towers_report: dict) -> str:
-    """Each (variant, trainer, rule): mask minus no mask with the variant and with the
-    default mask, over the last POOL_EPOCHS epochs, paired by seed."""
+def paired(probe: dict, towers_report: dict) -> list[dict]:
+    """Each (variant, trainer, rule, key) with two or more seeds: mask minus no mask with
+    the variant (``variant``) and with the default mask (``default``), and the variant
+    minus the default mask (``change``), each as an array over the seeds paired, of the
+    mean over the last POOL_EPOCHS epochs of ``key`` ("accuracy", the complete samples'
+    "loss")."""
     runs = {(r["framework"], r["rule"], r["scenario"], r["seed"]): r
             for r in towers_report["results"]}
     groups: dict[tuple, list] = {}
     for r in probe["results"]:
         groups.setdefault((r["variant"], r["framework"], r["rule"]), []).append(r)
-    lines = []
+    rows = []
     for (variant, fw, label), rs in sorted(groups.items()):
         for key in ("accuracy", "loss"):
             d_var, d_def = [], []
-            for r in rs:
+            for r in sorted(rs, key=lambda r: r["seed"]):
                 plain = runs.get((fw, label.split(":")[0], "missing_no_mask", r["seed"]))
                 mask = runs.get((fw, _earlier(label), "missing_mask", r["seed"]),
                                 runs.get((fw, label.split(":")[0], "missing_mask", r["seed"])))
                 if plain is None or mask is None or key not in plain["history"]:
+                    continue
+                if key not in mask["history"]:
                     continue
                 d_var.append(_late(r, key) - _late(plain, key))
                 d_def.append(_late(mask, key) - _late(plain, key))
             if len(d_var) < 2:
                 continue
             a, b = np.array(d_var), np.array(d_def)
-            lines.append(f"{variant:14s} {fw:17s} {label:45s} {key:8s} n={len(a)}: "
-                         f"variant {a.mean():+.4f} ± {towers._noise(a):.4f}, "
-                         f"default mask {b.mean():+.4f} ± {towers._noise(b):.4f}, "
-                         f"variant - default {np.mean(a - b):+.4f} ± {towers._noise(a - b):.4f}")
+            rows.append({"variant": variant, "framework": fw, "rule": label, "key": key,
+                         "variant_diff": a, "default": b, "change": a - b})
+    return rows
+
+
+def compare(probe: dict, towers_report: dict) -> str:
+    """``paired``'s rows as text: the mean and NOISE_SE standard errors of each."""
+    lines = []
+    for row in paired(probe, towers_report):
+        a, b, c = row["variant_diff"], row["default"], row["change"]
+        lines.append(f"{row['variant']:14s} {row['framework']:17s} {row['rule']:45s} "
+                     f"{row['key']:8s} n={len(a)}: "
+                     f"variant {a.mean():+.4f} ± {towers._noise(a):.4f}, "
+                     f"default mask {b.mean():+.4f} ± {towers._noise(b):.4f}, "
+                     f"variant - default {c.mean():+.4f} ± {towers._noise(c):.4f}")
+    return "\n".join(lines)
+
+
+def markdown(probe: dict, towers_report: dict, kind: str) -> str:
+    """``kind``'s probe variants as a table: per variant, layer and trainer, over the seeds
+    paired, the variant's mask minus no mask and the variant minus the default mask, of
+    the accuracy on complete samples and of their test loss (its own seeds: the towers
+    runs made before it was recorded have none)."""
+    cells: dict[tuple, dict] = {}
+    for row in paired(probe, towers_report):
+        if row["rule"].split(":")[0] == kind:
+            cells.setdefault((row["variant"], row["rule"], row["framework"]), {})[row["key"]] = row
+
+    def cell(d):
+        return f"{d.mean():+.4f} ± {towers._noise(d):.4f}"
+
+    lines = ["| variant | layer | trainer, seeds | accuracy: variant | accuracy: change | "
+             "test loss: change |", "|---|---|---|---|---|---|"]
+    for (variant, label, fw), by in cells.items():
+        acc, loss = by.get("accuracy"), by.get("loss")
+        if acc is None:
+            continue
+        layer = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in _run_fields(label).items())
+        lines.append(f"| `{variant}` | {layer} | {fw}, {len(acc['change'])} | "
+                     f"{cell(acc['variant_diff'])} | {cell(acc['change'])} | "
+                     + (f"{cell(loss['change'])} ({len(loss['change'])})" if loss else "-") + " |")
     return "\n".join(lines)
 
 

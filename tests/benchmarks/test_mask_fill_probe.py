@@ -173,3 +173,89 @@ def test_rule_unmasked_is_the_rule_without_the_mask_on_the_fill():
         restore()
     assert MODULES["shomr"].fuse is fuse
     torch.testing.assert_close(patched, m(zeroed_v, zeroed_t), rtol=1e-12, atol=1e-12)
+
+
+def _cross_attention(variant, present, training=False):
+    """``cross_attention``'s output and weights under ``variant`` (restored after), and
+    the layer's, from the same dropout seed."""
+    from fusion_spec.backends.torch import MODULES, build
+
+    torch.manual_seed(0)
+    m = build("cross_attention", dim=4, heads=2, input_norm="none").double().train(training)
+    m.ffn.eval()  # the attention dropout alone (the FFN's output dropout draws too)
+    v, t = torch.randn(4, 4, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+    fuse = MODULES["cross_attention"].fuse
+    restore = probe.patch(variant)
+    try:
+        torch.manual_seed(1)
+        out, aux = m(v, t, present, return_aux=True)
+    finally:
+        restore()
+    assert MODULES["cross_attention"].fuse is fuse
+    torch.manual_seed(1)
+    return (out, aux["attention_weights"]), m(v, t, present, return_aux=True), m, (v, t)
+
+
+LONE = torch.tensor([[True, True], [True, False], [False, True], [True, True]])
+
+
+def test_manual_key_mask_is_the_layer():
+    (out, w), (ref, aux), _, _ = _cross_attention("manual_key_mask", LONE)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(w, aux["attention_weights"], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", ["lone_half", "null_key"])
+def test_lone_variants_change_only_a_lone_token_s_weight(variant):
+    """Complete rows as the layer; a lone token's weight 1/2 (``lone_half``) or
+    ``sigmoid(score)`` beside a zero-score key (``null_key``), its value scaled by it."""
+    (out, w), (ref, aux), m, (v, t) = _cross_attention(variant, LONE)
+    both = LONE.all(1)
+    torch.testing.assert_close(out[both], ref[both], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(out[~both], ref[~both])
+    a = m.attn
+    for row, present in ((1, 0), (2, 1)):
+        x = (v, t)[present][row]
+        q = a.query(m.norm1(x)).unflatten(-1, (2, 2))
+        score = (q * a.key(x).unflatten(-1, (2, 2))).sum(-1) * a.scale  # (h,)
+        weight = torch.full_like(score, 0.5) if variant == "lone_half" else torch.sigmoid(score)
+        torch.testing.assert_close(w[row, :, present], weight, rtol=1e-12, atol=1e-12)
+        assert torch.count_nonzero(w[row, :, 1 - present]) == 0
+        z = a.output((weight[:, None] * a.value(x).unflatten(-1, (2, 2))).flatten())
+        torch.testing.assert_close(out[row], z + m.ffn(m.norm2(z)), rtol=1e-12, atol=1e-12)
+
+
+def test_lone_no_dropout_keeps_a_lone_token_s_weight_in_training():
+    (out, _), _, m, (v, t) = _cross_attention("lone_no_dropout", LONE, training=True)
+    (dropped, _), _, _, _ = _cross_attention("manual_key_mask", LONE, training=True)
+    a = m.attn
+    for row, present in ((1, 0), (2, 1)):
+        z = a.output(a.value((v, t)[present][row]))  # weight exactly 1
+        torch.testing.assert_close(out[row], z + m.ffn(m.norm2(z)), rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(out[1:3], dropped[1:3])  # the control drops some heads there
+
+
+def test_a_run_sets_the_earlier_default_unless_its_label_does():
+    assert probe._run_fields("film") == {"input_norm_absent": "mean"}
+    assert probe._run_fields('cross_attention:missing_modality="zero_fill"') == {
+        "input_norm_absent": "mean", "missing_modality": "zero_fill"}
+    assert probe._run_fields('modality_dropout:input_norm_absent="zero"') == {
+        "input_norm_absent": "zero", "missing_modality": "drop"}
+
+
+def test_the_markdown_table_shows_a_kind_s_variants_with_what_they_change():
+    def run(rule, scenario, seed, acc, loss, variant=None):
+        r = {"framework": "torch", "rule": rule, "scenario": scenario, "seed": seed,
+             "history": {"accuracy": [acc] * 5, "loss": [loss] * 5}}
+        return r if variant is None else {"variant": variant, **r}
+
+    towers_runs = [run("cross_attention", sc, s, a, 0.3) for s in (0, 1)
+                   for sc, a in (("missing_mask", 0.8), ("missing_no_mask", 0.9))]
+    probe_runs = [run("cross_attention", "missing_mask", s, a, 0.2, "null_key")
+                  for s, a in ((0, 0.85), (1, 0.87))]
+    probe_runs.append(run("film", "missing_mask", 0, 0.5, 0.1, "raw_zero"))  # another kind
+    table = probe.markdown({"results": probe_runs}, {"results": towers_runs}, "cross_attention")
+    assert table.splitlines()[2] == (
+        '| `null_key` | `input_norm_absent="mean"` | torch, 2 | -0.0400 ± 0.0200 | '
+        "+0.0600 ± 0.0200 | -0.1000 ± 0.0000 (2) |")
+    assert "film" not in table and len(table.splitlines()) == 3
