@@ -549,3 +549,64 @@ def test_the_complete_table_names_an_earlier_default_short():
     assert ('"(earlier default)": the runs made before a default changed, '
             "`shomr:straight_through_routes=chosen`.") in table
     assert "| `shomr` | torch |" in table
+
+
+def test_a_row_on_extended_seeds_is_judged_on_every_seed_it_ran_and_kept_out_of_the_rest():
+    """EXTENDED_SEEDS: out of the table and its verdicts, in a table of their own that
+    pools every seed of the row; the test loss counts only the runs that recorded it."""
+    results = []
+    seeds = (0, 1, towers.REPLICATION_SEEDS[0], *towers.EXTENDED_SEEDS[:2])
+    mask_acc = (0.90, 0.80, 0.85, 0.70, 0.72)  # the extended seeds cost 0.2 each
+    for seed, m in zip(seeds, mask_acc, strict=True):
+        p = m + (0.2 if seed in towers.EXTENDED_SEEDS else 0.0)
+        results.append(_flat("torch", "gated", seed, "missing_mask", m, 0.3))
+        results.append(_flat("torch", "gated", seed, "missing_no_mask", p, 0.3))
+    for r in results[-4:]:  # the extended runs record the test loss: higher with the mask
+        r["history"]["loss"] = [0.5 if r["scenario"] == "missing_mask" else 0.2] * towers.POOL_EPOCHS
+    table = towers.markdown_missing(_missing_report(["gated"], ["torch"], [0, 1], results))
+    assert "| `gated` | torch, 2 / 2 |" in table  # the first seeds only
+    assert "below 0 by more than twice its standard error): none." in table
+    d = np.array([0.0, 0.0, 0.0, -0.2, -0.2])
+    seeds_text = ", ".join(map(str, seeds))
+    assert (f"| `gated` | torch, seeds {seeds_text} | {d.mean():+.4f} ± "
+            f"{2 * d.std(ddof=1) / np.sqrt(5):.4f} (2 of 5) | +0.0000 ± 0.0000 (0 of 5) | "
+            "+0.3000 ± 0.0000 (2 of 2) |") in table
+    assert towers.markdown_extended(_missing_report(["gated"], ["torch"], [0, 1], results[:6])) is None
+    assert towers._seed_span(range(10, 20)) == "seeds 10-19"
+
+
+def test_the_keras_trainer_s_test_loss_is_pytorch_s_cross_entropy():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 30, (50, towers.CLASSES)).astype(np.float32)  # large: overflow-safe
+    labels = rng.integers(0, towers.CLASSES, 50)
+    expected = torch.nn.functional.cross_entropy(torch.from_numpy(logits).double(),
+                                                 torch.from_numpy(labels))
+    np.testing.assert_allclose(towers.cross_entropy(logits, labels), float(expected), rtol=1e-12)
+
+
+def test_the_gradient_ratio_is_the_geometric_mean_of_each_pair_s_window_means():
+    def runs(norms):
+        return {seed: {"history": {"grad_image": n}} for seed, n in enumerate(norms)}
+
+    mask = runs([[2.0, 4.0, 9.0], [1.0, 1.0, 9.0]])
+    plain = runs([[1.0, 2.0, 0.0], [4.0, 4.0, 0.0]])
+    # window epochs 1-2: ratios 3 / 1.5 = 2 and 1 / 4, geometric mean 1/sqrt(2)
+    assert towers._gradient_ratio(mask, plain, "grad_image", (0, 2)) == pytest.approx(2 ** -0.5)
+    assert towers._gradient_ratio(mask, plain, "grad_image", (0, 4)) is None  # too few epochs
+    assert towers._gradient_ratio(mask, plain, "grad_text", (0, 2)) is None  # not recorded
+    mask[1]["history"]["grad_image"][0] = None  # Keras off JAX records None
+    assert towers._gradient_ratio(mask, plain, "grad_image", (0, 2)) is None
+
+
+def test_the_extended_table_shows_the_gradient_ratios_where_runs_recorded_them():
+    results = []
+    for seed in (0, towers.EXTENDED_SEEDS[0]):
+        for scenario, g in (("missing_mask", 3.0), ("missing_no_mask", 1.5)):
+            r = _flat("torch", "gated", seed, scenario, 0.9)
+            epochs = towers.GRADIENT_EPOCHS[-1][1]
+            r["history"]["grad_image"] = [g] * epochs
+            r["history"]["grad_text"] = [1.0] * epochs
+            results.append(r)
+    table = towers.markdown_extended(_missing_report(["gated"], ["torch"], [0], results))
+    assert "| `gated` | torch | ×2.00 | ×2.00 | ×1.00 | ×1.00 |" in table
