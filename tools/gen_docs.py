@@ -1673,6 +1673,36 @@ def route_code_block() -> str:
     )
 
 
+#: benchmarks/mask_fill_probe.py: one change at a time in the layer under the mask
+MASK_PROBE_JSON = DOCS / "assets" / "mask_fill_probe.json"
+
+
+def mask_probe_block() -> str:
+    """``cross_attention``'s probe variants beside the towers' runs of the same seeds
+    (``mask_fill_probe.markdown``)."""
+    import importlib.util
+
+    _towers()  # the probe imports it by name
+    loader = importlib.util.spec_from_file_location(
+        "mask_fill_probe", ROOT / "benchmarks" / "mask_fill_probe.py")
+    probe = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(probe)
+    data = json.loads(MASK_PROBE_JSON.read_text())
+    report = json.loads(TOWERS_JSON.read_text())
+    return (
+        "`benchmarks/mask_fill_probe.py`'s runs of `cross_attention` "
+        "([`assets/mask_fill_probe.json`](assets/mask_fill_probe.json)), each paired by "
+        "seed with the towers' runs of its trainer, over the last "
+        f"{probe.towers.POOL_EPOCHS} epochs, the mean and twice its standard error. "
+        "Variant: the variant's mask minus no mask, accuracy on complete samples. Change: "
+        "the variant minus the towers' runs with the default layer's mask (`key_mask`), "
+        "accuracy and test loss (the loss over the seeds whose towers runs recorded it, "
+        "counted in brackets). The layer column gives the fields the run set; `key_mask` "
+        "never reads an absent row, so there `input_norm_absent` changes nothing.\n\n"
+        + probe.markdown(data, report, "cross_attention") + "\n"
+    )
+
+
 def pages() -> dict[str, dict[str, Callable[[], str]]]:
     """docs-relative page -> {block name: generator}; every listed block must be present."""
     out: dict[str, dict[str, Callable[[], str]]] = {
@@ -1685,7 +1715,8 @@ def pages() -> dict[str, dict[str, Callable[[], str]]]:
             "choose-behaviour": choosing_behaviour_block,
             "choose-missing": missing_semantics_block,
         },
-        "training.md": {"train-notes": train_notes_block, "route-code": route_code_block},
+        "training.md": {"train-notes": train_notes_block, "route-code": route_code_block,
+                        "mask-probe": mask_probe_block},
         "performance.md": {
             "perf-cpu": perf_cpu_block,
             "perf-eaa-train": perf_eaa_train_block,
