@@ -220,6 +220,7 @@ def train_torch(run: Run, task: Task, keras_like: bool = False,
                                 "grad_text": [], "energy": []}
     if run.missing:
         history["accuracy_one"] = []
+        history["accuracy_present"] = []
     towers = {"grad_image": model.tower_v, "grad_text": model.tower_t}
     probe = slice(0, run.batch)  # the gradient norms' batch: the first training samples
     shadow = (None if run.shadow_momentum is None or model.fusion is None
@@ -279,6 +280,9 @@ def train_torch(run: Run, task: Task, keras_like: bool = False,
                 acc = float((logits.argmax(-1).numpy() == split.labels).mean())
                 key = "accuracy" if name == "complete" else "accuracy_one"
                 history[key].append(acc)
+                if name == "one":
+                    history["accuracy_present"].append(
+                        present_accuracy(logits.argmax(-1).numpy(), split))
                 if name == "complete":  # the test loss: less noisy than the accuracy
                     target = torch.from_numpy(split.labels)
                     history["loss"].append(float(nn.functional.cross_entropy(logits, target)))
@@ -331,6 +335,16 @@ class ShadowStats:
                 getattr(twin, name).copy_(own)
 
 
+def present_accuracy(pred: np.ndarray, split: Split) -> float:
+    """The share of one-modality samples whose predicted class ``pred`` gets the present
+    modality's class right (``a = y // 3`` for an image, ``b = y % 3`` for a text):
+    what a model can know there. ``accuracy_one`` also counts the absent modality's
+    class, a guess among three equally likely ones (capped at 1/3)."""
+    image = split.present[:, 0]
+    right = np.where(image, pred // 3 == split.labels // 3, pred % 3 == split.labels % 3)
+    return float(right.mean())
+
+
 def _summary(history: dict, seconds: float) -> dict:
     out = {
         "accuracy": history["accuracy"][-1],
@@ -338,7 +352,7 @@ def _summary(history: dict, seconds: float) -> dict:
         "train_seconds": round(seconds, 1),
         "history": history,
     }
-    for key in ("accuracy_one", "accuracy_shadow", "accuracy_one_shadow"):
+    for key in ("accuracy_one", "accuracy_present", "accuracy_shadow", "accuracy_one_shadow"):
         if key in history:
             out[key] = history[key][-1]
     return out
@@ -393,6 +407,7 @@ def train_keras(run: Run, task: Task) -> dict:
                                 "grad_text": []}
     if run.missing:
         history["accuracy_one"] = []
+        history["accuracy_present"] = []
     tr = task.train
     grads = _keras_tower_gradients(model, tr, run.batch)
 
@@ -403,6 +418,8 @@ def train_keras(run: Run, task: Task) -> dict:
                 pred = model.predict(x, batch_size=1500, verbose=0)
                 acc = float((pred.argmax(-1) == split.labels).mean())
                 history["accuracy" if name == "complete" else "accuracy_one"].append(acc)
+                if name == "one":
+                    history["accuracy_present"].append(present_accuracy(pred.argmax(-1), split))
                 if name == "complete":  # the test loss: less noisy than the accuracy
                     history["loss"].append(cross_entropy(pred, split.labels))
                     routes = None

@@ -144,6 +144,8 @@ def test_a_short_torch_run_trains_and_records(scenario, monkeypatch):
     assert r["accuracy"] > 1 / 9 + 0.1, r["accuracy"]
     if missing:
         assert 0.0 <= r["accuracy_one"] <= 1.0
+        # a right label has the present modality's class right too
+        assert all(p >= o for p, o in zip(h["accuracy_present"], h["accuracy_one"], strict=True))
     json.dumps(r)  # the report is JSON
 
 
@@ -610,3 +612,14 @@ def test_the_extended_table_shows_the_gradient_ratios_where_runs_recorded_them()
             results.append(r)
     table = towers.markdown_extended(_missing_report(["gated"], ["torch"], [0], results))
     assert "| `gated` | torch | ×2.00 | ×2.00 | ×1.00 | ×1.00 |" in table
+
+
+def test_present_accuracy_judges_only_the_present_modality_s_class():
+    labels = np.array([3 * 2 + 1, 3 * 0 + 2, 3 * 1 + 0, 3 * 2 + 2])  # y = 3 a + b
+    present = np.array([[True, False], [False, True], [True, False], [False, True]])
+    split = towers.Split(np.zeros((4, 1, 1), np.float32), np.zeros((4, 1), np.int64), labels,
+                         present)
+    # row 0: a right (2), b wrong; row 1: b right (2), a wrong; row 2: a wrong; row 3: b wrong
+    pred = np.array([3 * 2 + 0, 3 * 1 + 2, 3 * 0 + 0, 3 * 2 + 1])
+    assert towers.present_accuracy(pred, split) == 0.5
+    assert towers.present_accuracy(labels, split) == 1.0
