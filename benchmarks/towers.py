@@ -1246,7 +1246,7 @@ def _gradient_ratio(mask: dict, plain: dict, tower: str, epochs: tuple[int, int]
 
 
 def _seed_span(seeds) -> str:
-    """``0-19`` for consecutive seeds, else the list."""
+    """``seeds 0-19`` for three or more consecutive seeds, else ``seeds 0, 2``."""
     seeds = sorted(seeds)
     if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
         return f"seeds {seeds[0]}-{seeds[-1]}"
