@@ -611,8 +611,18 @@ def run_all(labels, frameworks, seeds, scenarios, epochs: int, jobs: int, out, l
                 + (f" one {r['accuracy_one']:.3f}" if "accuracy_one" in r else "")
                 + f" ({r['train_seconds']:.0f} s)")
             if out is not None:
-                out.write_text(json.dumps(report, indent=1) + "\n")
+                out.write_text(dumps(report))
     return report
+
+
+def dumps(report: dict) -> str:
+    """``report`` as JSON text, one run per line: a third smaller than indented JSON
+    (a run's history is long), and a diff still shows which runs changed."""
+    import json
+
+    head = [f" {json.dumps(k)}: {json.dumps(v)}," for k, v in report.items() if k != "results"]
+    runs = ",\n".join(f"  {json.dumps(r)}" for r in report["results"])
+    return "\n".join(["{", *head, ' "results": [', runs, " ]", "}"]) + "\n"
 
 
 # --- tables and plot ------------------------------------------------------------------
@@ -1376,7 +1386,7 @@ def main(argv=None) -> int:
         import json
 
         report = merge([json.loads(p.read_text()) for p in args.merge])
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+        args.json.write_text(dumps(report))
     else:
         report = run_all(args.rules, args.frameworks, args.seeds, args.scenarios, args.epochs,
                          args.jobs, args.json, baseline=not args.no_baseline,

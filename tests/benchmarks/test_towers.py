@@ -623,3 +623,12 @@ def test_present_accuracy_judges_only_the_present_modality_s_class():
     pred = np.array([3 * 2 + 0, 3 * 1 + 2, 3 * 0 + 0, 3 * 2 + 1])
     assert towers.present_accuracy(pred, split) == 0.5
     assert towers.present_accuracy(labels, split) == 1.0
+
+
+def test_a_report_is_written_one_run_per_line_and_reads_back_the_same():
+    results = [_flat("torch", "gated", seed, "missing_mask", 0.9) for seed in (0, 1)]
+    report = {**_missing_report(["gated"], ["torch"], [0, 1], results), "machine": "m"}
+    text = towers.dumps(report)
+    assert json.loads(text) == report
+    assert sum(line.startswith('  {"framework"') for line in text.splitlines()) == 2
+    assert towers.dumps({**report, "results": []}).endswith('"results": [\n\n ]\n}\n')
