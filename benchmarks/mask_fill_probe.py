@@ -224,9 +224,8 @@ def paired(probe: dict, towers_report: dict) -> list[dict]:
                 plain = runs.get((fw, label.split(":")[0], "missing_no_mask", r["seed"]))
                 mask = runs.get((fw, _earlier(label), "missing_mask", r["seed"]),
                                 runs.get((fw, label.split(":")[0], "missing_mask", r["seed"])))
-                if plain is None or mask is None or key not in plain["history"]:
-                    continue
-                if key not in mask["history"]:
+                if plain is None or mask is None or any(
+                        key not in m["history"] for m in (plain, mask)):
                     continue
                 d_var.append(_late(r, key) - _late(plain, key))
                 d_def.append(_late(mask, key) - _late(plain, key))
