@@ -33,7 +33,16 @@ change of one thing in how the lone token is attended (complete samples as the l
 - ``null_key``: a third key, score 0 and value 0, beside the lone token (the weight it
   does not take goes to nothing, as ``add_zero_attn``);
 - ``lone_no_dropout``: no attention dropout on a lone token's weight (dropout drops the
-  whole head's value there).
+  whole head's value there);
+- ``lone_detach``: a lone token passes no gradient back to its input (the towers), its
+  value unchanged; ``lone_detach_image``, ``lone_detach_text``: for that modality alone.
+  ``lone_detach`` led to ``lone_gradient="stop"`` (the default since 2026-12-07), which
+  computes it before the rule (every token of a lone modality, the query's too);
+
+and ``no_mask_function`` (any rule): the layer given the mask computes what it computes
+without it (the statistics over every row, the absent ones as raw zeros, absent rows
+where a raw zero lands, the rule unmasked): a control, its runs equal the towers'
+``missing_no_mask`` runs of the same seed.
 
 Compare with the towers' ``missing_no_mask`` and ``missing_mask`` runs of the same
 trainer and seeds (``--compare``). A measurement for choosing a spec option: it led to
@@ -41,7 +50,8 @@ trainer and seeds (``--compare``). A measurement for choosing a spec option: it 
 variants patch the earlier default, ``input_norm_absent="mean"``, which every run here
 sets unless its label says otherwise (``modality_dropout``: ``missing_modality="drop"``,
 ``EARLIER_KIND``), and ``--compare`` pairs them with the towers' mask runs of that
-setting (the label ``kind:input_norm_absent="mean"``, or the kind's own field).
+setting (the label ``kind:input_norm_absent="mean"``, or the kind's own fields:
+``cross_attention``'s runs pass a lone modality's gradient, ``lone_gradient="pass"``).
 
     python benchmarks/mask_fill_probe.py --variants raw_zero --rules film --seeds 5 6 7 8 9
 """
@@ -60,11 +70,13 @@ import towers  # noqa: E402
 #: ``input_norm_absent`` of the layer the variants patch: the default they were run against
 EARLIER = "mean"
 #: A kind's own earlier default that the variants patch, in place of ``EARLIER``'s field
-EARLIER_KIND = {"modality_dropout": {"missing_modality": "drop"}}
+EARLIER_KIND = {"modality_dropout": {"missing_modality": "drop"},
+                "cross_attention": {"lone_gradient": "pass"}}
 #: cross_attention's lone-token variants (``_lone_fuse``)
-LONE_VARIANTS = ("manual_key_mask", "lone_half", "null_key", "lone_no_dropout")
+LONE_VARIANTS = ("manual_key_mask", "lone_half", "null_key", "lone_no_dropout", "lone_detach",
+                 "lone_detach_text", "lone_detach_image")
 VARIANTS = ("none", "learned_fill", "all_row_stats", "raw_zero", "drop_present_only",
-            "rule_unmasked", *LONE_VARIANTS)
+            "rule_unmasked", "no_mask_function", *LONE_VARIANTS)
 #: the towers trainers a probe can run under: PyTorch's defaults, Keras's initialisers
 SETUPS = {"torch": (), "torch-keras-init": towers.KERAS_INIT_PARTS}
 
@@ -90,11 +102,20 @@ def patch(variant: str, kind: str = "modality_dropout"):
 
     if variant == "none":
         return restore
-    if variant in ("drop_present_only", "rule_unmasked"):
+    if variant in ("drop_present_only", "rule_unmasked", "no_mask_function"):
         def fuse_unmasked(self, v, t, *, noise, present=None, **kw):
             return fuse(self, v, t, noise=noise, present=None, **kw)
 
         rule.fuse = fuse_unmasked
+        if variant != "no_mask_function":
+            return restore
+
+        def all_rows(self, x, present, s, absent=None):  # vectors: absent = not present
+            if present is None:
+                return forward(self, x, None, s)
+            return forward(self, torch.where(present[:, None], x, 0.0), None, s)
+
+        stats.forward = all_rows
         return restore
     if variant in LONE_VARIANTS:
         rule.fuse = _lone_fuse(variant, fuse)
@@ -152,6 +173,13 @@ def _lone_fuse(variant: str, fuse):
                         torch.where(present.image[:, None], v, t))  # as the layer
         q = a.query(self.norm1(q)).unflatten(-1, (h, dh))  # (B, h, dh)
         x = torch.stack([v, t], dim=1)  # (B, 2, D)
+        if variant.startswith("lone_detach"):  # a lone token passes no gradient back
+            only_v, only_t = present.image & ~present.text, present.text & ~present.image
+            detach = {"lone_detach": (only_v, only_t), "lone_detach_text": (None, only_t),
+                      "lone_detach_image": (only_v, None)}[variant]
+            x = torch.stack([x[:, i] if d is None else
+                             torch.where(d[:, None], x[:, i].detach(), x[:, i])
+                             for i, d in enumerate(detach)], dim=1)
         k = a.key(x).unflatten(-1, (h, dh))  # (B, 2, h, dh)
         values = a.value(x).unflatten(-1, (h, dh))  # (B, 2, h, dh)
         scores = (q[:, None] * k).sum(-1) * a.scale  # (B, 2, h)

@@ -961,12 +961,13 @@ def _chance(n: int) -> float:
 #: Fields that act only where a presence mask is given: a run without the mask computes
 #: what the rule without them computes, so a label that sets only these pairs its mask
 #: runs with that label's no-mask runs.
-MASK_ONLY_FIELDS = frozenset({"input_norm_absent", "missing_modality"})
+MASK_ONLY_FIELDS = frozenset({"input_norm_absent", "missing_modality", "lone_gradient"})
 
 
 #: Labels whose fields were the rule's defaults when their runs were made (kept, relabelled,
 #: when a default changed): the per-rule pooled table shows them beside today's default.
-EARLIER_DEFAULTS = frozenset({'shomr:straight_through_routes="chosen"'})
+EARLIER_DEFAULTS = frozenset({'shomr:straight_through_routes="chosen"',
+                              'cross_attention:lone_gradient="pass"'})
 
 
 def _mask_only(label: str) -> bool:

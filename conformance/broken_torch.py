@@ -175,6 +175,23 @@ class BetaDetached(_TorchBug):
         return out, aux
 
 
+class LoneGradientPassed(_TorchBug):
+    """``cross_attention``: ``lone_gradient="stop"`` ignored, so a lone sample's present
+    input gets its gradient (the forward pass is the same)."""
+
+    bug = "lone-gradient-passed"
+
+    def _call(self, module, v, t, training, noise, options, present=None, **masks):
+        from fusion_spec.backends.torch import _layers
+
+        stop = _layers._stop_lone
+        _layers._stop_lone = lambda s, m, v, t: (v, t)
+        try:
+            return super()._call(module, v, t, training, noise, options, present, **masks)
+        finally:
+            _layers._stop_lone = stop
+
+
 def _patch_layer_norms(module, forward) -> None:
     """Every ``nn.LayerNorm`` of ``module`` computes ``forward(norm, x)`` instead."""
     import types

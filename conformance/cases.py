@@ -1566,18 +1566,22 @@ def _running_stats(s, params):
 
 
 def _input_norm(kind: str, seed: int, *, training: bool, lone: bool = False,
-                absent: str | None = None, tokens: bool = False) -> Case:
+                absent: str | None = None, tokens: bool = False,
+                lone_gradient: str | None = None) -> Case:
     """``input_norm="batch"``; with ``absent`` (an ``input_norm_absent`` value) or
     ``tokens`` (padded sequences, an all-padding one absent), a presence mask in eval
     too, so that an absent row's fill is read under the running statistics as well."""
     variant = "_lone_text" if lone else f"_absent_{absent}" if absent else ""
     variant += "_tokens" if tokens else ""
+    variant += f"_lone_gradient_{lone_gradient}" if lone_gradient else ""
     name = f"{kind}_input_norm{variant}" + ("_training" if training else "")
     present = PRESENT_NORM
     if lone:  # one text row: too few for batch statistics, the running ones apply
         present = np.array([[1, 1], [1, 0], [0, 0], [1, 0], [0, 0], [1, 0]], dtype=bool)
     masked = training or absent is not None or tokens
     fields = {} if absent is None else {"input_norm_absent": absent}
+    if lone_gradient is not None:
+        fields["lone_gradient"] = lone_gradient
     fill = {
         None: "",
         "zero": " An absent row is the normalised zero row, -mu / sqrt(var + eps).",
@@ -1606,6 +1610,10 @@ def _input_norm(kind: str, seed: int, *, training: bool, lone: bool = False,
             + fill
             + (" Padded token sequences (an all-padding one is absent): the statistics "
                "over the real tokens." if tokens else "")
+            + (f" lone_gradient={lone_gradient!r}: a lone modality's input row gets "
+               + ("its gradient, through the rule and the batch statistics." if lone_gradient == "pass"
+                  else "exactly zero gradient; the other rows' still flows through the "
+                  "batch statistics into the lone rows' outputs.") if lone_gradient else "")
         ),
         input_norm="batch",
         input_norm_momentum=0.25,
@@ -1691,6 +1699,11 @@ def _input_norm_exports() -> dict[str, Callable[[], Case]]:
     # film reads the absent rows: their fill too comes from the running statistics
     out["film_input_norm_lone_text_training"] = lambda: _input_norm(
         "film", 1291, training=True, lone=True
+    )
+    # cross_attention's lone_gradient: the default stops a lone row's gradient (every
+    # cross_attention case with a lone sample checks it); the earlier behaviour passes it
+    out["cross_attention_input_norm_lone_gradient_pass_training"] = lambda: _input_norm(
+        "cross_attention", 1292, training=True, lone_gradient="pass"
     )
     out |= _per_rule_exports(
         "input_norm_absent_mean",

@@ -33,6 +33,13 @@ argmax and its probabilities never enter the output, so the exact gradient is 0
 trainable ``energy_weight`` only scales the energy loss, not the output. For
 them the backend must return no gradient or zeros.
 
+A stopped gradient (``s.stopped_input_rows``: ``cross_attention``'s
+``lone_gradient="stop"``): a sample with one modality passes no gradient from its
+output back through the rule's input (after ``input_proj`` and ``input_norm``). The
+differences for ``v``, ``t`` and ``input_proj.*`` then sum the other samples' losses
+only; in training with ``input_norm="batch"`` those still reach a stopped row through
+the batch statistics, elsewhere its gradient must be exactly 0.
+
 Straight-through (``straight_through=True``): a hard sample's output is
 $y (1 + r_k - \mathrm{sg}(r_k))$, equal to $y$ forward, so finite differences of
 the output see no router gradient. The suite differentiates the surrogate with
@@ -286,6 +293,59 @@ def _real(case: Case, column: int, x: np.ndarray) -> np.ndarray:
     return real
 
 
+def _coupled(case: Case) -> bool:
+    """Whether each output row reads every input row: ``input_norm="batch"`` in training
+    (the batch statistics), or a batch-level aux loss term."""
+    return (case.training and case.spec.input_norm == "batch") or case.aux_gradient
+
+
+def _kept_rows(case: Case) -> np.ndarray:
+    """``(B,)`` float: 1 for a sample whose output's gradient reaches the rule's inputs,
+    0 for one whose present input the spec stops (``stopped_rows``). The stop sits at
+    the rule's input, after ``input_proj`` and ``input_norm``: such a sample's output
+    trains the rule's parameters, but neither ``input_proj`` nor ``v``, ``t``; those
+    still get the gradient of the other samples' outputs (through the batch statistics,
+    in training, the stopped rows' inputs too)."""
+    stopped = stopped_rows(case)
+    keep = np.ones(case.v.shape[0])
+    return keep if stopped is None else np.where(stopped.any(axis=1), 0.0, 1.0)
+
+
+def stopped_rows(case: Case) -> np.ndarray | None:
+    """``(B, 2)`` bool: the rows of ``v``, ``t`` whose gradient the spec stops
+    (``stopped_input_rows``) given the case's presence: its mask, and a token sequence
+    without a real token absent too, as the call reads them. ``None``: none."""
+    B = case.v.shape[0]
+    here = np.ones((B, 2), dtype=bool) if case.present is None else np.array(case.present, bool)
+    for column, mask in enumerate((case.image_mask, case.text_mask)):
+        if mask is not None:
+            here[:, column] &= np.asarray(mask, bool).reshape(B, -1).any(axis=1)
+    if case.present is None and case.image_mask is None and case.text_mask is None:
+        return case.spec.stopped_input_rows(None)
+    return case.spec.stopped_input_rows(here)
+
+
+def stopped_rows_gradient(grads: Mapping[str, np.ndarray], case: Case) -> list[str]:
+    """Problems where a gradient reaches a row the spec stops: it must be exactly 0."""
+    stopped = stopped_rows(case)
+    if stopped is None or _coupled(case):  # coupled: the other rows' gradient reaches them
+        return []
+    problems = []
+    for name, column in (("v", 0), ("t", 1)):
+        g = grads.get(name)
+        if g is None:
+            continue
+        rows = np.asarray(g)[stopped[:, column]]
+        if not np.all(rows == 0.0):
+            problems.append(
+                f"d/d{name}: {case.spec.kind} with lone_gradient={case.spec.lone_gradient!r} "
+                f"stops the gradient of a lone sample's present input: expected exactly 0 "
+                f"on those rows (a stop, not a product with 0); received max |g| "
+                f"{float(np.max(np.abs(rows))):.3g}"
+            )
+    return problems
+
+
 def finite_differences(case: Case) -> Expected:
     """Element-wise differences for ``v``, ``t``; directional ones for each parameter."""
     loss = _Loss(case)
@@ -298,7 +358,8 @@ def finite_differences(case: Case) -> Expected:
     # input_norm="batch" in training normalises with the batch's statistics: each output
     # row reads every row, so the per-column shortcut below does not apply
     # so does a batch-level aux term (the energy loss's mean over the batch)
-    coupled = (case.training and s.input_norm == "batch") or case.aux_gradient
+    coupled = _coupled(case)
+    keep = _kept_rows(case)  # the stopped samples' outputs reach neither input nor input_proj
     inputs, rounding = {}, {}
     for column, name in enumerate(("v", "t")):
         x = loss.base[name]
@@ -316,7 +377,9 @@ def finite_differences(case: Case) -> Expected:
                         shifted = dict(loss.base)
                         shifted[name] = x.copy()
                         shifted[name][at] += sign * h
-                        grad[at] += sign * np.sum(loss(shifted, loss.params, f"{name}{list(at)}"))
+                        grad[at] += sign * np.sum(
+                            keep * loss(shifted, loss.params, f"{name}{list(at)}")
+                        )
         else:  # rows are independent: one column (token, feature) of every row at once
             for at in np.ndindex(*x.shape[1:]):
                 column_at = (slice(None), *at)
@@ -324,7 +387,9 @@ def finite_differences(case: Case) -> Expected:
                     shifted = dict(loss.base)
                     shifted[name] = x.copy()
                     shifted[name][column_at] += sign * h
-                    grad[column_at] += sign * loss(shifted, loss.params, f"{name}[:, {list(at)}]")
+                    grad[column_at] += sign * keep * loss(
+                        shifted, loss.params, f"{name}[:, {list(at)}]"
+                    )
             grad = np.where(real[..., None], grad, 0.0)
         inputs[name] = grad / (2 * h)
     rng = np.random.default_rng(zlib.crc32(("directions/" + case.name).encode()))
@@ -336,6 +401,7 @@ def finite_differences(case: Case) -> Expected:
         h = STEP * max(1.0, float(np.max(np.abs(x))))
         rounding[p.name] = rounding_unit / h
         directions[p.name], derivatives[p.name] = [], []
+        rows = keep if p.name.startswith("input_proj.") else 1.0
         for i in range(DIRECTIONS):
             d = rng.standard_normal(x.shape)
             d /= np.linalg.norm(d)
@@ -343,7 +409,9 @@ def finite_differences(case: Case) -> Expected:
             for sign in (1.0, -1.0):
                 shifted = dict(loss.params)
                 shifted[p.name] = x + sign * h * d
-                total += sign * float(np.sum(loss(loss.base, shifted, f"{p.name} direction {i}")))
+                total += sign * float(
+                    np.sum(rows * loss(loss.base, shifted, f"{p.name} direction {i}"))
+                )
             directions[p.name].append(d)
             derivatives[p.name].append(total / (2 * h))
     scale = max(float(np.max(np.abs(inputs["v"]))), float(np.max(np.abs(inputs["t"]))), 1e-6)

@@ -264,6 +264,8 @@ def check_gradient(adapter: Adapter, case: Case) -> Outcome:
     if case.present is not None:
         problems += gradients.absent_rows_gradient(grads, case.present)
         ok = not problems
+    problems += gradients.stopped_rows_gradient(grads, case)
+    ok = ok and not problems
     if case.image_mask is not None or case.text_mask is not None:
         problems += gradients.padding_gradient(grads, case.image_mask, case.text_mask)
         ok = not problems

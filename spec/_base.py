@@ -429,6 +429,13 @@ class FusionSpecBase(BaseModel):
         """The rule's multiply-accumulates per sample, per route (inputs of width ``dim``)."""
         raise NotImplementedError
 
+    def stopped_input_rows(self, present: np.ndarray | None) -> np.ndarray | None:
+        """The rows of ``v`` and ``t`` (``(B, 2)`` bool, image and text, ``present``'s
+        layout) whose gradient the rule stops: exactly zero, whatever the output reads
+        from them. ``None``: none (every rule but ``cross_attention`` with its
+        ``lone_gradient="stop"`` and a presence mask)."""
+        return None
+
     def no_output_gradient(self) -> set[str]:
         """Parameters that legitimately receive no gradient from the fused output."""
         return set()

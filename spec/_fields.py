@@ -125,6 +125,7 @@ class CrossAttentionFields(TypedDict, total=False):
     gelu: Literal["erf"]
     ffn_mult: Literal[4]
     missing_modality: Literal["key_mask", "zero_fill"]
+    lone_gradient: Literal["stop", "pass"]
 
 
 class ShomrFields(TypedDict, total=False):

@@ -158,11 +158,13 @@ STORED_DEFAULTS: dict[str, Any] = {
 #: ``straight_through_routes`` trained the router with the chosen route's factor (and
 #: ``shomr`` files, before it had the field on 2026-12-07);
 #: ``modality_dropout`` files written before ``missing_modality="zero_fill"`` dropped
-#: an absent modality.
+#: an absent modality; ``cross_attention`` files written before ``lone_gradient`` passed
+#: a lone modality's gradient to its input (training differs, the forward pass does not).
 STORED_KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "energy_aware_adaptive": {"straight_through_routes": "chosen"},
     "shomr": {"straight_through_routes": "chosen"},
     "modality_dropout": {"missing_modality": "drop"},
+    "cross_attention": {"lone_gradient": "pass"},
 }
 
 

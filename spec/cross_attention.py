@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
+from pydantic import Field
+
 from ._base import (
     AttentionSpecBase,
     AuxSpec,
@@ -33,6 +36,23 @@ class CrossAttentionSpec(AttentionSpecBase):
         "zeros and the rule runs unchanged.",
     )
 
+    lone_gradient: Literal["stop", "pass"] = Field(
+        default="stop",
+        description=(
+            "With a presence mask (or a token sequence of padding only: that modality is "
+            "absent), the gradient that a sample with one modality passes "
+            "back from its output through the rule's input (the present modality's row "
+            "after input_proj and input_norm). 'stop' (the default): none, so it trains "
+            "the rule's parameters but neither input_proj nor the encoder of v or t "
+            "(which still get the other samples' gradient, through input_norm's batch "
+            "statistics too). Trained with a share of the samples missing one modality "
+            "and both encoders from scratch, that gradient cost accuracy on complete "
+            "samples against training without the mask (guide 'Training end to end'). "
+            "'pass': it flows as any other sample's (the behaviour before this field). "
+            "The forward pass is the same under both."
+        ),
+    )
+
     token_semantics = (
         r"One query $q = \mathrm{LN}_1(\tfrac12(\bar v + \bar t))$ from the two modalities' masked means attends over all $L_v + L_t$ tokens, padding masked as keys; `attention_weights` is $(B, h, L_v + L_t)$, 0 on padding."
     )
@@ -51,6 +71,14 @@ class CrossAttentionSpec(AttentionSpecBase):
             r"attention weight."
         ),
     }
+
+    def stopped_input_rows(self, present):
+        """``lone_gradient="stop"``: the present modality of each sample with exactly one,
+        ``(B, 2)`` bool (image, text); ``None`` without a mask or with ``"pass"``."""
+        if present is None or self.lone_gradient == "pass":
+            return None
+        present = np.asarray(present, dtype=bool)
+        return present & (present[:, :1] ^ present[:, 1:])
 
     def rule_params(self):
         d = self.dim

@@ -1691,17 +1691,19 @@ def mask_probe_block() -> str:
     report = json.loads(TOWERS_JSON.read_text())
     towers = probe.towers
     default = spec.RULES["cross_attention"].model_fields["missing_modality"].default
+    earlier = probe.EARLIER_KIND["cross_attention"]
+    patched = ", ".join([f"`{default}`"] + [f"`{k}={json.dumps(v)}`" for k, v in earlier.items()])
     return (
         "`benchmarks/mask_fill_probe.py`'s runs of `cross_attention` "
         "([`assets/mask_fill_probe.json`](assets/mask_fill_probe.json)), each paired by "
         "seed with the towers' runs of its trainer, over the last "
         f"{towers.POOL_EPOCHS} epochs, the mean and {towers.NOISE_SE_WORDS} its standard "
         "error. Variant: the variant's mask minus no mask, accuracy on complete samples. "
-        f"Change: the variant minus the towers' runs with the default layer's mask "
-        f"(`{default}`), accuracy and test loss (the loss over the seeds whose towers runs "
-        "recorded it, counted in brackets). The layer column gives the fields the run set; "
-        "`key_mask` never reads an absent row, so there `input_norm_absent` changes "
-        "nothing.\n\n"
+        f"Change: the variant minus the towers' runs with the mask of the layer the "
+        f"variants patch ({patched}), accuracy and test loss (the loss over the seeds whose "
+        "towers runs recorded it, counted in brackets). The layer column gives the fields "
+        "the run set; `key_mask` never reads an absent row, so there `input_norm_absent` "
+        "changes nothing.\n\n"
         + probe.markdown(data, report, "cross_attention") + "\n"
     )
 

@@ -179,6 +179,20 @@ def tokens(v, t):
     return ops.stack([v, t], axis=1)
 
 
+def _stop_lone(s, m, v, t):
+    """``v``, ``t`` (after ``input_proj`` and ``input_norm``: the rule's input) with the
+    gradient of the rows ``s.stopped_input_rows`` names stopped (``lone_gradient="stop"``:
+    the present modality of a sample with one); the values are unchanged."""
+    if getattr(s, "lone_gradient", "pass") != "stop":
+        return v, t
+    lone = ops.logical_xor(m.image, m.text)
+    out = []
+    for x, here in ((v, m.image), (t, m.text)):
+        stop = ops.reshape(ops.logical_and(here, lone), (-1,) + (1,) * (len(x.shape) - 1))
+        out.append(ops.where(stop, ops.stop_gradient(x), x))
+    return tuple(out)
+
+
 class Presence(NamedTuple):
     """A call's presence mask, ``image`` and ``text`` ``(B,)`` bool, and its derived masks."""
 
@@ -801,6 +815,8 @@ class FusionLayer(keras.layers.Layer):
         if s.input_norm == "batch":
             v = self._input_norm(v, None if m is None else m.image, "image", training)
             t = self._input_norm(t, None if m is None else m.text, "text", training)
+        if m is not None:
+            v, t = _stop_lone(s, m, v, t)
         u = self._noise(v, training, noise, options)
         drop = dropout(float(getattr(s, "dropout", 0.0)), training, self.seed_generator)
         rows = self._chunk_rows(v, u, training)
@@ -840,6 +856,8 @@ class FusionLayer(keras.layers.Layer):
                 self._input_norm_tokens(x[i], None if w is None else w[i], modality, training)
                 for i, modality in enumerate(("image", "text"))
             ]
+        if m is not None:
+            x = list(_stop_lone(s, m, *x))
         if not type(self).reads_tokens:
             x = [pool(x[0], None if w is None else w[0]), pool(x[1], None if w is None else w[1])]
         u = self._noise(x[0], training, noise, options)

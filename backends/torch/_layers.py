@@ -892,6 +892,8 @@ class FusionModule(nn.Module):
         if self.spec.input_norm == "batch":
             v = self.input_norm["image"](v, None if m is None else m.image, self.spec)
             t = self.input_norm["text"](t, None if m is None else m.text, self.spec)
+        if m is not None:
+            v, t = _stop_lone(self.spec, m, v, t)
         u = self._noise(v, noise, options)
         rows = self._chunk_rows(v, u)
         if rows is None:
@@ -934,6 +936,8 @@ class FusionModule(nn.Module):
                     seqs[i].reshape(B * L, D), valid[i].reshape(B * L), s, absent
                 )
                 seqs[i] = y.reshape(B, L, D)
+        if m is not None:
+            seqs = list(_stop_lone(s, m, *seqs))
         dtype = seqs[0].dtype
         u = self._noise(seqs[0], noise, options)
         if hasattr(self, "fuse_tokens"):
@@ -1200,6 +1204,20 @@ def _signature(v: Any, t: Any, return_aux: Any) -> tuple | None:
     if type(v) is not Tensor or type(t) is not Tensor or type(return_aux) is not bool:
         return None
     return (v.shape, t.shape, v.dtype, t.dtype, v.device, t.device, return_aux)
+
+
+def _stop_lone(s, m: Presence, v: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """``v``, ``t`` (after ``input_proj`` and ``input_norm``: the rule's input) with the
+    gradient of the rows ``s.stopped_input_rows`` names stopped (``lone_gradient="stop"``:
+    the present modality of a sample with one); the values are unchanged."""
+    if getattr(s, "lone_gradient", "pass") != "stop":
+        return v, t
+    lone = m.image ^ m.text
+    out = []
+    for x, here in ((v, m.image), (t, m.text)):
+        stop = (here & lone).reshape((-1,) + (1,) * (x.dim() - 1))
+        out.append(torch.where(stop, x.detach(), x))
+    return out[0], out[1]
 
 
 def _present_host(present: Any) -> np.ndarray | None:

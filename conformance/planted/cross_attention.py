@@ -1,4 +1,4 @@
-"""Planted bugs of ``cross_attention``: the two LayerNorms."""
+"""Planted bugs of ``cross_attention``: the two LayerNorms, the lone modality's gradient."""
 
 from __future__ import annotations
 
@@ -46,5 +46,15 @@ BUGS = (
         FeedForwardNormSkipped,
         "The feed-forward reads z instead of LN2(z).",
         ("cross_attention/forward/cross_attention_default",),
+    ),
+    PlantedBug(
+        "cross-attention-lone-gradient-passed",
+        ("cross_attention",),
+        "fusion_spec.conformance.broken_torch:LoneGradientPassed",
+        "lone_gradient='stop' ignored: forward right, a lone sample's present input "
+        "gets its gradient.",
+        ("cross_attention/gradient/cross_attention_missing",
+         "cross_attention/gradient/cross_attention_input_norm_training"),
+        requires="torch",
     ),
 )

@@ -238,7 +238,7 @@ def test_lone_no_dropout_keeps_a_lone_token_s_weight_in_training():
 def test_a_run_sets_the_earlier_default_unless_its_label_does():
     assert probe._run_fields("film") == {"input_norm_absent": "mean"}
     assert probe._run_fields('cross_attention:missing_modality="zero_fill"') == {
-        "input_norm_absent": "mean", "missing_modality": "zero_fill"}
+        "input_norm_absent": "mean", "lone_gradient": "pass", "missing_modality": "zero_fill"}
     assert probe._run_fields('modality_dropout:input_norm_absent="zero"') == {
         "input_norm_absent": "zero", "missing_modality": "drop"}
 
@@ -249,13 +249,69 @@ def test_the_markdown_table_shows_a_kind_s_variants_with_what_they_change():
              "history": {"accuracy": [acc] * 5, "loss": [loss] * 5}}
         return r if variant is None else {"variant": variant, **r}
 
-    towers_runs = [run("cross_attention", sc, s, a, 0.3) for s in (0, 1)
-                   for sc, a in (("missing_mask", 0.8), ("missing_no_mask", 0.9))]
+    # the mask runs of the layer the variants patch (lone_gradient="pass"), and of today's
+    # default (which the table must not take as the variants' baseline)
+    towers_runs = [run(label, sc, s, a, 0.3) for s in (0, 1)
+                   for label, sc, a in (('cross_attention:lone_gradient="pass"', "missing_mask", 0.8),
+                                        ("cross_attention", "missing_mask", 0.95),
+                                        ("cross_attention", "missing_no_mask", 0.9))]
     probe_runs = [run("cross_attention", "missing_mask", s, a, 0.2, "null_key")
                   for s, a in ((0, 0.85), (1, 0.87))]
     probe_runs.append(run("film", "missing_mask", 0, 0.5, 0.1, "raw_zero"))  # another kind
     table = probe.markdown({"results": probe_runs}, {"results": towers_runs}, "cross_attention")
     assert table.splitlines()[2] == (
-        '| `null_key` | `input_norm_absent="mean"` | torch, 2 | -0.0400 ± 0.0200 | '
+        '| `null_key` | `input_norm_absent="mean"`, `lone_gradient="pass"` | torch, 2 | '
+        '-0.0400 ± 0.0200 | '
         "+0.0600 ± 0.0200 | -0.1000 ± 0.0000 (2) |")
     assert "film" not in table and len(table.splitlines()) == 3
+
+
+@pytest.mark.parametrize("variant, image, text", [("lone_detach", True, True),
+                                                  ("lone_detach_image", True, False),
+                                                  ("lone_detach_text", False, True)])
+def test_lone_detach_keeps_the_output_and_stops_a_lone_token_s_gradient(variant, image, text):
+    """The layer's output (``lone_gradient="pass"``); the lone samples' outputs pass no
+    gradient to the detached modality's lone rows, and the complete rows' unchanged."""
+    from fusion_spec.backends.torch import build
+
+    torch.manual_seed(0)
+    m = build("cross_attention", dim=4, heads=2, input_norm="none", dropout=0.0,
+              lone_gradient="pass").double()
+    grads = {}
+    for name in ("layer", variant):
+        v, t = (torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(i))
+                .requires_grad_(True) for i in (1, 2))
+        restore = probe.patch(variant) if name == variant else (lambda: None)
+        try:
+            out = m(v, t, LONE)
+        finally:
+            restore()
+        out.sum().backward()
+        grads[name] = (out.detach(), v.grad, t.grad)
+    (ref, rv, rt), (got, gv, gt) = grads["layer"], grads[variant]
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    only_v, only_t = LONE[:, 0] & ~LONE[:, 1], LONE[:, 1] & ~LONE[:, 0]
+    assert torch.all(gv[only_v] == 0) == image and torch.all(gt[only_t] == 0) == text
+    both = LONE.all(1)
+    torch.testing.assert_close(gv[both], rv[both], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gt[both], rt[both], rtol=1e-12, atol=1e-12)
+
+
+def test_no_mask_function_is_the_layer_without_the_mask_on_zeroed_rows():
+    """Training: the statistics over every row (the absent ones as zeros), absent rows
+    normalised as those zeros, the rule unmasked: the call without the mask on zeroed
+    rows, as the towers' ``missing_no_mask`` runs make it."""
+    from fusion_spec.backends.torch import build
+
+    torch.manual_seed(0)
+    m = build("cross_attention", dim=4, heads=2, dropout=0.0).double().train()
+    v, t = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    present = torch.tensor([[1, 1], [1, 0], [0, 1], [1, 1], [1, 0], [1, 1]], dtype=torch.bool)
+    restore = probe.patch("no_mask_function", "cross_attention")
+    try:
+        patched = m(v, t, present)
+    finally:
+        restore()
+    plain = m(torch.where(present[:, :1], v, 0.0), torch.where(present[:, 1:], t, 0.0))
+    torch.testing.assert_close(patched, plain, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(m(v, t, present), plain)  # the mask changes the function

@@ -120,3 +120,37 @@ def test_no_gradient_reaches_an_absent_row(case):
     )
     assert np.all(grads["v"][~PRESENT[:, 0]] == 0) and np.all(grads["t"][~PRESENT[:, 1]] == 0)
     assert all(np.all(np.isfinite(g)) for g in grads.values())
+
+
+@pytest.mark.skipif(not CAN_TRAIN, reason=f"the Keras {BACKEND} backend has no gradients")
+@pytest.mark.parametrize("training", [False, True])
+def test_lone_gradient_stop_cuts_a_lone_sample_s_input_gradient_not_the_rule_s(training):
+    """``cross_attention``'s ``lone_gradient``: the same output under "stop" and "pass";
+    a lone sample's own output reaches no input row under "stop" (with the default
+    ``input_norm="batch"``, in training too), and the rule's parameters learn the same."""
+    from fusion_spec.conformance.adapters.keras import KerasAdapter
+
+    lone = PRESENT[:, 0] ^ PRESENT[:, 1]
+    adapter = KerasAdapter()
+    seen = {}
+    for value in ("stop", "pass"):
+        s, params, _ = build({**CASES["cross_attention"], "lone_gradient": value,
+                              "input_norm": "batch", "dropout": 0.0})
+        v, t = garbage_in_absent_rows(*inputs(s), PRESENT)
+        cot = np.random.default_rng(0).standard_normal((BATCH, s.dim)).astype(np.float32)
+        cot[~lone] = 0.0  # the lone samples' outputs alone
+        model = adapter.build(s, params)
+        out = adapter.forward(model, v, t, training=training, noise=None, options={},
+                              present=PRESENT)[0]
+        grads = adapter.gradients(adapter.build(s, params), v, t, cot, training=training,
+                                  noise=None, options={}, present=PRESENT)
+        seen[value] = (np.asarray(out), grads)
+    (out_s, g_s), (out_p, g_p) = seen["stop"], seen["pass"]
+    np.testing.assert_array_equal(out_s, out_p)
+    assert np.all(g_s["v"] == 0) and np.all(g_s["t"] == 0)
+    assert np.abs(g_p["v"][lone & PRESENT[:, 0]]).max() > 0
+    assert np.abs(g_p["t"][lone & PRESENT[:, 1]]).max() > 0
+    rule = {p.name for p in s.rule_params()}
+    assert rule <= set(g_s)
+    for name in rule:
+        np.testing.assert_allclose(g_s[name], g_p[name], rtol=1e-6, atol=1e-7, err_msg=name)

@@ -129,3 +129,26 @@ def test_a_stored_spec_without_the_absent_fill_loads_with_the_earlier_one():
     assert spec.parse_stored(stored).input_norm_absent == "mean"
     assert spec.parse_stored({**stored, "input_norm_absent": "zero"}).input_norm_absent == "zero"
     assert spec.parse("film", dim=8).input_norm_absent == "zero"  # today's default
+
+
+def test_a_stored_cross_attention_without_lone_gradient_loads_passing_it():
+    """cross_attention files written before lone_gradient trained with a lone sample's
+    gradient reaching its encoder: they keep "pass"; a stored value is kept."""
+    stored = spec.parse("cross_attention", dim=8, heads=2).model_dump()
+    del stored["lone_gradient"]
+    assert spec.parse_stored(stored).lone_gradient == "pass"
+    assert spec.parse_stored({**stored, "lone_gradient": "stop"}).lone_gradient == "stop"
+    assert spec.parse("cross_attention", dim=8, heads=2).lone_gradient == "stop"
+
+
+def test_stopped_input_rows_are_the_present_modality_of_a_lone_sample():
+    present = np.array([[1, 1], [1, 0], [0, 1], [0, 0]], dtype=bool)
+    s = spec.parse("cross_attention", dim=8, heads=2)
+    np.testing.assert_array_equal(
+        s.stopped_input_rows(present), [[0, 0], [1, 0], [0, 1], [0, 0]]
+    )
+    assert s.stopped_input_rows(None) is None
+    assert spec.parse("cross_attention", dim=8, heads=2, lone_gradient="pass").stopped_input_rows(present) is None
+    assert spec.parse("film", dim=8).stopped_input_rows(present) is None
+    with pytest.raises(spec.SpecError, match="lone_gradient"):
+        spec.parse("cross_attention", dim=8, heads=2, lone_gradient="detach")

@@ -200,3 +200,52 @@ def test_onnx_export_with_the_mask_runs_in_onnxruntime_and_matches_reference(cas
         (out,) = session.run(None, {names[0]: v, names[1]: t, names[2]: mask})
         ref = fusion_ref.forward(s, params, v, t, mask)
         np.testing.assert_allclose(out, ref, **TOL)
+
+
+@pytest.mark.parametrize("input_norm", ["none", "batch"])
+def test_lone_gradient_stop_cuts_a_lone_sample_s_input_gradient_not_the_rule_s(input_norm):
+    """``cross_attention``'s ``lone_gradient``: "stop" and "pass" compute the same output;
+    under "stop" a lone sample's present row gets no gradient from its own output (exactly
+    0 in eval; in training only the other rows' gradient through the batch statistics),
+    and the rule's parameters get the same gradient as under "pass"."""
+    lone = PRESENT[:, 0] ^ PRESENT[:, 1]
+    seen = {}
+    for value in ("stop", "pass"):
+        s, params, module = build({**ALL["cross_attention"], "lone_gradient": value,
+                                   "input_norm": input_norm, "dropout": 0.0})
+        v, t = (torch.from_numpy(x).requires_grad_(True)
+                for x in garbage_in_absent_rows(*inputs(s), PRESENT))
+        out = module(v, t, torch.from_numpy(PRESENT))
+        cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(0))
+        cot[~torch.from_numpy(lone)] = 0.0  # the lone samples' outputs alone
+        (out * cot).sum().backward()
+        seen[value] = (out.detach(), v.grad, t.grad,
+                       {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None})
+    (out_s, gv_s, gt_s, p_s), (out_p, gv_p, gt_p, p_p) = seen["stop"], seen["pass"]
+    assert torch.equal(out_s, out_p)
+    assert torch.all(gv_s == 0) and torch.all(gt_s == 0)  # eval: batch statistics not used
+    assert gv_p[torch.from_numpy(lone & PRESENT[:, 0])].abs().max() > 0
+    assert gt_p[torch.from_numpy(lone & PRESENT[:, 1])].abs().max() > 0
+    assert p_s.keys() == p_p.keys() and p_s
+    for name in p_s:
+        torch.testing.assert_close(p_s[name], p_p[name], rtol=0, atol=0, msg=name)
+
+
+def test_lone_gradient_stop_in_training_leaves_the_statistics_path():
+    """Training with ``input_norm="batch"``: a lone row still gets the complete samples'
+    gradient through the batch statistics, and no gradient from its own output."""
+    s, params, module = build({**ALL["cross_attention"], "input_norm": "batch", "dropout": 0.0},
+                              training=True)
+    lone = torch.from_numpy(PRESENT[:, 0] ^ PRESENT[:, 1])
+    grads = {}
+    for rows in ("lone", "others"):
+        v, t = (torch.from_numpy(x).requires_grad_(True)
+                for x in garbage_in_absent_rows(*inputs(s), PRESENT))
+        out = module(v, t, torch.from_numpy(PRESENT))
+        cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+        cot[~lone if rows == "lone" else lone] = 0.0
+        (out * cot).sum().backward()
+        grads[rows] = v.grad
+    assert torch.all(grads["lone"] == 0)  # a lone output reaches no input row
+    image_lone = torch.from_numpy(PRESENT[:, 0]) & lone
+    assert grads["others"][image_lone].abs().max() > 0  # the statistics' path stays
