@@ -704,16 +704,21 @@ def input_norm_of(label: str) -> str:
     return fields.get("input_norm", spec.RULES[kind].model_fields["input_norm"].default)
 
 
-def _name(label: str) -> str:
+def _name(label: str, cell: bool = False) -> str:
     """The rule cell of a label: the kind, its other fields, and "(no input norm)" for
-    ``input_norm="none"`` (short cells: the tables must fit a phone's width)."""
+    ``input_norm="none"`` (short cells: the tables must fit a phone's width). ``cell``:
+    a table cell, each field after the first on a line of its own."""
     if label == BASELINE:
         return "concatenate + MLP (baseline)"
     kind, fields = parse_rule(label)
     norm = input_norm_of(label)
     fields.pop("input_norm", None)
-    rest = ";".join(f"{k}={v}" for k, v in fields.items())
-    return f"`{kind}{':' + rest if rest else ''}`" + (" (no input norm)" if norm == "none" else "")
+    items = [f"{k}={v}" for k, v in fields.items()]
+    if cell and len(items) > 1:
+        text = ";`<br>`".join([f"{kind}:{items[0]}", *items[1:]])
+    else:
+        text = kind + (":" + ";".join(items) if items else "")
+    return f"`{text}`" + (" (no input norm)" if norm == "none" else "")
 
 
 def _short_name(label: str) -> str:
@@ -1037,7 +1042,7 @@ def markdown_missing(report: dict) -> str:
             if (label, fw) not in plain and (label, fw) not in mask:
                 continue
             lines.append(
-                f"| {_name(label)} | {fw}, {len(mask.get((label, fw), {}))} / "
+                f"| {_name(label, cell=True)} | {fw}, {len(mask.get((label, fw), {}))} / "
                 f"{len(plain.get((label, fw), {}))} | {median(mask, 'accuracy', label, fw) or '-'} / "
                 f"{median(plain, 'accuracy', label, fw) or '-'} | "
                 f"{median(mask, 'accuracy_one', label, fw) or '-'} / "
@@ -1161,7 +1166,7 @@ def _per_rule_pooled(mask: dict, plain: dict, rules, trainers,
                 costly.append(f"{_name(label)} ({'complete' if key == 'accuracy' else 'one modality'})")
                 named.append((label, key, costly[-1]))
         if any(c != "-" for c in cells):
-            rows.append(f"| {_name(label)} | {' | '.join(cells)} |")
+            rows.append(f"| {_name(label, cell=True)} | {' | '.join(cells)} |")
     if not rows:
         return None
     return "\n".join([
@@ -1206,11 +1211,11 @@ def markdown_extended(report: dict) -> str | None:
             worse = d > 0 if key == "loss" else d < 0
             cells.append(f"{mean:+.4f} ± {noise:.4f} ({int(worse.sum())} of {len(d)})")
         seeds = sorted(set(mask[(label, fw)]) & set(plain[(label, fw)]))
-        rows.append(f"| {_name(label)} | {fw}, {_seed_span(seeds)} | {' | '.join(cells)} |")
+        rows.append(f"| {_name(label, cell=True)} | {fw}, {_seed_span(seeds)} | {' | '.join(cells)} |")
         ratio = [_gradient_ratio(mask[(label, fw)], plain[(label, fw)], tower, epochs)
                  for tower in ("grad_image", "grad_text") for epochs in GRADIENT_EPOCHS]
         if None not in ratio:
-            grads.append(f"| {_name(label)} | {fw} | "
+            grads.append(f"| {_name(label, cell=True)} | {fw} | "
                          + " | ".join(f"×{r:.2f}" for r in ratio) + " |")
     early, late = (f"{a + 1}-{b}" for a, b in GRADIENT_EPOCHS)
     gradients = [

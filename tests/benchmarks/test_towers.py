@@ -632,3 +632,14 @@ def test_a_report_is_written_one_run_per_line_and_reads_back_the_same():
     assert json.loads(text) == report
     assert sum(line.startswith('  {"framework"') for line in text.splitlines()) == 2
     assert towers.dumps({**report, "results": []}).endswith('"results": [\n\n ]\n}\n')
+
+
+def test_a_table_cell_puts_each_further_field_on_a_line_of_its_own():
+    """Two fields or more: a cell breaks the label after each (the tables must fit the
+    page), the prose keeps it on one line; input_norm="none" is a suffix either way."""
+    label = 'cross_attention:lone_gradient="pass";missing_modality="zero_fill"'
+    assert towers._name(label, cell=True) == (
+        "`cross_attention:lone_gradient=pass;`<br>`missing_modality=zero_fill`")
+    assert towers._name(label) == "`cross_attention:lone_gradient=pass;missing_modality=zero_fill`"
+    one = 'shomr:input_norm="none";straight_through_routes="chosen"'
+    assert towers._name(one, cell=True) == "`shomr:straight_through_routes=chosen` (no input norm)"
