@@ -429,6 +429,11 @@ class FusionSpecBase(BaseModel):
         """The rule's multiply-accumulates per sample, per route (inputs of width ``dim``)."""
         raise NotImplementedError
 
+    def stops_lone_gradient(self) -> bool:
+        """Whether a sample with one modality passes no gradient back through the rule's
+        input (``cross_attention``'s ``lone_gradient="stop"``); see ``stopped_input_rows``."""
+        return False
+
     def stopped_input_rows(self, present: np.ndarray | None) -> np.ndarray | None:
         """The rows of ``v`` and ``t`` (``(B, 2)`` bool, image and text, ``present``'s
         layout) whose gradient the rule stops: exactly zero, whatever the output reads

@@ -72,10 +72,13 @@ class CrossAttentionSpec(AttentionSpecBase):
         ),
     }
 
+    def stops_lone_gradient(self) -> bool:
+        return self.lone_gradient == "stop"
+
     def stopped_input_rows(self, present):
         """``lone_gradient="stop"``: the present modality of each sample with exactly one,
         ``(B, 2)`` bool (image, text); ``None`` without a mask or with ``"pass"``."""
-        if present is None or self.lone_gradient == "pass":
+        if present is None or not self.stops_lone_gradient():
             return None
         present = np.asarray(present, dtype=bool)
         return present & (present[:, :1] ^ present[:, 1:])

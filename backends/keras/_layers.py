@@ -183,7 +183,7 @@ def _stop_lone(s, m, v, t):
     """``v``, ``t`` (after ``input_proj`` and ``input_norm``: the rule's input) with the
     gradient of the rows ``s.stopped_input_rows`` names stopped (``lone_gradient="stop"``:
     the present modality of a sample with one); the values are unchanged."""
-    if getattr(s, "lone_gradient", "pass") != "stop":
+    if not s.stops_lone_gradient():
         return v, t
     lone = ops.logical_xor(m.image, m.text)
     out = []
