@@ -320,8 +320,6 @@ def stopped_rows(case: Case) -> np.ndarray | None:
     for column, mask in enumerate((case.image_mask, case.text_mask)):
         if mask is not None:
             here[:, column] &= np.asarray(mask, bool).reshape(B, -1).any(axis=1)
-    if case.present is None and case.image_mask is None and case.text_mask is None:
-        return case.spec.stopped_input_rows(None)
     return case.spec.stopped_input_rows(here)
 
 
@@ -338,9 +336,9 @@ def stopped_rows_gradient(grads: Mapping[str, np.ndarray], case: Case) -> list[s
         rows = np.asarray(g)[stopped[:, column]]
         if not np.all(rows == 0.0):
             problems.append(
-                f"d/d{name}: {case.spec.kind} with lone_gradient={case.spec.lone_gradient!r} "
-                f"stops the gradient of a lone sample's present input: expected exactly 0 "
-                f"on those rows (a stop, not a product with 0); received max |g| "
+                f"d/d{name}: {case.spec.kind}'s spec stops the gradient of these rows "
+                f"(stopped_input_rows: lone_gradient='stop', a lone sample's present "
+                f"input): expected exactly 0 there (a stop, not a product with 0); received max |g| "
                 f"{float(np.max(np.abs(rows))):.3g}"
             )
     return problems
