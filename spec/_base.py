@@ -436,9 +436,12 @@ class FusionSpecBase(BaseModel):
 
     def stopped_input_rows(self, present: np.ndarray | None) -> np.ndarray | None:
         """The rows of ``v`` and ``t`` (``(B, 2)`` bool, image and text, ``present``'s
-        layout) whose gradient the rule stops: exactly zero, whatever the output reads
-        from them. ``None``: none (every rule but ``cross_attention`` with its
-        ``lone_gradient="stop"`` and a presence mask)."""
+        layout: the modalities each sample has) whose sample's own output passes no
+        gradient back through the rule's input (after ``input_proj`` and ``input_norm``):
+        the sample trains the rule's parameters, not ``input_proj`` or its inputs. Such a
+        row still gets the other samples' gradient through ``input_norm="batch"``'s
+        statistics in training; elsewhere its gradient is exactly 0. ``None``: none
+        (every rule but ``cross_attention`` with ``lone_gradient="stop"``)."""
         return None
 
     def no_output_gradient(self) -> set[str]:
