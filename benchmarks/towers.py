@@ -707,15 +707,15 @@ def input_norm_of(label: str) -> str:
 def _name(label: str, cell: bool = False) -> str:
     """The rule cell of a label: the kind, its other fields, and "(no input norm)" for
     ``input_norm="none"`` (short cells: the tables must fit a phone's width). ``cell``:
-    a table cell, each field after the first on a line of its own."""
+    a table cell, the kind and each field on a line of their own."""
     if label == BASELINE:
         return "concatenate + MLP (baseline)"
     kind, fields = parse_rule(label)
     norm = input_norm_of(label)
     fields.pop("input_norm", None)
     items = [f"{k}={v}" for k, v in fields.items()]
-    if cell and len(items) > 1:
-        text = ";`<br>`".join([f"{kind}:{items[0]}", *items[1:]])
+    if cell and items:
+        text = f"{kind}:`<br>`" + ";`<br>`".join(items)
     else:
         text = kind + (":" + ";".join(items) if items else "")
     return f"`{text}`" + (" (no input norm)" if norm == "none" else "")
@@ -1189,9 +1189,10 @@ def _per_rule_pooled(mask: dict, plain: dict, rules, trainers,
 def markdown_extended(report: dict) -> str | None:
     """The rows (label, trainer) run on ``EXTENDED_SEEDS``, each judged on every seed it
     ran (the first, the replication's and the extended ones): mask minus no mask of the
-    mean over the last POOL_EPOCHS epochs, of the accuracy on both test sets and of the
-    complete samples' test loss (recorded by later runs only: its own count). None where
-    no row has such runs."""
+    mean over the last POOL_EPOCHS epochs, of the accuracy on both test sets, of the
+    one-modality samples' present-class accuracy and of the complete samples' test loss
+    (the last two recorded by later runs only: their own count). None where no row has
+    such runs."""
     mask, plain = _by(report, "missing_mask"), _without_mask(report)
     keys = sorted(k for k, seeds in mask.items() if set(seeds) & set(EXTENDED_SEEDS)
                   and k in plain)
@@ -1200,7 +1201,7 @@ def markdown_extended(report: dict) -> str | None:
     rows, grads = [], []
     for label, fw in keys:
         cells = []
-        for key in ("accuracy", "accuracy_one", "loss"):
+        for key in ("accuracy", "accuracy_one", "accuracy_present", "loss"):
             a, b = ({s: r for s, r in by[(label, fw)].items() if key in r["history"]}
                     for by in (mask, plain))
             got = _paired(a, b, key, POOL_EPOCHS)
@@ -1233,11 +1234,13 @@ def markdown_extended(report: dict) -> str | None:
         "left the cost unsettled, each judged on every seed it ran: mask minus no mask of "
         f"the mean over the last {POOL_EPOCHS} epochs, the mean and {NOISE_SE_WORDS} its "
         "standard error (in brackets the paired runs where the mask does worse: a lower "
-        "accuracy, a higher loss). The test loss is of the complete samples; the runs "
-        "made before it was recorded leave it out.",
+        "accuracy, a higher loss). Present class: the one-modality samples scored on the "
+        "present modality's class alone (what they can tell; one modality scores the "
+        "pair). The test loss is of the complete samples. The runs made before the present "
+        "class or the loss was recorded leave them out (the bracket counts the rest).",
         "",
-        "| rule | trainer, seeds | complete | one modality | test loss |",
-        "|---|---|---|---|---|",
+        "| rule | trainer, seeds | complete | one modality | present class | test loss |",
+        "|---|---|---|---|---|---|",
         *rows,
         *gradients,
     ])

@@ -476,10 +476,10 @@ def test_a_mask_only_field_pairs_with_the_rule_without_it():
                 results.append(_flat(fw, label, seed, sc, acc))
     report = _missing_report(["film", mean, other], ["torch", "keras-jax"], [0, 1, 2], results)
     table = towers.markdown_missing(report)
-    assert "| `film:input_norm_absent=mean` | torch, 3 / 3 | 0.890 / 0.910 |" in table
+    assert "| `film:`<br>`input_norm_absent=mean` | torch, 3 / 3 | 0.890 / 0.910 |" in table
     assert "-0.020 ± 0.000" in table
     assert "| `film` (no input norm) | torch, 3 / 0 | 0.500 / - |" in table  # not borrowed
-    assert "| `film:input_norm_absent=mean` | -0.0200 ± 0.0000 (6 of 6 runs, 2 of 2 trainers)" in table
+    assert "| `film:`<br>`input_norm_absent=mean` | -0.0200 ± 0.0000 (6 of 6 runs, 2 of 2 trainers)" in table
     assert "| `film` | +0.0000 ± 0.0000 (0 of 6 runs, 0 of 2 trainers)" in table
     assert towers._mask_only('film:missing_modality="identity"')
     assert not towers._mask_only(other) and not towers._mask_only("film")
@@ -507,9 +507,9 @@ def test_an_earlier_default_has_its_per_rule_pooled_row():
                 results.append(_flat(fw, label, seed, sc, acc + 0.001 * seed))
     report = _missing_report(["shomr", chosen, other], ["torch", "keras-jax"], [0, 1, 2], results)
     table = towers.markdown_missing(report)
-    assert "| `shomr:straight_through_routes=chosen` | -0.0700 ± 0.0000 (6 of 6 runs, 2 of 2 trainers)" in table
+    assert "| `shomr:`<br>`straight_through_routes=chosen` | -0.0700 ± 0.0000 (6 of 6 runs, 2 of 2 trainers)" in table
     assert "| `shomr` | +0.0100 ± 0.0000 (0 of 6 runs, 0 of 2 trainers)" in table
-    assert "| `shomr:straight_through=false` | -0.1000" not in table
+    assert "| `shomr:`<br>`straight_through=false` | -0.1000" not in table
 
 
 def test_a_named_per_rule_row_is_judged_again_on_fresh_seeds():
@@ -555,7 +555,8 @@ def test_the_complete_table_names_an_earlier_default_short():
 
 def test_a_row_on_extended_seeds_is_judged_on_every_seed_it_ran_and_kept_out_of_the_rest():
     """EXTENDED_SEEDS: out of the table and its verdicts, in a table of their own that
-    pools every seed of the row; the test loss counts only the runs that recorded it."""
+    pools every seed of the row; the present class and the test loss count only the runs
+    that recorded them."""
     results = []
     seeds = (0, 1, towers.REPLICATION_SEEDS[0], *towers.EXTENDED_SEEDS[:2])
     mask_acc = (0.90, 0.80, 0.85, 0.70, 0.72)  # the extended seeds cost 0.2 each
@@ -563,8 +564,10 @@ def test_a_row_on_extended_seeds_is_judged_on_every_seed_it_ran_and_kept_out_of_
         p = m + (0.2 if seed in towers.EXTENDED_SEEDS else 0.0)
         results.append(_flat("torch", "gated", seed, "missing_mask", m, 0.3))
         results.append(_flat("torch", "gated", seed, "missing_no_mask", p, 0.3))
-    for r in results[-4:]:  # the extended runs record the test loss: higher with the mask
-        r["history"]["loss"] = [0.5 if r["scenario"] == "missing_mask" else 0.2] * towers.POOL_EPOCHS
+    for r in results[-4:]:  # the extended runs record the test loss (higher with the mask)
+        masked = r["scenario"] == "missing_mask"  # and the present class (lower with it)
+        r["history"]["loss"] = [0.5 if masked else 0.2] * towers.POOL_EPOCHS
+        r["history"]["accuracy_present"] = [0.90 if masked else 0.95] * towers.POOL_EPOCHS
     table = towers.markdown_missing(_missing_report(["gated"], ["torch"], [0, 1], results))
     assert "| `gated` | torch, 2 / 2 |" in table  # the first seeds only
     assert "below 0 by more than twice its standard error): none." in table
@@ -572,7 +575,7 @@ def test_a_row_on_extended_seeds_is_judged_on_every_seed_it_ran_and_kept_out_of_
     seeds_text = ", ".join(map(str, seeds))
     assert (f"| `gated` | torch, seeds {seeds_text} | {d.mean():+.4f} ± "
             f"{2 * d.std(ddof=1) / np.sqrt(5):.4f} (2 of 5) | +0.0000 ± 0.0000 (0 of 5) | "
-            "+0.3000 ± 0.0000 (2 of 2) |") in table
+            "-0.0500 ± 0.0000 (2 of 2) | +0.3000 ± 0.0000 (2 of 2) |") in table
     assert towers.markdown_extended(_missing_report(["gated"], ["torch"], [0, 1], results[:6])) is None
     assert towers._seed_span(range(10, 20)) == "seeds 10-19"
 
@@ -634,12 +637,14 @@ def test_a_report_is_written_one_run_per_line_and_reads_back_the_same():
     assert towers.dumps({**report, "results": []}).endswith('"results": [\n\n ]\n}\n')
 
 
-def test_a_table_cell_puts_each_further_field_on_a_line_of_its_own():
-    """Two fields or more: a cell breaks the label after each (the tables must fit the
+def test_a_table_cell_puts_the_kind_and_each_field_on_a_line_of_its_own():
+    """A cell breaks the label after the kind and each field (the tables must fit the
     page), the prose keeps it on one line; input_norm="none" is a suffix either way."""
     label = 'cross_attention:lone_gradient="pass";missing_modality="zero_fill"'
     assert towers._name(label, cell=True) == (
-        "`cross_attention:lone_gradient=pass;`<br>`missing_modality=zero_fill`")
+        "`cross_attention:`<br>`lone_gradient=pass;`<br>`missing_modality=zero_fill`")
+    assert towers._name("cross_attention", cell=True) == "`cross_attention`"
     assert towers._name(label) == "`cross_attention:lone_gradient=pass;missing_modality=zero_fill`"
     one = 'shomr:input_norm="none";straight_through_routes="chosen"'
-    assert towers._name(one, cell=True) == "`shomr:straight_through_routes=chosen` (no input norm)"
+    assert towers._name(one, cell=True) == (
+        "`shomr:`<br>`straight_through_routes=chosen` (no input norm)")
