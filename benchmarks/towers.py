@@ -1219,6 +1219,17 @@ def markdown_extended(report: dict) -> str | None:
             grads.append(f"| {_name(label, cell=True)} | {fw} | "
                          + " | ".join(f"×{r:.2f}" for r in ratio) + " |")
     early, late = (f"{a + 1}-{b}" for a, b in GRADIENT_EPOCHS)
+    against = _against_earlier(mask, keys)
+    earlier = [
+        "",
+        "Today's default against its earlier one (the row's label), both with the mask, "
+        "on the seeds both ran (the runs above): today's minus the earlier's, over the "
+        "same last epochs (in brackets the paired runs where today's does worse).",
+        "",
+        "| earlier default | trainer, seeds | complete | one modality | test loss |",
+        "|---|---|---|---|---|",
+        *against,
+    ] if against else []
     gradients = [
         "",
         "The image and text towers' gradient norms (on the first training batch, after "
@@ -1242,8 +1253,35 @@ def markdown_extended(report: dict) -> str | None:
         "| rule | trainer, seeds | complete | one modality | present class | test loss |",
         "|---|---|---|---|---|---|",
         *rows,
+        *earlier,
         *gradients,
     ])
+
+
+def _against_earlier(mask: dict, keys: list) -> list[str]:
+    """Table rows of ``markdown_extended``: per earlier default (``EARLIER_DEFAULTS``)
+    and trainer among ``keys``, its kind's mask runs minus its own on the seeds both
+    ran, of the mean over the last POOL_EPOCHS epochs."""
+    rows = []
+    for label, fw in keys:
+        kind = parse_rule(label)[0]
+        if label not in EARLIER_DEFAULTS or (kind, fw) not in keys:
+            continue
+        cells = []
+        for key in ("accuracy", "accuracy_one", "loss"):
+            a, b = ({s: r for s, r in mask[k].items() if key in r["history"]}
+                    for k in ((kind, fw), (label, fw)))
+            got = _paired(a, b, key, POOL_EPOCHS)
+            if got is None or got[2] is None:
+                cells.append("-")
+                continue
+            d, mean, noise = got
+            worse = d > 0 if key == "loss" else d < 0
+            cells.append(f"{mean:+.4f} ± {noise:.4f} ({int(worse.sum())} of {len(d)})")
+        seeds = sorted(set(mask[(kind, fw)]) & set(mask[(label, fw)]))
+        rows.append(f"| {_name(label, cell=True)} | {fw}, {_seed_span(seeds)} | "
+                    f"{' | '.join(cells)} |")
+    return rows
 
 
 #: the epoch windows (first, past the last) of ``markdown_extended``'s gradient table

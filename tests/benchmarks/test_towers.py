@@ -648,3 +648,25 @@ def test_a_table_cell_puts_the_kind_and_each_field_on_a_line_of_its_own():
     one = 'shomr:input_norm="none";straight_through_routes="chosen"'
     assert towers._name(one, cell=True) == (
         "`shomr:`<br>`straight_through_routes=chosen` (no input norm)")
+
+
+def test_today_s_default_is_judged_against_its_earlier_one_on_the_same_seeds():
+    """An earlier default with runs on EXTENDED_SEEDS: its kind's mask runs minus its
+    own, paired by seed (the no-mask runs play no part); a trainer without the kind's
+    runs has no row."""
+    earlier = 'cross_attention:lone_gradient="pass"'
+    results = []
+    seeds = (0, 1, *towers.EXTENDED_SEEDS[:2])
+    for seed in seeds:
+        results.append(_flat("torch", "cross_attention", seed, "missing_mask", 0.92, 0.3))
+        results.append(_flat("torch", earlier, seed, "missing_mask", 0.90 - 0.01 * (seed % 2), 0.3))
+        results.append(_flat("torch", "cross_attention", seed, "missing_no_mask", 0.5, 0.3))
+        results.append(_flat("keras-jax", earlier, seed, "missing_mask", 0.9, 0.3))
+        results.append(_flat("keras-jax", "cross_attention", seed, "missing_no_mask", 0.5, 0.3))
+    report = _missing_report(["cross_attention", earlier], ["torch", "keras-jax"], [0, 1], results)
+    table = towers.markdown_extended(report)
+    d = np.array([0.92 - (0.90 - 0.01 * (s % 2)) for s in seeds])
+    assert (f"| `cross_attention:`<br>`lone_gradient=pass` | torch, seeds 0, 1, 10, 11 | "
+            f"{d.mean():+.4f} ± {2 * d.std(ddof=1) / 2:.4f} (0 of 4) |") in table
+    assert "`lone_gradient=pass` | keras-jax, seeds 0, 1, 10, 11 | +0.0200" not in table
+    assert table.count("`lone_gradient=pass` | keras-jax") == 1  # the mask-minus-no-mask row only
