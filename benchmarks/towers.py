@@ -1200,17 +1200,8 @@ def markdown_extended(report: dict) -> str | None:
         return None
     rows, grads = [], []
     for label, fw in keys:
-        cells = []
-        for key in ("accuracy", "accuracy_one", "accuracy_present", "loss"):
-            a, b = ({s: r for s, r in by[(label, fw)].items() if key in r["history"]}
-                    for by in (mask, plain))
-            got = _paired(a, b, key, POOL_EPOCHS)
-            if got is None or got[2] is None:
-                cells.append("-")
-                continue
-            d, mean, noise = got
-            worse = d > 0 if key == "loss" else d < 0
-            cells.append(f"{mean:+.4f} ± {noise:.4f} ({int(worse.sum())} of {len(d)})")
+        cells = [_late_cell(mask[(label, fw)], plain[(label, fw)], key)
+                 for key in ("accuracy", "accuracy_one", "accuracy_present", "loss")]
         seeds = sorted(set(mask[(label, fw)]) & set(plain[(label, fw)]))
         rows.append(f"| {_name(label, cell=True)} | {fw}, {_seed_span(seeds)} | {' | '.join(cells)} |")
         ratio = [_gradient_ratio(mask[(label, fw)], plain[(label, fw)], tower, epochs)
@@ -1258,6 +1249,19 @@ def markdown_extended(report: dict) -> str | None:
     ])
 
 
+def _late_cell(runs: dict, baseline: dict, key: str) -> str:
+    """A cell of ``markdown_extended``'s tables: ``runs`` minus ``baseline`` (seed -> run)
+    over the seeds both ran that record ``key``, of the mean over the last POOL_EPOCHS
+    epochs, with its noise and the pairs where ``runs`` do worse; "-" under two pairs."""
+    a, b = ({s: r for s, r in by.items() if key in r["history"]} for by in (runs, baseline))
+    got = _paired(a, b, key, POOL_EPOCHS)
+    if got is None or got[2] is None:
+        return "-"
+    d, mean, noise = got
+    worse = d > 0 if key == "loss" else d < 0
+    return f"{mean:+.4f} ± {noise:.4f} ({int(worse.sum())} of {len(d)})"
+
+
 def _against_earlier(mask: dict, keys: list) -> list[str]:
     """Table rows of ``markdown_extended``: per earlier default (``EARLIER_DEFAULTS``)
     and trainer among ``keys``, its kind's mask runs minus its own on the seeds both
@@ -1267,17 +1271,8 @@ def _against_earlier(mask: dict, keys: list) -> list[str]:
         kind = parse_rule(label)[0]
         if label not in EARLIER_DEFAULTS or (kind, fw) not in keys:
             continue
-        cells = []
-        for key in ("accuracy", "accuracy_one", "loss"):
-            a, b = ({s: r for s, r in mask[k].items() if key in r["history"]}
-                    for k in ((kind, fw), (label, fw)))
-            got = _paired(a, b, key, POOL_EPOCHS)
-            if got is None or got[2] is None:
-                cells.append("-")
-                continue
-            d, mean, noise = got
-            worse = d > 0 if key == "loss" else d < 0
-            cells.append(f"{mean:+.4f} ± {noise:.4f} ({int(worse.sum())} of {len(d)})")
+        cells = [_late_cell(mask[(kind, fw)], mask[(label, fw)], key)
+                 for key in ("accuracy", "accuracy_one", "loss")]
         seeds = sorted(set(mask[(kind, fw)]) & set(mask[(label, fw)]))
         rows.append(f"| {_name(label, cell=True)} | {fw}, {_seed_span(seeds)} | "
                     f"{' | '.join(cells)} |")
