@@ -135,18 +135,25 @@ def padding_gradient(grads: Mapping[str, np.ndarray], image_mask, text_mask) -> 
 
 def absent_rows_gradient(grads: Mapping[str, np.ndarray], present: np.ndarray) -> list[str]:
     """Problems where a gradient reaches an absent modality's row: it must be exactly 0."""
+    return _zero_rows(grads, ~np.asarray(present, bool),
+                      "the rows of absent samples must get exactly zero gradient "
+                      "(a selection, not a product with 0)")
+
+
+def _zero_rows(grads: Mapping[str, np.ndarray], rows: np.ndarray, what: str) -> list[str]:
+    """Problems where ``v``'s or ``t``'s gradient is not exactly 0 on ``rows`` (``(B, 2)``
+    bool, image and text columns); ``what`` says why it must be."""
     problems = []
     for name, column in (("v", 0), ("t", 1)):
         g = grads.get(name)
         if g is None:
             continue
-        rows = np.asarray(g)[~present[:, column]]
-        if not np.all(rows == 0.0):
+        got = np.asarray(g)[rows[:, column]]
+        if not np.all(got == 0.0):
             problems.append(
-                f"d/d{name}: the rows of absent samples must get exactly zero gradient "
-                f"(a selection, not a product with 0); received max |g| "
-                f"{np.nanmax(np.abs(rows)) if np.isfinite(rows).any() else rows.flat[0]} "
-                f"({int(np.sum(rows != 0.0))} nonzero or NaN entries)"
+                f"d/d{name}: {what}; received max |g| "
+                f"{np.nanmax(np.abs(got)) if np.isfinite(got).any() else got.flat[0]} "
+                f"({int(np.sum(got != 0.0))} nonzero or NaN entries)"
             )
     return problems
 
@@ -328,20 +335,10 @@ def stopped_rows_gradient(grads: Mapping[str, np.ndarray], case: Case) -> list[s
     stopped = stopped_rows(case)
     if stopped is None or _coupled(case):  # coupled: the other rows' gradient reaches them
         return []
-    problems = []
-    for name, column in (("v", 0), ("t", 1)):
-        g = grads.get(name)
-        if g is None:
-            continue
-        rows = np.asarray(g)[stopped[:, column]]
-        if not np.all(rows == 0.0):
-            problems.append(
-                f"d/d{name}: {case.spec.kind}'s spec stops the gradient of these rows "
-                f"(stopped_input_rows: lone_gradient='stop', a lone sample's present "
-                f"input): expected exactly 0 there (a stop, not a product with 0); received max |g| "
-                f"{float(np.max(np.abs(rows))):.3g}"
-            )
-    return problems
+    return _zero_rows(grads, stopped,
+                      f"{case.spec.kind}'s spec stops the gradient of these rows "
+                      "(stopped_input_rows: lone_gradient='stop', a lone sample's present "
+                      "input): expected exactly 0 there (a stop, not a product with 0)")
 
 
 def finite_differences(case: Case) -> Expected:
